@@ -1,0 +1,151 @@
+"""Scene logic: objects, geometry, vocabulary, transformations and replay."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tvr_gym.scene import SceneObject, State, is_visible_position, overlaps
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import (
+    PAIRS,
+    Transformation,
+    apply,
+    move_type,
+    moved,
+    out_options,
+    pair_index,
+    replay,
+    simulate,
+    state_distance,
+)
+
+
+def obj(pos=(0, 0), **kw) -> SceneObject:
+    base = dict(color="gray", material="rubber", shape="cube", size="small")
+    base.update(kw)
+    return SceneObject(position=pos, **base)
+
+
+def far_state(**first) -> State:
+    """Object 0 at the origin (customisable), the other nine parked far apart outside the square."""
+    parked = [(-40, -40), (-40, 0), (-40, 40), (0, -40), (0, 40), (40, -40), (40, 0), (40, 40), (-40, 20)]
+    return State((obj(**first), *(obj(p) for p in parked)))
+
+
+def test_vocabulary_has_33_pairs_in_canonical_order():
+    assert len(PAIRS) == 33
+    attrs = [a for a, _ in PAIRS]
+    assert attrs == sorted(attrs)
+    assert [v for a, v in PAIRS if a == "position"][:4] == [("front", 1), ("front", 2), ("behind", 1), ("behind", 2)]
+    assert PAIRS[pair_index("size", "small")] == ("size", "small")
+    with pytest.raises(ValueError):
+        pair_index("color", "pink")
+
+
+def test_direction_convention_is_reverse_of_clevr():
+    assert moved((0, 0), ("behind", 1)) == (10, 0)
+    assert moved((0, 0), ("front", 2)) == (-20, 0)
+    assert moved((0, 0), ("right", 1)) == (0, 10)
+    assert moved((0, 0), ("front-left", 1)) == (-10, -10)
+    assert moved((0, 0), ("behind-right", 2)) == (20, 20)
+
+
+def test_radius_in_cells():
+    assert [SPEC.radius_cells(s) for s in ("large", "medium", "small")] == [6, 4, 2]
+
+
+def test_visible_square_is_inclusive():
+    assert is_visible_position((20, -20))
+    assert not is_visible_position((21, 0))
+
+
+def test_overlap_uses_minimum_gap():
+    # small+small: reach = 2 + 2 + 1 = 5 cells
+    assert overlaps(obj((0, 0)), obj((4, 0)))
+    assert not overlaps(obj((0, 0)), obj((5, 0)))
+    assert overlaps(obj((0, 0)), obj((3, 3)))  # 18 < 25
+
+
+@pytest.mark.parametrize(
+    "field,kwargs",
+    [("color", {"color": "pink"}), ("shape", {"shape": "cone"}), ("position", {"pos": (41, 0)})],
+)
+def test_bad_scene_parameters_name_the_field(field, kwargs):
+    with pytest.raises(ValueError, match=field):
+        obj(**kwargs)
+
+
+def test_state_needs_ten_objects():
+    with pytest.raises(ValueError, match="10"):
+        State((obj(),))
+
+
+def test_move_types():
+    assert move_type((0, 0), (10, 0)) == "inner"
+    assert move_type((15, 0), (35, 0)) == "out"
+    assert move_type((35, 0), (15, 0)) == "in"
+    assert move_type((30, 0), (40, 0)) is None
+
+
+def test_out_options_are_exactly_the_invisible_landings():
+    opts = out_options((15, 0))
+    assert ("behind", 1) in opts and ("behind", 2) in opts
+    assert ("front", 1) not in opts
+    for move in opts:
+        end = moved((15, 0), move)
+        assert not is_visible_position(end) and max(map(abs, end)) <= 40
+
+
+def test_apply_and_replay():
+    s = far_state()
+    t1 = Transformation(0, "color", "cyan")
+    t2 = Transformation(0, "position", ("behind", 1), type="inner")
+    out = replay(s, [t1, t2])
+    assert out[0].color == "cyan" and out[0].position == (10, 0)
+    assert s[0].color == "gray"  # inputs are immutable
+    with pytest.raises(ValueError, match="position"):
+        apply(far_state(pos=(35, 0)), Transformation(0, "position", ("behind", 1)))
+
+
+def test_simulate_flags_out_and_overlap():
+    s = far_state()
+    sim = simulate(s, [(1, "position", ("front", 1))])  # (-40, -40) -> (-50, -40): off grid
+    assert sim.error_out and not sim.error_overlap and sim.state[1].position == (-40, -40)
+    s2 = State((obj((0, 0)), obj((10, 0)), *far_state().objects[2:]))
+    sim2 = simulate(s2, [(0, "position", ("behind", 1))])
+    assert sim2.error_overlap and sim2.state[0].position == (10, 0)
+
+
+def test_distance_treats_two_invisible_positions_as_equal():
+    a = far_state(pos=(30, 0))
+    b = far_state(pos=(0, 30))
+    assert state_distance(a, b) == 0
+    c = far_state(pos=(10, 0))
+    assert state_distance(a, c) == 1
+
+
+@given(st.integers(-40, 40), st.integers(-40, 40))
+def test_options_only_for_moves_that_land_on_the_grid(x, y):
+    for move in out_options((x, y)):
+        end = moved((x, y), move)
+        assert -40 <= end[0] <= 40 and -40 <= end[1] <= 40
+
+
+def test_replay_reproduces_all_fixture_finals(trance_problems):
+    assert len(trance_problems) == 100
+    for p in trance_problems:
+        assert replay(p.initial, p.transformations).same_as(p.final), p.idx
+
+
+def test_fixture_move_types_and_options_match_our_rules(trance_problems):
+    for p in trance_problems:
+        state = p.initial
+        for t in p.transformations:
+            if t.attr == "position":
+                start = state[t.obj_idx].position
+                assert move_type(start, moved(start, t.value)) == t.type
+                expected = set(out_options(start)) if t.type == "out" else {t.value}
+                assert set(t.options) == expected, (p.idx, t)
+            state = apply(state, t)

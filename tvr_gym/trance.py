@@ -1,0 +1,207 @@
+"""The TRANCE data format: problems, streaming loader, atomic writer and replay (DESIGN 1.5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tvr_gym.scene import State
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import Transformation, replay
+
+__all__ = ["Problem", "TranceFormatError", "load_trance", "save_trance", "replay", "image_name"]
+
+DATA_FILE = "data.jsonl"
+IMAGE_DIR = "image"
+CAMERA_NAMES: dict[str, str] = dict(SPEC.raw["camera"]["trance_names"])
+"""Our view name -> TRANCE camera name (``center`` -> ``Camera_Center``)."""
+VIEW_OF_CAMERA = {v: k for k, v in CAMERA_NAMES.items()}
+
+
+class TranceFormatError(ValueError):
+    """A TRANCE file that cannot be read; the message names the file and line."""
+
+
+def image_name(idx: int, phase: str, view: str) -> str:
+    """Official file name, e.g. ``img_000005-fin.L.png``; ``phase`` is ``init`` or ``fin``."""
+    return f"img_{idx:06d}-{phase}.{SPEC.raw['camera']['file_suffix'][view]}.png"
+
+
+@dataclass
+class Problem:
+    """One TVR sample: initial and final states, the transformation sequence and image files.
+
+    ``images`` maps ``"initial"``/``"final"`` to {view: file name under ``root/image``}. ``final_view``
+    is the camera of the final observation when the problem fixes one (CrossView), else ``None``.
+    """
+
+    idx: int
+    initial: State
+    final: State
+    transformations: list[Transformation]
+    images: dict[str, dict[str, str]] = field(default_factory=lambda: {"initial": {}, "final": {}})
+    root: Path | None = None
+    final_view: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.transformations)
+
+    def image_path(self, phase: str, view: str) -> Path | None:
+        """The image file of ``phase`` (``initial``/``final``) from ``view``, if it exists."""
+        name = self.images.get(phase, {}).get(view)
+        if name is None or self.root is None:
+            return None
+        path = self.root / IMAGE_DIR / name
+        return path if path.is_file() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TRANCE sample dict. Rotations and ``final_view`` are kept when set."""
+        rot = any(o.rotation for o in self.initial.objects)
+        d: dict[str, Any] = {
+            "idx": self.idx,
+            "states": [
+                {
+                    "objects": s.to_dicts(with_rotation=rot),
+                    "images": {CAMERA_NAMES[v]: n for v, n in self.images.get(phase, {}).items()},
+                }
+                for s, phase in ((self.initial, "initial"), (self.final, "final"))
+            ],
+            "transformations": [t.to_dict() for t in self.transformations],
+        }
+        if self.final_view is not None:
+            d["final_view"] = self.final_view
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], root: Path | None = None) -> Problem:
+        """Parse a TRANCE sample dict; ``ValueError`` names the bad field."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"sample: expected a JSON object, got {type(d).__name__}")
+        for key in ("idx", "states", "transformations"):
+            if key not in d:
+                raise ValueError(f"{key}: missing from sample")
+        states = d["states"]
+        if not isinstance(states, list) or len(states) != 2:
+            raise ValueError("states: expected [initial, final]")
+        parsed_states = []
+        images: dict[str, dict[str, str]] = {}
+        for phase, s in zip(("initial", "final"), states):
+            if not isinstance(s, Mapping) or "objects" not in s:
+                raise ValueError(f"states.{phase}: expected an object with 'objects'")
+            try:
+                parsed_states.append(State.from_dicts(s["objects"]))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"states.{phase}.{exc}") from None
+            images[phase] = {}
+            for cam, name in (s.get("images") or {}).items():
+                if cam not in VIEW_OF_CAMERA:
+                    raise ValueError(f"states.{phase}.images: unknown camera {cam!r}")
+                images[phase][VIEW_OF_CAMERA[cam]] = _safe_image_name(name)
+        steps = []
+        for i, t in enumerate(d["transformations"]):
+            try:
+                steps.append(Transformation.from_dict(t))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"transformations[{i}].{exc}") from None
+        known = {"idx", "states", "transformations", "final_view"}
+        final_view = d.get("final_view")
+        if final_view is not None and final_view not in CAMERA_NAMES:
+            raise ValueError(f"final_view: expected one of {list(CAMERA_NAMES)}, got {final_view!r}")
+        return cls(
+            idx=int(d["idx"]),
+            initial=parsed_states[0],
+            final=parsed_states[1],
+            transformations=steps,
+            images=images,
+            root=root,
+            final_view=final_view,
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+def _safe_image_name(name: Any) -> str:
+    """Refuse image paths that are absolute or escape the image directory."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"images: expected a file name, got {name!r}")
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
+        raise ValueError(f"images: path {name!r} escapes the image directory")
+    return name
+
+
+def _data_file(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        return p / DATA_FILE, p
+    if p.is_file():
+        return p, p.parent
+    raise FileNotFoundError(f"no TRANCE dataset at {p} (expected a directory holding {DATA_FILE}, or the file)")
+
+
+def load_trance(path: str | os.PathLike[str]) -> Iterator[Problem]:
+    """Stream problems from a TRANCE-format directory (``data.jsonl`` + ``image/``) or jsonl file.
+
+    Lines are read one at a time, so a large dataset never sits in memory. A broken line raises
+    :class:`TranceFormatError` naming the file and line number.
+    """
+    data, root = _data_file(path)
+    if not data.is_file():
+        raise FileNotFoundError(f"no {DATA_FILE} in {root}")
+    with data.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Problem.from_dict(json.loads(line), root=root)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise TranceFormatError(f"{data}:{lineno}: {exc}") from None
+
+
+def save_trance(problems: Iterable[Problem], path: str | os.PathLike[str], copy_images: bool = True) -> int:
+    """Write problems to ``path/data.jsonl`` atomically; copy their existing image files.
+
+    Returns the number of problems written. The file appears only when complete.
+    """
+    root = Path(path)
+    (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".data-", suffix=".jsonl.tmp", dir=root)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for prob in problems:
+                fh.write(json.dumps(prob.to_dict(), separators=(",", ":")) + "\n")
+                n += 1
+                if copy_images and prob.root is not None and prob.root.resolve() != root.resolve():
+                    for views in prob.images.values():
+                        for name in views.values():
+                            src = prob.root / IMAGE_DIR / name
+                            if src.is_file():
+                                atomic_copy(src, root / IMAGE_DIR / name)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, root / DATA_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy a file so that ``dst`` is either absent or complete."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

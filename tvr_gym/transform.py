@@ -1,0 +1,213 @@
+"""Atomic transformations, the 33-pair vocabulary, move types, options and replay (DESIGN 1.2-1.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from tvr_gym.scene import SceneObject, State, is_visible_position, on_grid, overlaps
+from tvr_gym.spec import SPEC, Move
+
+Value = Union[str, Move]
+"""An attribute value: a string, or (direction, step) for a move."""
+
+PAIRS: tuple[tuple[str, Value], ...] = tuple(
+    (attr, value)
+    for attr in SPEC.attributes
+    for value in (SPEC.moves if attr == "position" else SPEC.values[attr])
+)
+"""The 33 attribute-value pairs in canonical order (attributes alphabetical, then spec order)."""
+
+PAIR_INDEX: dict[tuple[str, Value], int] = {pair: i for i, pair in enumerate(PAIRS)}
+
+MOVE_TYPES = ("inner", "out", "in")
+
+
+def pair_index(attr: str, value: Value) -> int:
+    """Index of an (attribute, value) pair in :data:`PAIRS`; ``ValueError`` if unknown."""
+    try:
+        return PAIR_INDEX[(attr, value)]
+    except KeyError:
+        raise ValueError(f"unknown pair {attr}={value!r}") from None
+
+
+def moved(position: tuple[int, int], move: Move) -> tuple[int, int]:
+    """The grid position after a move (may be off the grid)."""
+    dx, dy = SPEC.directions[move[0]]
+    n = move[1] * SPEC.cells_per_step
+    return (position[0] + dx * n, position[1] + dy * n)
+
+
+def move_type(start: tuple[int, int], end: tuple[int, int]) -> str | None:
+    """``inner``, ``out`` or ``in``; ``None`` for invisible to invisible."""
+    a, b = is_visible_position(start), is_visible_position(end)
+    if a and b:
+        return "inner"
+    if a:
+        return "out"
+    if b:
+        return "in"
+    return None
+
+
+def out_options(position: tuple[int, int]) -> tuple[Move, ...]:
+    """Every move from ``position`` that lands on the grid and outside the visible square."""
+    result = []
+    for move in SPEC.moves:
+        end = moved(position, move)
+        if on_grid(end) and not is_visible_position(end):
+            result.append(move)
+    return tuple(result)
+
+
+def _value_from_json(attr: str, val: Any) -> Value:
+    if attr == "position":
+        if (
+            not isinstance(val, (list, tuple))
+            or len(val) != 2
+            or val[0] not in SPEC.directions
+            or val[1] not in SPEC.steps
+            or isinstance(val[1], bool)
+        ):
+            raise ValueError(f"val: {val!r} is not a move [direction, step]")
+        return (str(val[0]), int(val[1]))
+    if attr not in SPEC.values:
+        raise ValueError(f"attr: unknown attribute {attr!r}; valid: {', '.join(SPEC.attributes)}")
+    if val not in SPEC.values[attr]:
+        raise ValueError(f"val: unknown {attr} {val!r}; valid: {', '.join(SPEC.values[attr])}")
+    return val
+
+
+def _value_to_json(value: Value) -> Any:
+    return [value[0], value[1]] if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Transformation:
+    """One atomic step: (object index, attribute, value), plus its equivalent ``options``.
+
+    ``options`` holds every value giving the same observation (DESIGN 1.3); it always contains
+    ``value``. ``type`` is the move type for position steps.
+    """
+
+    obj_idx: int
+    attr: str
+    value: Value
+    options: tuple[Value, ...] = field(default=())
+    type: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.obj_idx, int) or not 0 <= self.obj_idx < SPEC.n_objects:
+            raise ValueError(f"obj_idx: expected 0..{SPEC.n_objects - 1}, got {self.obj_idx!r}")
+        _value_from_json(self.attr, self.value)
+        if not self.options:
+            object.__setattr__(self, "options", (self.value,))
+        if self.type is not None and self.type not in MOVE_TYPES:
+            raise ValueError(f"type: expected one of {MOVE_TYPES}, got {self.type!r}")
+
+    @property
+    def pair(self) -> tuple[str, Value]:
+        return (self.attr, self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """TRANCE transformation dict."""
+        d: dict[str, Any] = {
+            "obj_idx": self.obj_idx,
+            "attr": self.attr,
+            "val": _value_to_json(self.value),
+            "options": [_value_to_json(v) for v in self.options],
+        }
+        if self.attr == "position":
+            d["type"] = self.type
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Transformation:
+        """Parse a TRANCE transformation dict; ``ValueError`` names the bad field."""
+        for key in ("obj_idx", "attr", "val"):
+            if key not in d:
+                raise ValueError(f"{key}: missing from transformation")
+        attr = d["attr"]
+        value = _value_from_json(attr, d["val"])
+        options = tuple(_value_from_json(attr, v) for v in d.get("options") or [value])
+        obj_idx = d["obj_idx"]
+        if isinstance(obj_idx, bool) or not isinstance(obj_idx, int):
+            raise ValueError(f"obj_idx: expected an integer, got {obj_idx!r}")
+        return cls(obj_idx, attr, value, options, d.get("type"))
+
+
+def apply(state: State, step: Transformation) -> State:
+    """Apply one step. Raises ``ValueError`` if a move leaves the grid; overlap is not checked."""
+    obj = state.objects[step.obj_idx]
+    if step.attr == "position":
+        new = SceneObject(obj.color, obj.material, obj.shape, obj.size, moved(obj.position, step.value), obj.rotation)
+    else:
+        fields = {a: getattr(obj, a) for a in ("color", "material", "shape", "size")}
+        fields[step.attr] = step.value
+        new = SceneObject(position=obj.position, rotation=obj.rotation, **fields)
+    return state.with_object(step.obj_idx, new)
+
+
+def replay(state: State, transformations: Iterable[Transformation]) -> State:
+    """The final state after applying ``transformations`` in order (DESIGN Part 2)."""
+    for step in transformations:
+        state = apply(state, step)
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """The outcome of simulating a predicted sequence as TVR's evaluator does (DESIGN 1.7)."""
+
+    state: State
+    error_out: bool
+    error_overlap: bool
+    illegal_steps: int
+
+
+def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulation:
+    """Apply (obj, attr, value) steps, flagging off-grid moves and overlaps.
+
+    An off-grid move is flagged and skipped; a move or size change that overlaps another object
+    is flagged and still applied. Steps are assumed well-typed (as produced by the parser).
+    """
+    objs = list(state.objects)
+    error_out = error_overlap = False
+    illegal = 0
+    for obj_idx, attr, value in steps:
+        obj = objs[obj_idx]
+        if attr == "position":
+            pos = moved(obj.position, value)  # type: ignore[arg-type]
+            if not on_grid(pos):
+                error_out = True
+                illegal += 1
+                continue
+            new = SceneObject(obj.color, obj.material, obj.shape, obj.size, pos, obj.rotation)
+        else:
+            fields = {a: getattr(obj, a) for a in ("color", "material", "shape", "size")}
+            fields[attr] = value
+            new = SceneObject(position=obj.position, rotation=obj.rotation, **fields)
+        objs[obj_idx] = new
+        if attr in ("position", "size") and _overlaps_any(objs, obj_idx):
+            error_overlap = True
+            illegal += 1
+    return Simulation(State(tuple(objs)), error_out, error_overlap, illegal)
+
+
+def _overlaps_any(objs: list[SceneObject], i: int) -> bool:
+    me = objs[i]
+    return any(j != i and overlaps(me, o) for j, o in enumerate(objs))
+
+
+def state_distance(pred: State, true: State) -> int:
+    """Number of (object, attribute) entries that differ (DESIGN 1.7 step 2).
+
+    Positions are equal when identical, or when both lie outside the visible square.
+    """
+    dist = 0
+    for a, b in zip(pred.objects, true.objects, strict=True):
+        dist += (a.color != b.color) + (a.material != b.material) + (a.shape != b.shape) + (a.size != b.size)
+        if a.position != b.position and (is_visible_position(a.position) or is_visible_position(b.position)):
+            dist += 1
+    return dist
