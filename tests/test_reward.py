@@ -1,0 +1,440 @@
+"""Rewards: STAR-R1 matching reward, state reward, sparse reward; properties on random and official problems."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tvr_gym.answer import format_answer, format_item, parse_answer
+from tvr_gym.reward import (
+    ABLATIONS,
+    REWARDS,
+    StarWeights,
+    StateWeights,
+    get_reward,
+    sparse_reward,
+    star_reward,
+    state_reward,
+)
+from tvr_gym.scene import SceneObject, State, on_grid, overlaps
+from tvr_gym.spec import SPEC
+from tvr_gym.trance import Problem
+from tvr_gym.transform import PAIRS, Transformation, move_type, moved, out_options, replay, simulate, state_distance
+
+CATEGORICAL = [a for a in SPEC.attributes if a in SPEC.values]
+
+
+# ---------------------------------------------------------------- random valid problems
+
+def _random_state(rng: random.Random) -> State:
+    lim = SPEC.grid_limit
+    objs: list[SceneObject] = []
+    while len(objs) < SPEC.n_objects:
+        obj = SceneObject(
+            *(rng.choice(SPEC.values[a]) for a in CATEGORICAL),
+            position=(rng.randint(-lim, lim), rng.randint(-lim, lim)),
+        )
+        if not any(overlaps(obj, o) for o in objs):
+            objs.append(obj)
+    return State(tuple(objs))
+
+
+def _random_step(rng: random.Random, state: State) -> Transformation | None:
+    obj_idx = rng.randrange(SPEC.n_objects)
+    attr, value = rng.choice(PAIRS)
+    obj = state[obj_idx]
+    if attr == "position":
+        end = moved(obj.position, value)
+        kind = move_type(obj.position, end)
+        if not on_grid(end) or kind is None:
+            return None
+        options = out_options(obj.position) if kind == "out" else (value,)
+        step = Transformation(obj_idx, attr, value, options, kind)
+    else:
+        if getattr(obj, attr) == value:
+            return None
+        step = Transformation(obj_idx, attr, value)
+    sim = simulate(state, [(obj_idx, attr, value)])
+    return None if sim.error_out or sim.error_overlap else step
+
+
+@st.composite
+def problems(draw, max_steps: int = 4) -> Problem:
+    """A random problem obeying TRANCE's feasibility rules (value changes, no overlap, on grid)."""
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    n_steps = draw(st.integers(1, max_steps))
+    initial = _random_state(rng)
+    state, steps = initial, []
+    while len(steps) < n_steps:
+        step = _random_step(rng, state)
+        if step is not None:
+            steps.append(step)
+            state = replay(state, [step])
+    return Problem(idx=0, initial=initial, final=state, transformations=steps)
+
+
+def _truth(problem: Problem) -> list[tuple]:
+    return [(t.obj_idx, t.attr, t.value) for t in problem.transformations]
+
+
+def _max(problem: Problem) -> float:
+    return 1.0 + 5.0 * problem.n_steps
+
+
+def _legal(problem: Problem, steps: list[tuple]) -> bool:
+    sim = simulate(problem.initial, steps)
+    return not sim.error_out and not sim.error_overlap and state_distance(sim.state, problem.final) == 0
+
+
+pred_steps = st.lists(
+    st.tuples(st.integers(0, SPEC.n_objects - 1), st.sampled_from(PAIRS)).map(lambda t: (t[0], *t[1])),
+    max_size=7,
+)
+
+
+# ---------------------------------------------------------------- true answers get the maximum
+
+def test_official_true_answers_get_the_maximum(trance_problems):
+    for problem in trance_problems:
+        text = format_answer(problem.transformations, think="t")
+        assert star_reward(text, problem).total == _max(problem)
+        assert state_reward(text, problem).total == _max(problem)
+        assert sparse_reward(text, problem).total == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(), preds=pred_steps)
+def test_true_answer_is_the_maximum(problem, preds):
+    truth = format_answer(problem.transformations)
+    other = format_answer(preds)
+    for fn in (star_reward, state_reward):
+        best = fn(truth, problem).total
+        assert best == _max(problem)
+        assert fn(other, problem).total <= best
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(), data=st.data())
+def test_equivalent_reordering_gets_full_state_reward(problem, data):
+    order = data.draw(st.permutations(_truth(problem)))
+    assume(_legal(problem, list(order)))
+    assert state_reward(format_answer(order), problem).total == _max(problem)
+
+
+def _split_double_moves(steps: list[tuple]) -> list[tuple]:
+    out = []
+    for obj, attr, value in steps:
+        if attr == "position" and value[1] == 2:
+            out += [(obj, attr, (value[0], 1))] * 2
+        else:
+            out.append((obj, attr, value))
+    return out
+
+
+def test_equivalent_sequences_on_official_problems(trance_problems):
+    """Another order, ``front 1`` twice for ``front 2`` and dropped redundant steps all get the maximum."""
+    checked = 0
+    for problem in trance_problems:
+        truth = _truth(problem)
+        variants = [list(p) for p in itertools.permutations(truth)][1:6]
+        variants.append(_split_double_moves(truth))
+        variants.append([s for i, s in enumerate(truth) if (s[0], s[1]) not in {(t[0], t[1]) for t in truth[i + 1 :]}])
+        for steps in variants:
+            if steps != truth and _legal(problem, steps):
+                assert state_reward(format_answer(steps), problem).total == _max(problem), (problem.idx, steps)
+                checked += 1
+    assert checked > 50
+
+
+def test_dropped_redundant_step_gets_full_state_reward():
+    rng = random.Random(3)
+    initial = _random_state(rng)
+    color = initial[0].color
+    others = [c for c in SPEC.values["color"] if c != color]
+    steps = [Transformation(0, "color", others[0]), Transformation(0, "color", others[1])]
+    problem = Problem(0, initial, replay(initial, steps), steps)
+    short = format_answer([steps[1]])
+    assert state_reward(short, problem).total == _max(problem)
+    assert star_reward(short, problem).total < _max(problem)
+
+
+# ---------------------------------------------------------------- STAR reward properties
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems(), preds=pred_steps.filter(bool), data=st.data())
+def test_repeating_a_triplet_never_raises_star(problem, preds, data):
+    extra = data.draw(st.sampled_from(preds))
+    before = star_reward(format_answer(preds), problem).total
+    after = star_reward(format_answer([*preds, extra]), problem).total
+    assert after <= before
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems(), preds=pred_steps, data=st.data())
+def test_adding_a_wrong_triplet_lowers_star(problem, preds, data):
+    """A triplet on an object no true step touches costs exactly ``wrong`` once predictions cover the truth."""
+    touched = {t.obj_idx for t in problem.transformations}
+    free = [o for o in range(SPEC.n_objects) if o not in touched]
+    obj = data.draw(st.sampled_from(free))
+    attr, value = data.draw(st.sampled_from(PAIRS))
+    assume(len(preds) >= problem.n_steps)
+    before = star_reward(format_answer(preds), problem).total
+    after = star_reward(format_answer([*preds, (obj, attr, value)]), problem).total
+    assert after == before - 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(), data=st.data())
+def test_true_answer_plus_any_wrong_triplet_loses_one(problem, data):
+    obj = data.draw(st.integers(0, SPEC.n_objects - 1))
+    attr, value = data.draw(st.sampled_from(PAIRS))
+    assume(not any(t.obj_idx == obj and t.attr == attr and value in t.options for t in problem.transformations))
+    text = format_answer([*_truth(problem), (obj, attr, value)])
+    assert star_reward(text, problem).total == _max(problem) - 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=problems())
+def test_empty_answer_scores_minus_n_gt(problem):
+    assert star_reward("", problem).total == -problem.n_steps
+    assert star_reward("<think></think><answer></answer>", problem).total == 1.0 - problem.n_steps
+    assert state_reward("", problem).total < 0
+    assert sparse_reward("", problem).total == 0.0
+
+
+def _brute_force_star(steps: list[tuple], n_unreadable: int, problem: Problem, w: StarWeights) -> float:
+    """Reference: the best total over every one-to-one partial matching (small inputs only)."""
+    gts = problem.transformations
+    n_pred = len(steps) + n_unreadable
+    best = -math.inf
+    steps = list(dict.fromkeys(steps))  # duplicates are never matched; they still count in n_pred
+    slots = list(range(len(gts))) + [None] * len(steps)
+    for assign in set(itertools.permutations(slots, len(steps))):
+        pos, n_full = 0.0, 0
+        for (obj, attr, value), j in zip(steps, assign):
+            if j is None or gts[j].obj_idx != obj:
+                continue
+            t = gts[j]
+            if t.attr == attr and value in t.options:
+                pos, n_full = pos + w.full, n_full + 1
+            elif t.attr == attr:
+                pos += max(w.attribute, w.object)
+            else:
+                pos += w.object
+        best = max(best, pos - w.wrong * (n_pred - n_full))
+    return best - w.missing * max(0, len(gts) - n_pred)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    problem=problems(),
+    data=st.data(),
+    weights=st.sampled_from(list(ABLATIONS.values())),
+    n_unreadable=st.integers(0, 2),
+)
+def test_star_matching_is_the_exact_optimum(problem, data, weights, n_unreadable):
+    touched = sorted({t.obj_idx for t in problem.transformations})
+    near = st.tuples(st.sampled_from(touched), st.sampled_from(PAIRS)).map(lambda t: (t[0], *t[1]))
+    preds = data.draw(st.lists(st.one_of(near, st.sampled_from(_truth(problem))), max_size=5))
+    text = ", ".join([*(format_item(s) for s in preds), *["12.color.red"] * n_unreadable])
+    got = star_reward(text, problem, weights)
+    assert got.total == pytest.approx(_brute_force_star(preds, n_unreadable, problem, weights))
+    assert got.total == pytest.approx(sum(got.terms.values()))
+
+
+def _one_step_problem() -> Problem:
+    initial = _random_state(random.Random(7))
+    old = initial[2].color
+    new = next(c for c in SPEC.values["color"] if c != old)
+    steps = [Transformation(2, "color", new)]
+    return Problem(0, initial, replay(initial, steps), steps)
+
+
+def test_star_tiers_and_terms_by_hand():
+    problem = _one_step_problem()
+    new = problem.transformations[0].value
+    other = next(c for c in SPEC.values["color"] if c not in (new, problem.initial[2].color))
+    wrap = "<think></think><answer>{}</answer>"
+    full = star_reward(wrap.format(f"2.color.{new}"), problem)
+    assert full.terms == {"format": 1.0, "pos": 5.0, "pun_wrong": 0.0, "pun_missing": 0.0}
+    attr_tier = star_reward(wrap.format(f"2.color.{other}"), problem)
+    assert attr_tier.terms == {"format": 1.0, "pos": 1.5, "pun_wrong": -1.0, "pun_missing": 0.0}
+    obj_tier = star_reward(f"2.shape.{SPEC.values['shape'][0]}", problem)
+    assert obj_tier.total == 0.5 - 1.0
+    miss = star_reward(f"3.color.{new}", problem)
+    assert miss.total == -1.0
+    garbage = star_reward("2.color.pink, 2.color." + new, problem)
+    assert garbage.terms == {"format": 0.0, "pos": 5.0, "pun_wrong": -1.0, "pun_missing": 0.0}
+    duplicate = star_reward(f"2.color.{new}, 2.color.{new}", problem)
+    assert duplicate.terms == {"format": 0.0, "pos": 5.0, "pun_wrong": -1.0, "pun_missing": 0.0}
+
+
+def test_duplicate_partial_guess_is_not_matched_twice():
+    """Two true color changes of object 2: a repeated wrong color must not collect the attribute tier twice."""
+    problem = _one_step_problem()
+    colors = [c for c in SPEC.values["color"] if c != problem.initial[2].color]
+    steps = [Transformation(2, "color", colors[0]), Transformation(2, "color", colors[1])]
+    problem = Problem(0, problem.initial, replay(problem.initial, steps), steps)
+    once = star_reward(f"2.color.{colors[2]}", problem)
+    assert once.terms == {"format": 0.0, "pos": 1.5, "pun_wrong": -1.0, "pun_missing": -1.0}
+    twice = star_reward(f"2.color.{colors[2]}, 2.color.{colors[2]}", problem)
+    assert twice.terms == {"format": 0.0, "pos": 1.5, "pun_wrong": -2.0, "pun_missing": 0.0}
+    assert twice.total <= once.total
+
+
+def test_star_ablations_are_one_argument_each():
+    problem = _one_step_problem()
+    new = problem.transformations[0].value
+    other = next(c for c in SPEC.values["color"] if c not in (new, problem.initial[2].color))
+    attr_answer, obj_answer = f"2.color.{other}", f"2.size.{SPEC.values['size'][0]}"
+    assert star_reward(obj_answer, problem, StarWeights(object=0.0)).total == -1.0
+    assert star_reward(attr_answer, problem, StarWeights(attribute=0.0)).total == 0.5 - 1.0  # falls to object tier
+    assert star_reward(attr_answer, problem, StarWeights(attribute=0.0, object=0.0)).total == -1.0
+    assert star_reward("", problem, StarWeights(missing=0.0)).total == 0.0
+    assert star_reward(attr_answer, problem, StarWeights(wrong=0.0)).total == 1.5
+    assert get_reward("no_wrong_penalty")(attr_answer, problem).total == 1.5
+    assert get_reward("star", wrong=0.0)(attr_answer, problem).total == 1.5
+
+
+def test_out_move_options_count_as_full_match(trance_problems):
+    checked = 0
+    for problem in trance_problems:
+        for i, t in enumerate(problem.transformations):
+            for alt in t.options:
+                if alt == t.value:
+                    continue
+                steps = _truth(problem)
+                steps[i] = (t.obj_idx, t.attr, alt)
+                assert star_reward(format_answer(steps), problem).total == _max(problem)
+                checked += 1
+    assert checked > 10
+
+
+# ---------------------------------------------------------------- state and sparse by hand
+
+def test_state_reward_terms_by_hand():
+    problem = _one_step_problem()
+    new = problem.transformations[0].value
+    other = next(c for c in SPEC.values["color"] if c not in (new, problem.initial[2].color))
+    shape = next(s for s in SPEC.values["shape"] if s != problem.initial[5].shape)
+    got = state_reward(f"<think></think><answer>2.color.{other}, 5.shape.{shape}, 12.color.red</answer>", problem)
+    assert got.terms == {
+        "format": 1.0, "correct": 0.0, "wrong_change": -2.0, "missing": 0.0, "illegal": 0.0, "unreadable": -1.0,
+    }
+    half = Problem(0, problem.initial, replay(problem.initial, [*problem.transformations, _shape_step(problem)]),
+                   [*problem.transformations, _shape_step(problem)])
+    got = state_reward(f"2.color.{new}", half)
+    assert got.terms["correct"] == 5.0 and got.terms["missing"] == -1.0 and got.total == 4.0
+    weights = StateWeights(full=2.0, missing=0.5)
+    assert state_reward(f"2.color.{new}", half, weights).total == 2.0 - 0.5
+
+
+def _shape_step(problem: Problem) -> Transformation:
+    shape = next(s for s in SPEC.values["shape"] if s != problem.initial[5].shape)
+    return Transformation(5, "shape", shape)
+
+
+def test_state_reward_charges_illegal_steps():
+    initial = _random_state(random.Random(11))
+    lim = SPEC.grid_limit
+    objs = list(initial.objects)
+    objs[0] = SceneObject(objs[0].color, objs[0].material, objs[0].shape, objs[0].size, (lim, 0))
+    objs[1] = SceneObject(objs[1].color, objs[1].material, objs[1].shape, objs[1].size, (-lim, -lim))
+    initial = State(tuple(objs))
+    assume_ok = [o for o in range(2, 10) if not overlaps(objs[0], objs[o]) and not overlaps(objs[1], objs[o])]
+    assert len(assume_ok) == 8
+    color = next(c for c in SPEC.values["color"] if c != initial[3].color)
+    steps = [Transformation(3, "color", color)]
+    problem = Problem(0, initial, replay(initial, steps), steps)
+    off_grid = f"3.color.{color}, 0.position.behind.1"
+    got = state_reward(off_grid, problem)
+    assert got.terms["illegal"] == -1.0 and got.terms["correct"] == 5.0 and got.total == 4.0
+    assert sparse_reward(off_grid, problem).total == 1.0  # 1-step: Basic Acc of the first step
+
+
+def test_sparse_reward():
+    problem = _one_step_problem()
+    new = problem.transformations[0].value
+    assert sparse_reward(f"2.color.{new}", problem).terms == {"acc": 1.0}
+    assert sparse_reward(f"3.color.{new}", problem).total == 0.0
+    assert sparse_reward("", problem).total == 0.0
+
+
+def test_sparse_reward_multi_step(trance_problems):
+    problem = next(p for p in trance_problems if p.n_steps == 3)
+    truth = _truth(problem)
+    assert sparse_reward(format_answer(truth), problem).total == 1.0
+    assert sparse_reward(format_answer(truth[:-1]), problem).total == 0.0
+
+
+# ---------------------------------------------------------------- robustness and formatting invariance
+
+def _variants(steps: list[tuple]) -> list[str]:
+    def item(s, sep=".", dash="-"):
+        return format_item(s).replace(".", sep).replace("-", dash)
+
+    def tup(s):
+        obj, attr, value = s
+        parts = [str(obj), attr, *(map(str, value) if isinstance(value, tuple) else [value])]
+        return "(" + ", ".join(parts) + ")"
+
+    return [
+        ", ".join(item(s) for s in steps).upper(),
+        "; ".join(item(s) for s in steps),
+        "\n".join(item(s) for s in steps),
+        ", ".join(tup(s) for s in steps),
+        ", ".join(item(s, " . ", " - ") for s in steps),
+        "\n".join("object " + item(s, " ", "_").replace(" ", " : ", 1) for s in steps),
+    ]
+
+
+@settings(max_examples=50, deadline=None)
+@given(problem=problems(), preds=pred_steps)
+def test_rewards_invariant_to_formatting_variants(problem, preds):
+    canonical = ", ".join(format_item(s) for s in preds)
+    for fn in REWARDS.values():
+        expected = fn(f"<think>a</think><answer>{canonical}</answer>", problem)
+        for variant in _variants(preds):
+            got = fn(f"<think>a</think><answer>{variant}</answer>", problem)
+            assert got == expected, variant
+
+
+@settings(max_examples=100, deadline=None)
+@given(problem=problems(max_steps=2), text=st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_any_input_gives_a_finite_reward(problem, text):
+    for fn in REWARDS.values():
+        result = fn(text, problem)
+        assert math.isfinite(result.total)
+        assert result.total == pytest.approx(sum(result.terms.values()))
+        assert all(math.isfinite(v) for v in result.terms.values())
+
+
+def test_huge_and_odd_inputs(trance_problems):
+    problem = trance_problems[0]
+    for text in ["x" * 3_000_000, None, b"\xff\xfe" * 10_000, "\x00" * 10_000, "<answer>" * 100_000]:
+        for fn in REWARDS.values():
+            assert math.isfinite(fn(text, problem).total)
+
+
+def test_parsed_input_is_accepted(trance_problems):
+    problem = trance_problems[5]
+    text = format_answer(problem.transformations)
+    parsed = parse_answer(text)
+    for fn in REWARDS.values():
+        assert fn(parsed, problem) == fn(text, problem)
+
+
+def test_registry_and_errors():
+    assert set(REWARDS) == {"star", "state", "sparse"}
+    assert get_reward("state") is state_reward
+    with pytest.raises(ValueError, match="valid: star, state, sparse"):
+        get_reward("dense")
+    with pytest.raises(ValueError, match="unknown 'bonus'; valid: format, full"):
+        get_reward("star", bonus=1.0)
+    with pytest.raises(ValueError, match="no weights"):
+        get_reward("sparse", full=1.0)

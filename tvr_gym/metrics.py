@@ -1,0 +1,274 @@
+"""TVR's evaluator metrics per episode, and summaries into the tables of DESIGN 1.7."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tvr_gym.answer import Parsed, Step, parse_answer
+from tvr_gym.scene import State, is_visible_position
+from tvr_gym.spec import SPEC
+from tvr_gym.trance import Problem
+from tvr_gym.transform import Simulation, simulate
+
+__all__ = [
+    "STATE_KEYS",
+    "BASIC_KEYS",
+    "VIEWS",
+    "EntryCounts",
+    "as_parsed",
+    "basic_scores",
+    "entry_counts",
+    "episode_metrics",
+    "format_table",
+    "summarize",
+]
+
+STATE_KEYS = ("dist", "norm_dist", "loose_acc", "acc", "error_overlap", "error_out")
+"""Keys present in every :func:`episode_metrics` result (plus ``n_steps``, ``n_pred``, ``n_unreadable``)."""
+BASIC_KEYS = ("obj_acc", "attr_acc", "val_acc", "basic_acc")
+"""Extra keys for 1-step problems (DESIGN 1.7 Basic)."""
+VIEWS = tuple(SPEC.raw["camera"]["rigs"])
+ID_VIEWS = (VIEWS[0],)
+OOD_VIEWS = VIEWS[1:]
+_ENTRY_ATTRS = tuple(a for a in SPEC.attributes if a in SPEC.values)
+
+
+def as_parsed(text: Any) -> Parsed:
+    """``text`` itself when it is already a :class:`Parsed`, else :func:`parse_answer` of it."""
+    return text if isinstance(text, Parsed) else parse_answer(text)
+
+
+def _position_equal(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a == b or (not is_visible_position(a) and not is_visible_position(b))
+
+
+class EntryCounts(tuple):
+    """(right, wrong, missed, changed): counts over the (object, attribute) entries (DESIGN 1.7 equality).
+
+    ``changed`` entries differ between the true initial and final states; ``right`` of them are equal in
+    the prediction; ``missed`` of them were left at the initial value; ``wrong`` entries were changed by
+    the prediction to a value that is not the true final one. ``dist = wrong + missed``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, right: int, wrong: int, missed: int, changed: int) -> EntryCounts:
+        return super().__new__(cls, (right, wrong, missed, changed))
+
+    right = property(lambda self: self[0])
+    wrong = property(lambda self: self[1])
+    missed = property(lambda self: self[2])
+    changed = property(lambda self: self[3])
+
+
+def entry_counts(initial: State, final: State, predicted: State) -> EntryCounts:
+    """Compare the predicted final state with the true one, entry by entry."""
+    right = wrong = missed = changed = 0
+    for a, b, p in zip(initial.objects, final.objects, predicted.objects, strict=True):
+        if p == b and a == b:  # untouched by truth and prediction: nothing to count
+            continue
+        pairs = [(getattr(a, k), getattr(b, k), getattr(p, k)) for k in _ENTRY_ATTRS]
+        for init, true, pred in pairs:
+            if init != true:
+                changed += 1
+                if pred == true:
+                    right += 1
+                elif pred == init:
+                    missed += 1
+                else:
+                    wrong += 1
+            elif pred != true:
+                wrong += 1
+        ia, ta, pa = a.position, b.position, p.position
+        if not _position_equal(ia, ta):
+            changed += 1
+            if _position_equal(pa, ta):
+                right += 1
+            elif _position_equal(pa, ia):
+                missed += 1
+            else:
+                wrong += 1
+        elif not _position_equal(pa, ta):
+            wrong += 1
+    return EntryCounts(right, wrong, missed, changed)
+
+
+def basic_scores(steps: Sequence[Step], problem: Problem) -> dict[str, float]:
+    """DESIGN 1.7 Basic for the FIRST predicted step against the first true step (all 0 without a step)."""
+    if not steps or not problem.transformations:
+        return dict.fromkeys(BASIC_KEYS, 0.0)
+    obj, attr, value = steps[0]
+    truth = problem.transformations[0]
+    obj_ok = obj == truth.obj_idx
+    val_ok = attr == truth.attr and value in truth.options
+    return {
+        "obj_acc": float(obj_ok),
+        "attr_acc": float(attr == truth.attr),
+        "val_acc": float(val_ok),
+        "basic_acc": float(obj_ok and val_ok),
+    }
+
+
+def simulate_parsed(parsed: Parsed, problem: Problem) -> Simulation:
+    """Simulate the readable steps on the problem's initial state."""
+    return simulate(problem.initial, parsed.steps)
+
+
+def episode_metrics(text: Any, problem: Problem) -> dict[str, Any]:
+    """TVR metrics of one answer (any string, or a :class:`Parsed`) on one problem.
+
+    Always: ``dist`` (int), ``norm_dist`` (dist / true length, or dist for an empty truth),
+    ``loose_acc`` and ``acc`` (0.0/1.0), ``error_overlap``, ``error_out`` (bool), ``n_steps`` (true
+    length), ``n_pred`` (readable steps), ``n_unreadable``. For 1-step problems also ``obj_acc``,
+    ``attr_acc``, ``val_acc`` and ``basic_acc`` (Basic Acc = ObjAcc and ValAcc, first predicted step).
+    Unreadable items do not change the state; they only show in ``n_unreadable``.
+    """
+    parsed = as_parsed(text)
+    sim = simulate_parsed(parsed, problem)
+    counts = entry_counts(problem.initial, problem.final, sim.state)
+    dist = counts.wrong + counts.missed
+    n_gt = problem.n_steps
+    out: dict[str, Any] = {
+        "dist": dist,
+        "norm_dist": dist / n_gt if n_gt else float(dist),
+        "loose_acc": float(dist == 0),
+        "acc": float(dist == 0 and not sim.error_out and not sim.error_overlap),
+        "error_overlap": sim.error_overlap,
+        "error_out": sim.error_out,
+        "n_steps": n_gt,
+        "n_pred": len(parsed.steps),
+        "n_unreadable": parsed.n_unreadable,
+    }
+    if n_gt == 1:
+        out.update(basic_scores(parsed.steps, problem))
+    return out
+
+
+# ---------------------------------------------------------------- summaries
+
+_OVERALL = (("AD", "dist"), ("AND", "norm_dist"), ("LAcc", "loose_acc"), ("Acc", "acc"))
+_BASIC = (("ObjAcc", "obj_acc"), ("AttrAcc", "attr_acc"), ("ValAcc", "val_acc"), ("Acc", "basic_acc"))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _number(record: Mapping[str, Any], key: str, index: int) -> float:
+    if key not in record:
+        raise ValueError(f"records[{index}]: missing key {key!r}")
+    value = record[key]
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"records[{index}].{key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _group(records: list[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(records)}
+    for name, key in _OVERALL:
+        out[name] = _mean([_number(r, key, i) for i, r in records])
+    rewards = [_number(r, "reward", i) for i, r in records if "reward" in r]
+    out["reward"] = _mean(rewards)
+    return out
+
+
+def _basic(records: list[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
+    one = [(i, r) for i, r in records if _number(r, "n_steps", i) == 1]
+    out: dict[str, Any] = {"n": len(one)}
+    for name, key in _BASIC:
+        if key == "basic_acc":
+            vals = [
+                r["basic_acc"] if "basic_acc" in r else _number(r, "obj_acc", i) * _number(r, "val_acc", i)
+                for i, r in one
+            ]
+            out[name] = _mean([float(v) for v in vals])
+        else:
+            out[name] = _mean([_number(r, key, i) for i, r in one])
+    return out
+
+
+def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The tables of DESIGN 1.7 from per-episode records (JSON-able; ``None`` where a group is empty).
+
+    Each record holds the :func:`episode_metrics` keys and ``n_steps``; optional ``final_view``
+    (``center|left|right``) and ``reward``. Returns ``overall`` (n, AD, AND, LAcc, Acc, reward),
+    ``basic`` (over 1-step records), ``by_steps`` ("1".."4"), ``by_view`` and, with views,
+    STAR-R1's ``ID`` (centre Acc), ``OOD`` (left+right Acc) and ``TAcc = (ID + 2·OOD) / 3``.
+    """
+    indexed: list[tuple[int, Mapping[str, Any]]] = []
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise ValueError(f"records[{i}]: expected a dict, got {type(r).__name__}")
+        view = r.get("final_view")
+        if view is not None and view not in VIEWS:
+            raise ValueError(f"records[{i}].final_view: expected one of {', '.join(VIEWS)}, got {view!r}")
+        _number(r, "n_steps", i)
+        indexed.append((i, r))
+    lo, hi = SPEC.steps_per_setting["event"]
+    step_counts = sorted({*range(lo, hi + 1), *(int(_number(r, "n_steps", i)) for i, r in indexed)})
+    by_steps = {str(k): _group([(i, r) for i, r in indexed if int(r["n_steps"]) == k]) for k in step_counts}
+    by_view = {v: _group([(i, r) for i, r in indexed if r.get("final_view") == v]) for v in VIEWS}
+    ood_records = [(i, r) for i, r in indexed if r.get("final_view") in OOD_VIEWS]
+    id_acc = by_view[ID_VIEWS[0]]["Acc"]
+    ood_acc = _group(ood_records)["Acc"] if ood_records else None
+    tacc = (id_acc + 2 * ood_acc) / 3 if id_acc is not None and ood_acc is not None else None
+    return {
+        "overall": _group(indexed),
+        "basic": _basic(indexed),
+        "by_steps": by_steps,
+        "by_view": by_view,
+        "ID": id_acc,
+        "OOD": ood_acc,
+        "TAcc": tacc,
+    }
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_tables(
+    tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]], width: int = 100, digits: int = 3
+) -> str:
+    """Render (title, header, rows) tables to plain text with ``rich``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False, legacy_windows=False)
+    for title, header, rows in tables:
+        table = Table(title=title, title_justify="left")
+        for h in header:
+            table.add_column(h, justify="right" if h != header[0] else "left")
+        for row in rows:
+            table.add_row(*(_cell(c, digits) for c in row))
+        console.print(table)
+    return buf.getvalue()
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """Human-readable text tables of a :func:`summarize` result."""
+    cols = ["n", *(name for name, _ in _OVERALL), "reward"]
+    groups = [("all", summary["overall"])]
+    groups += [(f"{k} step{'s' if k != '1' else ''}", g) for k, g in summary["by_steps"].items()]
+    tables: list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = [
+        ("TVR metrics", ["group", *cols], [[name, *(g[c] for c in cols)] for name, g in groups])
+    ]
+    if any(g["n"] for g in summary["by_view"].values()):
+        rows = [[v, *(g[c] for c in cols)] for v, g in summary["by_view"].items()]
+        tables.append(("By final view", ["view", *cols], rows))
+        tables.append(("STAR-R1", ["", "ID", "OOD", "TAcc"], [["Acc", summary["ID"], summary["OOD"], summary["TAcc"]]]))
+    basic = summary["basic"]
+    if basic["n"]:
+        names = [name for name, _ in _BASIC]
+        tables.append(("Basic (1-step)", ["n", *names], [[basic["n"], *(basic[k] for k in names)]]))
+    return render_tables(tables)

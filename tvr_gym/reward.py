@@ -1,0 +1,259 @@
+"""Rewards for TVR answers (DESIGN 1.6): STAR-R1's fine-grained reward, a state reward and a sparse one.
+
+Each reward is a pure function of (answer, problem) returning :class:`RewardResult`. The answer may be
+any string (or bytes/None) or an already :class:`~tvr_gym.answer.Parsed` answer. They never raise on the
+answer and always return a finite total equal to the sum of the terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from operator import itemgetter
+from typing import Any
+
+from tvr_gym.answer import Step
+from tvr_gym.metrics import as_parsed, basic_scores, entry_counts
+from tvr_gym.trance import Problem
+from tvr_gym.transform import simulate
+
+__all__ = [
+    "ABLATIONS",
+    "REWARDS",
+    "RewardResult",
+    "StarWeights",
+    "StateWeights",
+    "get_reward",
+    "sparse_reward",
+    "star_reward",
+    "state_reward",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardResult:
+    """``total`` is the sum of ``terms``."""
+
+    total: float
+    terms: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class StarWeights:
+    """STAR-R1's constants (the paper's values by default).
+
+    A prediction matched to a true step scores ``full`` when object, attribute and value match (value in
+    the step's options), else the best applicable partial tier: ``attribute`` (object and attribute) or
+    ``object`` (object only). Setting a tier to 0 removes it: an object+attribute match then falls to the
+    object tier. ``wrong`` is charged per prediction that is not fully correct (unreadable items
+    included); ``missing`` per true step beyond the number of predictions.
+    """
+
+    format: float = 1.0
+    full: float = 5.0
+    attribute: float = 1.5
+    object: float = 0.5
+    wrong: float = 1.0
+    missing: float = 1.0
+
+
+ABLATIONS: dict[str, StarWeights] = {
+    "full": StarWeights(),
+    "no_object_tier": StarWeights(object=0.0),
+    "no_attribute_tier": StarWeights(attribute=0.0),
+    "no_underprediction_penalty": StarWeights(missing=0.0),
+    "no_wrong_penalty": StarWeights(wrong=0.0),
+}
+"""The reward ablations of DESIGN 1.6 (naive GRPO is :func:`sparse_reward`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateWeights:
+    """Constants of the state reward.
+
+    ``full`` per true step is shared among the (object, attribute) entries that the truth changes: each
+    entry the prediction gets right earns ``full * n_steps / n_changed`` (all right = ``full * n_steps``,
+    the same maximum as the STAR reward). Each entry changed to a wrong value costs ``wrong``, each
+    changed entry left untouched costs ``missing``, each illegal step (off-grid or overlap) ``illegal``
+    and each unreadable item ``unreadable``.
+    """
+
+    format: float = 1.0
+    full: float = 5.0
+    wrong: float = 1.0
+    missing: float = 1.0
+    illegal: float = 1.0
+    unreadable: float = 1.0
+
+
+def _result(terms: dict[str, float]) -> RewardResult:
+    return RewardResult(float(sum(terms.values())), terms)
+
+
+def _star_rows(steps: list[Step], problem: Problem, w: StarWeights) -> list[list[tuple[int, float, float, bool]]]:
+    """Per prediction, its non-zero (truth index, gain, score, is_full) entries.
+
+    The gain of matching is the score plus the ``wrong`` penalty it avoids when fully correct, so the
+    best total reward is the best total gain over one-to-one matchings.
+    """
+    by_obj: dict[int, list[tuple[int, Any]]] = {}
+    for j, t in enumerate(problem.transformations):
+        by_obj.setdefault(t.obj_idx, []).append((j, t))
+    partial = max(w.attribute, w.object)
+    rows = []
+    for obj, attr, value in steps:
+        truths = by_obj.get(obj)
+        if not truths:
+            continue
+        row = []
+        for j, t in truths:
+            if t.attr != attr:
+                score, full = w.object, False
+            elif value in t.options:
+                score, full = w.full, True
+            else:
+                score, full = partial, False
+            gain = score + w.wrong if full else score
+            if gain > 0:
+                row.append((j, gain, score, full))
+        if row:
+            rows.append(row)
+    return rows
+
+
+_by_gain = itemgetter(1)
+
+
+def _best_matching(rows: list[list[tuple[int, float, float, bool]]]) -> tuple[float, int]:
+    """(R_pos, number of fully correct matches) of the matching with the largest total gain."""
+    columns = [e[0] for row in rows for e in row]
+    if len(columns) == len(set(columns)):  # no two predictions compete for a truth: each takes its best
+        pos = 0.0
+        n_full = 0
+        for row in rows:
+            best = row[0] if len(row) == 1 else max(row, key=_by_gain)
+            pos += best[2]
+            n_full += best[3]
+        return pos, n_full
+    states: dict[int, tuple[float, float, int]] = {0: (0.0, 0.0, 0)}  # used truths -> (gain, pos, n_full)
+    for row in rows:
+        nxt = dict(states)
+        for mask, (gain, pos, n_full) in states.items():
+            for j, g, score, full in row:
+                bit = 1 << j
+                if mask & bit:
+                    continue
+                cand = (gain + g, pos + score, n_full + full)
+                cur = nxt.get(mask | bit)
+                if cur is None or cand[0] > cur[0]:
+                    nxt[mask | bit] = cand
+        states = nxt
+    _, pos, n_full = max(states.values(), key=lambda s: s[0])
+    return pos, n_full
+
+
+def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights()) -> RewardResult:  # noqa: B008
+    """STAR-R1's fine-grained reward (DESIGN 1.6) with the reward-maximising one-to-one matching.
+
+    Terms: ``format``, ``pos`` (R_pos), ``pun_wrong`` (−wrong per prediction not fully correct, unreadable
+    items included), ``pun_missing`` (−missing × (n_gt − n_pred) when under-predicting). A triplet equal
+    to an earlier one is a duplicate: it is never matched, so it scores 0 and counts as wrong.
+    """
+    parsed = as_parsed(text)
+    w = weights
+    n_pred = len(parsed.steps) + parsed.n_unreadable
+    n_gt = len(problem.transformations)
+    unique = list(dict.fromkeys(parsed.steps))  # a repeated triplet is a duplicate: scores 0, counts as wrong
+    pos, n_full = _best_matching(_star_rows(unique, problem, w)) if unique else (0.0, 0)
+    return _result(
+        {
+            "format": w.format if parsed.well_formed else 0.0,
+            "pos": pos,
+            "pun_wrong": 0.0 - w.wrong * (n_pred - n_full),
+            "pun_missing": 0.0 - w.missing * max(0, n_gt - n_pred),
+        }
+    )
+
+
+def state_reward(text: Any, problem: Problem, weights: StateWeights = StateWeights()) -> RewardResult:  # noqa: B008
+    """Simulate the readable steps and compare states (DESIGN 1.6 "State reward").
+
+    Terms: ``format``, ``correct`` (full × n_gt × right / changed; full × n_gt when the truth changes no
+    entry and the prediction changes none wrongly), ``wrong_change``, ``missing``, ``illegal``,
+    ``unreadable`` (the last four ≤ 0). The maximum, format + full × n_gt, goes to every sequence that
+    reaches the true final state legally: the truth, a reordering, ``front 1`` twice for ``front 2``…
+    """
+    parsed = as_parsed(text)
+    w = weights
+    sim = simulate(problem.initial, parsed.steps)
+    counts = entry_counts(problem.initial, problem.final, sim.state)
+    full = w.full * len(problem.transformations)
+    if counts.changed:
+        correct = full * counts.right / counts.changed
+    else:
+        correct = full if counts.wrong == 0 else 0.0
+    return _result(
+        {
+            "format": w.format if parsed.well_formed else 0.0,
+            "correct": correct,
+            "wrong_change": 0.0 - w.wrong * counts.wrong,
+            "missing": 0.0 - w.missing * counts.missed,
+            "illegal": 0.0 - w.illegal * sim.illegal_steps,
+            "unreadable": 0.0 - w.unreadable * parsed.n_unreadable,
+        }
+    )
+
+
+def sparse_reward(text: Any, problem: Problem) -> RewardResult:
+    """1.0 when fully correct, else 0.0 (term ``acc``).
+
+    Fully correct is TVR ``Acc`` (state distance 0, no off-grid or overlap error); for 1-step problems
+    it is the Basic ``Acc`` of the first predicted step (right object, (attribute, value) in options).
+    """
+    parsed = as_parsed(text)
+    if len(problem.transformations) == 1:
+        acc = basic_scores(parsed.steps, problem)["basic_acc"]
+    else:
+        sim = simulate(problem.initial, parsed.steps)
+        counts = entry_counts(problem.initial, problem.final, sim.state)
+        ok = counts.wrong == 0 and counts.missed == 0 and not sim.error_out and not sim.error_overlap
+        acc = 1.0 if ok else 0.0
+    return _result({"acc": acc})
+
+
+RewardFn = Callable[[Any, Problem], RewardResult]
+
+REWARDS: dict[str, RewardFn] = {"star": star_reward, "state": state_reward, "sparse": sparse_reward}
+
+
+def get_reward(name: str, **weights: float) -> RewardFn:
+    """The reward function called ``name``; keyword weights override its defaults (star/state only).
+
+    ``get_reward("star", missing=0.0)`` is the no-under-prediction-penalty ablation; a name in
+    :data:`ABLATIONS` (e.g. ``"no_wrong_penalty"``) gives that STAR ablation.
+    """
+    if name in ABLATIONS:
+        base, fn, defaults = "star", star_reward, ABLATIONS[name]
+    elif name in REWARDS:
+        base, fn = name, REWARDS[name]
+        defaults = {"star": StarWeights(), "state": StateWeights()}.get(name)
+    else:
+        valid = ", ".join([*REWARDS, *ABLATIONS])
+        raise ValueError(f"reward: unknown name {name!r}; valid: {valid}")
+    if not weights:
+        if defaults is None or name in REWARDS:
+            return fn
+    if defaults is None:
+        raise ValueError(f"reward {base!r} has no weights; got {', '.join(weights)}")
+    valid_fields = defaults.__dataclass_fields__
+    unknown = [k for k in weights if k not in valid_fields]
+    if unknown:
+        raise ValueError(f"{base} weights: unknown {unknown[0]!r}; valid: {', '.join(valid_fields)}")
+    chosen = replace(defaults, **weights)
+
+    def reward(text: Any, problem: Problem) -> RewardResult:
+        return fn(text, problem, chosen)  # type: ignore[call-arg]
+
+    reward.__name__ = f"{base}_reward"
+    reward.__doc__ = f"{base} reward with {chosen!r}"
+    return reward
