@@ -163,6 +163,23 @@ def test_unclosed_answer_block_is_read_to_the_end():
     assert parsed.steps == [CYAN, FRONT_LEFT] and not parsed.well_formed
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "n_errors"),
+    [
+        ("The answer is 2.color.cyan", [CYAN], 1),
+        ("I think 2.color.cyan, 4.position.front-left.1", [CYAN, FRONT_LEFT], 1),
+        ("2.color.cyan and 4.position.front-left.1", [CYAN, FRONT_LEFT], 0),
+        ("2.color.cyan then 4.position.front-left.1", [CYAN, FRONT_LEFT], 0),
+        ("1. 2.color.cyan\n2. 4.position.front-left.1", [CYAN, FRONT_LEFT], 0),
+        ("2 colr cyan 4.position.front-left.1", [FRONT_LEFT], 1),
+    ],
+)
+def test_reading_resumes_after_prose_and_list_markers(text, expected, n_errors):
+    parsed = parse_answer(text)
+    assert parsed.steps == expected
+    assert parsed.n_unreadable == len(parsed.errors) == n_errors
+
+
 def test_prose_is_unreadable_not_an_exception():
     parsed = parse_answer("I think the second object became cyan.")
     assert parsed.steps == [] and parsed.n_unreadable == 1

@@ -199,3 +199,24 @@ def test_reference_data_and_tables():
     assert "no_attribute_tier" in table and "55.56" in table and "0.31" in table
     with pytest.raises(ValueError, match="ablation: unknown 'best'"):
         ablation_table({"best": summarize(RECORDS)})
+
+
+def test_dist_agrees_with_the_core_state_distance(trance_problems):
+    """``dist`` is the core's DESIGN 1.7 distance of the simulated state, for true, partial and wrong answers."""
+    from tvr_gym.answer import format_answer
+    from tvr_gym.transform import PAIRS, simulate, state_distance
+
+    checked = 0
+    for k, problem in enumerate(trance_problems):
+        truth = [(t.obj_idx, t.attr, t.value) for t in problem.transformations]
+        attr, value = PAIRS[(7 * k) % len(PAIRS)]
+        answers = [truth, truth[:-1], truth[::-1], [*truth[1:], ((k + 3) % 10, attr, value)]]
+        for steps in answers:
+            got = episode_metrics(format_answer(steps), problem)
+            sim = simulate(problem.initial, steps)
+            expected = state_distance(sim.state, problem.final)
+            assert got["dist"] == expected, (problem.idx, steps)
+            assert got["error_out"] == sim.error_out and got["error_overlap"] == sim.error_overlap
+            assert got["acc"] == float(expected == 0 and not sim.error_out and not sim.error_overlap)
+            checked += expected > 0
+    assert checked > 100

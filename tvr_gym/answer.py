@@ -22,7 +22,7 @@ MAX_ANSWER_CHARS = 8192
 
 FILLER_WORDS = frozenset(
     "object obj the to is becomes become change changes changed set sets move moves moved by step steps of "
-    "from into attribute value".split()
+    "from into attribute value and then".split()
 )
 """Grammar words that are skipped inside an item (not vocabulary: they name no attribute or value)."""
 
@@ -197,7 +197,13 @@ def _answer_region(text: str) -> tuple[str, bool]:
 
 def parse_answer(text: Any) -> Parsed:
     """Parse a completion into steps. Never raises; see the module docstring and ``docs/rewards.md``."""
-    text = _coerce_text(text)
+    try:
+        return _parse(_coerce_text(text))
+    except Exception as exc:  # pragma: no cover - a parser bug must cost one item, not crash scoring
+        return Parsed(errors=[f"parser failure ({type(exc).__name__}); answer not read"], n_unreadable=1)
+
+
+def _parse(text: str) -> Parsed:
     parsed = Parsed(well_formed=_is_well_formed(text))
     region, parsed.has_answer_block = _answer_region(text)
     if len(region) > MAX_ANSWER_CHARS:
@@ -283,7 +289,7 @@ def _parse_tolerant(region: str, parsed: Parsed) -> None:
             reason, i, skip = exc.args
             i = max(i, start + 1)
             stop = "c" if in_group else "sc"
-            while skip and i < n and tokens[i][0] not in stop:
+            while skip and i < n and tokens[i][0] not in stop and not _starts_item(tokens, i):
                 i += 1
             last = i - 1
             while last > start and tokens[last][0] in "soc":
@@ -293,6 +299,21 @@ def _parse_tolerant(region: str, parsed: Parsed) -> None:
                 quote = quote[:_QUOTE_CHARS] + "…"
             parsed.errors.append(f"{quote!r}: {reason}")
             parsed.n_unreadable += 1
+
+
+def _starts_item(tokens: list[tuple[str, Any, int, int]], j: int) -> bool:
+    """A number followed (fillers skipped) by an attribute, value or direction word: a readable item starts."""
+    if tokens[j][0] != "n":
+        return False
+    for kind, tok, _, _ in tokens[j + 1 : j + 4]:
+        if kind != "w":
+            return False
+        wk = _WORD_KIND.get(tok)
+        if wk is None:
+            return False
+        if wk[0] != "f":
+            return True
+    return False
 
 
 def _next_meaningful_is_boundary(tokens: list[tuple[str, Any, int, int]], j: int) -> bool:
@@ -321,8 +342,9 @@ def _parse_item(tokens: list[tuple[str, Any, int, int]], i: int) -> tuple[Step, 
             j += 1
             continue
         if kind == "n":
-            if obj is None:
-                obj = tok
+            bare = not crossed and attr is None and value is None and not parts
+            if obj is None or (bare and _starts_item(tokens, j)):
+                obj = tok  # a second number that starts an item: the first was a list marker ("1. 2.color.cyan")
             elif parts and step is None and value is None and (not crossed or _next_meaningful_is_boundary(tokens, j)):
                 step = tok
             else:

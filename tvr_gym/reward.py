@@ -7,7 +7,7 @@ answer and always return a finite total equal to the sum of the terms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
@@ -90,51 +90,65 @@ def _result(terms: dict[str, float]) -> RewardResult:
     return RewardResult(float(sum(terms.values())), terms)
 
 
-def _star_rows(steps: list[Step], problem: Problem, w: StarWeights) -> list[list[tuple[int, float, float, bool]]]:
-    """Per prediction, its non-zero (truth index, gain, score, is_full) entries.
+def _star_rows(steps: Iterable[Step], problem: Problem, w: StarWeights) -> list[list[tuple[int, float, float, int]]]:
+    """Per prediction that can score, its (truth index, gain, score, is_full) entries with a positive gain.
 
     The gain of matching is the score plus the ``wrong`` penalty it avoids when fully correct, so the
     best total reward is the best total gain over one-to-one matchings.
     """
-    by_obj: dict[int, list[tuple[int, Any]]] = {}
+    by_obj: dict[int, list[tuple[int, str, tuple]]] = {}
     for j, t in enumerate(problem.transformations):
-        by_obj.setdefault(t.obj_idx, []).append((j, t))
+        entry = (j, t.attr, t.options)
+        found = by_obj.get(t.obj_idx)
+        if found is None:
+            by_obj[t.obj_idx] = [entry]
+        else:
+            found.append(entry)
+    full = (w.full + w.wrong, w.full, 1)
     partial = max(w.attribute, w.object)
+    attr_tier = (partial, partial, 0)
+    obj_tier = (w.object, w.object, 0)
     rows = []
     for obj, attr, value in steps:
         truths = by_obj.get(obj)
-        if not truths:
+        if truths is None:
             continue
         row = []
-        for j, t in truths:
-            if t.attr != attr:
-                score, full = w.object, False
-            elif value in t.options:
-                score, full = w.full, True
-            else:
-                score, full = partial, False
-            gain = score + w.wrong if full else score
+        for j, t_attr, options in truths:
+            gain, score, is_full = full if t_attr == attr and value in options else (
+                attr_tier if t_attr == attr else obj_tier
+            )
             if gain > 0:
-                row.append((j, gain, score, full))
+                row.append((j, gain, score, is_full))
         if row:
             rows.append(row)
     return rows
 
 
-_by_gain = itemgetter(1)
+def _best_matching(rows: list[list[tuple[int, float, float, int]]]) -> tuple[float, int]:
+    """(R_pos, number of fully correct matches) of the one-to-one matching with the largest total gain.
+
+    When no two predictions compete for a truth each takes its best entry; otherwise an exact dynamic
+    programme over subsets of the (few) true steps.
+    """
+    pos = 0.0
+    n_full = 0
+    seen = 0
+    for row in rows:
+        best = row[0]
+        for e in row:
+            bit = 1 << e[0]
+            if seen & bit:
+                return _best_matching_dp(rows)
+            seen |= bit
+            if e[1] > best[1]:
+                best = e
+        pos += best[2]
+        n_full += best[3]
+    return pos, n_full
 
 
-def _best_matching(rows: list[list[tuple[int, float, float, bool]]]) -> tuple[float, int]:
-    """(R_pos, number of fully correct matches) of the matching with the largest total gain."""
-    columns = [e[0] for row in rows for e in row]
-    if len(columns) == len(set(columns)):  # no two predictions compete for a truth: each takes its best
-        pos = 0.0
-        n_full = 0
-        for row in rows:
-            best = row[0] if len(row) == 1 else max(row, key=_by_gain)
-            pos += best[2]
-            n_full += best[3]
-        return pos, n_full
+def _best_matching_dp(rows: list[list[tuple[int, float, float, int]]]) -> tuple[float, int]:
     states: dict[int, tuple[float, float, int]] = {0: (0.0, 0.0, 0)}  # used truths -> (gain, pos, n_full)
     for row in rows:
         nxt = dict(states)
@@ -148,8 +162,11 @@ def _best_matching(rows: list[list[tuple[int, float, float, bool]]]) -> tuple[fl
                 if cur is None or cand[0] > cur[0]:
                     nxt[mask | bit] = cand
         states = nxt
-    _, pos, n_full = max(states.values(), key=lambda s: s[0])
+    _, pos, n_full = max(states.values(), key=_by_gain_first)
     return pos, n_full
+
+
+_by_gain_first = itemgetter(0)
 
 
 def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights()) -> RewardResult:  # noqa: B008
@@ -163,8 +180,10 @@ def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights(
     w = weights
     n_pred = len(parsed.steps) + parsed.n_unreadable
     n_gt = len(problem.transformations)
-    unique = list(dict.fromkeys(parsed.steps))  # a repeated triplet is a duplicate: scores 0, counts as wrong
-    pos, n_full = _best_matching(_star_rows(unique, problem, w)) if unique else (0.0, 0)
+    steps = parsed.steps
+    if len(steps) > 1:
+        steps = dict.fromkeys(steps)  # a repeated triplet is a duplicate: scores 0, counts as wrong
+    pos, n_full = _best_matching(_star_rows(steps, problem, w)) if steps else (0.0, 0)
     return _result(
         {
             "format": w.format if parsed.well_formed else 0.0,
