@@ -1,0 +1,186 @@
+"""The renderer interface and the scene description every renderer shares.
+
+A :class:`Renderer` turns a :class:`~tvr_gym.scene.State` seen by a :class:`~tvr_gym.render.rig.Camera`
+into an sRGB image and an instance mask. Only visible objects (inside the visible square) are drawn.
+Shading constants come from the spec sections ``materials``, ``ground``, ``lamps`` and ``render``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from tvr_gym.render.rig import Camera, Lamp, lamp_rig, object_center
+from tvr_gym.scene import State
+from tvr_gym.spec import SPEC
+
+RENDER = SPEC.raw["render"]
+GROUND = SPEC.raw["ground"]
+MATERIALS = SPEC.raw["materials"]
+MAX_SIZE = 8192
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] -> linear light."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Linear light -> sRGB in [0, 1] (clipped)."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
+
+
+def check_size(size) -> tuple[int, int]:
+    """Validate an image size (width, height) and return it as ints."""
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+    ):
+        raise ValueError(f"size: expected (width, height) as two integers, got {size!r}")
+    w, h = int(size[0]), int(size[1])
+    if not (1 <= w <= MAX_SIZE and 1 <= h <= MAX_SIZE):
+        raise ValueError(f"size: width and height must be in 1..{MAX_SIZE}, got {size!r}")
+    return w, h
+
+
+def check_inputs(state, camera, lamps=None) -> list[Lamp]:
+    """Validate render inputs; returns the lamps (``lamp_rig(None)`` by default)."""
+    if not isinstance(state, State):
+        raise ValueError(f"state: expected a tvr_gym.scene.State, got {type(state).__name__}")
+    if not isinstance(camera, Camera):
+        raise ValueError(f"camera: expected a tvr_gym.render.Camera (see camera_rig), got {type(camera).__name__}")
+    if lamps is None:
+        return default_lamps()
+    lamps = list(lamps)
+    if not all(isinstance(lamp, Lamp) for lamp in lamps):
+        raise ValueError("lamps: expected a list of tvr_gym.render.Lamp (see lamp_rig)")
+    return lamps
+
+
+_DEFAULT_LAMPS: list[Lamp] = []
+
+
+def default_lamps() -> list[Lamp]:
+    """The unjittered lamp rig (cached)."""
+    if not _DEFAULT_LAMPS:
+        _DEFAULT_LAMPS.extend(lamp_rig(None))
+    return _DEFAULT_LAMPS
+
+
+def object_albedo(color: str) -> np.ndarray:
+    """Linear albedo of a colour name. Like CLEVR, the spec RGB is used as linear reflectance when
+    ``render.albedo_space`` is ``linear``; with ``srgb`` it is decoded from sRGB first."""
+    rgb = np.asarray(SPEC.color_rgb[color], dtype=np.float64) / 255.0
+    return rgb if RENDER["albedo_space"] == "linear" else srgb_to_linear(rgb)
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One visible object as the renderers see it (world units, linear colour)."""
+
+    index: int
+    shape: str
+    center: np.ndarray
+    radius: float
+    half: float
+    """Half-extent: the cube's half-side, the sphere or cylinder radius (cylinder half-height too)."""
+    angle: float
+    """Rotation about +z in radians."""
+    albedo: np.ndarray
+    material: str
+    size: str
+
+    @property
+    def bound_radius(self) -> float:
+        """Radius of a sphere around the centre that encloses the object."""
+        return self.half * math.sqrt(3.0) if self.shape == "cube" else self.radius * math.sqrt(2.0)
+
+
+def primitives(state: State) -> list[Primitive]:
+    """The visible objects of ``state`` as primitives, in index order."""
+    prims = []
+    for i, obj in enumerate(state.objects):
+        if not obj.visible:
+            continue
+        r = SPEC.size_radius[obj.size]
+        half = r / math.sqrt(2.0) if obj.shape == "cube" else r
+        albedo = object_albedo(obj.color)
+        prims.append(
+            Primitive(
+                i, obj.shape, object_center(obj), r, half, math.radians(obj.rotation), albedo, obj.material, obj.size
+            )
+        )
+    return prims
+
+
+@dataclass(frozen=True)
+class LampLight:
+    """A lamp reduced to what shading needs: position (or sun direction) and linear radiance."""
+
+    position: np.ndarray | None
+    direction: np.ndarray | None
+    """For the sun: the unit direction TOWARD the light."""
+    radiance: np.ndarray
+    casts_shadow: bool
+
+
+def lamp_lights(lamps: list[Lamp]) -> list[LampLight]:
+    """Lamp rig -> radiance terms (``strength * exposure`` for area lamps, ``strength * sun_scale`` for the sun)."""
+    out = []
+    for lamp in lamps:
+        color = np.asarray(lamp.color, dtype=np.float64)
+        if lamp.location is not None:
+            out.append(
+                LampLight(
+                    np.asarray(lamp.location, dtype=np.float64),
+                    None,
+                    color * lamp.strength * float(RENDER["exposure"]),
+                    lamp.name == RENDER["shadow_lamp"],
+                )
+            )
+        else:
+            d = -np.asarray(lamp.direction, dtype=np.float64)
+            out.append(
+                LampLight(None, d / np.linalg.norm(d), color * lamp.strength * float(RENDER["sun_scale"]), False)
+            )
+    return out
+
+
+def material_params(material: str) -> dict[str, float]:
+    """Shading numbers of a material (specular, shininess, reflect, alpha) from the spec."""
+    m = MATERIALS[material]
+    return {k: float(m[k]) for k in ("specular", "shininess", "reflect", "alpha")}
+
+
+class Renderer(ABC):
+    """Draws a state from a camera. Subclasses set :attr:`name` and implement the two methods."""
+
+    name: str = "abstract"
+
+    def __init__(self, size: tuple[int, int] = (320, 240)) -> None:
+        self._size = check_size(size)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Image size (width, height) in pixels."""
+        return self._size
+
+    @abstractmethod
+    def render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
+        """The sRGB image, uint8 (H, W, 3). ``lamps`` defaults to ``lamp_rig(None)``."""
+
+    @abstractmethod
+    def render_mask(self, state: State, camera: Camera) -> np.ndarray:
+        """The instance mask, int (H, W): the object index, or -1 for background."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (a no-op unless the renderer holds any)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"

@@ -1,0 +1,231 @@
+"""The ``blender`` renderer: Blender Cycles in a long-lived worker process, for CLEVR-quality images.
+
+The worker (``blender -b --factory-startup --python scenes/blender_render.py``) reads one JSON job
+per line and writes a PNG per job; it is started on first use, reused for every frame, and
+restarted once if it dies. Masks come from the exact ``numpy`` ray caster (same camera model).
+Blender is found as ``$TVR_GYM_BLENDER`` or ``blender`` on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tvr_gym.render.base import GROUND, MATERIALS, RENDER, Renderer, check_inputs, primitives
+from tvr_gym.render.raycast import NumpyRenderer
+from tvr_gym.render.rig import Camera, Lamp
+from tvr_gym.scene import State
+from tvr_gym.spec import SPEC
+
+_B = RENDER["blender"]
+INSTALL_HINT = (
+    "Blender was not found. Install it (Debian/Ubuntu: `apt-get install -y blender`; or download it from "
+    "https://www.blender.org/download/) and put `blender` on PATH, or set TVR_GYM_BLENDER to its executable."
+)
+MARK = "TVRJOB "
+
+
+class BlenderNotFoundError(RuntimeError):
+    """No Blender executable; the message says how to install one."""
+
+
+class BlenderWorkerError(RuntimeError):
+    """The Blender worker failed a job, or died twice in a row."""
+
+
+def find_blender() -> str:
+    """Path of the Blender executable, or :class:`BlenderNotFoundError` with install instructions."""
+    path = os.environ.get("TVR_GYM_BLENDER") or shutil.which("blender")
+    if not path or not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise BlenderNotFoundError(INSTALL_HINT + (f" (TVR_GYM_BLENDER={path!r} is not executable)" if path else ""))
+    return path
+
+
+def worker_script() -> Path:
+    """``scenes/blender_render.py`` (shipped with the package)."""
+    return Path(str(resources.files("scenes").joinpath("blender_render.py")))
+
+
+class _Worker:
+    """One Blender process and a reader thread that forwards its ``TVRJOB`` lines."""
+
+    def __init__(self, blender: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [blender, "-b", "--factory-startup", "--python", str(worker_script())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+        )
+        self.replies: queue.Queue[dict | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._next()
+        if not ready.get("ready"):
+            raise BlenderWorkerError(f"Blender worker did not start: {ready}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                self.replies.put(json.loads(line[len(MARK) :]))
+        self.replies.put(None)  # the process ended
+
+    def _next(self) -> dict:
+        try:
+            reply = self.replies.get(timeout=self.timeout)
+        except queue.Empty:
+            self.close()
+            raise BlenderWorkerError(f"Blender worker timed out after {self.timeout:.0f} s") from None
+        if reply is None:
+            self.log.seek(0)
+            tail = self.log.read()[-2000:].decode(errors="replace")
+            raise BrokenPipeError(f"Blender worker exited (code {self.proc.poll()}): {tail}")
+        return reply
+
+    def run(self, job: dict) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            reply = self._next()
+            if reply.get("id") == job["id"]:
+                return reply
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+class BlenderRenderer(Renderer):
+    """Cycles renders (``render.blender.samples`` samples) from a worker process; masks from numpy."""
+
+    name = "blender"
+
+    def __init__(self, size: tuple[int, int] = (320, 240), samples: int | None = None, timeout: float = 600.0):
+        super().__init__(size)
+        self.blender = find_blender()
+        self.samples = int(_B["samples"] if samples is None else samples)
+        if self.samples < 1:
+            raise ValueError(f"samples: expected a positive integer, got {samples!r}")
+        self.timeout = timeout
+        self._worker: _Worker | None = None
+        self._masks = NumpyRenderer(self.size)
+        self._jobs = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="tvr-blender-")
+
+    def _job(self, state: State, camera: Camera, lamps: list[Lamp], out: Path) -> dict:
+        objects = [
+            {
+                "shape": p.shape,
+                "center": [float(v) for v in p.center],
+                "radius": p.radius,
+                "half": p.half,
+                "rotation_deg": float(np.degrees(p.angle)),
+                "color": [float(v) for v in p.albedo],
+                "material": MATERIALS[p.material],
+            }
+            for p in primitives(state)
+        ]
+        lamp_jobs = [
+            {
+                "location": list(lamp.location) if lamp.location is not None else None,
+                "to_light": [-v for v in lamp.direction] if lamp.direction is not None else None,
+                "power": lamp.strength * float(_B["power_scale" if lamp.location is not None else "sun_scale"]),
+                "size": float(_B["lamp_size"]),
+                "color": list(lamp.color),
+            }
+            for lamp in lamps
+        ]
+        self._jobs += 1
+        return {
+            "id": self._jobs,
+            "out": str(out),
+            "size": list(self.size),
+            "samples": self.samples,
+            "threads": int(_B["threads"]) or None,
+            "background": list(_B["background"]),
+            "camera": {
+                "location": list(camera.location),
+                "target": list(camera.target),
+                "focal_length_mm": camera.focal_length_mm,
+                "sensor_width_mm": camera.sensor_width_mm,
+            },
+            "lamps": lamp_jobs,
+            "objects": objects,
+            "ground": {
+                "color": list(GROUND["color"]),
+                "line_color": list(GROUND["line_color"]),
+                "line_width": float(GROUND["line_width"]),
+                "square": SPEC.visible_limit * SPEC.cell,
+                "extent": float(GROUND["extent"]),
+            },
+        }
+
+    def _run(self, job: dict) -> None:
+        for attempt in (1, 2):
+            if self._worker is None or not self._worker.alive():
+                if self._worker is not None:
+                    self._worker.close()
+                self._worker = _Worker(self.blender, self.timeout)
+            try:
+                reply = self._worker.run(job)
+            except (BrokenPipeError, OSError) as exc:
+                self._worker.close()
+                self._worker = None
+                if attempt == 2:
+                    raise BlenderWorkerError(f"Blender worker died twice: {exc}") from exc
+                continue
+            if not reply.get("ok"):
+                raise BlenderWorkerError(f"Blender failed the job: {reply.get('error')}\n{reply.get('trace', '')}")
+            return
+
+    def render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
+        lamps = check_inputs(state, camera, lamps)
+        out = Path(self._dir.name) / f"frame-{self._jobs + 1}.png"
+        self._run(self._job(state, camera, lamps, out))
+        try:
+            with Image.open(out) as img:
+                return np.asarray(img.convert("RGB")).copy()
+        finally:
+            out.unlink(missing_ok=True)
+
+    def render_mask(self, state: State, camera: Camera) -> np.ndarray:
+        return self._masks.render_mask(state, camera)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running worker (None before the first frame)."""
+        return self._worker.proc.pid if self._worker is not None and self._worker.alive() else None
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        self._dir.cleanup()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+__all__ = ["BlenderNotFoundError", "BlenderRenderer", "BlenderWorkerError", "find_blender"]

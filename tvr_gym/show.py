@@ -1,0 +1,142 @@
+"""Picture of a problem: initial and final images side by side, the transformations in words, an answer.
+
+Official images are used when the problem has them; otherwise the scene is rendered, with the
+problem's ``render_seed`` (if any) as the camera and lamp jitter seed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from tvr_gym.render import Renderer, camera_rig, lamp_rig, make_renderer
+from tvr_gym.render.base import check_size
+from tvr_gym.scene import SceneObject, State
+from tvr_gym.trance import Problem
+from tvr_gym.transform import Transformation
+
+MARGIN = 12
+FONT_SIZE = 14
+LINE_GAP = 4
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+ANSWER_INK = (20, 60, 160)
+
+
+def describe_object(obj: SceneObject) -> str:
+    """``small yellow glass cube``."""
+    return f"{obj.size} {obj.color} {obj.material} {obj.shape}"
+
+
+def describe_step(step: Transformation, state: State) -> str:
+    """One transformation in words, e.g. ``object 2 (small yellow glass cube): color -> cyan``."""
+    head = f"object {step.obj_idx} ({describe_object(state[step.obj_idx])})"
+    if step.attr == "position":
+        direction, n = step.value
+        more = f", {len(step.options) - 1} equivalent" if len(step.options) > 1 else ""
+        return f"{head}: move {direction} {n} ({step.type or 'move'}{more})"
+    return f"{head}: {step.attr} -> {step.value}"
+
+
+def _image(problem: Problem, phase: str, view: str, renderer: Renderer | None, size, seed) -> tuple[Image.Image, str]:
+    path = problem.image_path(phase, view)
+    if path is not None:
+        return Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS), "official"
+    if renderer is None:
+        renderer = make_renderer("auto", size)
+    state = problem.initial if phase == "initial" else problem.final
+    pixels = renderer.render(state, camera_rig(view, seed), lamp_rig(seed))
+    return Image.fromarray(np.ascontiguousarray(pixels)).resize(size), renderer.name
+
+
+def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    char = max(font.getlength("n"), 1.0)
+    lines = []
+    for paragraph in text.splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, max(int(width / char), 8)) or [""]
+    return lines
+
+
+def show_problem(
+    problem: Problem,
+    path: str | os.PathLike[str],
+    renderer: Renderer | None = None,
+    size: tuple[int, int] = (320, 240),
+    answer: str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG of ``problem`` to ``path`` (atomically) and return the path.
+
+    Top: the title; then the initial image (centre camera) and the final image (camera
+    ``problem.final_view`` or centre) with labels; below, the transformations in words and, if
+    given, ``answer``. ``renderer`` is used only for images the problem does not have on disk.
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem: expected a tvr_gym.trance.Problem, got {type(problem).__name__}")
+    w, h = check_size(size)
+    seed = problem.extra.get("render_seed")
+    final_view = problem.final_view or "center"
+    font = ImageFont.load_default(size=FONT_SIZE)
+    big = ImageFont.load_default(size=FONT_SIZE + 2)
+    width = 2 * w + 3 * MARGIN
+    text_width = width - 2 * MARGIN
+    line_h = FONT_SIZE + LINE_GAP
+
+    initial, source_i = _image(problem, "initial", "center", renderer, (w, h), seed)
+    final, source_f = _image(problem, "final", final_view, renderer, (w, h), seed)
+    heading = title if title is not None else f"problem {problem.idx}: {problem.n_steps} step(s)"
+    title_lines = _wrap(heading, big, text_width)
+    steps = [f"{k + 1}. {describe_step(s, problem.initial)}" for k, s in enumerate(problem.transformations)]
+    step_lines = [ln for s in steps for ln in _wrap(s, font, text_width)] or ["(no transformations)"]
+    answer_lines = _wrap(f"answer: {answer}", font, text_width) if answer is not None else []
+
+    top = MARGIN + len(title_lines) * (FONT_SIZE + 2 + LINE_GAP) + LINE_GAP
+    images_top = top + line_h
+    text_top = images_top + h + MARGIN
+    height = text_top + (len(step_lines) + 1 + len(answer_lines)) * line_h + MARGIN
+
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    y = MARGIN
+    for line in title_lines:
+        draw.text((MARGIN, y), line, fill=INK, font=big)
+        y += FONT_SIZE + 2 + LINE_GAP
+    for k, (img, label) in enumerate(
+        ((initial, f"initial (center, {source_i})"), (final, f"final ({final_view}, {source_f})"))
+    ):
+        x = MARGIN + k * (w + MARGIN)
+        draw.text((x, top), label, fill=INK, font=font)
+        canvas.paste(img, (x, images_top))
+    y = text_top
+    draw.text((MARGIN, y), "transformations:", fill=INK, font=font)
+    y += line_h
+    for line in step_lines:
+        draw.text((MARGIN, y), line, fill=INK, font=font)
+        y += line_h
+    for line in answer_lines:
+        draw.text((MARGIN, y), line, fill=ANSWER_INK, font=font)
+        y += line_h
+    return _atomic_png(canvas, Path(path))
+
+
+def _atomic_png(image: Image.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".show-", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format="PNG")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["describe_object", "describe_step", "show_problem"]
