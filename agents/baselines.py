@@ -1,0 +1,62 @@
+"""Baseline agents: random guesses, the privileged oracle and the empty answer."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent, Observation
+from tvr_gym.answer import format_answer
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import PAIRS
+
+
+class RandomAgent(Agent):
+    """A plausible random guess: 1-4 random valid items in the canonical format (seeded)."""
+
+    def __init__(self, seed: int | None = 0, max_items: int = 4) -> None:
+        if not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"max_items: expected an integer >= 1, got {max_items!r}")
+        self.max_items = max_items
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: Observation) -> str:
+        n = int(self.rng.integers(1, self.max_items + 1))
+        steps = []
+        for _ in range(n):
+            attr, value = PAIRS[int(self.rng.integers(len(PAIRS)))]
+            steps.append((int(self.rng.integers(SPEC.n_objects)), attr, value))
+        return format_answer(steps, think="a random guess")
+
+
+class OracleAgent(Agent):
+    """Answers the ground truth, which it can only get through :meth:`observe_privileged`."""
+
+    privileged = True
+
+    def __init__(self) -> None:
+        self._truths: deque[str] = deque()
+
+    def reset(self, seed: int | None = None) -> None:
+        self._truths.clear()
+
+    def observe_privileged(self, info: Mapping[str, Any]) -> None:
+        self._truths.append(str(info["truth"]))
+
+    def act(self, obs: Observation) -> str:
+        if not self._truths:
+            raise RuntimeError("OracleAgent: no ground truth; the evaluator must call observe_privileged(info) first")
+        return self._truths.popleft()
+
+
+class NoOpAgent(Agent):
+    """Always answers nothing (well formed, no items): the star reward gives it -n_gt."""
+
+    def act(self, obs: Observation) -> str:
+        return format_answer([])

@@ -1,0 +1,125 @@
+"""The task prompt: a pure function of the problem, built from the scene spec (DESIGN 1.1-1.3).
+
+The prompt states the task, the vocabulary, the world-frame direction convention, the answer
+format with one example, and the table of the 10 initial objects. TRANCE's initial state is fully
+known, so every object is listed with its attributes and grid position, and marked ``visible`` or
+``hidden`` (outside the visible square, not in the image). Hidden objects must be listed: an ``in``
+move brings one into view, and the answer has to name it by index.
+
+The word set is small and regular so that a word-level tokenizer (:func:`prompt_vocabulary`)
+covers every prompt and every canonical answer.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from functools import lru_cache
+
+from tvr_gym.scene import SceneObject, State
+from tvr_gym.spec import SPEC
+from tvr_gym.trance import Problem
+
+OBS_MODES = ("image", "text")
+"""``image``: the final state is only shown as an image; ``text``: the prompt also holds its table."""
+
+PROMPT_CHARSET = string.ascii_letters + string.digits + " \n.,:;()<>/-_"
+"""Every character a prompt may contain."""
+
+PROMPT_MAX_LENGTH = 8192
+"""Upper bound on a prompt's length (the longest text-mode prompt is far shorter)."""
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z]+|\d+|\S")
+"""Word-level split used by :func:`prompt_vocabulary`: words, digit runs, single punctuation marks."""
+
+_AXIS_WORDS = {
+    (1, 0): "toward the camera, down in the initial image",
+    (-1, 0): "away from the camera, up in the initial image",
+    (0, 1): "to the right in the initial image",
+    (0, -1): "to the left in the initial image",
+}
+
+
+def _join(words) -> str:
+    return ", ".join(str(w) for w in words)
+
+
+@lru_cache(maxsize=2)
+def _header(obs_mode: str) -> str:
+    n = SPEC.n_objects
+    lim = SPEC.visible_limit
+    steps = SPEC.steps
+    axis_lines = [f"{name} is {_AXIS_WORDS[vec]}" for name, vec in SPEC.directions.items() if vec in _AXIS_WORDS]
+    attr_lines = [
+        f"{attr}: {_join(SPEC.values[attr])}" if attr != "position" else
+        f"position: direction.step, with direction one of {_join(SPEC.directions)} and step "
+        f"{' or '.join(str(s) for s in steps)}"
+        for attr in SPEC.attributes
+    ]
+    shown = (
+        "The first image shows the initial state and the second image shows the final state."
+        if obs_mode == "image"
+        else "The initial state and the final state are given as tables below (the images show them too)."
+    )
+    example = (
+        "<think>object 2 turned cyan and object 4 moved</think><answer>2.color.cyan, 4.position.front-left.1</answer>"
+    )
+    lines = [
+        f"A scene holds {n} objects, numbered 0 to {n - 1}. {shown}",
+        "Name the transformations that turn the initial state into the final state, in order.",
+        "Each transformation is obj.attr.value: the object number, the attribute and its new value.",
+        "Attributes and values:",
+        *attr_lines,
+        "Directions are named in the frame of the initial image, whatever camera shows the final image: "
+        + "; ".join(axis_lines)
+        + ". A diagonal such as front-left combines two directions.",
+        f"Positions are grid cells x y. One step moves an object {SPEC.cells_per_step} cells. "
+        f"The camera sees only the square from -{lim} to {lim} in x and y; objects outside it are hidden.",
+        "Answer format: <think>your reasoning</think><answer>transformations separated by commas</answer>",
+        f"Example: {example}",
+    ]
+    return "\n".join(lines)
+
+
+def object_row(i: int, obj: SceneObject) -> str:
+    """One table row, e.g. ``2: yellow glass cube small at 0 -14 visible``."""
+    x, y = obj.position
+    seen = "visible" if obj.visible else "hidden"
+    return f"{i}: {obj.color} {obj.material} {obj.shape} {obj.size} at {x} {y} {seen}"
+
+
+def state_table(state: State, title: str) -> str:
+    """A titled table of all objects of ``state`` by index."""
+    rows = [f"{title} (number: color material shape size at x y, visible or hidden):"]
+    rows += [object_row(i, o) for i, o in enumerate(state.objects)]
+    return "\n".join(rows)
+
+
+def build_prompt(problem: Problem, obs_mode: str = "image") -> str:
+    """The prompt of ``problem``; ``obs_mode="text"`` adds the final state's table."""
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode: unknown value {obs_mode!r}; valid: {', '.join(OBS_MODES)}")
+    parts = [_header(obs_mode), state_table(problem.initial, "Initial objects")]
+    if obs_mode == "text":
+        parts.append(state_table(problem.final, "Final objects"))
+    return "\n".join(parts)
+
+
+def prompt_vocabulary() -> list[str]:
+    """Every token (per :data:`TOKEN_PATTERN`) of any prompt or canonical answer, sorted."""
+    tokens: set[str] = set()
+    for mode in OBS_MODES:
+        tokens.update(TOKEN_PATTERN.findall(_header(mode)))
+    tokens.update(TOKEN_PATTERN.findall(state_table(_any_state(), "Initial objects Final objects")))
+    for attr in SPEC.attributes:
+        for value in SPEC.directions if attr == "position" else SPEC.values[attr]:
+            tokens.update(TOKEN_PATTERN.findall(value))
+    tokens.update(str(k) for k in range(SPEC.grid_limit + 1))
+    tokens.update(("visible", "hidden", "-", ".", ",", "<", ">", "/"))
+    return sorted(tokens)
+
+
+def _any_state() -> State:
+    v = SPEC.values
+    obj = SceneObject(v["color"][0], v["material"][0], v["shape"][0], v["size"][0], (0, 0))
+    return State(tuple(obj for _ in range(SPEC.n_objects)))
