@@ -28,7 +28,7 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 
 bench: $(VENV)/.dev-installed
-	$(PY) -m benchmarks.run_all
+	$(VENV)/bin/tvr-gym bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
