@@ -1,0 +1,26 @@
+"""The multimodal LLM policy (Qwen2-VL family), its tiny preset and its GRPO trainer.
+
+Heavy imports (torch, transformers) happen on first use of a name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GRPOConfig", "MLLMAgent", "Samples", "make_tiny_model", "train"]
+
+_WHERE = {
+    "MLLMAgent": "agents.mllm.policy",
+    "Samples": "agents.mllm.policy",
+    "make_tiny_model": "agents.mllm.tiny",
+    "GRPOConfig": "agents.mllm.grpo",
+    "train": "agents.mllm.grpo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'agents.mllm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -1,0 +1,151 @@
+"""Command line: ``tvr-gym train grpo ...`` and ``tvr-gym make-tiny-model DIR``.
+
+The project CLI calls :func:`register`; ``python -m agents.mllm.cli`` runs the same commands alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from agents.mllm.grpo import LOSS_TYPES, OBS_MODES, REWARDS, GRPOConfig
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {text!r}") from None
+    return (w, h)
+
+
+def add_grpo_arguments(p: argparse.ArgumentParser) -> None:
+    d = GRPOConfig()
+    p.add_argument("--model", default=d.model, help="'tiny' (built in OUT/base) or a local checkpoint directory")
+    p.add_argument("--env", default=d.env, help="a registered TVR environment id")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="episodes per step (per process)")
+    p.add_argument("--group-size", type=int, default=d.group_size, help="completions per episode (G)")
+    p.add_argument("--out", required=True, help="output directory (checkpoints, TensorBoard, evals)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoint-STEP")
+    p.add_argument("--reward", choices=REWARDS, default=d.reward)
+    p.add_argument("--obs-mode", choices=OBS_MODES, default=d.obs_mode)
+    p.add_argument("--render-size", type=_size, default=d.render_size, help="WxH of the images")
+    p.add_argument("--source", default=None, help="episode source: procedural (default) or a TRANCE directory")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 for tiny, 1e-6 for a checkpoint")
+    p.add_argument("--beta", type=float, default=d.beta, help="KL coefficient (k3 estimator); 0 = no reference")
+    p.add_argument("--clip", type=float, default=d.clip, help="PPO ratio clip epsilon")
+    p.add_argument("--mu", type=int, default=d.mu, help="inner updates per batch")
+    p.add_argument("--loss", choices=LOSS_TYPES, default=d.loss, help="loss aggregation")
+    std = p.add_mutually_exclusive_group()
+    std.add_argument("--scale-std", dest="scale_std", action="store_true", default=None)
+    std.add_argument("--no-scale-std", dest="scale_std", action="store_false", help="Dr.GRPO-style advantages")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per update")
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    p.add_argument("--save-every", type=int, default=d.save_every, help="steps between checkpoints (0: off)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between held-out evals (0: off)")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--device", default=None, help="cpu forces CPU; default: accelerate's choice")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> GRPOConfig:
+    env_kwargs = {"source": args.source} if args.source else {}
+    return GRPOConfig(
+        model=args.model,
+        env=args.env,
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        reward=args.reward,
+        obs_mode=args.obs_mode,
+        render_size=args.render_size,
+        lr=args.lr,
+        beta=args.beta,
+        clip=args.clip,
+        mu=args.mu,
+        loss=args.loss,
+        scale_std=args.scale_std,
+        grad_accum=args.grad_accum,
+        max_grad_norm=args.max_grad_norm,
+        lora=args.lora,
+        lora_r=args.lora_r,
+        save_every=args.save_every,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        resume=args.resume,
+        device=args.device,
+        dtype=args.dtype,
+        env_kwargs=env_kwargs,
+        progress=not args.no_progress,
+    )
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    from agents.mllm.grpo import train
+
+    cfg = config_from_args(args)
+    try:
+        history = train(cfg)
+    except KeyboardInterrupt:
+        return 130
+    if history and os.environ.get("RANK", "0") == "0":  # one line, also under accelerate/torchrun
+        last = history[-1]
+        print(f"done: {last['step']} steps, last reward {last['reward']:.3f}, model in {cfg.out}/final")
+    return 0
+
+
+def run_make_tiny(args: argparse.Namespace) -> int:
+    from agents.mllm.tiny import make_tiny_model
+
+    path = make_tiny_model(args.dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers)
+    print(f"tiny Qwen2.5-VL checkpoint written to {path}")
+    return 0
+
+
+def register(subparsers, train_subparsers) -> None:
+    """Add ``make-tiny-model`` to the top-level commands and ``grpo`` to ``train``'s commands.
+
+    Each parser sets ``func(args) -> int`` as its handler.
+    """
+    tiny = subparsers.add_parser("make-tiny-model", help="build a tiny random Qwen2.5-VL checkpoint")
+    tiny.add_argument("dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--hidden-size", type=int, default=64)
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.set_defaults(func=run_make_tiny)
+    grpo = train_subparsers.add_parser("grpo", help="GRPO training of a multimodal LLM policy")
+    add_grpo_arguments(grpo)
+    grpo.set_defaults(func=run_grpo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tvr-gym")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    train_parser = subparsers.add_parser("train", help="train an agent")
+    train_subparsers = train_parser.add_subparsers(dest="trainer", required=True)
+    register(subparsers, train_subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The multimodal LLM policy: any local Qwen2-VL / Qwen2.5-VL checkpoint as a TVR agent.
+
+The observation (initial image, final image, prompt) becomes one user turn of the processor's chat
+template. Generation never emits the processor's vision special tokens: they are banned, and the
+log-probabilities used for training mask them the same way, so sampling and scoring agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+VISION_TOKEN_ATTRS = ("image_token", "video_token", "vision_start_token", "vision_end_token")
+VISION_TOKEN_NAMES = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+)
+POLICY_FILE = "tvr_policy.json"
+"""Written beside a trained checkpoint: how the policy reads observations (``use_images``, ...)."""
+
+
+@dataclass
+class Samples:
+    """G completions per observation, flattened observation-major (row ``i*G + g``)."""
+
+    inputs: dict[str, torch.Tensor]
+    """Processor output for the prompts (left padded), one row per completion."""
+    completion_ids: torch.Tensor
+    """(N, T) sampled token ids, right padded with the pad id."""
+    completion_mask: torch.Tensor
+    """(N, T) 1 for tokens up to and including the first end-of-turn token."""
+    logprobs: torch.Tensor | None
+    """(N, T) per-token log-probabilities under the sampling policy (zero where masked)."""
+    texts: list[str]
+    """Decoded completions."""
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(dim=1)
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise ValueError(f"dtype: unknown {dtype!r}; valid: {', '.join(choices)}")
+    return choices[dtype]
+
+
+def vision_token_ids(processor) -> list[int]:
+    """Every token id of the processor's special vision tokens (image/video pads, vision start/end, ...)."""
+    tokenizer = processor.tokenizer
+    names = set(VISION_TOKEN_NAMES)
+    for attr in VISION_TOKEN_ATTRS:
+        name = getattr(processor, attr, None) or getattr(tokenizer, attr, None)
+        if isinstance(name, str):
+            names.add(name)
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[name] for name in names if name in vocab}
+    for attr in ("image_token_id", "video_token_id"):
+        value = getattr(processor, attr, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return sorted(ids)
+
+
+def _to_image(array: Any) -> Image.Image:
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"obs image: expected uint8 H x W x 3, got {arr.dtype} {arr.shape}")
+    return Image.fromarray(arr)
+
+
+def _has_image(obs: Mapping[str, Any], key: str) -> bool:
+    value = obs.get(key)
+    return value is not None and np.asarray(value).size > 0
+
+
+class MLLMAgent:
+    """A TVR agent backed by a Qwen2-VL-family model: ``act(obs) -> str``, ``act_batch``, ``sample``."""
+
+    privileged = False
+
+    def __init__(
+        self,
+        model,
+        processor,
+        use_images: bool = True,
+        max_new_tokens: int = 128,
+        system_prompt: str | None = None,
+        name: str = "mllm",
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.use_images = use_images
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.name = name
+        self.tokenizer.padding_side = "left"
+        self.suppressed_ids = vision_token_ids(processor)
+        self.eos_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if self.eos_id is None or self.eos_id == self.tokenizer.unk_token_id:
+            self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        use_images: bool | None = None,
+        max_new_tokens: int | None = None,
+        system_prompt: str | None = None,
+    ) -> MLLMAgent:
+        """Load a local checkpoint directory (full model, or a PEFT adapter directory over a local base).
+
+        Never touches the network (``local_files_only``), never runs remote code, reads safetensors.
+        ``use_images`` and ``max_new_tokens`` default to the checkpoint's ``tvr_policy.json`` (written
+        by the GRPO trainer), else to images on and 128 tokens.
+        """
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"path: {str(path)!r} is not a checkpoint directory")
+        dev = _resolve_device(device)
+        torch_dtype = _resolve_dtype(dtype, dev)
+        kwargs = {"local_files_only": True, "trust_remote_code": False}
+        adapter_cfg = path / "adapter_config.json"
+        base = path
+        if adapter_cfg.is_file():
+            base = Path(json.loads(adapter_cfg.read_text())["base_model_name_or_path"])
+        model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch_dtype, use_safetensors=True, **kwargs)
+        if adapter_cfg.is_file():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path, is_trainable=False)
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        model.to(dev).eval()
+        saved = json.loads((path / POLICY_FILE).read_text()) if (path / POLICY_FILE).is_file() else {}
+        use_images = saved.get("use_images", True) if use_images is None else use_images
+        max_new_tokens = saved.get("max_new_tokens", 128) if max_new_tokens is None else max_new_tokens
+        return cls(model, processor, use_images, max_new_tokens, system_prompt, name=f"mllm:{path}")
+
+    def settings(self) -> dict[str, Any]:
+        """What :data:`POLICY_FILE` records: how this policy reads observations."""
+        return {"use_images": self.use_images, "max_new_tokens": self.max_new_tokens}
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reseed the sampling RNG (greedy ``act`` is deterministic anyway)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- inputs
+    def messages(self, obs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chat messages for one observation: two images (when used) and the prompt text."""
+        content: list[dict[str, Any]] = []
+        if self.use_images:
+            for key in ("initial", "final"):
+                if _has_image(obs, key):
+                    content.append({"type": "image"})
+        content.append({"type": "text", "text": str(obs.get("prompt", ""))})
+        msgs: list[dict[str, Any]] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.append({"role": "user", "content": content})
+        return msgs
+
+    def encode(self, obs_list: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Processor inputs for a batch of observations (left padded, on the model's device)."""
+        texts, images = [], []
+        for obs in obs_list:
+            texts.append(self.processor.apply_chat_template(self.messages(obs), add_generation_prompt=True))
+            if self.use_images:
+                images.extend(_to_image(obs[k]) for k in ("initial", "final") if _has_image(obs, k))
+        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # ---------------------------------------------------------------- generation
+    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int | None, **sampling) -> torch.Tensor:
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            bad_words_ids=[[i] for i in self.suppressed_ids] or None,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            **sampling,
+        )
+        return out[:, inputs["input_ids"].shape[1] :]
+
+    def completion_mask(self, completion_ids: torch.Tensor) -> torch.Tensor:
+        """1 up to and including the first end-of-turn token, 0 after it."""
+        is_eos = completion_ids == self.eos_id
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        return (~after_eos).long()
+
+    def decode(self, completion_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return [
+            self.tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True)
+            for ids, m in zip(completion_ids, mask)
+        ]
+
+    @torch.no_grad()
+    def act_batch(self, obs_list: Sequence[Mapping[str, Any]], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers for a batch of observations."""
+        if not obs_list:
+            return []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            ids = self._generate(self.encode(obs_list), max_new_tokens, do_sample=False)
+        finally:
+            self.model.train(was_training)
+        return self.decode(ids, self.completion_mask(ids))
+
+    def act(self, obs: Mapping[str, Any]) -> str:
+        """The greedy answer for one observation."""
+        return self.act_batch([obs])[0]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        obs_list: Sequence[Mapping[str, Any]],
+        G: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: int | None = None,
+        with_logprobs: bool = True,
+    ) -> Samples:
+        """G sampled completions per observation, with their token ids and per-token log-probs.
+
+        ``with_logprobs=False`` skips the scoring pass (``Samples.logprobs`` is then ``None``): a
+        trainer whose first update runs on the sampling weights gets them from that forward pass.
+        """
+        if G < 1:
+            raise ValueError(f"G: expected >= 1, got {G}")
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected > 0, got {temperature}")
+        expanded = [obs for obs in obs_list for _ in range(G)]
+        inputs = self.encode(expanded)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            ids = self._generate(
+                inputs, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k
+            )
+            mask = self.completion_mask(ids)
+            ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
+            logprobs = self.token_logprobs(inputs, ids, mask, temperature=temperature) if with_logprobs else None
+        finally:
+            self.model.train(was_training)
+        return Samples(inputs, ids, mask, logprobs, self.decode(ids, mask))
+
+    # ---------------------------------------------------------------- scoring
+    def token_logprobs(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float = 1.0,
+        model=None,
+    ) -> torch.Tensor:
+        """(N, T) log-probs of ``completion_ids`` given the prompts (gradients flow when enabled).
+
+        The banned vision tokens are masked out of the distribution, as during generation.
+        """
+        model = model if model is not None else self.model
+        n_new = completion_ids.shape[1]
+        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        input_ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+        attention = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
+        if "mm_token_type_ids" in extra:
+            mm = extra["mm_token_type_ids"]
+            extra["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(completion_ids, dtype=mm.dtype)], dim=1)
+        out = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=n_new + 1, use_cache=False, **extra)
+        logits = out.logits[:, :-1, :].float() / temperature
+        if self.suppressed_ids:
+            logits[..., self.suppressed_ids] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        return torch.where(completion_mask.bool(), logp, torch.zeros_like(logp))

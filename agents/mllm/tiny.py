@@ -1,0 +1,218 @@
+"""A tiny Qwen2.5-VL checkpoint built locally: real architecture, random weights, word-level tokenizer.
+
+The checkpoint is saved with ``save_pretrained`` and is loaded by the same code path as a real
+Qwen2.5-VL model (``AutoModelForImageTextToText`` + ``AutoProcessor``). The tokenizer splits text
+into words, digit runs, single whitespace characters and single punctuation marks and its decoder
+concatenates the tokens, so any text made of known words round-trips exactly
+(``2.color.cyan`` -> ``2 . color . cyan`` -> ``2.color.cyan``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Iterable
+from pathlib import Path
+
+from tvr_gym.spec import SPEC
+
+UNK = "<unk>"
+PAD = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+VISION_TOKENS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+SPECIAL_TOKENS = (PAD, IM_START, IM_END, *VISION_TOKENS)
+ANSWER_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+WORD_PATTERN = r"[A-Za-z]+(?:-[A-Za-z]+)*|\d+|\s|[^\w\s]"
+"""Pre-tokenizer split: words (hyphenated ones kept whole), digit runs, single whitespace chars, punctuation."""
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A Qwen-style chat template (system turn, ``<|im_start|>role`` blocks, one vision block per image)."""
+
+BASE_TEXT = """
+You are a helpful assistant. The first image shows the initial state of a scene and the second image
+shows the final state. Name the sequence of transformations that turns the initial state into the final
+state. Each transformation is object index, attribute and value, e.g. obj.attr.value or
+obj.position.direction.step. Think first, then answer inside the answer tags, separated by commas.
+Initial objects by index: index color material shape size position x y visible hidden invisible.
+Objects objects object the a an of in is are to and or from with by on at as for one two three four
+setting basic event view cross crossview camera center centre left right final initial
+step steps transformation transformations attribute attributes value values answer think
+"""
+"""Chat and task words always in the vocabulary, whatever texts are given."""
+
+
+def grammar_words() -> list[str]:
+    """Every word of the answer grammar, derived from the spec (attributes, values, directions)."""
+    words = list(SPEC.attributes)
+    for values in SPEC.values.values():
+        words.extend(values)
+    words.extend(SPEC.directions)
+    return words
+
+
+def prompt_words() -> list[str]:
+    """Every token of any TVR prompt or canonical answer, from the prompt builder."""
+    from tvr_gym.prompt import prompt_vocabulary
+
+    return prompt_vocabulary()
+
+
+def build_vocab(texts: Iterable[str] = ()) -> list[str]:
+    """Vocabulary: unk, grammar words, digits, punctuation, whitespace and every word of ``texts``."""
+    tokens: list[str] = [UNK]
+    seen = set(tokens)
+
+    def add(tok: str) -> None:
+        if tok not in seen:
+            seen.add(tok)
+            tokens.append(tok)
+
+    for tok in grammar_words():
+        for piece in re.findall(WORD_PATTERN, tok):
+            add(piece)
+    for tok in [*(str(k) for k in range(100)), *string.punctuation, " ", "\n", "\t"]:
+        add(tok)
+    for text in [BASE_TEXT, *texts]:
+        for piece in re.findall(WORD_PATTERN, text):
+            add(piece)
+    return tokens
+
+
+def make_tokenizer(vocab: list[str]):
+    """A ``PreTrainedTokenizerFast`` over a WordLevel model with a concatenating decoder."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token=UNK,
+        pad_token=PAD,
+        eos_token=IM_END,
+        padding_side="left",
+        extra_special_tokens={},
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    tokenizer.add_tokens(list(ANSWER_TAGS))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_processor(tokenizer, image_pixels: tuple[int, int] = (28 * 28 * 2, 28 * 28 * 6)):
+    """A real ``Qwen2_5_VLProcessor`` whose image processor keeps images to a few vision tokens."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    min_pixels, max_pixels = image_pixels
+    image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def make_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4, vision_hidden: int = 32):
+    """A ``Qwen2_5_VLConfig`` with a tiny text tower and a one-block vision tower."""
+    from transformers import Qwen2_5_VLConfig
+
+    head_dim = hidden_size // heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]  # temporal, height, width; sums to head_dim / 2
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+        "bos_token_id": ids[PAD],
+        "eos_token_id": ids[IM_END],
+        "pad_token_id": ids[PAD],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "depth": 1,
+        "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden,
+        "num_heads": 2,
+        "out_hidden_size": hidden_size,
+        "fullatt_block_indexes": [0],
+        "window_size": 112,
+    }
+    return Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def make_tiny_model(
+    out_dir: str | Path,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    extra_texts: Iterable[str] | None = None,
+) -> Path:
+    """Build and save a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) in ``out_dir``.
+
+    The vocabulary covers the prompt builder's words and the answer grammar; ``extra_texts`` adds
+    the words of more texts. Returns the directory.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    if hidden_size % heads or (hidden_size // heads) % 2:
+        raise ValueError(f"hidden_size: {hidden_size} must split into {heads} heads of even size")
+    out = Path(out_dir)
+    texts = [" ".join(prompt_words()), *(extra_texts or ())]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    processor = make_processor(tokenizer)
+    config = make_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        bos_token_id=config.text_config.bos_token_id,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    (out / "tvr_tiny.json").write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer)}, indent=1) + "\n")
+    return out

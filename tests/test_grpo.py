@@ -1,0 +1,344 @@
+"""GRPO: the math, one update, learning, checkpoints/resume, interruption, logging and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tvr_gym  # noqa: F401  (registers the environments)
+from agents.mllm.grpo import (
+    EVAL_SEED_BASE,
+    GRPOConfig,
+    aggregate,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    latest_checkpoint,
+    train,
+)
+from agents.mllm.policy import MLLMAgent
+from agents.mllm.tiny import make_tiny_model
+
+FAVOURED = "red"
+
+
+class FavourTokenEnv(gym.Env):
+    """A stand-in task whose reward counts the word ``red`` in the answer (dense enough to learn fast).
+
+    ``nan_at`` makes the n-th scored answer return NaN; ``interrupt_at`` sends SIGINT at the n-th one.
+    """
+
+    def __init__(self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None):
+        w, h = render_size
+        image = spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.observation_space = spaces.Dict({"initial": image, "final": image, "prompt": spaces.Text(64)})
+        self.action_space = spaces.Text(4096)
+        self.size = (h, w, 3)
+        self.calls = 0
+        self.nan_at, self.interrupt_at = nan_at, interrupt_at
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        shade = int(self.np_random.integers(0, 256))
+        image = np.full(self.size, shade, np.uint8)
+        return {"initial": image, "final": image, "prompt": "object color"}, {"truth": ""}
+
+    def step(self, text):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        reward = float("nan") if self.calls == self.nan_at else float(text.count(FAVOURED))
+        info = {"reward_terms": {"count": reward}, "metrics": {"acc": float(reward > 0)}}
+        return self.reset()[0], reward, True, False, info
+
+
+gym.register("TVRTest-FavourToken-v0", entry_point=FavourTokenEnv, disable_env_checker=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on shared CI cores threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def small_config(tiny_dir, out, **overrides) -> GRPOConfig:
+    options = dict(
+        model=str(tiny_dir),
+        out=str(out),
+        env="TVRTest-FavourToken-v0",
+        steps=2,
+        batch_size=2,
+        group_size=4,
+        max_new_tokens=8,
+        lr=1e-2,
+        save_every=0,
+        eval_every=0,
+        device="cpu",
+        progress=False,
+    )
+    options.update(overrides)
+    return GRPOConfig(**options)
+
+
+def state_dict_copy(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------- the math
+
+
+@settings(max_examples=50, deadline=None)
+@given(groups=st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=6), G=st.integers(1, 8))
+def test_advantages_are_zero_when_a_group_is_constant(groups, G):
+    rewards = torch.tensor([v for v in groups for _ in range(G)], dtype=torch.float32)
+    for scale in (True, False):
+        assert torch.equal(group_advantages(rewards, G, scale), torch.zeros_like(rewards))
+
+
+@settings(max_examples=50, deadline=None)
+@given(rewards=st.lists(st.floats(-10, 10, allow_nan=False), min_size=8, max_size=8))
+def test_advantages_are_centred_per_group_and_scaled_by_the_std(rewards):
+    r = torch.tensor(rewards, dtype=torch.float64)
+    plain = group_advantages(r, 4, scale_std=False).view(2, 4)
+    torch.testing.assert_close(plain, r.view(2, 4) - r.view(2, 4).mean(1, keepdim=True))
+    scaled = group_advantages(r, 4, scale_std=True).view(2, 4)
+    for g in range(2):
+        std = float(r.view(2, 4)[g].std())
+        expected = plain[g] / (std + 1e-4) if float(r.view(2, 4)[g].max() - r.view(2, 4)[g].min()) > 0 else plain[g] * 0
+        torch.testing.assert_close(scaled[g], expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(-20, 0, allow_nan=False), min_size=1, max_size=16))
+def test_k3_kl_is_zero_against_an_identical_reference_and_positive_otherwise(values):
+    logp = torch.tensor(values, dtype=torch.float64)
+    assert torch.equal(k3_kl(logp, logp.clone()), torch.zeros_like(logp))
+    shifted = k3_kl(logp, logp - 0.5)
+    assert (shifted > 0).all()
+    torch.testing.assert_close(shifted, torch.exp(torch.tensor(-0.5, dtype=torch.float64)) + 0.5 - 1 + 0 * logp)
+
+
+def test_loss_aggregation_modes_differ_as_defined():
+    per_token = torch.tensor([[1.0, 1.0, 0.0], [3.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # grpo: per-sequence means 1 and 3, then their mean
+    assert float(aggregate(per_token, mask, "grpo", max_len=4)) == pytest.approx(2.0)
+    # dr_grpo: masked sum 5 over the constant batch * max_len = 2 * 4
+    assert float(aggregate(per_token, mask, "dr_grpo", max_len=4)) == pytest.approx(5 / 8)
+    # dapo: masked sum 5 over the 3 real tokens
+    assert float(aggregate(per_token, mask, "dapo", max_len=4)) == pytest.approx(5 / 3)
+    with pytest.raises(ValueError, match="loss"):
+        aggregate(per_token, mask, "ppo", max_len=4)
+
+
+def test_clipped_surrogate_stops_gradients_outside_the_trust_region():
+    old = torch.zeros(2, 1)
+    logp = torch.tensor([[0.5], [0.05]], requires_grad=True)  # ratios e^0.5 (clipped) and e^0.05 (inside)
+    loss, stats = grpo_loss(logp, old, torch.tensor([1.0, 1.0]), torch.ones(2, 1), clip=0.2, mode="dapo")
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[1, 0] < 0
+    assert stats["clip_frac"] == pytest.approx(0.5)
+    # at ratio 1 and no KL, the loss is minus the mean advantage
+    adv = torch.tensor([2.0, -1.0])
+    loss, stats = grpo_loss(old, old, adv, torch.ones(2, 1), mode="grpo")
+    assert float(loss) == pytest.approx(-0.5) and stats["kl"] == 0
+
+
+def test_config_rejects_bad_options_naming_the_field():
+    for field, value in (("loss", "ppo"), ("reward", "dense"), ("obs_mode", "audio"), ("group_size", 0)):
+        with pytest.raises(ValueError, match=field):
+            GRPOConfig(**{field: value})
+    with pytest.raises(ValueError, match="grad_accum"):
+        GRPOConfig(batch_size=3, grad_accum=2)
+    assert GRPOConfig(loss="dr_grpo").scale_std is False and GRPOConfig().scale_std is True
+    assert GRPOConfig(model="tiny").lr > GRPOConfig(model="/some/checkpoint").lr
+
+
+def test_unknown_env_id_is_rejected_with_the_valid_ids(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="env: unknown id 'TVR-Nope-v0'.*TVR-Basic-v0"):
+        train(small_config(tiny_dir, tmp_path / "run", env="TVR-Nope-v0"))
+
+
+# ---------------------------------------------------------------- one update, learning
+
+
+def test_one_grpo_step_changes_the_weights_and_lowers_the_loss_on_a_fixed_batch(tiny_dir, trance_dir):
+    agent = MLLMAgent.from_pretrained(tiny_dir, device="cpu", max_new_tokens=8)
+    env = gym.make("TVR-Basic-v0", obs_mode="text", render_size=(160, 120), source=str(trance_dir))
+    agent.use_images = False
+    obs = [env.reset(seed=s)[0] for s in range(2)]
+    torch.manual_seed(0)
+    samples = agent.sample(obs, G=4)
+    rewards = torch.tensor([0.0, 1.0, 2.0, 0.5, 3.0, 0.0, 1.0, 1.0])
+    adv = group_advantages(rewards, 4)
+    optimizer = torch.optim.AdamW(agent.model.parameters(), lr=1e-2)
+    before = state_dict_copy(agent.model)
+
+    def loss_now():
+        logp = agent.token_logprobs(samples.inputs, samples.completion_ids, samples.completion_mask)
+        return grpo_loss(logp, samples.logprobs, adv, samples.completion_mask, clip=10.0)[0]
+
+    agent.model.train()
+    loss0 = loss_now()
+    loss0.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    with torch.no_grad():
+        loss1 = loss_now()
+    assert float(loss1) < float(loss0.detach())
+    assert any(not torch.equal(before[k], v) for k, v in agent.model.state_dict().items())
+
+
+def test_a_reward_that_favours_one_token_is_learned(tiny_dir, tmp_path):
+    cfg = small_config(tiny_dir, tmp_path / "run", steps=30, batch_size=2, group_size=8, lr=2e-2, max_new_tokens=6)
+    history = train(cfg)
+    rewards = [h["reward"] for h in history]
+    assert len(rewards) == 30
+    assert np.mean(rewards[-5:]) > 2 * np.mean(rewards[:5]) + 0.5
+
+
+# ---------------------------------------------------------------- checkpoints, resume, interruption
+
+
+def test_resume_gives_the_same_next_step_loss_as_an_uninterrupted_run(tiny_dir, trance_dir, tmp_path):
+    extra = dict(
+        env="TVR-Basic-v0",
+        env_kwargs={"source": str(trance_dir)},
+        steps=3,
+        mu=2,
+        beta=0.04,
+        batch_size=1,
+        max_new_tokens=6,
+    )
+    full = train(small_config(tiny_dir, tmp_path / "full", **extra))
+    train(small_config(tiny_dir, tmp_path / "part", **{**extra, "steps": 2, "save_every": 2}))
+    ckpt = tmp_path / "part" / "checkpoint-2"
+    assert latest_checkpoint(tmp_path / "part") == ckpt
+    assert not list((tmp_path / "part").glob(".tmp-*"))
+    resumed = train(small_config(tiny_dir, tmp_path / "part", **extra, resume=True))
+    assert [h["step"] for h in resumed] == [1, 2, 3]
+    for key in ("loss", "reward", "kl", "completion_len"):
+        assert resumed[2][key] == pytest.approx(full[2][key], abs=1e-6), key
+    a = MLLMAgent.from_pretrained(tmp_path / "full" / "final", device="cpu").model.state_dict()
+    b = MLLMAgent.from_pretrained(tmp_path / "part" / "final", device="cpu").model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_dir, tmp_path):
+    cfg = small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs={"interrupt_at": 9})  # during step 2
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoint-2"
+    history = train(small_config(tiny_dir, tmp_path / "run", steps=3, resume=True))
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_non_finite_losses_are_skipped_and_counted(tiny_dir, tmp_path):
+    history = train(small_config(tiny_dir, tmp_path / "run", steps=2, env_kwargs={"nan_at": 3}))
+    assert history[0]["skipped"] == 1 and history[1]["skipped"] == 1
+    weights = MLLMAgent.from_pretrained(tmp_path / "run" / "final", device="cpu").model.state_dict()
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+# ---------------------------------------------------------------- logging, evaluation, LoRA, CLI
+
+
+def test_real_env_run_logs_tensorboard_and_writes_held_out_evaluations(tiny_dir, trance_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    cfg = small_config(
+        tiny_dir, out, env="TVR-Event-v0", env_kwargs={"source": str(trance_dir)}, eval_every=2, eval_episodes=3
+    )
+    train(cfg)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/reward", "train/acc", "train/kl", "train/clip_frac", "train/completion_len", "eval/acc"):
+        assert tag in tags
+    assert any(t.startswith("reward_terms/") for t in tags)
+    result = json.loads((out / "eval-2.json").read_text())
+    assert result["episodes"] == 3 and result["summary"]["overall"]["n"] == 3
+    assert "Acc" in (out / "eval-2.txt").read_text()
+    assert EVAL_SEED_BASE > 2**30
+
+
+def test_lora_run_saves_an_adapter_that_loads_as_an_agent(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    train(small_config(tiny_dir, out, lora=True, lora_r=4, beta=0.04, steps=1))
+    assert (out / "final" / "adapter_config.json").is_file()
+    agent = MLLMAgent.from_pretrained(out / "final", device="cpu", max_new_tokens=4)
+    assert isinstance(
+        agent.act(
+            {"initial": np.zeros((24, 32, 3), np.uint8), "final": np.zeros((24, 32, 3), np.uint8), "prompt": "object"}
+        ),
+        str,
+    )
+
+
+def test_cli_builds_the_tiny_model_and_trains(tmp_path, capsys):
+    from agents.mllm.cli import main
+
+    assert main(["make-tiny-model", str(tmp_path / "tiny")]) == 0
+    assert (tmp_path / "tiny" / "model.safetensors").is_file()
+    args = [
+        "train",
+        "grpo",
+        "--model",
+        "tiny",
+        "--env",
+        "TVRTest-FavourToken-v0",
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--loss",
+        "dr_grpo",
+    ]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "base" / "config.json").is_file()
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["scale_std"] is False
+    with pytest.raises(SystemExit):
+        main(["train", "grpo", "--out", str(tmp_path / "x"), "--loss", "ppo"])
+
+
+def test_trained_policy_plugs_into_the_evaluator_as_an_agent(tiny_dir, trance_dir, tmp_path):
+    from agents import make_agent
+    from agents.evaluate import evaluate
+
+    out = tmp_path / "run"
+    env_kwargs = {"source": str(trance_dir), "obs_mode": "text", "render_size": (160, 120)}
+    train(small_config(tiny_dir, out, env="TVR-Event-v0", env_kwargs={"source": str(trance_dir)}, steps=1))
+    agent = make_agent(f"mllm:{out / 'final'}")
+    assert agent.use_images is False and agent.max_new_tokens == 8  # read back from tvr_policy.json
+    result = evaluate(agent, "TVR-Event-v0", episodes=4, env_kwargs=env_kwargs, progress=False, batch_size=2)
+    assert len(result.records) == 4 and all(isinstance(r["answer"], str) for r in result.records)
+    assert result.summary["overall"]["n"] == 4

@@ -1,0 +1,180 @@
+"""The MLLM policy and the tiny Qwen2.5-VL preset: loading, tokenizer round-trip, generation, sampling."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tvr_gym  # noqa: F401  (registers the environments)
+from agents.mllm.policy import MLLMAgent, vision_token_ids
+from agents.mllm.tiny import VISION_TOKENS, make_tiny_model
+from tvr_gym.answer import format_answer, parse_answer
+from tvr_gym.prompt import build_prompt
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import PAIRS, Transformation
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on shared CI cores threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_dir):
+    return MLLMAgent.from_pretrained(tiny_dir, device="cpu", max_new_tokens=12)
+
+
+def _obs(rng: np.random.Generator, prompt: str = "Name the transformations.") -> dict:
+    image = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    return {"initial": image, "final": image[::-1].copy(), "prompt": prompt}
+
+
+def test_tiny_checkpoint_reloads_through_auto_classes_and_generates(tiny_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir, local_files_only=True, trust_remote_code=False)
+    processor = AutoProcessor.from_pretrained(tiny_dir, local_files_only=True)
+    assert isinstance(model, Qwen2_5_VLForConditionalGeneration)
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+    assert (tiny_dir / "model.safetensors").is_file()
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "object"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert text.count("<|image_pad|>") == 1 and text.endswith("<|im_start|>assistant\n")
+    image = np.zeros((120, 160, 3), dtype=np.uint8)
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    # images become only a few vision tokens
+    assert 1 <= int((inputs["input_ids"] == processor.image_token_id).sum()) <= 16
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, SPEC.n_objects - 1), st.sampled_from(PAIRS)), min_size=0, max_size=4))
+def test_canonical_answers_round_trip_through_the_tokenizer(agent, steps):
+    transformations = [Transformation(obj, attr, value) for obj, (attr, value) in steps]
+    text = format_answer(transformations, think="object 2 moved")
+    ids = agent.tokenizer(text)["input_ids"]
+    assert agent.tokenizer.unk_token_id not in ids
+    decoded = agent.tokenizer.decode(ids, skip_special_tokens=True)
+    assert decoded == text
+    parsed = parse_answer(decoded)
+    assert [tuple(s) for s in parsed.steps] == [(t.obj_idx, t.attr, t.value) for t in transformations]
+
+
+def test_every_fixture_prompt_is_known_words(agent, trance_problems):
+    tok = agent.tokenizer
+    for problem in trance_problems[:40]:
+        for mode in ("image", "text"):
+            prompt = build_prompt(problem, mode)
+            ids = tok(prompt)["input_ids"]
+            assert tok.unk_token_id not in ids, prompt
+            assert tok.decode(ids) == prompt
+
+
+def test_vision_token_ids_cover_every_vision_special_token(agent):
+    ids = set(vision_token_ids(agent.processor))
+    expected = {agent.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    assert expected <= ids
+    assert agent.processor.image_token_id in ids
+
+
+def test_sampling_never_emits_vision_tokens_even_when_the_model_prefers_them(agent):
+    vision = torch.tensor(agent.suppressed_ids)
+
+    def prefer_vision(module, args, output):
+        output[..., vision] += 50.0  # the raw model now puts almost all mass on vision tokens
+        return output
+
+    handle = agent.model.lm_head.register_forward_hook(prefer_vision)
+    try:
+        rng = np.random.default_rng(0)
+        inputs = agent.encode([_obs(rng)])
+        raw = agent.model.generate(**inputs, max_new_tokens=6, do_sample=True, pad_token_id=agent.pad_id)
+        assert torch.isin(raw[:, inputs["input_ids"].shape[1] :], vision).any()  # the hazard is real
+        torch.manual_seed(0)
+        samples = agent.sample([_obs(rng), _obs(rng)], G=4, temperature=1.5, max_new_tokens=8)
+        assert not torch.isin(samples.completion_ids, vision).any()
+        assert torch.isfinite(samples.logprobs).all()
+    finally:
+        handle.remove()
+
+
+def test_sample_shapes_logprobs_and_masks(agent):
+    rng = np.random.default_rng(1)
+    torch.manual_seed(1)
+    samples = agent.sample([_obs(rng), _obs(rng, "object red")], G=3, temperature=1.0, max_new_tokens=10)
+    assert samples.completion_ids.shape[0] == 6 and samples.completion_ids.shape[1] <= 10
+    assert len(samples.texts) == 6 and all(isinstance(t, str) for t in samples.texts)
+    assert (samples.logprobs <= 0).all()
+    assert (samples.logprobs[samples.completion_mask == 0] == 0).all()
+    # log-probs under the sampling policy equal a fresh scoring pass of the same tokens
+    again = agent.token_logprobs(samples.inputs, samples.completion_ids, samples.completion_mask)
+    torch.testing.assert_close(again, samples.logprobs, atol=1e-5, rtol=0)
+    # a group of G rows shares its prompt
+    ids = samples.inputs["input_ids"]
+    assert torch.equal(ids[0], ids[1]) and torch.equal(ids[0], ids[2]) and not torch.equal(ids[2], ids[3])
+
+
+def test_completion_mask_stops_after_the_first_end_of_turn(agent):
+    e, x = agent.eos_id, agent.eos_id + 1
+    ids = torch.tensor([[x, x, e, x, e], [x, x, x, x, x], [e, x, x, x, x]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    assert torch.equal(agent.completion_mask(ids), expected)
+
+
+def test_batched_greedy_answers_equal_one_by_one_answers(agent):
+    rng = np.random.default_rng(2)
+    observations = [_obs(rng, "object"), _obs(rng, "Name the transformations of every object, in order.")]
+    batched = agent.act_batch(observations)
+    assert batched == [agent.act(o) for o in observations]
+
+
+def test_agent_acts_in_the_real_environment(agent, trance_dir):
+    for mode in ("image", "text"):
+        env = gym.make("TVR-Event-v0", obs_mode=mode, render_size=(160, 120), source=str(trance_dir))
+        obs, info = env.reset(seed=0)
+        agent.use_images = mode == "image"
+        try:
+            answer = agent.act(obs)
+        finally:
+            agent.use_images = True
+        assert isinstance(answer, str)
+        _, reward, terminated, _, info = env.step(answer)
+        assert terminated and np.isfinite(reward) and "acc" in info["metrics"]
+
+
+def test_text_only_inputs_hold_no_image_tokens(agent):
+    rng = np.random.default_rng(3)
+    agent.use_images = False
+    try:
+        inputs = agent.encode([_obs(rng)])
+    finally:
+        agent.use_images = True
+    assert "pixel_values" not in inputs
+    assert not (inputs["input_ids"] == agent.processor.image_token_id).any()
+    assert int((agent.encode([_obs(rng)])["input_ids"] == agent.processor.image_token_id).sum()) > 0
+
+
+def test_bad_inputs_get_clear_errors(agent, tmp_path):
+    with pytest.raises(ValueError, match="path"):
+        MLLMAgent.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ValueError, match="dtype"):
+        MLLMAgent.from_pretrained(tmp_path, dtype="float8")
+    with pytest.raises(ValueError, match="G"):
+        agent.sample([_obs(np.random.default_rng(0))], G=0)
+    with pytest.raises(ValueError, match="obs image"):
+        agent.act({"initial": np.zeros((4, 4), np.float32), "final": np.zeros((4, 4, 3), np.uint8), "prompt": "x"})
