@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environment ids)
 from agents.base import act_batch
+from tvr_gym.atomic import atomic_write_text
 
 
 @dataclass
@@ -39,26 +39,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"not JSON-able: {type(value).__name__}")
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str | Iterable[str]) -> Path:
-    """Write ``text`` (a string or an iterable of chunks) so that ``path`` is absent or complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if isinstance(text, str):
-                fh.write(text)
-            else:
-                fh.writelines(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def summary_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

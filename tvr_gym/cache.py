@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
 
 DEFAULT_MEMORY_ENTRIES = 256
@@ -134,16 +134,8 @@ class RenderCache:
     def _store(self, key: str, image: np.ndarray) -> None:
         if self.directory is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, image, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self._path(key), "wb") as fh:
+            np.save(fh, image, allow_pickle=False)
 
     def get_or_make(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
         """The cached image for ``key``, calling ``make()`` only on a miss."""

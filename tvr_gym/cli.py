@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tvr_gym.atomic import atomic_open
 from tvr_gym.registration import ENV_IDS
 
 TRAIN_HINT = "install the training extras: pip install -e '.[train]'"
@@ -38,15 +37,8 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     """Write an RGB image as PNG atomically (temp file + ``os.replace``)."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(fh, format="PNG")
     return path
 
 
@@ -73,7 +65,7 @@ def write_dataset(items: Iterable[tuple[Any, dict[tuple[str, str], np.ndarray]]]
 
 
 def _json_out(path: Path, payload: Any) -> None:
-    from agents.evaluate import atomic_write_text
+    from tvr_gym.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 

@@ -31,7 +31,8 @@ def run_demo(
     returns {agent: summary}.
     """
     from agents import make_agent
-    from agents.evaluate import atomic_write_text, evaluate
+    from agents.evaluate import evaluate
+    from tvr_gym.atomic import atomic_write_text
     from tvr_gym.cache import shared_lru
     from tvr_gym.metrics import format_table, render_tables
 

@@ -7,13 +7,13 @@ problem's ``render_seed`` (if any) as the camera and lamp jitter seed.
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tvr_gym.atomic import atomic_open
 from tvr_gym.render import Renderer, camera_rig, lamp_rig, make_renderer
 from tvr_gym.render.base import check_size
 from tvr_gym.scene import SceneObject, State
@@ -121,22 +121,9 @@ def show_problem(
     for line in answer_lines:
         draw.text((MARGIN, y), line, fill=ANSWER_INK, font=font)
         y += line_h
-    return _atomic_png(canvas, Path(path))
-
-
-def _atomic_png(image: Image.Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".show-", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "wb") as fh:
+        canvas.save(fh, format="PNG")
+    return Path(path)
 
 
 __all__ = ["describe_object", "describe_step", "show_problem"]

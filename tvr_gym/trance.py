@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import Transformation, replay
@@ -173,35 +173,21 @@ def save_trance(problems: Iterable[Problem], path: str | os.PathLike[str], copy_
     """
     root = Path(path)
     (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".data-", suffix=".jsonl.tmp", dir=root)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for prob in problems:
-                fh.write(json.dumps(prob.to_dict(), separators=(",", ":")) + "\n")
-                n += 1
-                if copy_images and prob.root is not None and prob.root.resolve() != root.resolve():
-                    for views in prob.images.values():
-                        for name in views.values():
-                            src = prob.root / IMAGE_DIR / name
-                            if src.is_file():
-                                atomic_copy(src, root / IMAGE_DIR / name)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / DATA_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(root / DATA_FILE, "w", encoding="utf-8") as fh:
+        for prob in problems:
+            fh.write(json.dumps(prob.to_dict(), separators=(",", ":")) + "\n")
+            n += 1
+            if copy_images and prob.root is not None and prob.root.resolve() != root.resolve():
+                for views in prob.images.values():
+                    for name in views.values():
+                        src = prob.root / IMAGE_DIR / name
+                        if src.is_file():
+                            atomic_copy(src, root / IMAGE_DIR / name)
     return n
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy a file so that ``dst`` is either absent or complete."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(dst, "wb") as out, src.open("rb") as inp:
+        shutil.copyfileobj(inp, out)

@@ -1,0 +1,32 @@
+"""Atomic writes leave either the old file or the complete new one."""
+
+from __future__ import annotations
+
+import pytest
+
+from tvr_gym.atomic import atomic_open, atomic_write_text
+
+
+def test_complete_write_replaces_the_file(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, ["new ", "text"])
+    assert path.read_text() == "new text"
+    assert [p.name for p in path.parent.iterdir()] == ["a.txt"]
+
+
+def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(path, "wb") as fh:
+            fh.write(b"half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_read_modes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_open(tmp_path / "x", "r"):
+            pass
