@@ -1,0 +1,400 @@
+"""A Stable-Baselines3 PPO agent on the TVR environments (through :mod:`tvr_gym.wrappers`).
+
+:func:`train_ppo` trains and writes ``OUT/model.zip``, ``OUT/ppo_settings.json`` (the wrapper settings, so
+:meth:`PPOAgent.load` rebuilds the same encoding), checkpoints in ``OUT/checkpoints``, TensorBoard logs in
+``OUT/tensorboard`` and Monitor CSVs in ``OUT/monitor``. :class:`PPOAgent` answers raw environment
+observations, so ``agents.make_agent("ppo:OUT")`` plugs into the evaluator. See ``docs/ppo.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import zipfile
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent, Observation
+from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.scene import State
+from tvr_gym.wrappers import OBS_KINDS, AnswerEncoding, DiscreteAnswer, encode_states, stack_images, wrap_for_sb3
+
+__all__ = ["MODEL_FILE", "SETTINGS_FILE", "PPOAgent", "PPOSettings", "register_cli", "train_ppo"]
+
+MODEL_FILE = "model.zip"
+SETTINGS_FILE = "ppo_settings.json"
+DEFAULT_RENDER_SIZE = {"image": (160, 120), "symbolic": (32, 24)}
+"""Image observations use TRANCE's released size; symbolic ones ignore pixels, so the env renders tiny images."""
+DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 64, "ent_coef": 0.01}
+"""Overrides of SB3's PPO defaults suited to one-step episodes (every step ends an episode)."""
+VEC_ENVS = ("dummy", "subproc")
+
+
+@dataclass
+class PPOSettings:
+    """What :meth:`PPOAgent.load` needs to rebuild the observation and action encodings."""
+
+    env_id: str
+    obs: str
+    render_size: tuple[int, int]
+    max_items: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    timesteps: int = 0
+    n_envs: int = 1
+    ppo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
+
+    @classmethod
+    def from_file(cls, path: Path) -> PPOSettings:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["render_size"] = tuple(data["render_size"])
+            settings = cls(**data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: not a valid PPO settings file ({type(exc).__name__}: {exc})") from None
+        if settings.obs not in OBS_KINDS:
+            raise ValueError(f"{path}: obs: unknown value {settings.obs!r}; valid: {', '.join(OBS_KINDS)}")
+        return settings
+
+
+# ---------------------------------------------------------------------------- the agent
+
+
+class PPOAgent(Agent):
+    """A trained SB3 PPO policy answering raw TVR observations with canonical answer text.
+
+    Image agents read ``initial`` and ``final`` (resized to the training size when they differ).
+    Symbolic agents are ``privileged``: the evaluator hands them each reset ``info`` and they read only
+    the initial and final object tables of ``info["problem"]``, never its transformations.
+    """
+
+    name = "ppo"
+
+    def __init__(self, model: Any, settings: PPOSettings, deterministic: bool = True) -> None:
+        self.model = model
+        self.settings = settings
+        self.deterministic = deterministic
+        self.encoding = AnswerEncoding(settings.max_items)
+        self.privileged = settings.obs == "symbolic"
+        self._tables: deque[np.ndarray] = deque()
+        expected = _observation_shape(settings)
+        shape = tuple(model.observation_space.shape)
+        if shape != expected and shape != expected[-1:] + expected[:-1]:  # SB3 may store images channel-first
+            raise ValueError(
+                f"model: observation shape {shape} does not match the settings "
+                f"({settings.obs}, render_size={settings.render_size}: {expected})"
+            )
+        if tuple(getattr(model.action_space, "nvec", ())) != tuple(self.encoding.nvec):
+            raise ValueError(f"model: action space {model.action_space} does not match max_items={settings.max_items}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "cpu", deterministic: bool = True) -> PPOAgent:
+        """Load ``OUT`` (a training directory), ``OUT/model.zip`` or a checkpoint ``OUT/checkpoints/*.zip``."""
+        from stable_baselines3 import PPO
+
+        model_path, settings_path = _locate(Path(path))
+        settings = PPOSettings.from_file(settings_path)
+        try:
+            model = PPO.load(model_path, device=device)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{model_path}: not a readable SB3 PPO model ({type(exc).__name__}: {exc})") from None
+        return cls(model, settings, deterministic)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._tables.clear()
+        if seed is not None:
+            self.model.set_random_seed(seed)
+
+    def observe_privileged(self, info: Mapping[str, Any]) -> None:
+        """Symbolic agents: queue the object tables of the next episode (only the states are read)."""
+        if not self.privileged:
+            return
+        problem = info.get("problem") if isinstance(info, Mapping) else None
+        try:
+            initial, final = (State.from_dicts(s["objects"]) for s in problem["states"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(
+                f"info.problem: a symbolic PPO agent needs a TRANCE sample dict with states[0..1].objects ({exc})"
+            ) from None
+        self._tables.append(encode_states(initial, final))
+
+    def act(self, obs: Observation) -> str:
+        return self.act_batch([obs])[0]
+
+    def act_batch(self, observations: Sequence[Observation]) -> list[str]:
+        if not observations:
+            return []
+        batch = self._symbolic_batch(len(observations)) if self.privileged else self._image_batch(observations)
+        actions, _ = self.model.predict(batch, deterministic=self.deterministic)
+        return [self.encoding.text(a) for a in np.asarray(actions).reshape(len(observations), -1)]
+
+    def _symbolic_batch(self, n: int) -> np.ndarray:
+        if len(self._tables) < n:
+            raise RuntimeError(
+                "PPOAgent (symbolic): no object tables; the evaluator must call observe_privileged(info) first"
+            )
+        return np.stack([self._tables.popleft() for _ in range(n)])
+
+    def _image_batch(self, observations: Sequence[Observation]) -> np.ndarray:
+        w, h = self.settings.render_size
+        out = []
+        for obs in observations:
+            if not isinstance(obs, Mapping):
+                raise ValueError(f"observation: expected a dict with initial and final, got {type(obs).__name__}")
+            images = {k: _fit(np.asarray(obs.get(k)), (w, h), k) for k in ("initial", "final")}
+            out.append(stack_images(images))
+        return np.stack(out)
+
+
+def _fit(image: np.ndarray, size: tuple[int, int], key: str) -> np.ndarray:
+    """An (H, W, 3) uint8 image at ``size = (W, H)`` (resized bilinearly when needed)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"observation.{key}: expected an (H, W, 3) uint8 image, got shape {image.shape}")
+    if image.shape[:2] == (size[1], size[0]):
+        return image.astype(np.uint8, copy=False)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image.astype(np.uint8)).resize(size, Image.BILINEAR))
+
+
+def _observation_shape(settings: PPOSettings) -> tuple[int, ...]:
+    from tvr_gym.wrappers import symbolic_size
+
+    w, h = settings.render_size
+    return (h, w, 6) if settings.obs == "image" else (symbolic_size(),)
+
+
+def _locate(path: Path) -> tuple[Path, Path]:
+    """(model zip, settings file) for a training directory or a model/checkpoint zip."""
+    model = path / MODEL_FILE if path.is_dir() else path
+    if not model.is_file():
+        raise FileNotFoundError(f"ppo: no model at {model}; expected a training directory with {MODEL_FILE} or a .zip")
+    for folder in (model.parent, model.parent.parent):
+        if (folder / SETTINGS_FILE).is_file():
+            return model, folder / SETTINGS_FILE
+    raise FileNotFoundError(f"ppo: {SETTINGS_FILE} not found beside {model} or in its parent directory")
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _base_env(env_id: str, **env_kwargs: Any):
+    import gymnasium as gym
+
+    import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
+
+    return gym.make(env_id, **env_kwargs)
+
+
+def _atomic_save(model: Any, path: Path) -> Path:
+    """``model.save`` into ``path`` so that the file is either absent or complete."""
+    with atomic_open(path, "wb") as fh:
+        model.save(fh)
+    return path
+
+
+def _callbacks(out: Path, checkpoint_every: int, n_envs: int) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+
+    class AtomicCheckpoint(CheckpointCallback):
+        """SB3's checkpoint callback, writing each checkpoint atomically."""
+
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                _atomic_save(self.model, Path(self._checkpoint_path(extension="zip")))
+            return True
+
+    class EpisodeMetrics(BaseCallback):
+        """Logs the mean reward terms and TVR metrics of the episodes of each rollout under ``tvr/``."""
+
+        def _on_rollout_start(self) -> None:
+            self.sums: dict[str, float] = {}
+            self.count = 0
+
+        def _on_step(self) -> bool:
+            for done, info in zip(self.locals["dones"], self.locals["infos"]):
+                if not done or "metrics" not in info:
+                    continue
+                self.count += 1
+                values = {**info.get("reward_terms", {}), **info["metrics"]}
+                for key, value in values.items():
+                    if isinstance(value, (bool, int, float, np.number)):
+                        self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            return True
+
+        def _on_rollout_end(self) -> None:
+            for key, total in self.sums.items():
+                self.logger.record(f"tvr/{key}", total / max(self.count, 1))
+
+    callbacks: list[Any] = [EpisodeMetrics()]
+    if checkpoint_every > 0:
+        freq = max(checkpoint_every // n_envs, 1)
+        callbacks.append(AtomicCheckpoint(freq, str(out / "checkpoints"), name_prefix="ppo"))
+    return callbacks
+
+
+def _positive(name: str, value: Any, lo: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def train_ppo(
+    env_id: str,
+    timesteps: int,
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    obs: str = "image",
+    render_size: tuple[int, int] | None = None,
+    n_envs: int = 1,
+    max_items: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    checkpoint_every: int = 10_000,
+    vec_env: str = "dummy",
+    device: str = "cpu",
+    progress_bar: bool = False,
+    verbose: int = 0,
+    torch_threads: int | None = 1,
+    **ppo_kwargs: Any,
+) -> PPOAgent:
+    """Train SB3 PPO on ``env_id`` (CnnPolicy for ``obs="image"``, MlpPolicy for ``"symbolic"``).
+
+    ``render_size`` defaults to 160x120 for images and 32x24 for symbolic runs (pixels unused);
+    ``env_kwargs`` go to ``gym.make`` (e.g. ``max_visible``, ``reward``, ``source``); ``ppo_kwargs``
+    override :data:`DEFAULT_PPO_KWARGS` and SB3's defaults. ``torch_threads`` sets torch's CPU threads
+    for the process (1 by default: small PPO networks run far faster single-threaded, especially on a
+    busy machine; ``None`` leaves torch's setting). Writes the files listed in the module docstring and
+    returns the trained agent.
+    """
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    import tvr_gym  # noqa: F401
+
+    if obs not in OBS_KINDS:
+        raise ValueError(f"obs: unknown value {obs!r}; valid: {', '.join(OBS_KINDS)}")
+    if env_id not in gym.registry:
+        valid = ", ".join(k for k in gym.registry if k.startswith("TVR-"))
+        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    if vec_env not in VEC_ENVS:
+        raise ValueError(f"vec_env: unknown value {vec_env!r}; valid: {', '.join(VEC_ENVS)}")
+    timesteps = _positive("timesteps", timesteps)
+    n_envs = _positive("n_envs", n_envs)
+    seed = _positive("seed", seed, lo=0)
+    checkpoint_every = _positive("checkpoint_every", checkpoint_every, lo=0)
+    if torch_threads is not None:
+        torch.set_num_threads(_positive("torch_threads", torch_threads))
+    kwargs = dict(env_kwargs or {})
+    if "render_size" in kwargs:
+        raise ValueError("env_kwargs: pass render_size as train_ppo's own argument")
+    size = tuple(render_size) if render_size is not None else DEFAULT_RENDER_SIZE[obs]
+    kwargs["render_size"] = size
+    probe = _base_env(env_id, **kwargs)  # validates env_kwargs and gives the default max_items
+    try:
+        items = DiscreteAnswer(probe, max_items).encoding.max_items
+    finally:
+        probe.close()
+    ppo = {**DEFAULT_PPO_KWARGS, **ppo_kwargs}
+    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SETTINGS_FILE, settings.to_json())
+    vec = make_vec_env(
+        functools.partial(_base_env, env_id),
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=kwargs,
+        monitor_dir=str(out / "monitor"),
+        wrapper_class=wrap_for_sb3,
+        wrapper_kwargs={"obs": obs, "max_items": items},
+        vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
+    )
+    try:
+        policy = "CnnPolicy" if obs == "image" else "MlpPolicy"
+        logs = str(out / "tensorboard")
+        model = PPO(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs, **ppo)
+        model.learn(timesteps, callback=_callbacks(out, checkpoint_every, n_envs), progress_bar=progress_bar)
+        _atomic_save(model, out / MODEL_FILE)
+    finally:
+        vec.close()
+    return PPOAgent(model, settings)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {text!r}") from None
+    return (w, h)
+
+
+def register_cli(train_subparsers: Any) -> None:
+    """Add ``tvr-gym train ppo`` (its handler returns an exit code)."""
+    p = train_subparsers.add_parser("ppo", help="train a Stable-Baselines3 PPO agent")
+    p.add_argument("--env", default="TVR-Basic-v0", help="a registered TVR environment id")
+    p.add_argument("--timesteps", type=int, default=100_000, help="environment steps (= episodes)")
+    p.add_argument("--out", required=True, help="output directory (model.zip, settings, checkpoints, TensorBoard)")
+    p.add_argument("--obs", choices=OBS_KINDS, default="image", help="stacked images (CnnPolicy) or object tables")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=int, default=1, help="parallel environments")
+    p.add_argument("--subproc", action="store_true", help="run the environments in subprocesses")
+    p.add_argument("--render-size", type=_size, default=None, help="WxH (default 160x120; 32x24 for symbolic)")
+    p.add_argument("--max-items", type=int, default=None, help="answer items the action can hold (default: env max)")
+    p.add_argument("--max-visible", type=int, default=None, help="env: at most this many visible objects")
+    p.add_argument("--reward", default=None, help="env reward: star (default), state, sparse, ...")
+    p.add_argument("--source", default=None, help="episode source: procedural (default) or a TRANCE directory")
+    p.add_argument("--checkpoint-every", type=int, default=10_000, help="steps between checkpoints (0: off)")
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--n-steps", type=int, default=DEFAULT_PPO_KWARGS["n_steps"], help="rollout steps per env")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_PPO_KWARGS["batch_size"])
+    p.add_argument("--ent-coef", type=float, default=DEFAULT_PPO_KWARGS["ent_coef"])
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+    p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Handler of ``tvr-gym train ppo``."""
+    pairs = (("max_visible", args.max_visible), ("reward", args.reward), ("source", args.source))
+    env_kwargs = {k: v for k, v in pairs if v is not None}
+    agent = train_ppo(
+        args.env,
+        args.timesteps,
+        args.out,
+        seed=args.seed,
+        obs=args.obs,
+        render_size=args.render_size,
+        n_envs=args.n_envs,
+        max_items=args.max_items,
+        env_kwargs=env_kwargs,
+        checkpoint_every=args.checkpoint_every,
+        vec_env="subproc" if args.subproc else "dummy",
+        device=args.device,
+        progress_bar=args.progress,
+        learning_rate=args.learning_rate,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        ent_coef=args.ent_coef,
+    )
+    w, h = agent.settings.render_size
+    extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in env_kwargs.items())
+    print(f"done: {args.timesteps} steps of PPO on {args.env} ({args.obs}); model in {Path(args.out) / MODEL_FILE}")
+    print(f"evaluate with: tvr-gym eval --env {args.env} --agent ppo:{args.out} --size {w} {h}{extra}")
+    return 0

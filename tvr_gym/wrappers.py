@@ -1,0 +1,247 @@
+"""Gymnasium wrappers that give :class:`~tvr_gym.env.TVRGym` the Box/MultiDiscrete spaces Stable-Baselines3 needs.
+
+* :class:`DiscreteAnswer` turns the Text action into ``MultiDiscrete``: with ``max_items == 1`` (TVR-Basic)
+  the action is ``[object, pair]``; otherwise it is ``[count, object_1, pair_1, ..., object_K, pair_K]`` with
+  ``count`` in ``0..K`` and only the first ``count`` items used. ``object`` is ``0..9`` and ``pair`` indexes
+  :data:`tvr_gym.transform.PAIRS` (33 pairs). Every action decodes to a canonical answer
+  (:func:`tvr_gym.answer.format_answer`); the reward is the environment's own.
+* :class:`StackedImages` turns the Dict observation into one ``uint8`` image ``Box(H, W, 6)``: the initial
+  image's RGB, then the final image's RGB (channel-last, as SB3's ``CnnPolicy`` expects).
+* :class:`SymbolicObservation` replaces the pixels with the object tables of the current problem (a
+  perception-free ablation): per state and object, one-hot color, material, shape and size, the grid
+  position scaled to ``[-1, 1]`` and a visible flag.
+
+:func:`wrap_for_sb3` applies both; :func:`make_sb3_env` builds a registered id and wraps it. See ``docs/ppo.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from tvr_gym.answer import Step, format_answer
+from tvr_gym.scene import ATTRIBUTES, State
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import PAIRS, pair_index
+
+__all__ = [
+    "OBS_KINDS",
+    "AnswerEncoding",
+    "DiscreteAnswer",
+    "StackedImages",
+    "SymbolicObservation",
+    "encode_state",
+    "encode_states",
+    "stack_images",
+    "make_sb3_env",
+    "symbolic_size",
+    "wrap_for_sb3",
+]
+
+OBS_KINDS = ("image", "symbolic")
+"""Observation encodings of :func:`wrap_for_sb3`."""
+
+MAX_ITEMS_LIMIT = 16
+"""Largest ``max_items`` accepted (the settings need at most 4)."""
+
+_N_OBJECTS = SPEC.n_objects
+_N_PAIRS = len(PAIRS)
+_ONE_HOT_OFFSETS: dict[str, int] = {}
+_offset = 0
+for _attr in ATTRIBUTES:
+    _ONE_HOT_OFFSETS[_attr] = _offset
+    _offset += len(SPEC.values[_attr])
+_POSITION_OFFSET = _offset
+FEATURES_PER_OBJECT = _offset + 3
+"""One-hot color, material, shape and size, then x, y (scaled to [-1, 1]) and the visible flag."""
+_VALUE_INDEX = {attr: {v: i for i, v in enumerate(SPEC.values[attr])} for attr in ATTRIBUTES}
+
+
+def _unwrapped_tvr(env: gym.Env) -> Any:
+    from tvr_gym.env import TVRGym
+
+    base = env.unwrapped
+    if not isinstance(base, TVRGym):
+        raise ValueError(f"env: expected a TVRGym env (TVR-Basic/Event/CrossView-v0), not {type(base).__name__}")
+    return base
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+class AnswerEncoding:
+    """The discrete answer encoding for answers of at most ``max_items`` items (see the module docstring)."""
+
+    def __init__(self, max_items: int) -> None:
+        if isinstance(max_items, bool) or not isinstance(max_items, (int, np.integer)):
+            raise ValueError(f"max_items: expected an integer in 1..{MAX_ITEMS_LIMIT}, got {max_items!r}")
+        if not 1 <= max_items <= MAX_ITEMS_LIMIT:
+            raise ValueError(f"max_items: expected an integer in 1..{MAX_ITEMS_LIMIT}, got {max_items!r}")
+        self.max_items = int(max_items)
+        self.has_count = self.max_items > 1
+        item = [_N_OBJECTS, _N_PAIRS]
+        self.nvec = np.array(([self.max_items + 1] if self.has_count else []) + item * self.max_items, dtype=np.int64)
+
+    @property
+    def space(self) -> spaces.MultiDiscrete:
+        return spaces.MultiDiscrete(self.nvec)
+
+    def _check(self, action: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(action)
+        except Exception as exc:  # noqa: BLE001 - any unconvertible object is a bad action
+            raise ValueError(f"action: cannot read {type(action).__name__} as integers ({exc})") from None
+        if arr.shape != self.nvec.shape or not np.issubdtype(arr.dtype, np.integer):
+            bounds = self.nvec.tolist()
+            raise ValueError(f"action: expected {len(bounds)} integers with upper bounds {bounds}, got {action!r}")
+        if (arr < 0).any() or (arr >= self.nvec).any():
+            bounds = self.nvec.tolist()
+            raise ValueError(f"action: {arr.tolist()} out of range; entry k must satisfy 0 <= a[k] < {bounds}[k]")
+        return arr.astype(np.int64)
+
+    def decode(self, action: Any) -> list[Step]:
+        """The (object, attribute, value) steps an action stands for."""
+        arr = self._check(action)
+        count, items = (int(arr[0]), arr[1:]) if self.has_count else (1, arr)
+        steps: list[Step] = []
+        for k in range(count):
+            obj, pair = int(items[2 * k]), int(items[2 * k + 1])
+            attr, value = PAIRS[pair]
+            steps.append((obj, attr, value))
+        return steps
+
+    def text(self, action: Any) -> str:
+        """The canonical completion of an action (empty think block)."""
+        return format_answer(self.decode(action))
+
+    def encode(self, steps: Sequence[Sequence[Any]]) -> np.ndarray:
+        """The action of a list of (object, attribute, value) steps; unused slots are 0."""
+        steps = list(steps)
+        lo = 0 if self.has_count else 1
+        if not lo <= len(steps) <= self.max_items:
+            raise ValueError(f"steps: this encoding holds {lo}..{self.max_items} steps, got {len(steps)}")
+        items = np.zeros(2 * self.max_items, dtype=np.int64)
+        for k, (obj, attr, value) in enumerate(steps):
+            if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)) or not 0 <= obj < _N_OBJECTS:
+                raise ValueError(f"steps[{k}]: object {obj!r} out of range 0..{_N_OBJECTS - 1}")
+            items[2 * k] = int(obj)
+            items[2 * k + 1] = pair_index(attr, tuple(value) if isinstance(value, list) else value)
+        return np.concatenate([[len(steps)], items]) if self.has_count else items
+
+
+class DiscreteAnswer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """``MultiDiscrete`` actions decoded to canonical answer text (``info["answer"]`` holds the text).
+
+    ``max_items`` defaults to the environment's largest step count (1 for TVR-Basic, 4 otherwise).
+    """
+
+    def __init__(self, env: gym.Env, max_items: int | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, max_items=max_items)
+        gym.ActionWrapper.__init__(self, env)
+        base = _unwrapped_tvr(env)
+        self.encoding = AnswerEncoding(base.steps[1] if max_items is None else max_items)
+        self.action_space = self.encoding.space
+
+    def action(self, action: Any) -> str:
+        return self.encoding.text(action)
+
+    def step(self, action: Any):
+        text = self.action(action)
+        obs, reward, terminated, truncated, info = self.env.step(text)
+        info["answer"] = text
+        return obs, reward, terminated, truncated, info
+
+
+# ---------------------------------------------------------------------------- observations
+
+
+class StackedImages(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The initial and final images stacked channel-wise: ``uint8 Box(H, W, 6)``."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        h, w = env.observation_space["initial"].shape[:2]
+        self.observation_space = spaces.Box(0, 255, shape=(h, w, 6), dtype=np.uint8)
+
+    def observation(self, observation: dict[str, Any]) -> np.ndarray:
+        return stack_images(observation)
+
+
+def stack_images(observation: dict[str, Any]) -> np.ndarray:
+    """``initial`` and ``final`` (H, W, 3) uint8 images of an env observation as one (H, W, 6) array."""
+    for key in ("initial", "final"):
+        if key not in observation:
+            raise ValueError(f"observation: missing {key!r}; expected keys initial, final")
+    return np.concatenate([np.asarray(observation["initial"]), np.asarray(observation["final"])], axis=-1)
+
+
+def symbolic_size() -> int:
+    """Length of the symbolic observation vector (initial then final table)."""
+    return 2 * _N_OBJECTS * FEATURES_PER_OBJECT
+
+
+def encode_state(state: State) -> np.ndarray:
+    """One state's object table as a float32 vector of ``10 * FEATURES_PER_OBJECT`` entries."""
+    out = np.zeros((_N_OBJECTS, FEATURES_PER_OBJECT), dtype=np.float32)
+    lim = float(SPEC.grid_limit)
+    for i, obj in enumerate(state.objects):
+        for attr in ATTRIBUTES:
+            out[i, _ONE_HOT_OFFSETS[attr] + _VALUE_INDEX[attr][getattr(obj, attr)]] = 1.0
+        out[i, _POSITION_OFFSET] = obj.position[0] / lim
+        out[i, _POSITION_OFFSET + 1] = obj.position[1] / lim
+        out[i, _POSITION_OFFSET + 2] = 1.0 if obj.visible else 0.0
+    return out.reshape(-1)
+
+
+def encode_states(initial: State, final: State) -> np.ndarray:
+    """The symbolic observation: the initial then the final object table."""
+    return np.concatenate([encode_state(initial), encode_state(final)])
+
+
+class SymbolicObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The current problem's initial and final object tables instead of pixels (``float32 Box``).
+
+    Read from the environment's current problem (never from its transformations); an ablation
+    without perception. Directions stay in the world frame, so the final camera plays no role.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        self._base = _unwrapped_tvr(env)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(symbolic_size(),), dtype=np.float32)
+        self._cached: tuple[Any, np.ndarray] | None = None  # (problem, its vector): reset and step share it
+
+    def observation(self, observation: Any) -> np.ndarray:
+        problem = self._base.problem
+        if problem is None:
+            raise RuntimeError("SymbolicObservation: the environment has no problem; call reset() first")
+        if self._cached is None or self._cached[0] is not problem:
+            self._cached = (problem, encode_states(problem.initial, problem.final))
+        return self._cached[1].copy()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def wrap_for_sb3(env: gym.Env, obs: str = "image", max_items: int | None = None) -> gym.Env:
+    """``env`` with a ``MultiDiscrete`` answer action and an ``image`` or ``symbolic`` Box observation."""
+    if obs not in OBS_KINDS:
+        raise ValueError(f"obs: unknown value {obs!r}; valid: {', '.join(OBS_KINDS)}")
+    env = DiscreteAnswer(env, max_items)
+    return StackedImages(env) if obs == "image" else SymbolicObservation(env)
+
+
+def make_sb3_env(env_id: str, obs: str = "image", max_items: int | None = None, **env_kwargs: Any) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` wrapped by :func:`wrap_for_sb3`."""
+    import tvr_gym  # noqa: F401  (registers the ids)
+
+    if env_id not in gym.registry:
+        valid = ", ".join(k for k in gym.registry if k.startswith("TVR-"))
+        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    return wrap_for_sb3(gym.make(env_id, **env_kwargs), obs, max_items)
