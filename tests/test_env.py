@@ -277,6 +277,8 @@ def test_prompt_is_a_pure_function_of_the_problem(trance_problems):
     ({"reward_weights": {"bonus": 1.0}}, "valid: format"),
     ({"reward": "sparse", "reward_weights": {"full": 1.0}}, "no weights"),
     ({"cache_size": -1}, "cache_size"),
+    ({"attributes": ("colour",)}, "valid: color, material, position, shape, size"),
+    ({"attributes": "color"}, "attributes"),
 ])
 def test_bad_keywords_raise_value_error_listing_valid_values(kwargs, match):
     kwargs.setdefault("render_size", SMALL)
@@ -299,6 +301,18 @@ def test_steps_and_max_visible_are_applied():
         visible = [o for o in info["problem"]["states"][0]["objects"]
                    if max(abs(o["position"][0]), abs(o["position"][1])) <= SPEC.visible_limit]
         assert 1 <= len(visible) <= 4
+
+
+def test_attributes_restrict_the_changed_attributes(trance_dir):
+    env = make("TVR-Event-v0", attributes=("color", "size"))
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        assert {t["attr"] for t in info["problem"]["transformations"]} <= {"color", "size"}
+    served = make("TVR-Event-v0", source=str(trance_dir), attributes=("position",))
+    assert 0 < len(served.unwrapped.source) < 100
+    for seed in range(6):
+        _, info = served.reset(seed=seed)
+        assert {t["attr"] for t in info["problem"]["transformations"]} == {"position"}
 
 
 def test_bad_reset_options():

@@ -85,7 +85,8 @@ class TVRGym(gym.Env):
     (a name of :data:`tvr_gym.render.RENDERERS`: ``auto|gl|numpy|blender``), ``final_views`` (CrossView:
     default ``("left", "right")``; Basic and Event: centre only), ``source`` (``"procedural"`` or a
     TRANCE directory), ``max_visible``,
-    ``steps`` (int or (lo, hi)), ``obs_mode`` (``image|text``), ``render_mode`` (``None`` or
+    ``steps`` (int or (lo, hi)), ``attributes`` (the attributes the steps may change; default all five),
+    ``obs_mode`` (``image|text``), ``render_mode`` (``None`` or
     ``"rgb_array"``), ``cache_dir`` (on-disk render cache) and ``cache_size`` (images in the
     in-memory LRU; default: the process-wide shared LRU; 0 turns it off).
     """
@@ -103,6 +104,7 @@ class TVRGym(gym.Env):
         source: str | os.PathLike[str] = "procedural",
         max_visible: int | None = None,
         steps: int | tuple[int, int] | None = None,
+        attributes: Sequence[str] | None = None,
         obs_mode: str = "image",
         render_mode: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -124,6 +126,7 @@ class TVRGym(gym.Env):
         self.final_views = _check_views(setting, final_views)
         self.steps = _check_steps(setting, steps)
         self.max_visible = _check_max_visible(max_visible)
+        self.attributes = _check_attributes(attributes)
         self.obs_mode = obs_mode
         self.render_mode = render_mode
         self.reward_weights = _weights_dict(reward, reward_weights)
@@ -131,7 +134,7 @@ class TVRGym(gym.Env):
         memory = shared_lru() if cache_size is None else LRU(cache_size)
         self.cache = RenderCache(memory, cache_dir)
         self.source_name = str(source)
-        self.source = _make_source(source, setting, self.final_views, self.steps, self.max_visible)
+        self.source = _make_source(source, setting, self.final_views, self.steps, self.max_visible, self.attributes)
 
         w, h = self.render_size
         image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
@@ -274,6 +277,7 @@ KEYWORDS = (
     "source",
     "max_visible",
     "steps",
+    "attributes",
     "obs_mode",
     "render_mode",
     "cache_dir",
@@ -362,11 +366,21 @@ def _reward_fn(name: str, weights: dict[str, float]):
     return get_reward(name, **weights)
 
 
-def _make_source(source: Any, setting: str, final_views, steps, max_visible):
+def _make_source(source: Any, setting: str, final_views, steps, max_visible, attributes):
     from tvr_gym.sources import ProceduralSource, TranceSource
 
     if isinstance(source, str) and source == "procedural":
-        return ProceduralSource(setting, final_views, steps, max_visible)
+        return ProceduralSource(setting, final_views, steps, max_visible, attributes)
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"source: expected 'procedural' or a TRANCE directory path, got {source!r}")
-    return TranceSource(source, final_views, steps, max_visible)
+    return TranceSource(source, final_views, steps, max_visible, attributes)
+
+
+def _check_attributes(attributes: Any) -> tuple[str, ...] | None:
+    if attributes is None:
+        return None
+    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or not attributes:
+        raise ValueError(f"attributes: expected a non-empty list of {', '.join(SPEC.attributes)}; got {attributes!r}")
+    for attr in attributes:
+        _valid("attributes", attr, SPEC.attributes)
+    return tuple(attributes)

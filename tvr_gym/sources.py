@@ -31,12 +31,14 @@ class ProceduralSource:
         final_views: Sequence[str],
         steps: tuple[int, int] | None = None,
         max_visible: int | None = None,
+        attributes: tuple[str, ...] | None = None,
         memo_size: int = 512,
     ) -> None:
         self.setting = setting
         self.final_views = tuple(final_views)
         self.steps = steps
         self.max_visible = max_visible
+        self.attributes = attributes
         self._memo: OrderedDict[tuple[int, int], Problem] = OrderedDict()
         self._memo_size = memo_size
 
@@ -55,6 +57,8 @@ class ProceduralSource:
                 options["steps"] = self.steps
             if self.max_visible is not None:
                 options["visible"] = (1, self.max_visible)
+            if self.attributes is not None:
+                options["attributes"] = self.attributes
             prob = generate(self.setting, seed, index=index, **options)
             self._memo[key] = prob
             while len(self._memo) > self._memo_size:
@@ -78,7 +82,8 @@ class TranceSource:
     """Problems served from a TRANCE-format directory (official or exported).
 
     The whole file is read once through :func:`tvr_gym.trance.load_trance` (a broken line is
-    reported with its file and line number) and filtered by step count and visible objects; only
+    reported with its file and line number) and filtered by step count, visible objects and the
+    attributes its steps change; only
     the byte offsets of the accepted lines are kept, so a large dataset costs little memory.
     A problem without ``final_view`` gets one drawn from ``final_views``.
     """
@@ -89,6 +94,7 @@ class TranceSource:
         final_views: Sequence[str],
         steps: tuple[int, int] | None = None,
         max_visible: int | None = None,
+        attributes: tuple[str, ...] | None = None,
         memo_size: int = 512,
     ) -> None:
         root = Path(path)
@@ -105,11 +111,13 @@ class TranceSource:
                 continue
             if prob.final_view is not None and prob.final_view not in self.final_views:
                 continue
+            if attributes is not None and any(t.attr not in attributes for t in prob.transformations):
+                continue
             self._offsets.append(offsets[k])
         if not self._offsets:
             raise ValueError(
                 f"source: no problem in {root} matches steps={steps}, max_visible={max_visible}, "
-                f"final_views={self.final_views}"
+                f"attributes={attributes}, final_views={self.final_views}"
             )
         self._memo: OrderedDict[int, Problem] = OrderedDict()
         self._memo_size = memo_size
