@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.ppo import train_ppo  # first: loads torch's LLVM before the gl renderer's (see agents.ppo)
+from agents.ppo import train_ppo
+from tvr_gym.atomic import atomic_write_text
 
 SIZE = (64, 48)
 TINY = (16, 12)
@@ -183,18 +184,6 @@ def to_markdown(rows, learned: dict[str, dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="episodes per throughput case")
@@ -218,7 +207,7 @@ def main() -> None:
     text = to_markdown(rows, learned, command)
     print(text)
     if args.out:
-        _atomic_write(args.out, text)
+        atomic_write_text(args.out, text)
 
 
 if __name__ == "__main__":

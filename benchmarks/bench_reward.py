@@ -17,13 +17,13 @@ import os
 import platform
 import random
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tvr_gym.answer import format_answer, format_item, parse_answer
+from tvr_gym.atomic import atomic_write_text
 from tvr_gym.reward import sparse_reward, star_reward, state_reward
 from tvr_gym.scene import SceneObject, State, overlaps
 from tvr_gym.spec import SPEC
@@ -162,18 +162,6 @@ def to_markdown(result: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="answers per pass")
@@ -185,7 +173,7 @@ def main() -> None:
     text = to_markdown(result, command)
     print(text)
     if args.out:
-        _atomic_write(args.out, text)
+        atomic_write_text(args.out, text)
 
 
 if __name__ == "__main__":
