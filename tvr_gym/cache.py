@@ -13,9 +13,9 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -27,22 +27,26 @@ DEFAULT_MEMORY_ENTRIES = 256
 """Images kept by the shared in-memory LRU (a 320x240 image is 230 kB)."""
 
 
-class LRU:
-    """A small least-recently-used mapping of keys to arrays."""
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A small least-recently-used mapping (render images, prepared episodes, problems)."""
 
     def __init__(self, maxsize: int) -> None:
         if not isinstance(maxsize, int) or maxsize < 0:
             raise ValueError(f"cache_size: expected an integer >= 0, got {maxsize!r}")
         self.maxsize = maxsize
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._data: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: K) -> V | None:
         value = self._data.get(key)
         if value is not None:
             self._data.move_to_end(key)
         return value
 
-    def put(self, key: str, value: np.ndarray) -> None:
+    def put(self, key: K, value: V) -> None:
         if self.maxsize == 0:
             return
         self._data[key] = value
@@ -65,7 +69,7 @@ class LRU:
         self._data.clear()
 
 
-_SHARED_LRU = LRU(DEFAULT_MEMORY_ENTRIES)
+_SHARED_LRU: LRU[str, np.ndarray] = LRU(DEFAULT_MEMORY_ENTRIES)
 
 
 def shared_lru() -> LRU:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -151,8 +150,7 @@ class TVRGym(gym.Env):
         self._truth = ""
         self._problem_blob = b""
         self._done = True
-        self._episodes: OrderedDict[Any, tuple[dict[str, Any], str, bytes]] = OrderedDict()
-        self._memo_size = 0 if cache_size == 0 else _EPISODE_MEMO
+        self._episodes: LRU[Any, tuple[dict[str, Any], str, bytes]] = LRU(0 if cache_size == 0 else _EPISODE_MEMO)
 
     # ------------------------------------------------------------------ episode
 
@@ -171,11 +169,7 @@ class TVRGym(gym.Env):
         episode = self._episodes.get(key)
         if episode is None:
             episode = self._prepare(problem)
-            self._episodes[key] = episode
-            while len(self._episodes) > self._memo_size:
-                self._episodes.popitem(last=False)
-        else:
-            self._episodes.move_to_end(key)
+            self._episodes.put(key, episode)
         self._problem = problem
         self._obs, self._truth, self._problem_blob = episode
         self._done = False
@@ -218,7 +212,7 @@ class TVRGym(gym.Env):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_reward_fn")  # may be a closure; rebuilt on unpickling
-        state["_episodes"] = OrderedDict()  # image references: rebuilt from the render cache
+        state["_episodes"] = LRU(self._episodes.maxsize)  # image references: rebuilt from the render cache
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

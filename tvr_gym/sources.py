@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from tvr_gym.cache import LRU
 from tvr_gym.trance import DATA_FILE, Problem, TranceFormatError, load_trance
 
 SEED_BOUND = 2**63 - 1
@@ -39,8 +39,7 @@ class ProceduralSource:
         self.steps = steps
         self.max_visible = max_visible
         self.attributes = attributes
-        self._memo: OrderedDict[tuple[int, int], Problem] = OrderedDict()
-        self._memo_size = memo_size
+        self._memo: LRU[tuple[int, int], Problem] = LRU(memo_size)
 
     def __len__(self) -> int:
         return SEED_BOUND
@@ -60,11 +59,7 @@ class ProceduralSource:
             if self.attributes is not None:
                 options["attributes"] = self.attributes
             prob = generate(self.setting, seed, index=index, **options)
-            self._memo[key] = prob
-            while len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        else:
-            self._memo.move_to_end(key)
+            self._memo.put(key, prob)
         return prob
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> tuple[Hashable, Problem]:
@@ -119,8 +114,7 @@ class TranceSource:
                 f"source: no problem in {root} matches steps={steps}, max_visible={max_visible}, "
                 f"attributes={attributes}, final_views={self.final_views}"
             )
-        self._memo: OrderedDict[int, Problem] = OrderedDict()
-        self._memo_size = memo_size
+        self._memo: LRU[int, Problem] = LRU(memo_size)
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -137,11 +131,7 @@ class TranceSource:
                 prob = Problem.from_dict(json.loads(line), root=self.root)
             except (ValueError, TypeError, KeyError) as exc:  # the file changed since it was indexed
                 raise TranceFormatError(f"{data}: byte {self._offsets[k]}: {exc}") from None
-            self._memo[k] = prob
-            while len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        else:
-            self._memo.move_to_end(k)
+            self._memo.put(k, prob)
         return prob
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> tuple[Hashable, Problem]:
