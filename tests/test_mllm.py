@@ -178,3 +178,118 @@ def test_bad_inputs_get_clear_errors(agent, tmp_path):
         agent.sample([_obs(np.random.default_rng(0))], G=0)
     with pytest.raises(ValueError, match="obs image"):
         agent.act({"initial": np.zeros((4, 4), np.float32), "final": np.zeros((4, 4, 3), np.uint8), "prompt": "x"})
+
+
+# ---------------------------------------------------------------- tokenizer length and the format warm-up
+ONE_TOKEN_PER_SPACE = r"[A-Za-z]+(?:-[A-Za-z]+)*|\d+|\s|[^\w\s]"
+"""The former split (every space its own token): the yardstick for the prompt length."""
+
+
+def test_prompts_take_about_half_the_tokens_of_a_split_with_space_tokens(agent, trance_problems):
+    import re
+
+    for problem in trance_problems[:10]:
+        prompt = build_prompt(problem, "text")
+        ids = agent.tokenizer(prompt)["input_ids"]
+        assert len(ids) <= 0.6 * len(re.findall(ONE_TOKEN_PER_SPACE, prompt))
+        assert agent.tokenizer.decode(ids) == prompt
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>x</think><answer>2.color.cyan, 4.position.front-left.1</answer>",
+        "<think>a random guess</think><answer>9.position.behind.2, 0.size.large</answer>",
+        " <think>\nobject 2 at 0 -14</think>  <answer>3.shape.cube</answer>\n",
+    ],
+)
+def test_answers_round_trip_and_read_back(agent, text):
+    ids = agent.tokenizer(text)["input_ids"]
+    assert agent.tokenizer.unk_token_id not in ids
+    decoded = agent.tokenizer.decode(ids, skip_special_tokens=True)
+    assert decoded == text
+    assert parse_answer(decoded).steps == parse_answer(text).steps != []
+    assert parse_answer(decoded).well_formed
+
+
+@pytest.fixture(scope="module")
+def warm_dir(tiny_dir, tmp_path_factory):
+    from agents.mllm.warmup import warmup_format
+
+    return warmup_format(
+        tiny_dir,
+        tmp_path_factory.mktemp("warm") / "model",
+        "TVR-Basic-v0",
+        steps=60,
+        batch_size=8,
+        lr=6e-3,
+        episodes=16,
+    )
+
+
+def _held_out(n: int) -> tuple[gym.Env, list[int]]:
+    env = gym.make("TVR-Basic-v0", obs_mode="text", render_size=(32, 24), reward="star")
+    return env, [2**31 + i for i in range(n)]
+
+
+def _readable(text: str) -> bool:
+    parsed = parse_answer(text)
+    return parsed.well_formed and len(parsed.steps) >= 1
+
+
+def test_warmup_teaches_the_answer_format_but_not_the_task(warm_dir):
+    """Greedy and sampled answers are well formed with a readable item; Acc is the random agent's."""
+    from agents.baselines import RandomAgent
+
+    warm = MLLMAgent.from_pretrained(warm_dir, device="cpu", max_new_tokens=16)
+    assert warm.use_images is False
+    env, seeds = _held_out(24)
+    observations = [env.reset(seed=s)[0] for s in seeds]
+    greedy = warm.act_batch(observations)
+    torch.manual_seed(0)
+    sampled = warm.sample(observations, G=2, max_new_tokens=16, with_logprobs=False).texts
+    assert np.mean([_readable(t) for t in greedy]) >= 0.75
+    assert np.mean([_readable(t) for t in sampled]) > 0.5
+    # the targets were random items: accuracy stays at the random agent's (chance) level
+    guesser = RandomAgent(seed=0, max_items=1)
+    accs = {"warm": [], "random": []}
+    for seed, obs, answer in zip(seeds, observations, greedy):
+        for name, text in (("warm", answer), ("random", guesser.act(obs))):
+            env.reset(seed=seed)
+            accs[name].append(env.step(text)[4]["metrics"]["acc"])
+    assert sum(accs["warm"]) <= sum(accs["random"]) + 2
+
+
+def test_the_untrained_tiny_model_does_not_write_the_format(agent):
+    env, seeds = _held_out(8)
+    agent.use_images = False
+    try:
+        answers = agent.act_batch([env.reset(seed=s)[0] for s in seeds], max_new_tokens=16)
+    finally:
+        agent.use_images = True
+    assert not any(_readable(t) for t in answers)
+
+
+def test_warmup_bad_inputs_get_clear_errors(tiny_dir, tmp_path):
+    from agents.mllm.warmup import warmup_format
+
+    with pytest.raises(ValueError, match="steps"):
+        warmup_format(tiny_dir, tmp_path / "w", steps=0)
+    with pytest.raises(ValueError, match="env: unknown id 'TVR-Nope-v0'; valid: .*TVR-Basic-v0"):
+        warmup_format(tiny_dir, tmp_path / "w", env_id="TVR-Nope-v0", steps=1)
+    with pytest.raises(ValueError, match="obs_mode"):
+        warmup_format(tiny_dir, tmp_path / "w", obs_mode="audio", steps=1)
+    assert not (tmp_path / "w").exists()
+
+
+def test_make_tiny_model_cli_runs_the_warmup(tmp_path):
+    import json
+
+    from agents.mllm.cli import main
+
+    assert main(["make-tiny-model", str(tmp_path / "m"), "--warmup-steps", "3", "--warmup-batch-size", "2"]) == 0
+    record = json.loads((tmp_path / "m" / "tvr_warmup.json").read_text())
+    assert record["steps"] == 3 and record["env"] == "TVR-Basic-v0" and len(record["loss"]) == 3
+    assert MLLMAgent.from_pretrained(tmp_path / "m", device="cpu").use_images is False
+    assert main(["make-tiny-model", str(tmp_path / "n")]) == 0
+    assert not (tmp_path / "n" / "tvr_warmup.json").exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GRPOConfig", "MLLMAgent", "Samples", "make_tiny_model", "train"]
+__all__ = ["GRPOConfig", "MLLMAgent", "Samples", "make_tiny_model", "train", "warmup_format"]
 
 _WHERE = {
     "MLLMAgent": "agents.mllm.policy",
@@ -15,6 +15,7 @@ _WHERE = {
     "make_tiny_model": "agents.mllm.tiny",
     "GRPOConfig": "agents.mllm.grpo",
     "train": "agents.mllm.grpo",
+    "warmup_format": "agents.mllm.warmup",
 }
 
 

@@ -112,8 +112,28 @@ def run_grpo(args: argparse.Namespace) -> int:
 def run_make_tiny(args: argparse.Namespace) -> int:
     from agents.mllm.tiny import make_tiny_model
 
+    if args.warmup_steps < 0:
+        raise ValueError(f"warmup-steps: expected an integer >= 0, got {args.warmup_steps}")
+    if args.warmup_steps:
+        from agents.mllm.warmup import max_items_of
+
+        max_items_of(args.env)  # an unknown id fails before anything is written
     path = make_tiny_model(args.dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers)
     print(f"tiny Qwen2.5-VL checkpoint written to {path}")
+    if args.warmup_steps:
+        from agents.mllm.warmup import warmup_format
+
+        warmup_format(
+            path,
+            path,
+            env_id=args.env,
+            steps=args.warmup_steps,
+            batch_size=args.warmup_batch_size,
+            lr=args.warmup_lr,
+            obs_mode=args.obs_mode,
+            seed=args.seed,
+        )
+        print(f"format warm-up: {args.warmup_steps} steps on {args.env} ({args.obs_mode} obs), random answers")
     return 0
 
 
@@ -127,6 +147,13 @@ def register(subparsers, train_subparsers) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--hidden-size", type=int, default=64)
     tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument(
+        "--warmup-steps", type=int, default=0, help="format warm-up steps on random answers (0: none, random weights)"
+    )
+    tiny.add_argument("--env", default="TVR-Basic-v0", help="the TVR environment whose prompts the warm-up uses")
+    tiny.add_argument("--obs-mode", choices=OBS_MODES, default="text", help="observation mode of the warm-up prompts")
+    tiny.add_argument("--warmup-batch-size", type=int, default=8)
+    tiny.add_argument("--warmup-lr", type=float, default=3e-3)
     tiny.set_defaults(func=run_make_tiny)
     grpo = train_subparsers.add_parser("grpo", help="GRPO training of a multimodal LLM policy")
     add_grpo_arguments(grpo)
