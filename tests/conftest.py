@@ -27,6 +27,25 @@ def trance_problems(trance_dir):
     return list(load_trance(trance_dir))
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models gain nothing from threads; on shared CI cores threads only add contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A freshly built tiny Qwen2.5-VL checkpoint directory (random weights)."""
+    from agents.mllm.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -26,7 +26,6 @@ from agents.mllm.grpo import (
     train,
 )
 from agents.mllm.policy import MLLMAgent
-from agents.mllm.tiny import make_tiny_model
 
 FAVOURED = "red"
 
@@ -64,18 +63,7 @@ class FavourTokenEnv(gym.Env):
 gym.register("TVRTest-FavourToken-v0", entry_point=FavourTokenEnv, disable_env_checker=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on shared CI cores threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small_config(tiny_dir, out, **overrides) -> GRPOConfig:

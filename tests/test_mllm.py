@@ -11,25 +11,13 @@ from hypothesis import strategies as st
 
 import tvr_gym  # noqa: F401  (registers the environments)
 from agents.mllm.policy import MLLMAgent, vision_token_ids
-from agents.mllm.tiny import VISION_TOKENS, make_tiny_model
+from agents.mllm.tiny import VISION_TOKENS
 from tvr_gym.answer import format_answer, parse_answer
 from tvr_gym.prompt import build_prompt
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on shared CI cores threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
