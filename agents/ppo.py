@@ -337,16 +337,10 @@ def train_ppo(
 # ---------------------------------------------------------------------------- command line
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {text!r}") from None
-    return (w, h)
-
-
 def register_cli(train_subparsers: Any) -> None:
     """Add ``tvr-gym train ppo`` (its handler returns an exit code)."""
+    from tvr_gym.cli import size_wxh
+
     p = train_subparsers.add_parser("ppo", help="train a Stable-Baselines3 PPO agent")
     p.add_argument("--env", default="TVR-Basic-v0", help="a registered TVR environment id")
     p.add_argument("--timesteps", type=int, default=100_000, help="environment steps (= episodes)")
@@ -355,7 +349,7 @@ def register_cli(train_subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=1, help="parallel environments")
     p.add_argument("--subproc", action="store_true", help="run the environments in subprocesses")
-    p.add_argument("--render-size", type=_size, default=None, help="WxH (default 160x120; 32x24 for symbolic)")
+    p.add_argument("--render-size", type=size_wxh, default=None, help="WxH (default 160x120; 32x24 for symbolic)")
     p.add_argument("--max-items", type=int, default=None, help="answer items the action can hold (default: env max)")
     p.add_argument("--max-visible", type=int, default=None, help="env: at most this many visible objects")
     p.add_argument("--reward", default=None, help="env reward: star (default), state, sparse, ...")

@@ -26,6 +26,15 @@ def _size(values: Sequence[int]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def size_wxh(text: str) -> tuple[int, int]:
+    """argparse type for an image size written ``WxH`` (e.g. ``160x120``)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {text!r}") from None
+    return (w, h)
+
+
 def _progress(items: Iterable[Any], total: int, label: str, enabled: bool = True) -> Iterator[Any]:
     """Iterate with a rich progress bar (silent when disabled)."""
     from rich.progress import track

@@ -11,14 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from agents.mllm.grpo import LOSS_TYPES, OBS_MODES, REWARDS, GRPOConfig
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {text!r}") from None
-    return (w, h)
+from tvr_gym.cli import size_wxh
 
 
 def add_grpo_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +25,7 @@ def add_grpo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoint-STEP")
     p.add_argument("--reward", choices=REWARDS, default=d.reward)
     p.add_argument("--obs-mode", choices=OBS_MODES, default=d.obs_mode)
-    p.add_argument("--render-size", type=_size, default=d.render_size, help="WxH of the images")
+    p.add_argument("--render-size", type=size_wxh, default=d.render_size, help="WxH of the images")
     p.add_argument("--source", default=None, help="episode source: procedural (default) or a TRANCE directory")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     p.add_argument("--lora-r", type=int, default=d.lora_r)
