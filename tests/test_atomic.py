@@ -26,6 +26,16 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import stat
+
+    import tvr_gym.atomic as atomic
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~atomic._UMASK
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable by others, unlike mkstemp's 0600
+
+
 def test_read_modes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(tmp_path / "x", "r"):

@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+"""Read once at import: os.umask can only be read by setting it, which is not thread-safe."""
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync it and rename it onto ``path``.
@@ -22,6 +32,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, mode, encoding=encoding if mode == "w" else None) as fh:
             yield fh
             fh.flush()
