@@ -33,7 +33,6 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
     path = atomic_write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~atomic._UMASK
-    assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable by others, unlike mkstemp's 0600
 
 
 def test_read_modes_are_refused(tmp_path):
