@@ -25,7 +25,6 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -36,6 +35,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.utils.performance import benchmark_step  # noqa: E402
 
 import tvr_gym  # noqa: E402, F401  (registers the ids)
+from benchmarks import cpu_model
 
 ENV_ID = "TVR-CrossView-v0"
 SIZE = (320, 240)
@@ -69,16 +69,7 @@ def ms_per_image(env, n: int) -> float:
 
 
 def machine() -> dict[str, str]:
-    model = ""
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return {"cpu": model, "nproc": str(os.cpu_count()), "python": platform.python_version()}
+    return {"cpu": cpu_model(), "nproc": str(os.cpu_count()), "python": platform.python_version()}
 
 
 def main(argv=None) -> dict:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import tvr_gym  # noqa: F401  (registers the environments)
 from agents.mllm.grpo import GRPOConfig, train
 from agents.mllm.tiny import make_tiny_model
+from benchmarks import cpu_model
 
 ENV_ID = "TVR-Basic-v0"
 
@@ -139,9 +139,8 @@ def trl(model_dir: Path, out: Path, args) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    return f"{platform.node()}: {model}, {os.cpu_count()} cores, this run pinned to {len(os.sched_getaffinity(0))}"
+    pinned = len(os.sched_getaffinity(0))
+    return f"{platform.node()}: {cpu_model()}, {os.cpu_count()} cores, this run pinned to {pinned}"
 
 
 def main() -> None:

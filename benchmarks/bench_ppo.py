@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.ppo import train_ppo
+from benchmarks import cpu_model
 from tvr_gym.atomic import atomic_write_text
 
 SIZE = (64, 48)
@@ -37,14 +37,7 @@ TINY = (16, 12)
 
 
 def _machine() -> str:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown"
+    model = cpu_model()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     return f"{os.cpu_count()} cores (nproc), pinned to {affinity}; {model}; no GPU; Python {platform.python_version()}"
 

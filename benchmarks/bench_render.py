@@ -17,12 +17,12 @@ os.environ.setdefault("LP_NUM_THREADS", "1")  # must precede Mesa's initialisati
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks import cpu_model
 from tvr_gym.render import camera_rig, lamp_rig, make_renderer  # noqa: E402
 from tvr_gym.scene import SceneObject, State  # noqa: E402
 from tvr_gym.spec import SPEC  # noqa: E402
@@ -73,13 +73,7 @@ def frames_per_second(fn, scenes, seconds: float) -> tuple[float, float]:
 
 
 def machine() -> dict[str, str]:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
-    except OSError:
-        pass
-    return {"cpu": model, "nproc": str(os.cpu_count()), "python": platform.python_version()}
+    return {"cpu": cpu_model(), "nproc": str(os.cpu_count()), "python": platform.python_version()}
 
 
 def main() -> None:

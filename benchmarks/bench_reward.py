@@ -16,12 +16,12 @@ import json
 import os
 import platform
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import cpu_model
 from tvr_gym.answer import format_answer, format_item, parse_answer
 from tvr_gym.atomic import atomic_write_text
 from tvr_gym.reward import sparse_reward, star_reward, state_reward
@@ -94,14 +94,7 @@ def _rates(cases: dict[str, Callable[[int], object]], n: int, repeats: int) -> d
 
 
 def _machine() -> str:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown"
+    model = cpu_model()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     return f"{os.cpu_count()} cores (nproc), pinned to {affinity}; {model}; no GPU; Python {platform.python_version()}"
 
