@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from tvr_gym.atomic import atomic_write_text
+
 REWARDS = ("star", "state", "sparse")
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = (
@@ -238,9 +240,7 @@ def main() -> None:
         runs = list(pool.map(run_one, jobs))
     wall = time.time() - t0
     payload = {"args": vars(args), "wall": wall, "warm_seconds": warm_seconds, "chance": chance, "runs": runs}
-    tmp = out / f".tmp-curves-{args.obs_mode}.json"
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(out / f"curves-{args.obs_mode}.json")
+    atomic_write_text(out / f"curves-{args.obs_mode}.json", json.dumps(payload))
     plot(runs, chance, Path(args.png), title_of(args))
     print(f"wall time {wall:.0f} s; plot {args.png}")
     report(runs, chance)

@@ -39,3 +39,17 @@ def test_read_modes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(tmp_path / "x", "r"):
             pass
+
+
+def test_replace_dir_swaps_in_the_new_directory_and_leaves_no_old_one(tmp_path):
+    from tvr_gym.atomic import replace_dir
+
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    new = tmp_path / ".tmp-ckpt"
+    new.mkdir()
+    (new / "weights").write_text("new")
+    assert replace_dir(new, target) == target
+    assert (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

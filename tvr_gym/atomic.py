@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Move the completed directory ``tmp`` onto ``target``, replacing any old one.
+
+    The old directory is first renamed aside, so ``target`` always holds either the old or the new
+    complete contents; the old one is removed afterwards.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = target.with_name(f".old-{target.name}")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str | Iterable[str]) -> Path:

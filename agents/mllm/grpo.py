@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from agents.mllm.policy import POLICY_FILE
+from tvr_gym.atomic import atomic_write_text, replace_dir
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 REWARDS = ("star", "state", "sparse")
@@ -225,12 +225,7 @@ def save_checkpoint(
         (tmp / POLICY_FILE).write_text(json.dumps(policy, indent=1) + "\n")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer_state.pt")
-        old = target.with_name(f".old-{target.name}")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, target)
     accelerator.wait_for_everyone()
 
 
@@ -518,8 +513,8 @@ def _run_eval(accelerator, agent, env, cfg, out, step, writer, history) -> None:
     if accelerator.is_main_process:
         result = evaluate(agent, env, cfg.eval_episodes)
         payload = {"step": step, "env": cfg.env, "episodes": cfg.eval_episodes, **result}
-        _atomic_write(out / f"eval-{step}.json", json.dumps(payload, indent=1, default=str) + "\n")
-        _atomic_write(out / f"eval-{step}.txt", result["table"] + "\n")
+        atomic_write_text(out / f"eval-{step}.json", json.dumps(payload, indent=1, default=str) + "\n")
+        atomic_write_text(out / f"eval-{step}.txt", result["table"] + "\n")
         acc = _overall_acc(result["summary"])
         history[-1]["eval_acc"] = acc
         history[-1]["eval_reward"] = result["reward"]
@@ -555,11 +550,5 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -12,7 +12,6 @@ chance level and any later gain comes from the reward.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from agents.baselines import RandomAgent
 from agents.mllm.policy import POLICY_FILE, MLLMAgent
+from tvr_gym.atomic import replace_dir
 from tvr_gym.spec import SPEC
 
 WARMUP_FILE = "tvr_warmup.json"
@@ -155,10 +155,4 @@ def _save(agent: MLLMAgent, out: Path, record: dict[str, Any]) -> Path:
     agent.processor.save_pretrained(tmp)
     (tmp / POLICY_FILE).write_text(json.dumps(agent.settings(), indent=1) + "\n")
     (tmp / WARMUP_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    old = out.with_name(f".old-{out.name}")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return replace_dir(tmp, out)
