@@ -1,4 +1,9 @@
-"""Shared fixtures. ``TVR_GYM_REQUIRE_ALL=1`` (set by CI) turns every skip into a failure."""
+"""Shared fixtures and the hypothesis profiles.
+
+``TVR_GYM_REQUIRE_ALL=1`` (set by CI) turns every skip into a failure. ``HYPOTHESIS_PROFILE=ci`` (set by
+``.ci/run``) runs every property derandomized, so CI cannot flake; locally the ``explore`` profile draws
+new examples each run (``--hypothesis-seed=N`` replays one).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "explore"))
 
 REPO = Path(__file__).resolve().parents[1]
 TRANCE_DIR = Path(os.environ.get("TVR_GYM_TRANCE_FIXTURE", REPO.parent / "shared" / "trance"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from tvr_gym.answer import MAX_ANSWER_CHARS, Parsed, format_answer, format_item, parse_answer
 from tvr_gym.spec import SPEC
@@ -16,7 +17,7 @@ steps_st = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(steps=steps_st, think=st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40))
 def test_format_then_parse_round_trips(steps, think):
     text = format_answer(steps, think=think)
@@ -116,6 +117,43 @@ def test_error_lists_valid_choices():
     assert all(c in err for c in SPEC.values["color"])
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["2.position.front.-2", "-0.color.cyan", "(2, position, front, -1)", "2 . position . front . - 1",
+     "object -3 color red", "<answer>-1.color.red</answer>"],
+)
+def test_a_negative_index_or_step_is_unreadable(text):
+    parsed = parse_answer(text)
+    assert parsed.steps == [] and parsed.n_unreadable == 1, parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2.position.front-1", [(2, "position", ("front", 1))]),
+        ("2 . position . front - 1", [(2, "position", ("front", 1))]),
+        ("4 . position . front - left . 1", [FRONT_LEFT]),
+    ],
+)
+def test_a_dash_that_joins_words_is_a_hyphen(text, expected):
+    assert parse_answer(text).steps == expected
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(steps=steps_st.filter(bool), data=st.data())
+def test_signing_one_number_makes_exactly_that_item_unreadable(steps, data):
+    k = data.draw(st.integers(0, len(steps) - 1))
+    items = [format_item(s) for s in steps]
+    obj, attr, value = steps[k]
+    if isinstance(value, tuple) and data.draw(st.booleans()):
+        items[k] = items[k][: items[k].rindex(".") + 1] + f"-{value[1]}"  # the step
+    else:
+        items[k] = f"-{items[k]}"  # the object index
+    parsed = parse_answer("<think></think><answer>" + ", ".join(items) + "</answer>")
+    assert parsed.n_unreadable == 1
+    assert parsed.steps == steps[:k] + steps[k + 1 :]
+
+
 def test_empty_answers_give_nothing():
     for text in ("", "   ", "<think>a</think><answer></answer>", "<answer> </answer>", None, b""):
         parsed = parse_answer(text)
@@ -203,14 +241,14 @@ def _check_parsed(parsed: Parsed) -> None:
         assert (attr, value) in PAIRS
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=st.binary(max_size=400))
 def test_fuzz_bytes(data):
     _check_parsed(parse_answer(data))
     _check_parsed(parse_answer(data.decode("utf-8", errors="replace")))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(text=st.text(max_size=400))
 def test_fuzz_unicode(text):
     _check_parsed(parse_answer(text))
@@ -222,7 +260,7 @@ _fragments = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(parts=st.lists(_fragments, max_size=40))
 def test_fuzz_grammar_fragments(parts):
     _check_parsed(parse_answer("".join(parts)))

@@ -53,8 +53,8 @@ def test_generate_writes_a_loadable_trance_dir(tmp_path):
                 assert path is not None
                 assert np.asarray(Image.open(path)).shape == (30, 40, 3)
     again = tmp_path / "shard"
-    main(["generate", "--setting", "crossview", "--n", "1", "--start", "11", "--seed", "1",
-          "--size", "40", "30", "--out", str(again), "--quiet"])
+    assert main(["generate", "--setting", "crossview", "--n", "1", "--start", "11", "--seed", "1",
+                 "--size", "40", "30", "--out", str(again), "--quiet"]) == 0
     assert next(iter(load_trance(again))).to_dict() == {**problems[1].to_dict()}
 
 

@@ -13,6 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from props import examples
 
 import tvr_gym
 from tvr_gym.answer import format_answer, parse_answer
@@ -21,7 +22,7 @@ from tvr_gym.env import ACTION_CHARSET, TVRGym
 from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
 from tvr_gym.registration import ENV_IDS
 from tvr_gym.spec import SPEC
-from tvr_gym.trance import load_trance
+from tvr_gym.trance import Problem, load_trance
 
 SMALL = (64, 48)
 IDS = list(ENV_IDS)
@@ -73,7 +74,7 @@ def test_check_env_default_size():
 @pytest.mark.parametrize("env_id,lo,hi,views", [
     ("TVR-Basic-v0", 1, 1, {"center"}),
     ("TVR-Event-v0", 1, 4, {"center"}),
-    ("TVR-CrossView-v0", 1, 4, {"left", "right"}),
+    ("TVR-CrossView-v0", 1, 4, {"left", "center", "right"}),
 ])
 def test_settings_serve_their_step_counts_and_views(env_id, lo, hi, views):
     env = make(env_id)
@@ -182,14 +183,14 @@ def _check_finite(env: TVRGym, action) -> None:
     json.dumps(info["parsed"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=300))
 def test_random_text_never_raises(scoring_envs, text):
     for env in scoring_envs.values():
         _check_finite(env, text)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_near_misses_never_raise(scoring_envs, data):
     for env in scoring_envs.values():
@@ -251,9 +252,14 @@ def test_prompt_content_and_charset():
     assert "Final objects" not in make().reset(seed=0)[0]["prompt"]
 
 
-def test_prompt_is_a_pure_function_of_the_problem(trance_problems):
+def test_prompt_is_a_pure_function_of_the_problem(trance_problems, trance_dir):
     p = trance_problems[0]
-    assert build_prompt(p) == build_prompt(p)
+    copy = Problem.from_dict(json.loads(json.dumps(p.to_dict())))  # equal content, nothing shared
+    assert build_prompt(copy) == build_prompt(p)
+    assert build_prompt(trance_problems[1]) != build_prompt(p)
+    env = make("TVR-Event-v0", source=str(trance_dir))
+    obs, _ = env.reset(seed=4)
+    assert obs["prompt"] == build_prompt(env.unwrapped.problem)
     with pytest.raises(ValueError, match="valid: image, text"):
         build_prompt(p, "audio")
 
@@ -413,9 +419,85 @@ def test_disk_cache_is_reused_and_atomic(monkeypatch, tmp_path):
     assert len(files) == 2 and all(p.suffix == ".npy" and not p.name.startswith(".tmp") for p in files)
     files[0].write_bytes(b"damaged")  # a damaged entry is rendered again, never served
     c = make(render_size=size, cache_dir=tmp_path, cache_size=0)
-    obs_c, _ = c.reset(seed=5)
+    with pytest.warns(RuntimeWarning, match="unreadable entry"):
+        obs_c, _ = c.reset(seed=5)
     assert len(calls) == 3
     np.testing.assert_array_equal(obs_a["final"], obs_c["final"])
+
+
+def _npz_bytes() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(3))
+    return buf.getvalue()
+
+
+def _entries(directory):
+    return sorted(p for p in directory.rglob("*.npy"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(b""),  # 0 bytes: np.load raises EOFError
+        lambda path: np.save(path, np.zeros((5, 7, 3), np.uint8)),  # a valid array of the wrong shape
+        lambda path: np.save(path, np.zeros((30, 40, 3), np.float32)),  # ... of the wrong dtype
+        lambda path: path.write_bytes(_npz_bytes()),  # an .npz archive, not an array
+    ],
+)
+def test_a_damaged_cache_entry_is_rendered_again_with_one_warning(monkeypatch, tmp_path, damage):
+    size = (40, 30)
+    calls = _count_renders(monkeypatch, size)
+    obs, _ = make(render_size=size, cache_dir=tmp_path, cache_size=0).reset(seed=5)
+    for path in _entries(tmp_path):
+        damage(path)
+    env = make(render_size=size, cache_dir=tmp_path, cache_size=0)
+    with pytest.warns(RuntimeWarning, match="render cache") as caught:
+        again, _ = env.reset(seed=5)
+    assert len([w for w in caught if "render cache" in str(w.message)]) == 1
+    assert len(calls) == 4
+    np.testing.assert_array_equal(obs["initial"], again["initial"])
+    np.testing.assert_array_equal(obs["final"], again["final"])
+    assert all(np.load(p).shape == (30, 40, 3) for p in _entries(tmp_path))  # repaired
+
+
+def test_an_unwritable_cache_directory_warns_once_and_renders(monkeypatch, tmp_path):
+    import errno
+
+    import tvr_gym.cache
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tvr_gym.cache, "atomic_open", full_disk)
+    env = make(render_size=(40, 30), cache_dir=tmp_path, cache_size=0)
+    with pytest.warns(RuntimeWarning, match="cannot write") as caught:
+        first, _ = env.reset(seed=5)
+        env.reset(seed=6)
+    assert len(caught) == 1
+    assert first["final"].any()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with pytest.warns(RuntimeWarning, match="cannot create"):
+        env = make(render_size=(40, 30), cache_dir=blocked / "cache", cache_size=0)
+    np.testing.assert_array_equal(env.reset(seed=5)[0]["final"], first["final"])
+
+
+def test_the_render_cache_tells_rotations_apart():
+    from tvr_gym.cache import RenderCache, render_view
+    from tvr_gym.scene import SceneObject, State
+
+    def scene(rotation: float) -> State:
+        cube = SceneObject("red", "rubber", "cube", "large", (0, 0), rotation)
+        parked = [SceneObject("gray", "rubber", "cube", "small", (40, 40 - 10 * k)) for k in range(9)]
+        return State((cube, *parked))
+
+    cache = RenderCache(tvr_gym.cache.LRU(8))
+    square = render_view(scene(0.0), "center", 0, "numpy", (64, 48), cache)
+    turned = render_view(scene(30.0), "center", 0, "numpy", (64, 48), cache)
+    assert cache.misses == 2
+    assert np.abs(square.astype(int) - turned.astype(int)).sum() > 0
 
 
 def test_env_pickles():

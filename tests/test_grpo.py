@@ -13,6 +13,7 @@ import torch
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from props import examples
 
 import tvr_gym  # noqa: F401  (registers the environments)
 from agents.mllm.grpo import (
@@ -44,9 +45,15 @@ class FavourTokenEnv(gym.Env):
         self.size = (h, w, 3)
         self.calls = 0
         self.nan_at, self.interrupt_at = nan_at, interrupt_at
+        self.seeds: list[int] = []
+        FavourTokenEnv.instances.append(self)
+
+    instances: list[FavourTokenEnv] = []
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        if seed is not None:
+            self.seeds.append(seed)
         shade = int(self.np_random.integers(0, 256))
         image = np.full(self.size, shade, np.uint8)
         return {"initial": image, "final": image, "prompt": "object color"}, {"truth": ""}
@@ -56,7 +63,9 @@ class FavourTokenEnv(gym.Env):
         if self.calls == self.interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)
         reward = float("nan") if self.calls == self.nan_at else float(text.count(FAVOURED))
-        info = {"reward_terms": {"count": reward}, "metrics": {"acc": float(reward > 0)}}
+        acc = float(reward > 0)
+        metrics = {"dist": 1 - acc, "norm_dist": 1 - acc, "loose_acc": acc, "acc": acc, "n_steps": 2}
+        info = {"reward_terms": {"count": reward}, "metrics": metrics, "final_view": "center"}
         return self.reset()[0], reward, True, False, info
 
 
@@ -92,7 +101,7 @@ def state_dict_copy(model) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- the math
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(groups=st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=6), G=st.integers(1, 8))
 def test_advantages_are_zero_when_a_group_is_constant(groups, G):
     rewards = torch.tensor([v for v in groups for _ in range(G)], dtype=torch.float32)
@@ -100,7 +109,7 @@ def test_advantages_are_zero_when_a_group_is_constant(groups, G):
         assert torch.equal(group_advantages(rewards, G, scale), torch.zeros_like(rewards))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(rewards=st.lists(st.floats(-10, 10, allow_nan=False), min_size=8, max_size=8))
 def test_advantages_are_centred_per_group_and_scaled_by_the_std(rewards):
     r = torch.tensor(rewards, dtype=torch.float64)
@@ -113,7 +122,7 @@ def test_advantages_are_centred_per_group_and_scaled_by_the_std(rewards):
         torch.testing.assert_close(scaled[g], expected)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(values=st.lists(st.floats(-20, 0, allow_nan=False), min_size=1, max_size=16))
 def test_k3_kl_is_zero_against_an_identical_reference_and_positive_otherwise(values):
     logp = torch.tensor(values, dtype=torch.float64)
@@ -266,7 +275,15 @@ def test_real_env_run_logs_tensorboard_and_writes_held_out_evaluations(tiny_dir,
     result = json.loads((out / "eval-2.json").read_text())
     assert result["episodes"] == 3 and result["summary"]["overall"]["n"] == 3
     assert "Acc" in (out / "eval-2.txt").read_text()
-    assert EVAL_SEED_BASE > 2**30
+
+
+def test_held_out_seeds_never_meet_training_seeds(tiny_dir, tmp_path):
+    FavourTokenEnv.instances.clear()
+    train(small_config(tiny_dir, tmp_path / "run", steps=3, eval_every=1, eval_episodes=3))
+    train_env, eval_env = FavourTokenEnv.instances[:2]  # the trainer makes the training env first
+    trained, held_out = set(train_env.seeds), set(eval_env.seeds)
+    assert len(trained) == 3 * 2 and held_out == {EVAL_SEED_BASE + i for i in range(3)}
+    assert max(trained) < EVAL_SEED_BASE
 
 
 def test_lora_run_saves_an_adapter_that_loads_as_an_agent(tiny_dir, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from tvr_gym.generator import generate
 from tvr_gym.occlusion import MASK_SIZE, RasterCamera, instance_mask, pixel_counts
@@ -54,7 +55,7 @@ def test_lone_object_mask_is_centred_on_its_projected_centre(shape, view):
     assert set(np.unique(mask)) == {-1, 0}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     x=st.integers(-20, 20),
     y=st.integers(-20, 20),
@@ -103,7 +104,7 @@ def test_hidden_objects_are_never_drawn():
     assert counts.shape == (10,)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(seed=st.integers(0, 2**32), index=st.integers(0, 10**6))
 def test_fast_counts_equal_the_zbuffer_mask_and_adding_objects_never_adds_pixels(seed, index):
     problem = generate("crossview", seed, index)
@@ -158,7 +159,7 @@ def test_bad_input_is_rejected_with_a_clear_error():
         instance_mask(lone("cube"), camera_rig("center"), (0, 10))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(
     shape=st.sampled_from(SPEC.values["shape"]),
     size=st.sampled_from(SPEC.values["size"]),

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from props import examples
 
 from tvr_gym.render import RENDERERS, Renderer, camera_rig, lamp_rig, make_renderer, object_center
 from tvr_gym.scene import SceneObject, State
@@ -199,7 +200,7 @@ def test_gl_and_numpy_masks_agree(gl_renderer, numpy_renderer, trance_problems):
     assert compared > 50
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(
         st.tuples(

@@ -9,8 +9,10 @@ import random
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from props import examples, problems, random_state
 
 from tvr_gym.answer import format_answer, format_item, parse_answer
+from tvr_gym.metrics import episode_metrics
 from tvr_gym.reward import (
     ABLATIONS,
     REWARDS,
@@ -21,61 +23,10 @@ from tvr_gym.reward import (
     star_reward,
     state_reward,
 )
-from tvr_gym.scene import SceneObject, State, on_grid, overlaps
+from tvr_gym.scene import SceneObject, State, overlaps
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem
-from tvr_gym.transform import PAIRS, Transformation, move_type, moved, out_options, replay, simulate, state_distance
-
-CATEGORICAL = [a for a in SPEC.attributes if a in SPEC.values]
-
-
-# ---------------------------------------------------------------- random valid problems
-
-def _random_state(rng: random.Random) -> State:
-    lim = SPEC.grid_limit
-    objs: list[SceneObject] = []
-    while len(objs) < SPEC.n_objects:
-        obj = SceneObject(
-            *(rng.choice(SPEC.values[a]) for a in CATEGORICAL),
-            position=(rng.randint(-lim, lim), rng.randint(-lim, lim)),
-        )
-        if not any(overlaps(obj, o) for o in objs):
-            objs.append(obj)
-    return State(tuple(objs))
-
-
-def _random_step(rng: random.Random, state: State) -> Transformation | None:
-    obj_idx = rng.randrange(SPEC.n_objects)
-    attr, value = rng.choice(PAIRS)
-    obj = state[obj_idx]
-    if attr == "position":
-        end = moved(obj.position, value)
-        kind = move_type(obj.position, end)
-        if not on_grid(end) or kind is None:
-            return None
-        options = out_options(obj.position) if kind == "out" else (value,)
-        step = Transformation(obj_idx, attr, value, options, kind)
-    else:
-        if getattr(obj, attr) == value:
-            return None
-        step = Transformation(obj_idx, attr, value)
-    sim = simulate(state, [(obj_idx, attr, value)])
-    return None if sim.error_out or sim.error_overlap else step
-
-
-@st.composite
-def problems(draw, max_steps: int = 4) -> Problem:
-    """A random problem obeying TRANCE's feasibility rules (value changes, no overlap, on grid)."""
-    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
-    n_steps = draw(st.integers(1, max_steps))
-    initial = _random_state(rng)
-    state, steps = initial, []
-    while len(steps) < n_steps:
-        step = _random_step(rng, state)
-        if step is not None:
-            steps.append(step)
-            state = replay(state, [step])
-    return Problem(idx=0, initial=initial, final=state, transformations=steps)
+from tvr_gym.transform import PAIRS, Transformation, replay, simulate, state_distance
 
 
 def _truth(problem: Problem) -> list[tuple]:
@@ -107,7 +58,7 @@ def test_official_true_answers_get_the_maximum(trance_problems):
         assert sparse_reward(text, problem).total == 1.0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(problem=problems(), preds=pred_steps)
 def test_true_answer_is_the_maximum(problem, preds):
     truth = format_answer(problem.transformations)
@@ -118,7 +69,7 @@ def test_true_answer_is_the_maximum(problem, preds):
         assert fn(other, problem).total <= best
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(problem=problems(), data=st.data())
 def test_equivalent_reordering_gets_full_state_reward(problem, data):
     order = data.draw(st.permutations(_truth(problem)))
@@ -153,7 +104,7 @@ def test_equivalent_sequences_on_official_problems(trance_problems):
 
 def test_dropped_redundant_step_gets_full_state_reward():
     rng = random.Random(3)
-    initial = _random_state(rng)
+    initial = random_state(rng)
     color = initial[0].color
     others = [c for c in SPEC.values["color"] if c != color]
     steps = [Transformation(0, "color", others[0]), Transformation(0, "color", others[1])]
@@ -165,16 +116,63 @@ def test_dropped_redundant_step_gets_full_state_reward():
 
 # ---------------------------------------------------------------- STAR reward properties
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(problem=problems(), preds=pred_steps.filter(bool), data=st.data())
 def test_repeating_a_triplet_never_raises_star(problem, preds, data):
+    """Once a triplet is written as often as the truth holds it (at least once), another copy cannot pay."""
     extra = data.draw(st.sampled_from(preds))
+    assume(preds.count(extra) >= max(1, _full_matches(extra, problem)))
     before = star_reward(format_answer(preds), problem).total
     after = star_reward(format_answer([*preds, extra]), problem).total
     assert after <= before
 
 
-@settings(max_examples=80, deadline=None)
+def _full_matches(step: tuple, problem: Problem) -> int:
+    obj, attr, value = step
+    return sum(t.obj_idx == obj and t.attr == attr and value in t.options for t in problem.transformations)
+
+
+def _repeating_problem() -> tuple[Problem, list[str]]:
+    """Object 3 becomes metal, glass, metal: the truth repeats a step."""
+    initial = random_state(random.Random(5))
+    objs = list(initial.objects)
+    objs[3] = SceneObject(objs[3].color, "rubber", objs[3].shape, objs[3].size, objs[3].position)
+    initial = State(tuple(objs))
+    steps = [Transformation(3, "material", m) for m in ("metal", "glass", "metal")]
+    return Problem(0, initial, replay(initial, steps), steps), ["3.material.metal", "3.material.glass"]
+
+
+def test_a_truth_that_repeats_a_step_is_matched_by_the_same_repetition():
+    problem, (metal, glass) = _repeating_problem()
+    wrap = "<think></think><answer>{}</answer>".format
+    assert star_reward(format_answer(problem.transformations), problem).total == _max(problem) == 16.0
+    assert star_reward(wrap(f"{metal}, {glass}, {metal}"), problem).terms == {
+        "format": 1.0, "pos": 15.0, "pun_wrong": 0.0, "pun_missing": 0.0,
+    }
+    # the repetition counts only as often as the truth holds it: a third metal is wrong
+    spam = star_reward(wrap(f"{metal}, {glass}, {metal}, {metal}"), problem)
+    assert spam.terms == {"format": 1.0, "pos": 15.0, "pun_wrong": -1.0, "pun_missing": 0.0}
+    two_metals = star_reward(wrap(f"{metal}, {metal}"), problem)
+    assert two_metals.terms == {"format": 1.0, "pos": 10.0, "pun_wrong": 0.0, "pun_missing": -1.0}
+    # a correct triplet repeated beyond the truth cannot collect a partial tier from another true step
+    glass_twice = star_reward(wrap(f"{glass}, {glass}"), problem)
+    assert glass_twice.total == star_reward(wrap(glass), problem).total == 1.0 + 5.0 - 2.0
+
+
+@pytest.mark.parametrize("seed,maximum", [(746, 16.0), (814, 21.0)])
+def test_true_answers_of_event_episodes_with_repeated_steps_score_the_maximum(seed, maximum):
+    import gymnasium as gym
+
+    env = gym.make("tvr_gym:TVR-Event-v0", render_size=(32, 24), renderer="numpy")
+    _, info = env.reset(seed=seed)
+    items = parse_answer(info["truth"]).steps
+    assert len(set(items)) < len(items)  # the truth repeats a step
+    _, reward, _, _, step_info = env.step(info["truth"])
+    assert reward == maximum == 1.0 + 5.0 * len(items)
+    assert step_info["reward_terms"]["pun_wrong"] == 0.0
+
+
+@settings(max_examples=examples(80), deadline=None)
 @given(problem=problems(), preds=pred_steps, data=st.data())
 def test_adding_a_wrong_triplet_lowers_star(problem, preds, data):
     """A triplet on an object no true step touches costs exactly ``wrong`` once predictions cover the truth."""
@@ -188,7 +186,7 @@ def test_adding_a_wrong_triplet_lowers_star(problem, preds, data):
     assert after == before - 1.0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(problem=problems(), data=st.data())
 def test_true_answer_plus_any_wrong_triplet_loses_one(problem, data):
     obj = data.draw(st.integers(0, SPEC.n_objects - 1))
@@ -198,7 +196,7 @@ def test_true_answer_plus_any_wrong_triplet_loses_one(problem, data):
     assert star_reward(text, problem).total == _max(problem) - 1.0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(problem=problems())
 def test_empty_answer_scores_minus_n_gt(problem):
     assert star_reward("", problem).total == -problem.n_steps
@@ -208,13 +206,16 @@ def test_empty_answer_scores_minus_n_gt(problem):
 
 
 def _brute_force_star(steps: list[tuple], n_unreadable: int, problem: Problem, w: StarWeights) -> float:
-    """Reference: the best total over every one-to-one partial matching (small inputs only)."""
+    """Reference: the best total over every one-to-one partial matching (small inputs only), in which the
+    copies of one triplet are matched at most max(1, number of true steps it fully equals) times."""
     gts = problem.transformations
     n_pred = len(steps) + n_unreadable
     best = -math.inf
-    steps = list(dict.fromkeys(steps))  # duplicates are never matched; they still count in n_pred
     slots = list(range(len(gts))) + [None] * len(steps)
     for assign in set(itertools.permutations(slots, len(steps))):
+        matched = [s for s, j in zip(steps, assign) if j is not None]
+        if any(matched.count(s) > max(1, _full_matches(s, problem)) for s in matched):
+            continue
         pos, n_full = 0.0, 0
         for (obj, attr, value), j in zip(steps, assign):
             if j is None or gts[j].obj_idx != obj:
@@ -230,7 +231,7 @@ def _brute_force_star(steps: list[tuple], n_unreadable: int, problem: Problem, w
     return best - w.missing * max(0, len(gts) - n_pred)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(
     problem=problems(),
     data=st.data(),
@@ -247,8 +248,18 @@ def test_star_matching_is_the_exact_optimum(problem, data, weights, n_unreadable
     assert got.total == pytest.approx(sum(got.terms.values()))
 
 
+@settings(max_examples=examples(60), deadline=None)
+@given(data=st.data(), weights=st.sampled_from(list(ABLATIONS.values())))
+def test_star_matching_is_the_exact_optimum_when_the_truth_repeats_a_step(data, weights):
+    problem, _ = _repeating_problem()
+    near = st.tuples(st.just(3), st.sampled_from(PAIRS)).map(lambda t: (t[0], *t[1]))
+    preds = data.draw(st.lists(st.one_of(near, st.sampled_from(_truth(problem))), max_size=5))
+    got = star_reward(", ".join(format_item(s) for s in preds), problem, weights)
+    assert got.total == pytest.approx(_brute_force_star(preds, 0, problem, weights))
+
+
 def _one_step_problem() -> Problem:
-    initial = _random_state(random.Random(7))
+    initial = random_state(random.Random(7))
     old = initial[2].color
     new = next(c for c in SPEC.values["color"] if c != old)
     steps = [Transformation(2, "color", new)]
@@ -340,7 +351,7 @@ def _shape_step(problem: Problem) -> Transformation:
 
 
 def test_state_reward_charges_illegal_steps():
-    initial = _random_state(random.Random(11))
+    initial = random_state(random.Random(11))
     lim = SPEC.grid_limit
     objs = list(initial.objects)
     objs[0] = SceneObject(objs[0].color, objs[0].material, objs[0].shape, objs[0].size, (lim, 0))
@@ -363,6 +374,42 @@ def test_sparse_reward():
     assert sparse_reward(f"2.color.{new}", problem).terms == {"acc": 1.0}
     assert sparse_reward(f"3.color.{new}", problem).total == 0.0
     assert sparse_reward("", problem).total == 0.0
+
+
+def _two_colour_problem(initial: State) -> Problem:
+    steps = [Transformation(o, "color", next(c for c in SPEC.values["color"] if c != initial[o].color)) for o in (0, 1)]
+    return Problem(0, initial, replay(initial, steps), steps)
+
+
+def test_sparse_reward_multi_step_needs_a_legal_sequence():
+    """Reaching the true final state is not enough: an off-grid move or an overlap on the way scores 0."""
+    lim = SPEC.grid_limit
+    parked = [(-lim, -lim), (-lim, 0), (-lim, lim), (0, -lim), (0, lim), (lim, -lim), (lim, 0), (lim, lim)]
+    objs = [SceneObject("gray", "rubber", "cube", "small", pos) for pos in [(0, 0), (0, 20), *parked]]
+    problem = _two_colour_problem(State(tuple(objs)))
+    truth = ", ".join(format_item((t.obj_idx, t.attr, t.value)) for t in problem.transformations)
+    assert sparse_reward(truth, problem).total == 1.0
+    off_grid = f"{truth}, 2.position.front.1"  # object 2 sits at x = -40: the move is skipped, flagged
+    assert episode_metrics(off_grid, problem)["dist"] == 0
+    assert sparse_reward(off_grid, problem).total == 0.0
+    detour = f"{truth}, 1.position.front.2, 1.position.behind.2"  # (0, 20) -> (-20, 20) -> back: legal
+    assert sparse_reward(detour, problem).total == 1.0
+    overlap = f"{truth}, 1.position.left.2, 1.position.right.2"  # (0, 20) -> (0, 0): onto object 0, then back
+    assert episode_metrics(overlap, problem)["dist"] == 0 and episode_metrics(overlap, problem)["error_overlap"]
+    assert sparse_reward(overlap, problem).total == 0.0
+
+
+def test_state_reward_of_a_truth_that_changes_nothing():
+    """Red, blue, red: not generated (rule 9), but a user's or an official problem may hold one."""
+    initial = random_state(random.Random(13))
+    colours = [c for c in SPEC.values["color"] if c != initial[0].color]
+    steps = [Transformation(0, "color", colours[0]), Transformation(0, "color", initial[0].color)]
+    problem = Problem(0, initial, replay(initial, steps), steps)
+    assert state_distance(problem.initial, problem.final) == 0
+    assert state_reward("<think></think><answer></answer>", problem).terms["correct"] == 10.0
+    assert state_reward(format_answer(steps), problem).total == _max(problem)
+    wrong = state_reward(f"0.color.{colours[1]}", problem)
+    assert wrong.terms["correct"] == 0.0 and wrong.terms["wrong_change"] == -1.0
 
 
 def test_sparse_reward_multi_step(trance_problems):
@@ -393,7 +440,7 @@ def _variants(steps: list[tuple]) -> list[str]:
     ]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(problem=problems(), preds=pred_steps)
 def test_rewards_invariant_to_formatting_variants(problem, preds):
     canonical = ", ".join(format_item(s) for s in preds)
@@ -404,7 +451,7 @@ def test_rewards_invariant_to_formatting_variants(problem, preds):
             assert got == expected, variant
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(problem=problems(max_steps=2), text=st.one_of(st.text(max_size=300), st.binary(max_size=300)))
 def test_any_input_gives_a_finite_reward(problem, text):
     for fn in REWARDS.values():

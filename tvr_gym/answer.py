@@ -68,7 +68,9 @@ _WORD_KIND.update({v: ("v", attrs) for v, attrs in _VALUE_ATTRS.items()})
 _WORD_KIND.update({a: ("a", a) for a in SPEC.attributes})
 
 _SPLIT = re.compile(r"[,;\n]")
-_TOKEN = re.compile(r"(-?[0-9]+)|([^\W\d_]+)|([,;\n])|(\()|(\))")
+_TOKEN = re.compile(r"(-\s*[0-9]+|[0-9]+)|([^\W\d_]+)|([,;\n])|(\()|(\))")
+_DASH_DIGIT = re.compile(r"-\s*[0-9]")
+"""A dash before a number: a minus sign unless it follows a word (``front-1``), decided by the tolerant path."""
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 _ANSWER_OPEN_ANY_CASE = re.compile(re.escape(ANSWER_OPEN), re.IGNORECASE)
 _ANSWER_CLOSE_ANY_CASE = re.compile(re.escape(ANSWER_CLOSE), re.IGNORECASE)
@@ -242,8 +244,8 @@ def _parse_normalized(region: str, parsed: Parsed) -> bool:
         if not words:
             continue
         step = _NORMALIZED.get(" ".join(words))
-        if step is None or "-" in part.split(words[0], 1)[0]:  # "-1.color.red" is not object 1
-            return False
+        if step is None or "-" in part.split(words[0], 1)[0] or _DASH_DIGIT.search(part):
+            return False  # "-1.color.red" is not object 1, nor "front.-2" a step 2: the tolerant path decides
         steps.append(step)
     parsed.steps.extend(steps)
     return True
@@ -262,10 +264,10 @@ def _parse_tolerant(region: str, parsed: Parsed) -> None:
         kind = "nwsoc"[m.lastindex - 1]
         raw = m.group()
         if kind == "n":
-            if raw[0] == "-" and m.start() > 0 and lowered[m.start() - 1].isalnum():
-                raw = raw[1:]  # "front-1": a hyphen, not a sign
-            digits = raw.lstrip("-")
-            value: Any = int(raw) if len(digits) <= _MAX_INDEX_DIGITS else raw[: _MAX_INDEX_DIGITS + 1] + "…"
+            digits = raw.lstrip("-").lstrip()
+            value: Any = int(digits) if len(digits) <= _MAX_INDEX_DIGITS else digits[: _MAX_INDEX_DIGITS + 1] + "…"
+            if raw[0] == "-" and not _is_hyphen(lowered, m.start(), raw):
+                value = f"-{value}"  # a negative number ("front.-2", "-0.color.cyan") is never an index or step
         else:
             value = raw
         tokens.append((kind, value, m.start(), m.end()))
@@ -299,6 +301,22 @@ def _parse_tolerant(region: str, parsed: Parsed) -> None:
                 quote = quote[:_QUOTE_CHARS] + "…"
             parsed.errors.append(f"{quote!r}: {reason}")
             parsed.n_unreadable += 1
+
+
+def _is_hyphen(text: str, start: int, raw: str) -> bool:
+    """Whether the dash of a number token at ``start`` joins words rather than signs the number.
+
+    ``front-1`` (dash on the word) and ``front - 1`` (a word tokenizer's spacing) are hyphens;
+    ``front.-2``, ``-0.color.cyan``, ``object -3`` and ``front . - 1`` are minus signs.
+    """
+    if start > 0 and text[start - 1].isalnum():
+        return True
+    if start == 0 or not text[start - 1].isspace() or not raw[1:2].isspace():
+        return False
+    j = start - 1
+    while j >= 0 and text[j].isspace():
+        j -= 1
+    return j >= 0 and text[j].isalnum()
 
 
 def _starts_item(tokens: list[tuple[str, Any, int, int]], j: int) -> bool:

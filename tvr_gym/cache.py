@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -104,50 +105,74 @@ def file_key(path: Path, size: tuple[int, int]) -> str:
 class RenderCache:
     """In-memory LRU plus an optional on-disk store of ``.npy`` entries.
 
-    Stored arrays are read-only; callers hand out copies.
+    Stored arrays are read-only; callers hand out copies. The disk store is a cache, never a source of
+    truth: an entry that cannot be read, or holds an array of the wrong shape or dtype, is rendered
+    again and overwritten; a directory that cannot be created or written (read-only, full) leaves the
+    images in memory only. Each kind of trouble is reported by one warning per cache.
     """
 
     def __init__(self, memory: LRU | None = None, directory: str | os.PathLike[str] | None = None) -> None:
         self.memory = memory if memory is not None else LRU(0)
         self.directory = Path(directory) if directory is not None else None
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self._warned: set[str] = set()
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._warn("create", f"render cache: cannot create {self.directory} ({exc}); caching in memory only")
+                self.directory = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["memory"] = LRU(self.memory.maxsize)  # content is rebuildable; never ship images
         return state
 
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
     def _path(self, key: str) -> Path:
         assert self.directory is not None
         return self.directory / key[:2] / f"{key}.npy"
 
-    def _load(self, key: str) -> np.ndarray | None:
+    def _load(self, key: str, shape: tuple[int, ...] | None) -> np.ndarray | None:
         if self.directory is None:
             return None
         path = self._path(key)
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # a foreign or damaged file: render again and overwrite it
+            image = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - empty, truncated, foreign or unreadable: render again
+            self._warn("read", f"render cache: unreadable entry {path} ({type(exc).__name__}); rendering again")
             return None
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or (shape is not None and image.shape != shape):
+            found = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            self._warn("read", f"render cache: entry {path} holds {found}, expected uint8 {shape}; rendering again")
+            return None
+        return image
 
     def _store(self, key: str, image: np.ndarray) -> None:
         if self.directory is None:
             return
-        with atomic_open(self._path(key), "wb") as fh:
-            np.save(fh, image, allow_pickle=False)
+        try:
+            with atomic_open(self._path(key), "wb") as fh:
+                np.save(fh, image, allow_pickle=False)
+        except OSError as exc:
+            self._warn("write", f"render cache: cannot write to {self.directory} ({exc}); caching in memory only")
 
-    def get_or_make(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached image for ``key``, calling ``make()`` only on a miss."""
+    def get_or_make(
+        self, key: str, make: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None
+    ) -> np.ndarray:
+        """The cached image for ``key``, calling ``make()`` only on a miss; ``shape`` is what a disk entry must hold."""
         image = self.memory.get(key)
         if image is not None:
             self.hits += 1
             return image
-        image = self._load(key)
+        image = self._load(key, shape)
         if image is None:
             self.misses += 1
             image = np.ascontiguousarray(make(), dtype=np.uint8)
@@ -193,7 +218,7 @@ def render_view(
     r = shared_renderer(renderer, size)
     camera = camera_rig(view, jitter_seed)
     key = render_key(getattr(r, "name", renderer), size, state, camera, jitter_seed)
-    return cache.get_or_make(key, lambda: r.render(state, camera, lamp_rig(jitter_seed)))
+    return cache.get_or_make(key, lambda: r.render(state, camera, lamp_rig(jitter_seed)), (size[1], size[0], 3))
 
 
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from tvr_gym.render.rig import VIEWS
+
 DEMO_ENV = "TVR-CrossView-v0"
 DEMO_AGENTS = ("random", "noop", "oracle")
-DEMO_VIEWS = ("center", "left", "right")
-"""The demo draws final views from all three cameras so that ID, OOD and TAcc are all defined."""
 
 
 def run_demo(
@@ -39,7 +39,7 @@ def run_demo(
     out = Path(out_dir)
     lru = shared_lru()
     lru.resize(max(lru.maxsize, 2 * episodes + 8))  # every agent sees the same episodes: render them once
-    env_kwargs = {"renderer": renderer, "render_size": tuple(size), "final_views": DEMO_VIEWS}
+    env_kwargs = {"renderer": renderer, "render_size": tuple(size)}
     results = {}
     for name in DEMO_AGENTS:
         start = time.perf_counter()
@@ -86,7 +86,7 @@ def _pct(value: float | None) -> float | None:
 def _pick_examples(records: list[dict[str, Any]], n: int) -> list[int]:
     """Episode numbers of up to ``n`` examples, one per final view first, then by order."""
     chosen: list[int] = []
-    for view in DEMO_VIEWS:
+    for view in VIEWS:
         i = next((k for k, r in enumerate(records) if r["final_view"] == view and k not in chosen), None)
         if i is not None and len(chosen) < n:
             chosen.append(i)

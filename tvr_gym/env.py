@@ -34,7 +34,10 @@ ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
 
 ACTION_MAX_LENGTH = 4096
 RENDER_MODES = ("rgb_array",)
-DEFAULT_FINAL_VIEWS = {"basic": ("center",), "event": ("center",), "crossview": ("left", "right")}
+DEFAULT_FINAL_VIEWS: dict[str, tuple[str, ...]] = {
+    setting: tuple(preset["final_views"]) for setting, preset in SPEC.raw["generator"]["presets"].items()
+}
+"""The cameras each setting draws its final image from, read from the spec (CrossView: all three)."""
 _CENTRE = VIEWS[0]
 
 
@@ -82,8 +85,8 @@ class TVRGym(gym.Env):
     ## Arguments
     ``setting``, ``reward``, ``reward_weights``, ``render_size=(320, 240)``, ``renderer``
     (a name of :data:`tvr_gym.render.RENDERERS`: ``auto|gl|numpy|blender``), ``final_views`` (CrossView:
-    default ``("left", "right")``; Basic and Event: centre only), ``source`` (``"procedural"`` or a
-    TRANCE directory), ``max_visible``,
+    default all three cameras, so ID, OOD and TAcc exist; Basic and Event: centre only), ``source``
+    (``"procedural"`` or a TRANCE directory), ``max_visible``,
     ``steps`` (int or (lo, hi)), ``attributes`` (the attributes the steps may change; default all five),
     ``obs_mode`` (``image|text``), ``render_mode`` (``None`` or
     ``"rgb_array"``), ``cache_dir`` (on-disk render cache) and ``cache_size`` (images in the
@@ -252,7 +255,10 @@ class TVRGym(gym.Env):
         """The observed image: the dataset's own file when present, else a (cached) render."""
         path = problem.image_path(phase, view)
         if path is not None:
-            return self.cache.get_or_make(file_key(path, self.render_size), lambda: load_image(path, self.render_size))
+            shape = (self.render_size[1], self.render_size[0], 3)
+            return self.cache.get_or_make(
+                file_key(path, self.render_size), lambda: load_image(path, self.render_size), shape
+            )
         state = problem.initial if phase == "initial" else problem.final
         seed = problem.extra.get("render_seed")
         return render_view(state, view, seed, self.renderer_name, self.render_size, self.cache)

@@ -19,7 +19,7 @@ from tvr_gym.render.rig import VIEWS, camera_rig
 from tvr_gym.scene import SceneObject, State, is_visible_position
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, image_name
-from tvr_gym.transform import MOVE_TYPES, Transformation, Value, move_type, moved, out_options
+from tvr_gym.transform import MOVE_TYPES, Transformation, Value, move_type, moved, out_options, state_distance
 
 __all__ = ["SETTINGS", "GeneratorOptions", "GenerationError", "generate", "resolve_options", "sample_scene"]
 
@@ -335,11 +335,16 @@ def generate(setting: str, seed: int, index: int = 0, **options: Any) -> Problem
         if objects is None:
             continue
         episode = _Episode(objects, cameras)
-        if _draw_steps(rng, episode, n_steps, classes):
+        if not _draw_steps(rng, episode, n_steps, classes):
+            continue
+        initial, final = State(tuple(objects)), State(tuple(episode.objects))
+        # rule 9: a sequence that ends where it started (out and back in, red then blue then red) would
+        # make the empty answer correct; such a scene is dropped and another drawn
+        if state_distance(initial, final):
             return Problem(
                 idx=int(index),
-                initial=State(tuple(objects)),
-                final=State(tuple(episode.objects)),
+                initial=initial,
+                final=final,
                 transformations=episode.steps,
                 images={
                     "initial": {"center": image_name(int(index), "init", "center")},

@@ -90,6 +90,31 @@ def _result(terms: dict[str, float]) -> RewardResult:
     return RewardResult(float(sum(terms.values())), terms)
 
 
+def _matchable(steps: list[Step], problem: Problem) -> list[Step]:
+    """The predictions that may take part in the matching.
+
+    Copies of one triplet are interchangeable, so a triplet written k times takes part at most
+    max(1, m) times, m being the number of true steps it fully equals: a truth that repeats a step
+    (metal, glass, metal) is matched by the same repetition, while repeating a triplet beyond that
+    can never raise the reward. The other copies score 0 and count as wrong.
+    """
+    if len(steps) < 2 or len(set(steps)) == len(steps):
+        return steps
+    kept: list[Step] = []
+    seen: dict[Step, int] = {}
+    for step in steps:
+        copies = seen.get(step, 0)
+        if copies == 0 or copies < _full_matches(step, problem):
+            kept.append(step)
+        seen[step] = copies + 1
+    return kept
+
+
+def _full_matches(step: Step, problem: Problem) -> int:
+    obj, attr, value = step
+    return sum(t.obj_idx == obj and t.attr == attr and value in t.options for t in problem.transformations)
+
+
 def _star_rows(steps: Iterable[Step], problem: Problem, w: StarWeights) -> list[list[tuple[int, float, float, int]]]:
     """Per prediction that can score, its (truth index, gain, score, is_full) entries with a positive gain.
 
@@ -173,16 +198,15 @@ def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights(
     """STAR-R1's fine-grained reward (DESIGN 1.6) with the reward-maximising one-to-one matching.
 
     Terms: ``format``, ``pos`` (R_pos), ``pun_wrong`` (−wrong per prediction not fully correct, unreadable
-    items included), ``pun_missing`` (−missing × (n_gt − n_pred) when under-predicting). A triplet equal
-    to an earlier one is a duplicate: it is never matched, so it scores 0 and counts as wrong.
+    items included), ``pun_missing`` (−missing × (n_gt − n_pred) when under-predicting). Matching is the
+    one-to-one assignment that maximises the reward, with the copies of a triplet taking part at most as
+    often as the truth holds it (at least once; see :func:`_matchable` and ``docs/rewards.md``).
     """
     parsed = as_parsed(text)
     w = weights
     n_pred = len(parsed.steps) + parsed.n_unreadable
     n_gt = len(problem.transformations)
-    steps = parsed.steps
-    if len(steps) > 1:
-        steps = dict.fromkeys(steps)  # a repeated triplet is a duplicate: scores 0, counts as wrong
+    steps = _matchable(parsed.steps, problem)
     pos, n_full = _best_matching(_star_rows(steps, problem, w)) if steps else (0.0, 0)
     return _result(
         {
