@@ -335,14 +335,26 @@ def test_missing_blender_says_how_to_install(monkeypatch, tmp_path):
         make_renderer("blender", (64, 48))
 
 
+def test_a_blender_that_does_not_run_is_reported_not_used(monkeypatch, tmp_path):
+    from tvr_gym.render.blender import BlenderNotFoundError, blender_problem
+
+    broken = tmp_path / "blender"
+    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libGL.so.1' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("TVR_GYM_BLENDER", str(broken))
+    with pytest.raises(BlenderNotFoundError, match="does not run as Blender.*libGL.so.1.*apt-get install -y blender"):
+        make_renderer("blender", (64, 48))
+    assert "does not run" in blender_problem()
+
+
 @pytest.fixture(scope="module")
 def blender_renderer():
-    import shutil
 
-    from tvr_gym.render.blender import BlenderRenderer
+    from tvr_gym.render.blender import BlenderRenderer, blender_problem
 
-    if shutil.which("blender") is None and not os.environ.get("TVR_GYM_BLENDER"):
-        pytest.skip("Blender is not installed (Debian: apt-get install -y blender)")
+    problem = blender_problem()  # found and run once: a broken install skips with its reason
+    if problem is not None:
+        pytest.skip(problem)
     r = BlenderRenderer((80, 60), samples=4)
     yield r
     r.close()

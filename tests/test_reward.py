@@ -485,3 +485,10 @@ def test_registry_and_errors():
         get_reward("star", bonus=1.0)
     with pytest.raises(ValueError, match="no weights"):
         get_reward("sparse", full=1.0)
+    for bad in (float("inf"), float("nan"), -1.0, "2", None, True):
+        with pytest.raises(ValueError, match="wrong must be a finite number >= 0"):
+            get_reward("star", wrong=bad)
+        with pytest.raises(ValueError, match="wrong must be a finite number >= 0"):
+            StarWeights(wrong=bad)
+        with pytest.raises(ValueError, match="illegal must be a finite number >= 0"):
+            StateWeights(illegal=bad)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
+from tvr_gym.trance import TranceFormatError
 
 DEFAULT_MEMORY_ENTRIES = 256
 """Images kept by the shared in-memory LRU (a 320x240 image is 230 kB)."""
@@ -222,9 +223,16 @@ def render_view(
 
 
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """A dataset image as uint8 (H, W, 3), resized to ``size`` = (width, height) when needed."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != tuple(size):
-            im = im.resize(tuple(size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    """A dataset image as uint8 (H, W, 3), resized to ``size`` = (width, height) when needed.
+
+    A file that is not a readable image (truncated, empty, another format) raises
+    :class:`~tvr_gym.trance.TranceFormatError` naming it.
+    """
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != tuple(size):
+                im = im.resize(tuple(size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise TranceFormatError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None

@@ -7,6 +7,7 @@ answer and always return a finite total equal to the sum of the terms.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from operator import itemgetter
@@ -38,6 +39,14 @@ class RewardResult:
     terms: dict[str, float]
 
 
+def _check_weights(weights: Any, name: str) -> None:
+    """Every weight is a finite number >= 0: anything else would make rewards NaN, infinite or a TypeError."""
+    for key in weights.__dataclass_fields__:
+        value = getattr(weights, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} weights: {key} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class StarWeights:
     """STAR-R1's constants (the paper's values by default).
@@ -55,6 +64,9 @@ class StarWeights:
     object: float = 0.5
     wrong: float = 1.0
     missing: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_weights(self, "star")
 
 
 ABLATIONS: dict[str, StarWeights] = {
@@ -84,6 +96,10 @@ class StateWeights:
     missing: float = 1.0
     illegal: float = 1.0
     unreadable: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_weights(self, "state")
+
 
 
 def _result(terms: dict[str, float]) -> RewardResult:

@@ -6,7 +6,6 @@ its ``final_view`` set. Both are deterministic given the generator state.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tvr_gym.cache import LRU
-from tvr_gym.trance import DATA_FILE, Problem, TranceFormatError, load_trance
+from tvr_gym.trance import DATA_FILE, Problem, parse_line, read_lines
 
 SEED_BOUND = 2**63 - 1
 
@@ -76,7 +75,7 @@ class ProceduralSource:
 class TranceSource:
     """Problems served from a TRANCE-format directory (official or exported).
 
-    The whole file is read once through :func:`tvr_gym.trance.load_trance` (a broken line is
+    The whole file is read once through :func:`tvr_gym.trance.read_lines` (a broken line is
     reported with its file and line number) and filtered by step count, visible objects and the
     attributes its steps change; only
     the byte offsets of the accepted lines are kept, so a large dataset costs little memory.
@@ -97,9 +96,10 @@ class TranceSource:
             raise ValueError(f"source: {str(path)!r} is neither 'procedural' nor a directory holding {DATA_FILE}")
         self.root = root
         self.final_views = tuple(final_views)
-        offsets = _line_offsets(root / DATA_FILE)
+        data = root / DATA_FILE
         self._offsets: list[int] = []
-        for k, prob in enumerate(load_trance(root)):
+        for lineno, offset, text in read_lines(data):
+            prob = parse_line(text, f"{data}:{lineno}", root)
             if steps is not None and not steps[0] <= prob.n_steps <= steps[1]:
                 continue
             if max_visible is not None and len(prob.initial.visible_indices()) > max_visible:
@@ -108,7 +108,7 @@ class TranceSource:
                 continue
             if attributes is not None and any(t.attr not in attributes for t in prob.transformations):
                 continue
-            self._offsets.append(offsets[k])
+            self._offsets.append(offset)
         if not self._offsets:
             raise ValueError(
                 f"source: no problem in {root} matches steps={steps}, max_visible={max_visible}, "
@@ -127,10 +127,8 @@ class TranceSource:
             with data.open("rb") as fh:
                 fh.seek(self._offsets[k])
                 line = fh.readline()
-            try:
-                prob = Problem.from_dict(json.loads(line), root=self.root)
-            except (ValueError, TypeError, KeyError) as exc:  # the file changed since it was indexed
-                raise TranceFormatError(f"{data}: byte {self._offsets[k]}: {exc}") from None
+            # the file may have changed since it was indexed: the same checks apply again
+            prob = parse_line(line.decode("utf-8", errors="replace"), f"{data}: byte {self._offsets[k]}", self.root)
             self._memo.put(k, prob)
         return prob
 
@@ -148,15 +146,3 @@ class TranceSource:
                 prob.idx, prob.initial, prob.final, prob.transformations, prob.images, prob.root, view, prob.extra
             )
         return (k, prob.final_view), prob
-
-
-def _line_offsets(path: Path) -> list[int]:
-    """Byte offsets of the non-blank lines, in the order :func:`load_trance` yields them."""
-    offsets = []
-    pos = 0
-    with path.open("rb") as fh:
-        for line in fh:
-            if line.strip():
-                offsets.append(pos)
-            pos += len(line)
-    return offsets

@@ -13,9 +13,11 @@ from typing import Any
 from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
-from tvr_gym.transform import Transformation, replay
+from tvr_gym.transform import Transformation, apply, replay
 
-__all__ = ["Problem", "TranceFormatError", "load_trance", "save_trance", "replay", "image_name"]
+__all__ = [
+    "Problem", "TranceFormatError", "image_name", "load_trance", "parse_line", "read_lines", "replay", "save_trance",
+]
 
 DATA_FILE = "data.jsonl"
 IMAGE_DIR = "image"
@@ -55,12 +57,21 @@ class Problem:
         return len(self.transformations)
 
     def image_path(self, phase: str, view: str) -> Path | None:
-        """The image file of ``phase`` (``initial``/``final``) from ``view``, if it exists."""
+        """The image file of ``phase`` (``initial``/``final``) from ``view``, if it exists.
+
+        A file that resolves outside the dataset's image directory (a symlink leading away) is refused
+        with :class:`TranceFormatError`.
+        """
         name = self.images.get(phase, {}).get(view)
         if name is None or self.root is None:
             return None
-        path = self.root / IMAGE_DIR / name
-        return path if path.is_file() else None
+        folder = self.root / IMAGE_DIR
+        path = folder / name
+        if not path.is_file():
+            return None
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise TranceFormatError(f"{path}: leads outside the dataset directory {self.root}; refused")
+        return path
 
     def to_dict(self) -> dict[str, Any]:
         """The TRANCE sample dict. Rotations and ``final_view`` are kept when set."""
@@ -102,20 +113,27 @@ class Problem:
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"states.{phase}.{exc}") from None
             images[phase] = {}
+            if not isinstance(s.get("images") or {}, Mapping):
+                raise ValueError(f"states.{phase}.images: expected an object mapping cameras to file names")
             for cam, name in (s.get("images") or {}).items():
                 if cam not in VIEW_OF_CAMERA:
                     raise ValueError(f"states.{phase}.images: unknown camera {cam!r}")
                 images[phase][VIEW_OF_CAMERA[cam]] = _safe_image_name(name)
+        if not isinstance(d["transformations"], list):
+            raise ValueError("transformations: expected a list")
         steps = []
         for i, t in enumerate(d["transformations"]):
             try:
                 steps.append(Transformation.from_dict(t))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, AttributeError) as exc:
                 raise ValueError(f"transformations[{i}].{exc}") from None
+        _check_replay(parsed_states[0], parsed_states[1], steps)
         known = {"idx", "states", "transformations", "final_view"}
         final_view = d.get("final_view")
         if final_view is not None and final_view not in CAMERA_NAMES:
             raise ValueError(f"final_view: expected one of {list(CAMERA_NAMES)}, got {final_view!r}")
+        if isinstance(d["idx"], bool) or not isinstance(d["idx"], int):
+            raise ValueError(f"idx: expected an integer, got {d['idx']!r}")
         return cls(
             idx=int(d["idx"]),
             initial=parsed_states[0],
@@ -126,6 +144,23 @@ class Problem:
             final_view=final_view,
             extra={k: v for k, v in d.items() if k not in known},
         )
+
+
+def _check_replay(initial: State, final: State, steps: list[Transformation]) -> None:
+    """The final state must be the replay of the steps: every move on the grid, every entry as recorded."""
+    state = initial
+    for i, step in enumerate(steps):
+        try:
+            state = apply(state, step)
+        except ValueError as exc:
+            raise ValueError(f"transformations[{i}]: cannot be applied ({exc})") from None
+    for k, (got, want) in enumerate(zip(state.objects, final.objects)):
+        for attr in SPEC.attributes:
+            if got.get(attr) != want.get(attr):
+                raise ValueError(
+                    f"states.final.objects[{k}].{attr}: {want.get(attr)!r} is not the replay of the "
+                    f"transformations, which give {got.get(attr)!r}"
+                )
 
 
 def _safe_image_name(name: Any) -> str:
@@ -147,23 +182,50 @@ def _data_file(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     raise FileNotFoundError(f"no TRANCE dataset at {p} (expected a directory holding {DATA_FILE}, or the file)")
 
 
+def read_lines(data: Path) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, text) of every sample line of a ``data.jsonl``.
+
+    The one reader of the format, shared by :func:`load_trance` and the environment's dataset index, so
+    both always agree on which line is which sample. Lines end at ``\n`` (``\r\n`` too); a line holding
+    only whitespace, Unicode whitespace included, is skipped. Bytes that are not UTF-8, and ``\r`` used
+    as a line end, raise :class:`TranceFormatError` naming the file and line.
+    """
+    offset = 0
+    with data.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TranceFormatError(f"{data}:{lineno}: not UTF-8 (byte {exc.start} of the line)") from None
+            if "\r" in text.rstrip("\r\n"):
+                raise TranceFormatError(f"{data}:{lineno}: a line ends with '\\r' alone; JSON lines end with '\\n'")
+            if text.strip():
+                yield lineno, start, text
+
+
+def parse_line(text: str, where: str, root: Path | None) -> Problem:
+    """One sample line as a :class:`Problem`; any defect raises :class:`TranceFormatError` naming ``where``."""
+    try:
+        return Problem.from_dict(json.loads(text), root=root)
+    except RecursionError:
+        raise TranceFormatError(f"{where}: nested too deeply to be a TRANCE sample") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise TranceFormatError(f"{where}: {exc}") from None
+
+
 def load_trance(path: str | os.PathLike[str]) -> Iterator[Problem]:
     """Stream problems from a TRANCE-format directory (``data.jsonl`` + ``image/``) or jsonl file.
 
-    Lines are read one at a time, so a large dataset never sits in memory. A broken line raises
+    Lines are read one at a time, so a large dataset never sits in memory. A broken line, one whose
+    final state is not the replay of its steps, a move off the grid or options lacking the value raise
     :class:`TranceFormatError` naming the file and line number.
     """
     data, root = _data_file(path)
     if not data.is_file():
         raise FileNotFoundError(f"no {DATA_FILE} in {root}")
-    with data.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Problem.from_dict(json.loads(line), root=root)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise TranceFormatError(f"{data}:{lineno}: {exc}") from None
+    for lineno, _, text in read_lines(data):
+        yield parse_line(text, f"{data}:{lineno}", root)
 
 
 def save_trance(problems: Iterable[Problem], path: str | os.PathLike[str], copy_images: bool = True) -> int:

@@ -103,6 +103,8 @@ class Transformation:
         _value_from_json(self.attr, self.value)
         if not self.options:
             object.__setattr__(self, "options", (self.value,))
+        elif self.value not in self.options:
+            raise ValueError(f"options: {self.options!r} lack the value {self.value!r}")
         if self.type is not None and self.type not in MOVE_TYPES:
             raise ValueError(f"type: expected one of {MOVE_TYPES}, got {self.type!r}")
 
@@ -130,7 +132,10 @@ class Transformation:
                 raise ValueError(f"{key}: missing from transformation")
         attr = d["attr"]
         value = _value_from_json(attr, d["val"])
-        options = tuple(_value_from_json(attr, v) for v in d.get("options") or [value])
+        raw_options = d.get("options") or [value]
+        if not isinstance(raw_options, list):
+            raise ValueError(f"options: expected a list, got {raw_options!r}")
+        options = tuple(_value_from_json(attr, v) for v in raw_options)
         obj_idx = d["obj_idx"]
         if isinstance(obj_idx, bool) or not isinstance(obj_idx, int):
             raise ValueError(f"obj_idx: expected an integer, got {obj_idx!r}")

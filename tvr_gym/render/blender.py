@@ -43,12 +43,44 @@ class BlenderWorkerError(RuntimeError):
     """The Blender worker failed a job, or died twice in a row."""
 
 
-def find_blender() -> str:
-    """Path of the Blender executable, or :class:`BlenderNotFoundError` with install instructions."""
+PROBE = "import bpy; print('TVR_BLENDER_OK', bpy.app.version_string)"
+"""Run by :func:`find_blender`: an install whose Python cannot import ``bpy`` cannot render."""
+_WORKING: set[str] = set()
+
+
+def find_blender(timeout: float = 120.0) -> str:
+    """Path of a Blender that runs, or :class:`BlenderNotFoundError` with install instructions.
+
+    Finding an executable is not enough: a broken install (missing libraries, a wrapper script that
+    fails) is found by running it once, headless, with a one-line script; a success is remembered.
+    """
     path = os.environ.get("TVR_GYM_BLENDER") or shutil.which("blender")
     if not path or not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise BlenderNotFoundError(INSTALL_HINT + (f" (TVR_GYM_BLENDER={path!r} is not executable)" if path else ""))
+    if path in _WORKING:
+        return path
+    try:
+        run = subprocess.run(
+            [path, "-b", "--factory-startup", "--python-expr", PROBE],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        works = "TVR_BLENDER_OK" in run.stdout
+        detail = f"exit code {run.returncode}: {(run.stderr or run.stdout)[-500:]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        works, detail = False, f"{type(exc).__name__}: {exc}"
+    if not works:
+        raise BlenderNotFoundError(f"{path} does not run as Blender ({detail.strip()}). {INSTALL_HINT}")
+    _WORKING.add(path)
     return path
+
+
+def blender_problem() -> str | None:
+    """Why the ``blender`` renderer cannot run here, or ``None`` when it can (for skips and diagnostics)."""
+    try:
+        find_blender()
+    except BlenderNotFoundError as exc:
+        return str(exc)
+    return None
 
 
 def worker_script() -> Path:
