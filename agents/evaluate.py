@@ -14,6 +14,7 @@ import gymnasium as gym
 import tvr_gym  # noqa: F401  (registers the environment ids)
 from agents.base import act_batch
 from tvr_gym.atomic import atomic_write_text
+from tvr_gym.registration import check_env_id
 
 
 @dataclass
@@ -69,9 +70,7 @@ def evaluate(
         raise ValueError(f"episodes: expected an integer >= 0, got {episodes!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    if env_id not in gym.registry:
-        valid = ", ".join(k for k in gym.registry if k.startswith("TVR-"))
-        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    check_env_id(env_id)
     envs = [gym.make(env_id, **dict(env_kwargs or {})) for _ in range(min(batch_size, max(episodes, 1)))]
     privileged = bool(getattr(agent, "privileged", False))
     records: list[dict[str, Any]] = []

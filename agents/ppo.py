@@ -23,6 +23,7 @@ import numpy as np
 
 from agents.base import Agent, Observation
 from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.registration import check_env_id
 from tvr_gym.scene import State
 from tvr_gym.wrappers import OBS_KINDS, AnswerEncoding, DiscreteAnswer, encode_states, stack_images, wrap_for_sb3
 
@@ -276,7 +277,6 @@ def train_ppo(
     busy machine; ``None`` leaves torch's setting). Writes the files listed in the module docstring and
     returns the trained agent.
     """
-    import gymnasium as gym
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -286,9 +286,7 @@ def train_ppo(
 
     if obs not in OBS_KINDS:
         raise ValueError(f"obs: unknown value {obs!r}; valid: {', '.join(OBS_KINDS)}")
-    if env_id not in gym.registry:
-        valid = ", ".join(k for k in gym.registry if k.startswith("TVR-"))
-        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    check_env_id(env_id)
     if vec_env not in VEC_ENVS:
         raise ValueError(f"vec_env: unknown value {vec_env!r}; valid: {', '.join(VEC_ENVS)}")
     timesteps = _positive("timesteps", timesteps)

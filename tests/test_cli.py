@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tvr_gym.cli import build_parser, main
@@ -74,3 +75,37 @@ def test_parser_has_every_command():
     parser = build_parser(with_trainers=False)
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
     assert {"demo", "eval", "show", "generate", "export", "train", "bench"} <= set(commands)
+
+
+def test_eval_fails_before_running_when_out_is_unwritable(tmp_path, capsys, monkeypatch):
+    import agents
+
+    built = []
+    monkeypatch.setattr(agents, "make_agent", lambda *a, **k: built.append(1))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc = main(["eval", "--agent", "random", "--episodes", "50", "--out", str(blocker / "eval"), "--quiet"])
+    assert rc == 2 and built == []  # no agent built, no episode run
+    assert "--out: cannot write to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_an_unknown_env_is_a_clean_error_that_creates_nothing(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    rc = main([command, "--env", "TVR-Nope-v0", "--episodes", "1", "--out", str(out), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "env: unknown id 'TVR-Nope-v0'; valid: TVR-Basic-v0" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_export_resumes_and_refuses_other_data(tmp_path, trance_dir, capsys):
+    args = ["export", "--env", "TVR-Event-v0", "--seed", "2", "--size", "32", "24", "--out", str(tmp_path / "x"),
+            "--quiet"]  # fmt: skip
+    assert main([*args, "--episodes", "3"]) == 0
+    first = (tmp_path / "x" / "data.jsonl").read_text()
+    assert main([*args, "--episodes", "5"]) == 0
+    lines = (tmp_path / "x" / "data.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and "\n".join(lines[:3]) + "\n" == first
+    assert main(["export", "--env", "TVR-Event-v0", "--episodes", "1", "--out", str(trance_dir), "--quiet"]) == 2
+    assert "holds no dataset.json" in capsys.readouterr().err

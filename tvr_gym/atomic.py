@@ -10,6 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+from PIL import Image
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -68,3 +71,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str | Iterable[str]) -
         else:
             fh.writelines(text)
     return Path(path)
+
+
+def save_png(image: Any, path: str | os.PathLike[str]) -> Path:
+    """Write an RGB uint8 image as PNG so that ``path`` is absent or complete."""
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(fh, format="PNG")
+    return Path(path)
+
+
+def check_writable(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there; ``ValueError`` saying why not.
+
+    Long runs call this before they start, so an unwritable ``--out`` fails in a second, not after hours.
+    """
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out: cannot write to {path} ({exc.strerror or exc})") from None
+    return path

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.atomic import atomic_open
-from tvr_gym.registration import ENV_IDS
+from tvr_gym.atomic import check_writable
+from tvr_gym.registration import ENV_IDS, check_env_id
 
 TRAIN_HINT = "install the training extras: pip install -e '.[train]'"
 
@@ -40,37 +40,6 @@ def _progress(items: Iterable[Any], total: int, label: str, enabled: bool = True
     from rich.progress import track
 
     yield from track(items, total=total, description=label, disable=not enabled, transient=False)
-
-
-def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write an RGB image as PNG atomically (temp file + ``os.replace``)."""
-    from PIL import Image
-
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(fh, format="PNG")
-    return path
-
-
-def write_dataset(items: Iterable[tuple[Any, dict[tuple[str, str], np.ndarray]]], out: Path) -> int:
-    """Write (problem, {(phase, view): image}) pairs as a TRANCE-format directory.
-
-    Images are saved under ``out/image`` with the official names as they stream in; ``data.jsonl``
-    appears atomically at the end. Returns the number of problems.
-    """
-    from tvr_gym.trance import IMAGE_DIR, image_name, save_trance
-
-    out.mkdir(parents=True, exist_ok=True)
-
-    def problems():
-        for problem, images in items:
-            names: dict[str, dict[str, str]] = {"initial": {}, "final": {}}
-            for (phase, view), image in images.items():
-                name = image_name(problem.idx, "init" if phase == "initial" else "fin", view)
-                save_png(image, out / IMAGE_DIR / name)
-                names[phase][view] = name
-            yield dataclasses.replace(problem, images=names, root=out)
-
-    return save_trance(problems(), out, copy_images=False)
 
 
 def _json_out(path: Path, payload: Any) -> None:
@@ -111,10 +80,13 @@ def _add_env_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_env_id(args.env)
     from agents import make_agent
     from agents.evaluate import evaluate
     from tvr_gym.metrics import format_table
 
+    default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
+    out = check_writable(Path(args.out) if args.out else Path("out") / "eval" / default_name)
     agent = make_agent(args.agent, seed=args.seed)
     result = evaluate(
         agent, args.env, args.episodes, seed=args.seed, env_kwargs=_env_kwargs(args),
@@ -122,8 +94,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     print(format_table(result.summary))
     _print_reference(result.summary, ENV_IDS.get(args.env), args.agent)
-    default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
-    out = Path(args.out) if args.out else Path("out") / "eval" / default_name
     summary_path, episodes_path = result.save(out)
     print(f"wrote {summary_path} and {episodes_path} ({len(result.records)} episodes)")
     return 0
@@ -165,37 +135,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generated(args: argparse.Namespace) -> Iterator[tuple[Any, dict[tuple[str, str], np.ndarray]]]:
-    from tvr_gym.cache import RenderCache, render_view
-    from tvr_gym.generator import generate
-    from tvr_gym.render.rig import VIEWS
-
-    size, cache = _size(args.size), RenderCache()
-    indices = range(args.start, args.start + args.n)
-    for index in _progress(indices, args.n, f"generating {args.setting}", not args.quiet):
-        problem = generate(args.setting, args.seed, index=index)
-        seed = problem.extra.get("render_seed")
-        views = VIEWS if args.setting == "crossview" else (VIEWS[0],)
-        images = {("initial", VIEWS[0]): render_view(problem.initial, VIEWS[0], seed, args.renderer, size, cache)}
-        for view in views:
-            images[("final", view)] = render_view(problem.final, view, seed, args.renderer, size, cache)
-        yield problem, images
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    if args.n < 0 or args.start < 0:
-        raise ValueError("--n and --start: expected integers >= 0")
-    n = write_dataset(_generated(args), Path(args.out))
-    print(f"wrote {n} {args.setting} problems to {args.out} (indices {args.start}..{args.start + n - 1})")
+    from tvr_gym.dataset import generate_dataset
+
+    made, total = generate_dataset(
+        args.out, args.setting, args.seed, args.n, start=args.start, size=_size(args.size), renderer=args.renderer,
+        workers=args.workers, progress=not args.quiet,
+    )
+    last = args.start + args.n - 1
+    print(f"wrote {made} {args.setting} problems to {args.out} ({args.n - made} of indices {args.start}..{last} "
+          f"were already there; {total} in the dataset)")
     return 0
 
 
-def _exported(args: argparse.Namespace) -> Iterator[tuple[Any, dict[tuple[str, str], np.ndarray]]]:
+def cmd_merge(args: argparse.Namespace) -> int:
+    from tvr_gym.dataset import merge_datasets
+
+    n = merge_datasets(args.shards, args.out, progress=not args.quiet)
+    print(f"merged {len(args.shards)} datasets into {args.out}: {n} problems")
+    return 0
+
+
+def _exported(args: argparse.Namespace, todo: list[int]) -> Iterator[tuple[Any, dict[tuple[str, str], np.ndarray]]]:
     import gymnasium as gym
 
     env = gym.make(args.env, **_env_kwargs(args))
     try:
-        for i in _progress(range(args.episodes), args.episodes, f"exporting {args.env}", not args.quiet):
+        for i in todo:
             obs, info = env.reset(seed=args.seed + i)
             problem = env.unwrapped.problem
             final_view = info["final_view"]
@@ -206,10 +172,23 @@ def _exported(args: argparse.Namespace) -> Iterator[tuple[Any, dict[tuple[str, s
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from tvr_gym import __version__
+    from tvr_gym.dataset import DatasetWriter, write_sample
+
+    check_env_id(args.env)
     if args.episodes < 0:
         raise ValueError("--episodes: expected an integer >= 0")
-    n = write_dataset(_exported(args), Path(args.out))
-    print(f"wrote {n} episodes of {args.env} to {args.out}")
+    kwargs = _env_kwargs(args)
+    manifest = {"kind": "export", "tvr_gym": __version__, "env": args.env, "seed": args.seed, "start": args.start,
+                "env_kwargs": kwargs}  # fmt: skip
+    writer = DatasetWriter.open(args.out, manifest)
+    todo = [i for i in range(args.episodes) if args.start + i not in writer.done]
+    try:
+        for problem, images in _progress(_exported(args, todo), len(todo), f"exporting {args.env}", not args.quiet):
+            writer.record(write_sample(writer.out, problem, images))
+    finally:
+        total = writer.finish()
+    print(f"wrote {len(todo)} episodes of {args.env} to {args.out} ({total} in the dataset)")
     return 0
 
 
@@ -325,7 +304,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG path")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("generate", help="write a TRANCE-format dataset (data.jsonl + image/)")
+    p = sub.add_parser("generate", help="write a TRANCE-format dataset (data.jsonl + image/); rerun to resume")
     p.add_argument("--setting", default="crossview", choices=list(ENV_IDS.values()))
     p.add_argument("--n", type=int, required=True, help="number of problems")
     p.add_argument("--seed", type=int, default=0)
@@ -333,8 +312,15 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--renderer", default="auto")
     p.add_argument("--size", nargs=2, type=int, default=(320, 240), metavar=("W", "H"))
+    p.add_argument("--workers", type=int, default=1, help="processes that generate and render in parallel")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("merge", help="join dataset directories (e.g. generate --start/--n shards) into one")
+    p.add_argument("shards", nargs="+", help="dataset directories")
+    p.add_argument("--out", required=True, help="a new directory")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("export", help="serve environment episodes into a TRANCE-format directory")
     p.add_argument("--env", default="TVR-CrossView-v0", help=ids)
@@ -377,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"tvr-gym {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tvr-gym {args.command}: interrupted; finished work is kept (rerun the same command to resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

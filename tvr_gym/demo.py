@@ -101,7 +101,7 @@ def draw_examples(
     import gymnasium as gym
     from PIL import Image, ImageDraw, ImageFont
 
-    from tvr_gym.cli import save_png
+    from tvr_gym.atomic import save_png
 
     first = next(iter(results.values())).records
     picks = _pick_examples(first, min(n, episodes))

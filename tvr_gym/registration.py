@@ -19,3 +19,14 @@ def register_envs() -> None:
     for env_id, setting in ENV_IDS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=ENTRY_POINT, kwargs={"setting": setting}, disable_env_checker=False)
+
+
+def check_env_id(env_id: object) -> str:
+    """``env_id`` when gymnasium knows it, else ``ValueError`` listing the registered TVR ids."""
+    from gymnasium.envs.registration import registry
+
+    register_envs()
+    if not isinstance(env_id, str) or env_id not in registry:
+        valid = ", ".join(k for k in registry if k.startswith("TVR"))
+        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    return env_id

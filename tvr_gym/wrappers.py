@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 from tvr_gym.answer import Step, format_answer
+from tvr_gym.registration import check_env_id
 from tvr_gym.scene import ATTRIBUTES, State
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, pair_index
@@ -241,7 +242,5 @@ def make_sb3_env(env_id: str, obs: str = "image", max_items: int | None = None, 
     """``gym.make(env_id, **env_kwargs)`` wrapped by :func:`wrap_for_sb3`."""
     import tvr_gym  # noqa: F401  (registers the ids)
 
-    if env_id not in gym.registry:
-        valid = ", ".join(k for k in gym.registry if k.startswith("TVR-"))
-        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    check_env_id(env_id)
     return wrap_for_sb3(gym.make(env_id, **env_kwargs), obs, max_items)

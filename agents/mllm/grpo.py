@@ -37,6 +37,7 @@ import torch
 
 from agents.mllm.policy import POLICY_FILE
 from tvr_gym.atomic import atomic_write_text, replace_dir
+from tvr_gym.registration import check_env_id
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 REWARDS = ("star", "state", "sparse")
@@ -298,9 +299,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     import tvr_gym  # noqa: F401  (registers the TVR environments)
     from agents.mllm.policy import MLLMAgent, _resolve_dtype
 
-    if cfg.env not in gym.registry:
-        valid = ", ".join(k for k in gym.registry if "TVR" in k)
-        raise ValueError(f"env: unknown id {cfg.env!r}; valid: {valid}")
+    check_env_id(cfg.env)
     # Unused parameters are normal here (e.g. the vision tower on text observations), so DDP must allow them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])

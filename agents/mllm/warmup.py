@@ -23,6 +23,7 @@ import torch
 from agents.baselines import RandomAgent
 from agents.mllm.policy import POLICY_FILE, MLLMAgent
 from tvr_gym.atomic import replace_dir
+from tvr_gym.registration import check_env_id
 from tvr_gym.spec import SPEC
 
 WARMUP_FILE = "tvr_warmup.json"
@@ -37,9 +38,7 @@ def max_items_of(env_id: str) -> int:
     """The largest number of transformations an episode of ``env_id`` can have (1 for Basic)."""
     import tvr_gym  # noqa: F401  (registers the environments)
 
-    if env_id not in gym.registry:
-        valid = ", ".join(k for k in gym.registry if "TVR" in k)
-        raise ValueError(f"env: unknown id {env_id!r}; valid: {valid}")
+    check_env_id(env_id)
     setting = gym.spec(env_id).kwargs.get("setting", "crossview")
     return int(SPEC.steps_per_setting[setting][1])
 
