@@ -100,7 +100,10 @@ class PPOAgent(Agent):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu", deterministic: bool = True) -> PPOAgent:
-        """Load ``OUT`` (a training directory), ``OUT/model.zip`` or a checkpoint ``OUT/checkpoints/*.zip``."""
+        """Load ``OUT`` (a training directory), ``OUT/model.zip`` or a checkpoint ``OUT/checkpoints/*.zip``.
+
+        SB3 model zips unpickle on load, so a crafted one can run code: load only models you trust.
+        """
         from stable_baselines3 import PPO
 
         model_path, settings_path = _locate(Path(path))

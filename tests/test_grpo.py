@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -34,17 +35,21 @@ FAVOURED = "red"
 class FavourTokenEnv(gym.Env):
     """A stand-in task whose reward counts the word ``red`` in the answer (dense enough to learn fast).
 
-    ``nan_at`` makes the n-th scored answer return NaN; ``interrupt_at`` sends SIGINT at the n-th one.
+    ``nan_at`` makes the n-th scored answer return NaN; ``interrupt_at`` sends SIGINT at the n-th one, and
+    ``signals`` maps answer numbers to the signal sent there.
     """
 
-    def __init__(self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None):
+    def __init__(
+        self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None, signals=None
+    ):
         w, h = render_size
         image = spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.observation_space = spaces.Dict({"initial": image, "final": image, "prompt": spaces.Text(64)})
         self.action_space = spaces.Text(4096)
         self.size = (h, w, 3)
         self.calls = 0
-        self.nan_at, self.interrupt_at = nan_at, interrupt_at
+        self.nan_at = nan_at
+        self.signals = dict(signals or {}) | ({interrupt_at: signal.SIGINT} if interrupt_at else {})
         self.seeds: list[int] = []
         FavourTokenEnv.instances.append(self)
 
@@ -60,8 +65,8 @@ class FavourTokenEnv(gym.Env):
 
     def step(self, text):
         self.calls += 1
-        if self.calls == self.interrupt_at:
-            os.kill(os.getpid(), signal.SIGINT)
+        if self.calls in self.signals:
+            os.kill(os.getpid(), self.signals[self.calls])
         reward = float("nan") if self.calls == self.nan_at else float(text.count(FAVOURED))
         acc = float(reward > 0)
         metrics = {"dist": 1 - acc, "norm_dist": 1 - acc, "loose_acc": acc, "acc": acc, "n_steps": 2}
@@ -225,7 +230,7 @@ def test_resume_gives_the_same_next_step_loss_as_an_uninterrupted_run(tiny_dir, 
         max_new_tokens=6,
     )
     full = train(small_config(tiny_dir, tmp_path / "full", **extra))
-    train(small_config(tiny_dir, tmp_path / "part", **{**extra, "steps": 2, "save_every": 2}))
+    train(small_config(tiny_dir, tmp_path / "part", **{**extra, "steps": 2}))  # the last step is always saved
     ckpt = tmp_path / "part" / "checkpoint-2"
     assert latest_checkpoint(tmp_path / "part") == ckpt
     assert not list((tmp_path / "part").glob(".tmp-*"))
@@ -246,6 +251,99 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_dir, tmp_path):
     history = train(small_config(tiny_dir, tmp_path / "run", steps=3, resume=True))
     assert [h["step"] for h in history] == [1, 2, 3]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_step_and_saves_an_exact_checkpoint(tiny_dir, tmp_path, signum):
+    """Schedulers send SIGTERM: it saves like Ctrl-C."""
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs={"signals": {9: signum}}))
+    assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoint-2"
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_a_second_signal_never_overwrites_an_exact_checkpoint(tiny_dir, tmp_path):
+    reference = tmp_path / "reference"
+    train(small_config(tiny_dir, reference, steps=1))
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # SIGINT twice while step 2 is scored: abort mid-step
+        twice = {"signals": {9: signal.SIGINT, 10: signal.SIGINT}}
+        train(small_config(tiny_dir, run, steps=5, save_every=1, env_kwargs=twice))
+    assert latest_checkpoint(run) == run / "checkpoint-1"
+    exact, ref = _weights(run / "checkpoint-1"), _weights(reference / "checkpoint-1")
+    assert all(torch.equal(exact[k], ref[k]) for k in ref)  # still the weights after step 1
+    assert (run / "partial-1" / "model.safetensors").is_file()
+    assert not (run / "partial-1" / "trainer_state.json").exists()
+    history = train(small_config(tiny_dir, run, steps=2, resume=True))
+    assert [h["step"] for h in history] == [1, 2]
+
+
+def test_resume_needs_a_checkpoint_and_bad_arguments_build_nothing(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="holds no exact checkpoint-STEP to resume from"):
+        train(small_config(tiny_dir, out, resume=True))
+    with pytest.raises(ValueError, match="reward_weights"):
+        train(small_config(tiny_dir, out, env="TVR-Basic-v0", env_kwargs={"reward_weights": {"wrong": -1.0}}))
+    with pytest.raises(ValueError, match="neither 'tiny' nor a checkpoint directory"):
+        train(small_config(tmp_path, out))
+    with pytest.raises(ValueError, match="env: unknown id"):
+        train(small_config(tiny_dir, out, env="TVR-Nope-v0"))
+    assert not out.exists()
+    train(small_config(tiny_dir, out, steps=1))
+    with pytest.raises(ValueError, match="already reached step 1; raise --steps"):
+        train(small_config(tiny_dir, out, steps=1, resume=True))
+
+
+def test_a_crash_while_building_the_tiny_base_leaves_nothing_half_built(tmp_path, monkeypatch):
+    import agents.mllm.tiny as tiny
+
+    real = tiny.make_tiny_model
+
+    def crash(out_dir, **kwargs):
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "config.json").write_text("{}")  # half written when the crash comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tiny, "make_tiny_model", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config("tiny", tmp_path / "run", model="tiny"))
+    assert not (tmp_path / "run" / "base").exists()
+    monkeypatch.setattr(tiny, "make_tiny_model", real)
+    train(small_config("tiny", tmp_path / "run", model="tiny", steps=1))
+    assert MLLMAgent.from_pretrained(tmp_path / "run" / "base", device="cpu") is not None
+
+
+def test_checkpoints_load_without_pickle_and_a_crafted_pickle_runs_nothing(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config(tiny_dir, run, steps=1))
+    state = run / "checkpoint-1" / "accelerate_state"
+    binaries = [f for f in state.iterdir() if f.suffix in (".bin", ".pkl", ".pt")]
+    assert binaries
+    from accelerate.utils import load as accelerate_load
+
+    for f in binaries:
+        accelerate_load(f, weights_only=True)  # what accelerate.load_state does: no pickle of code
+    json.loads((run / "checkpoint-1" / "trainer_state.json").read_text())
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    for f in binaries:
+        f.write_bytes(pickle.dumps({"python": Exploit()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(small_config(tiny_dir, run, steps=2, resume=True))
+    assert not marker.exists()
 
 
 def test_non_finite_losses_are_skipped_and_counted(tiny_dir, tmp_path):

@@ -180,54 +180,53 @@ def grpo_loss(
 
 
 # ====================================================================== checkpoints
+TRAINER_STATE = "trainer_state.json"
+"""Step, skipped updates, the episode-seed stream, the log and the config: plain JSON."""
+ACCELERATE_STATE = "accelerate_state"
+"""``accelerator.save_state``: optimizer, weights and every process's RNG, whole under ZeRO-3 and FSDP.
+It loads with ``torch.load(weights_only=True)``, so a handed-over checkpoint cannot run code."""
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    """The highest-step ``checkpoint-STEP`` directory holding a trainer state, if any."""
+    """The highest-step exact ``checkpoint-STEP`` directory (one ``--resume`` can continue from), if any."""
     found = []
     for path in out.glob("checkpoint-*"):
         suffix = path.name.split("-", 1)[1]
-        if suffix.isdigit() and (path / "trainer_state.pt").is_file():
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file() and (path / ACCELERATE_STATE).is_dir():
             found.append((int(suffix), path))
     return max(found)[1] if found else None
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(
-    accelerator, model, processor, target: Path, trainer_state: dict[str, Any] | None, policy: dict[str, Any]
+    accelerator, model, processor, target: Path, policy: dict[str, Any], trainer_state: dict[str, Any] | None
 ) -> None:
-    """Write model (safetensors) + processor (+ trainer_state.pt and per-process RNG) atomically.
+    """Write ``target`` atomically: the Hugging Face checkpoint (whole weights, processor, policy settings)
+    that ``tvr-gym eval --agent mllm:DIR`` reads and, with ``trainer_state``, everything ``--resume`` needs.
 
-    Everything goes to a temp directory beside ``target``, which is then renamed into place.
+    Every process takes part (gathering sharded weights and optimizer state is collective). All goes
+    to a temporary directory beside ``target``, renamed into place once complete.
     """
     tmp = target.with_name(f".tmp-{target.name}")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)  # the full weights, gathered from ZeRO-3 / FSDP shards
     if trainer_state is not None:
-        torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp / ACCELERATE_STATE), safe_serialization=True)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / POLICY_FILE).write_text(json.dumps(policy, indent=1) + "\n")
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / "trainer_state.pt")
+            (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1) + "\n")
         replace_dir(tmp, target)
     accelerator.wait_for_everyone()
+
+
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The JSON trainer state of an exact checkpoint."""
+    return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
 def load_model(path: Path, base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype):
@@ -274,19 +273,42 @@ def evaluate(agent, env, episodes: int, batch: int = 16) -> dict[str, Any]:
 
 # ====================================================================== training
 def resolve_model_dir(cfg: GRPOConfig, accelerator) -> Path:
-    """The base checkpoint: ``--model tiny`` builds one in OUT/base (once)."""
+    """The base checkpoint: ``--model tiny`` builds one in OUT/base, once and atomically.
+
+    It is built in a temporary directory and renamed into place, so a crash midway leaves no half-built
+    ``base`` behind: the next run builds it again.
+    """
     if cfg.model != "tiny":
-        path = Path(cfg.model).expanduser().resolve()
-        if not path.is_dir():
-            raise ValueError(f"model: {cfg.model!r} is neither 'tiny' nor a checkpoint directory")
-        return path
+        return Path(cfg.model).expanduser().resolve()
     base = Path(cfg.out).resolve() / "base"
     if accelerator.is_main_process and not (base / "config.json").is_file():
         from agents.mllm.tiny import make_tiny_model
 
-        make_tiny_model(base, seed=cfg.seed)
+        tmp = base.with_name(".tmp-base")
+        shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir(make_tiny_model(tmp, seed=cfg.seed), base)
     accelerator.wait_for_everyone()
     return base
+
+
+def check_config(cfg: GRPOConfig) -> Path | None:
+    """Everything that can be checked before a model or a directory is built; the checkpoint to resume."""
+    check_env_id(cfg.env)
+    if cfg.model != "tiny":
+        path = Path(cfg.model).expanduser()
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ValueError(f"model: {cfg.model!r} is neither 'tiny' nor a checkpoint directory (no config.json)")
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    resume_from = latest_checkpoint(out) if cfg.resume and out.is_dir() else None
+    if cfg.resume and resume_from is None:
+        raise ValueError(f"resume: {out} holds no exact checkpoint-STEP to resume from; run without --resume")
+    if resume_from is not None:
+        done = load_trainer_state(resume_from)["step"]
+        if done >= cfg.steps:
+            raise ValueError(f"resume: {resume_from.name} already reached step {done}; raise --steps to extend the run")
+    return resume_from
 
 
 def train(cfg: GRPOConfig) -> list[dict[str, float]]:
@@ -299,12 +321,16 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     import tvr_gym  # noqa: F401  (registers the TVR environments)
     from agents.mllm.policy import MLLMAgent, _resolve_dtype
 
-    check_env_id(cfg.env)
+    # ---- every argument is checked, and the environments built, before anything is written
+    resume_from = check_config(cfg)
+    env_kwargs = {"obs_mode": cfg.obs_mode, "render_size": cfg.render_size, "reward": cfg.reward, **cfg.env_kwargs}
+    env = gym.make(cfg.env, **env_kwargs)
+    eval_env = gym.make(cfg.env, **env_kwargs)
     # Unused parameters are normal here (e.g. the vision tower on text observations), so DDP must allow them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
     rank, world = accelerator.process_index, accelerator.num_processes
-    out = Path(cfg.out).resolve()
+    out = Path(cfg.out).expanduser().resolve()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     base = resolve_model_dir(cfg, accelerator)
@@ -315,12 +341,10 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed + rank)
     seed_stream = np.random.default_rng(cfg.seed)  # same on every process; each takes its own slice
-    resume_from = latest_checkpoint(out) if cfg.resume else None
     start_step, skipped, history = 0, 0, []
-    weights = resume_from or base
 
     # ---- policy, frozen reference, optimizer
-    model = load_model(weights, base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
+    model = load_model(base, base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
     agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens)
     ref_model = None
@@ -334,50 +358,46 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     model, optimizer = accelerator.prepare(model, optimizer)
     agent.model = accelerator.unwrap_model(model)
 
-    if resume_from is not None:
-        state = torch.load(resume_from / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
+    if resume_from is not None:  # weights, optimizer and RNG from accelerate's state, the rest from JSON
+        accelerator.load_state(str(resume_from / ACCELERATE_STATE))
+        state = load_trainer_state(resume_from)
         seed_stream.bit_generator.state = state["seed_stream"]
-        start_step, skipped = state["step"], state["skipped"]
-        history = state.get("history", [])
-        rng_file = resume_from / f"rng_state_{rank}.pt"
-        rng_file = rng_file if rng_file.is_file() else resume_from / "rng_state_0.pt"
-        set_rng_state(torch.load(rng_file, weights_only=False))
-
-    # ---- environments: one for training groups, one for held-out evaluation
-    env_kwargs = {"obs_mode": cfg.obs_mode, "render_size": cfg.render_size, "reward": cfg.reward, **cfg.env_kwargs}
-    env = gym.make(cfg.env, **env_kwargs)
-    eval_env = gym.make(cfg.env, **env_kwargs)
+        start_step, skipped, history = state["step"], state["skipped"], state["history"]
 
     writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
     if accelerator.is_main_process:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=str) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1, default=str) + "\n")
 
     def trainer_state(step: int) -> dict[str, Any]:
         return {
             "step": step,
-            "optimizer": optimizer.state_dict(),
             "seed_stream": seed_stream.bit_generator.state,
             "skipped": skipped,
             "history": history,
-            "config": asdict(cfg),
+            "config": json.loads(json.dumps(asdict(cfg), default=str)),
         }
 
-    def checkpoint(name: str, at_step: int | None) -> None:
-        """Save OUT/name; with ``at_step``, also everything ``--resume`` needs."""
-        state = trainer_state(at_step) if at_step is not None else None
-        save_checkpoint(accelerator, model, processor, out / name, state, agent.settings())
+    exact: set[int] = {start_step} if resume_from is not None else set()
 
-    # Ctrl-C asks to stop after the current step; the checkpoint is then exact. A second Ctrl-C aborts.
+    def checkpoint(step: int) -> Path:
+        """OUT/checkpoint-STEP with everything ``--resume`` needs, written once per step."""
+        target = out / f"checkpoint-{step}"
+        if step not in exact:
+            save_checkpoint(accelerator, model, processor, target, agent.settings(), trainer_state(step))
+            exact.add(step)
+        return target
+
+    # SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
+    # saved as an exact checkpoint. A second signal aborts at once: only weights are saved, as partial-STEP.
     stop = {"requested": False}
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
 
-    in_main_thread = hasattr(signal, "SIGINT") and _is_main_thread()
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    handled = (signal.SIGINT, signal.SIGTERM) if _is_main_thread() else ()
+    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in handled}
     show_bar = cfg.progress and accelerator.is_main_process
     bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", disable=not show_bar)
     step = start_step
@@ -479,26 +499,30 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
 
             # ---- 7. checkpoint and held-out evaluation
             if cfg.save_every and step % cfg.save_every == 0:
-                checkpoint(f"checkpoint-{step}", step)
+                checkpoint(step)
             if cfg.eval_every and cfg.eval_episodes and step % cfg.eval_every == 0:
                 _run_eval(accelerator, agent, eval_env, cfg, out, step, writer, history)
     except KeyboardInterrupt:
-        # A second Ctrl-C mid-step: save what we have (the step may be partly applied), then exit.
-        checkpoint(f"checkpoint-{step}", step)
+        # A second signal mid-step: the step may be partly applied, so these weights are no exact checkpoint.
+        save_checkpoint(accelerator, model, processor, out / f"partial-{step}", agent.settings(), None)
+        if accelerator.is_main_process:
+            print(f"aborted: weights saved to {out / f'partial-{step}'}; --resume continues from the last "
+                  "exact checkpoint")  # fmt: skip
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
         bar.close()
         env.close()
         eval_env.close()
 
+    # the last step is always an exact checkpoint, so --resume can extend a finished run too
+    last = checkpoint(step)
     if stop["requested"]:
-        checkpoint(f"checkpoint-{step}", step)
         if accelerator.is_main_process:
-            print(f"interrupted: saved {out / f'checkpoint-{step}'}; continue with --resume")
+            print(f"interrupted: saved {last}; continue with --resume")
     else:
-        checkpoint("final", None)
+        save_checkpoint(accelerator, model, processor, out / "final", agent.settings(), None)
     if writer is not None:
         writer.close()
     if accelerator.is_main_process:
