@@ -43,6 +43,7 @@ def test_oracle_needs_the_privileged_hook():
 def test_oracle_is_always_right_and_noop_scores_minus_n_gt(env_id):
     oracle = evaluate(OracleAgent(), env_id, 12, seed=40, env_kwargs=KW, progress=False, batch_size=5)
     assert all(r["metrics"]["acc"] == 1.0 and r["answer"] == r["truth"] for r in oracle.records)
+    assert all(r["reward"] == 1.0 + 5.0 * r["n_steps"] for r in oracle.records)  # the STAR maximum, always
     assert oracle.summary["overall"]["Acc"] == 1.0
     noop = evaluate(NoOpAgent(), env_id, 12, seed=40, env_kwargs=KW, progress=False)
     for r in noop.records:
