@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agents.base import Agent, act_batch
@@ -9,14 +10,21 @@ from agents.baselines import NoOpAgent, OracleAgent, RandomAgent
 
 __all__ = ["AGENT_NAMES", "Agent", "NoOpAgent", "OracleAgent", "RandomAgent", "act_batch", "make_agent"]
 
-AGENT_NAMES = ("random", "oracle", "noop", "mllm:PATH", "ppo:PATH")
+AGENT_NAMES = ("random", "oracle", "noop", "mllm:PATH", "ppo:PATH", "openai:MODEL@URL")
 """Agent specs accepted by :func:`make_agent`."""
 
 
-def make_agent(spec: str, seed: int | None = 0) -> Any:
-    """Build an agent from a spec: ``random``, ``oracle``, ``noop``, ``mllm:PATH`` or ``ppo:PATH``."""
+def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> Any:
+    """Build an agent from a spec: ``random``, ``oracle``, ``noop``, ``mllm:PATH``, ``ppo:PATH``, ``openai:MODEL@URL``.
+
+    ``obs_mode`` (``image`` or ``text``) says what a policy sees. A checkpoint trained by tvr-gym records
+    it in ``tvr_policy.json``; one trained elsewhere (verl, EasyR1, another TRL script) has none and must
+    be told, so ``mllm:PATH`` without that file needs ``obs_mode``.
+    """
     if not isinstance(spec, str):
         raise ValueError(f"agent: expected a string, got {type(spec).__name__}; valid: {', '.join(AGENT_NAMES)}")
+    if obs_mode is not None and obs_mode not in ("image", "text"):
+        raise ValueError(f"obs_mode: unknown {obs_mode!r}; valid: image, text")
     name, _, path = spec.partition(":")
     if name == "random" and not path:
         return RandomAgent(seed=seed)
@@ -26,10 +34,20 @@ def make_agent(spec: str, seed: int | None = 0) -> Any:
         return NoOpAgent()
     if name == "mllm" and path:
         from agents.mllm import MLLMAgent
+        from agents.mllm.policy import POLICY_FILE
 
-        return MLLMAgent.from_pretrained(path)
+        if obs_mode is None and Path(path).is_dir() and not (Path(path) / POLICY_FILE).is_file():
+            raise ValueError(
+                f"agent: {path} has no {POLICY_FILE} (trained outside tvr-gym?): say what it reads with "
+                "--obs-mode image or --obs-mode text"
+            )
+        return MLLMAgent.from_pretrained(path, obs_mode=obs_mode)
     if name == "ppo" and path:
         from agents.ppo import PPOAgent
 
         return PPOAgent.load(path)
+    if name == "openai" and path:
+        from agents.openai_agent import OpenAIAgent
+
+        return OpenAIAgent.from_spec(path, use_images=obs_mode != "text")
     raise ValueError(f"agent: unknown spec {spec!r}; valid: {', '.join(AGENT_NAMES)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,11 @@ from tvr_gym.transform import PAIRS
 
 
 class RandomAgent(Agent):
-    """A plausible random guess: 1-4 random valid items in the canonical format (seeded)."""
+    """A plausible random guess: 1-4 random valid items in the canonical format.
+
+    The guess is a function of the agent's seed and the observation's prompt, so it does not depend on
+    the order, the batching or the resumption of an evaluation. ``seed=None`` draws a fresh seed.
+    """
 
     def __init__(self, seed: int | None = 0, max_items: int = 4) -> None:
         if not isinstance(max_items, int) or max_items < 1:
@@ -24,14 +29,16 @@ class RandomAgent(Agent):
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
 
     def act(self, obs: Observation) -> str:
-        n = int(self.rng.integers(1, self.max_items + 1))
+        prompt = str(obs.get("prompt", "")) if isinstance(obs, Mapping) else ""
+        rng = np.random.default_rng([self.seed, zlib.crc32(prompt.encode("utf-8", errors="replace"))])
+        n = int(rng.integers(1, self.max_items + 1))
         steps = []
         for _ in range(n):
-            attr, value = PAIRS[int(self.rng.integers(len(PAIRS)))]
-            steps.append((int(self.rng.integers(SPEC.n_objects)), attr, value))
+            attr, value = PAIRS[int(rng.integers(len(PAIRS)))]
+            steps.append((int(rng.integers(SPEC.n_objects)), attr, value))
         return format_answer(steps, think="a random guess")
 
 

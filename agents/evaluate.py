@@ -1,4 +1,10 @@
-"""Run any agent on any registered TVR environment for N seeded episodes (episode i uses seed + i)."""
+"""Run any agent on any registered TVR environment for N seeded episodes (episode i uses seed + i).
+
+With ``out``, every finished episode is appended to ``out/episodes.jsonl`` as it ends (a crash or Ctrl-C
+loses at most the batch in flight), and ``resume=True`` skips the episodes already there, so an eval of
+a large model that takes hours can be interrupted and continued; the summary is always rebuilt from
+the records of the file.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,18 @@ import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environment ids)
 from agents.base import act_batch
-from tvr_gym.atomic import atomic_write_text
+from tvr_gym.atomic import Journal, atomic_write_text, check_writable
+from tvr_gym.metrics import summarize
 from tvr_gym.registration import check_env_id
+
+EPISODES_FILE = "episodes.jsonl"
+SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "eval.json"
 
 
 @dataclass
 class EvalResult:
-    """Per-episode ``records`` and their ``summary`` (:func:`tvr_gym.metrics.summarize`)."""
+    """Per-episode ``records`` (sorted by seed) and their ``summary`` (:func:`tvr_gym.metrics.summarize`)."""
 
     records: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -28,9 +39,9 @@ class EvalResult:
         """Write ``summary.json`` and ``episodes.jsonl`` into ``out_dir`` atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        summary = atomic_write_text(out / "summary.json", json.dumps(self.summary, indent=2, default=_jsonable) + "\n")
+        summary = atomic_write_text(out / SUMMARY_FILE, json.dumps(self.summary, indent=2, default=_jsonable) + "\n")
         lines = (json.dumps(r, default=_jsonable) + "\n" for r in self.records)
-        episodes = atomic_write_text(out / "episodes.jsonl", lines)
+        episodes = atomic_write_text(out / EPISODES_FILE, lines)
         return summary, episodes
 
 
@@ -50,6 +61,30 @@ def summary_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     ]
 
 
+def _open_log(out: Path, manifest: dict[str, Any], resume: bool) -> tuple[Journal, dict[int, dict[str, Any]]]:
+    """The episode log of ``out`` and, with ``resume``, the records already in it (by seed)."""
+    check_writable(out)
+    journal = Journal(out / EPISODES_FILE)
+    described = out / MANIFEST_FILE
+    if not resume:
+        journal.clear()
+        atomic_write_text(described, json.dumps(manifest, indent=1) + "\n")
+        return journal, {}
+    if described.is_file():
+        found = json.loads(described.read_text(encoding="utf-8"))
+        if found != manifest:
+            keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
+            diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys)
+            raise ValueError(f"resume: {out} holds another evaluation ({diff}); use another --out")
+    else:
+        atomic_write_text(described, json.dumps(manifest, indent=1) + "\n")
+    done = {}
+    for line in journal.read():
+        record = json.loads(line)
+        done[int(record["seed"])] = record
+    return journal, done
+
+
 def evaluate(
     agent: Any,
     env_id: str,
@@ -58,26 +93,40 @@ def evaluate(
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
     batch_size: int = 1,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes of ``env_id``; episode ``i`` is ``reset(seed=seed + i)``.
 
     ``batch_size`` episodes are reset together and answered with one ``act_batch`` call. Agents
-    with ``privileged = True`` receive each reset ``info`` through ``observe_privileged`` first.
+    with ``privileged = True`` receive each reset ``info`` through ``observe_privileged`` first. An
+    agent with an ``obs_mode`` attribute (e.g. a trained MLLM policy) sets the environment's
+    observation mode unless ``env_kwargs`` does. With ``out``, episodes stream to
+    ``out/episodes.jsonl`` and the summary is written to ``out/summary.json``; ``resume`` continues
+    an interrupted run of the same agent, environment and seed.
     """
-    from tvr_gym.metrics import summarize
-
-    if not isinstance(episodes, int) or episodes < 0:
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
         raise ValueError(f"episodes: expected an integer >= 0, got {episodes!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     check_env_id(env_id)
-    envs = [gym.make(env_id, **dict(env_kwargs or {})) for _ in range(min(batch_size, max(episodes, 1)))]
+    env_kwargs = dict(env_kwargs or {})
+    if "obs_mode" not in env_kwargs and getattr(agent, "obs_mode", None) is not None:
+        env_kwargs["obs_mode"] = agent.obs_mode
+    name = str(getattr(agent, "name", type(agent).__name__))
+    journal, done = None, {}
+    if out is not None:
+        kwargs = json.loads(json.dumps(env_kwargs, default=list))
+        manifest = {"agent": name, "env": env_id, "seed": seed, "env_kwargs": kwargs}
+        journal, done = _open_log(Path(out), manifest, resume)
+    todo = [i for i in range(episodes) if seed + i not in done]
+    envs = [gym.make(env_id, **env_kwargs) for _ in range(min(batch_size, max(len(todo), 1)))]
     privileged = bool(getattr(agent, "privileged", False))
-    records: list[dict[str, Any]] = []
-    bar = _progress(progress, episodes, f"{getattr(agent, 'name', type(agent).__name__)} on {env_id}")
+    records = dict(done)  # a resumed file keeps every record it holds
+    bar = _progress(progress, episodes, f"{name} on {env_id}", len(records))
     try:
-        for start in range(0, episodes, len(envs)):
-            batch = list(range(start, min(start + len(envs), episodes)))
+        for start in range(0, len(todo), len(envs)):
+            batch = todo[start : start + len(envs)]
             observations, infos = [], []
             for env, i in zip(envs, batch):
                 obs, info = env.reset(seed=seed + i)
@@ -86,9 +135,10 @@ def evaluate(
                 if privileged:
                     agent.observe_privileged(info)
             answers = act_batch(agent, observations)
+            finished = []
             for env, i, answer, info in zip(envs, batch, answers, infos):
                 _, reward, _, _, step_info = env.step(answer)
-                records.append(
+                finished.append(
                     {
                         "seed": seed + i,
                         "n_steps": len(info["problem"]["transformations"]),
@@ -100,6 +150,9 @@ def evaluate(
                         "metrics": step_info["metrics"],
                     }
                 )
+            if journal is not None:
+                journal.append(json.dumps(r, default=_jsonable) for r in finished)
+            records.update((r["seed"], r) for r in finished)
             if bar is not None:
                 bar[0].advance(bar[1], len(batch))
     finally:
@@ -107,16 +160,20 @@ def evaluate(
             bar[0].stop()
         for env in envs:
             env.close()
-    return EvalResult(records, summarize(summary_records(records)))
+    ordered = [records[s] for s in sorted(records)]
+    result = EvalResult(ordered, summarize(summary_records(ordered)))
+    if out is not None:
+        result.save(out)  # sorted by seed, and the summary of every record in the file
+    return result
 
 
-def _progress(enabled: bool, total: int, label: str):
+def _progress(enabled: bool, total: int, label: str, completed: int = 0):
     """A started rich progress bar and its task id, or ``None``."""
     if not enabled:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    task = bar.add_task(label, total=total)
+    task = bar.add_task(label, total=total, completed=completed)
     bar.start()
     return bar, task

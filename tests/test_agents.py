@@ -16,8 +16,10 @@ KW = {"render_size": (32, 24)}
 
 def test_random_agent_gives_plausible_seeded_guesses():
     a, b = RandomAgent(seed=3), RandomAgent(seed=3)
-    answers = [a.act({}) for _ in range(40)]
-    assert answers == [b.act({}) for _ in range(40)]
+    observations = [{"prompt": f"episode {k}"} for k in range(40)]
+    answers = [a.act(obs) for obs in observations]
+    assert answers == [b.act(obs) for obs in reversed(observations)][::-1]  # order does not matter
+    assert answers != [RandomAgent(seed=4).act(obs) for obs in observations]
     counts = set()
     for text in answers:
         parsed = parse_answer(text)

@@ -92,7 +92,8 @@ def test_eval_fails_before_running_when_out_is_unwritable(tmp_path, capsys, monk
 @pytest.mark.parametrize("command", ["eval", "export"])
 def test_an_unknown_env_is_a_clean_error_that_creates_nothing(tmp_path, capsys, command):
     out = tmp_path / "out"
-    rc = main([command, "--env", "TVR-Nope-v0", "--episodes", "1", "--out", str(out), "--quiet"])
+    count = ["--episodes", "1"] if command == "eval" else ["--n", "1"]
+    rc = main([command, "--env", "TVR-Nope-v0", *count, "--out", str(out), "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "env: unknown id 'TVR-Nope-v0'; valid: TVR-Basic-v0" in err and "Traceback" not in err
@@ -100,12 +101,13 @@ def test_an_unknown_env_is_a_clean_error_that_creates_nothing(tmp_path, capsys, 
 
 
 def test_export_resumes_and_refuses_other_data(tmp_path, trance_dir, capsys):
-    args = ["export", "--env", "TVR-Event-v0", "--seed", "2", "--size", "32", "24", "--out", str(tmp_path / "x"),
-            "--quiet"]  # fmt: skip
-    assert main([*args, "--episodes", "3"]) == 0
+    args = ["export", "--format", "trance", "--env", "TVR-Event-v0", "--seed", "2", "--size", "32", "24",
+            "--out", str(tmp_path / "x"), "--quiet"]  # fmt: skip
+    assert main([*args, "--n", "3"]) == 0
     first = (tmp_path / "x" / "data.jsonl").read_text()
-    assert main([*args, "--episodes", "5"]) == 0
+    assert main([*args, "--n", "5"]) == 0
     lines = (tmp_path / "x" / "data.jsonl").read_text().splitlines()
     assert len(lines) == 5 and "\n".join(lines[:3]) + "\n" == first
-    assert main(["export", "--env", "TVR-Event-v0", "--episodes", "1", "--out", str(trance_dir), "--quiet"]) == 2
+    refused = ["export", "--format", "trance", "--env", "TVR-Event-v0", "--n", "1", "--out", str(trance_dir), "--quiet"]
+    assert main(refused) == 2
     assert "holds no dataset.json" in capsys.readouterr().err

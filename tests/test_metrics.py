@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from props import examples, problems
 
 from tvr_gym.metrics import episode_metrics, format_table, summarize
 from tvr_gym.reference import ABLATION_REFERENCE, REFERENCE, ablation_table, comparison_table
@@ -220,3 +223,23 @@ def test_dist_agrees_with_the_core_state_distance(trance_problems):
             assert got["acc"] == float(expected == 0 and not sim.error_out and not sim.error_overlap)
             checked += expected > 0
     assert checked > 100
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(problem=problems(), data=st.data())
+def test_the_quick_acc_equals_the_evaluator_acc(problem, data):
+    """``tvr_acc`` (rejecting answers that leave a changed entry untouched) is ``episode_metrics``'s Acc,
+    and the counts with the truth's changed objects equal the counts that compare every object."""
+    from tvr_gym.answer import format_answer
+    from tvr_gym.metrics import changed_objects, entry_counts, tvr_acc
+    from tvr_gym.transform import PAIRS, simulate
+
+    truth = [(t.obj_idx, t.attr, t.value) for t in problem.transformations]
+    near = st.tuples(st.sampled_from(sorted({t.obj_idx for t in problem.transformations})), st.sampled_from(PAIRS))
+    steps = data.draw(st.one_of(st.permutations(truth), st.lists(st.one_of(st.sampled_from(truth),
+                      near.map(lambda t: (t[0], *t[1]))), max_size=6)))  # fmt: skip
+    text = format_answer(steps)
+    assert tvr_acc(text, problem) == episode_metrics(text, problem)["acc"]
+    sim = simulate(problem.initial, steps)
+    fast = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
+    assert fast == entry_counts(problem.initial, problem.final, sim.state)

@@ -93,3 +93,39 @@ def check_writable(directory: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise ValueError(f"--out: cannot write to {path} ({exc.strerror or exc})") from None
     return path
+
+
+class Journal:
+    """An append-only JSON-lines file that survives a crash: finished records are never lost.
+
+    :meth:`append` writes whole lines and fsyncs them; :meth:`read` returns the complete lines and cuts
+    off a last line torn by a crash (its record is simply made again).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[str]:
+        """The complete lines (without their newline), after dropping a torn tail from the file."""
+        if not self.path.is_file():
+            return []
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        if len(complete) != len(raw):
+            with self.path.open("r+b") as fh:
+                fh.truncate(len(complete))
+        return [line for line in complete.decode("utf-8", errors="replace").splitlines() if line.strip()]
+
+    def append(self, lines: Iterable[str]) -> None:
+        """Append ``lines`` (each one JSON record) durably."""
+        text = "".join(line + "\n" for line in lines)
+        if not text:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -11,9 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tvr_gym.atomic import check_writable
+from tvr_gym.export import FORMATS
 from tvr_gym.registration import ENV_IDS, check_env_id
 
 TRAIN_HINT = "install the training extras: pip install -e '.[train]'"
@@ -87,15 +85,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
     out = check_writable(Path(args.out) if args.out else Path("out") / "eval" / default_name)
-    agent = make_agent(args.agent, seed=args.seed)
+    agent = make_agent(args.agent, seed=args.seed, obs_mode=args.obs_mode)
     result = evaluate(
         agent, args.env, args.episodes, seed=args.seed, env_kwargs=_env_kwargs(args),
-        progress=not args.quiet, batch_size=args.batch_size,
+        progress=not args.quiet, batch_size=args.batch_size, out=out, resume=args.resume,
     )
     print(format_table(result.summary))
     _print_reference(result.summary, ENV_IDS.get(args.env), args.agent)
-    summary_path, episodes_path = result.save(out)
-    print(f"wrote {summary_path} and {episodes_path} ({len(result.records)} episodes)")
+    print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'} ({len(result.records)} episodes)")
     return 0
 
 
@@ -156,39 +153,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exported(args: argparse.Namespace, todo: list[int]) -> Iterator[tuple[Any, dict[tuple[str, str], np.ndarray]]]:
-    import gymnasium as gym
-
-    env = gym.make(args.env, **_env_kwargs(args))
-    try:
-        for i in todo:
-            obs, info = env.reset(seed=args.seed + i)
-            problem = env.unwrapped.problem
-            final_view = info["final_view"]
-            problem = dataclasses.replace(problem, idx=args.start + i, final_view=final_view)
-            yield problem, {("initial", "center"): obs["initial"], ("final", final_view): obs["final"]}
-    finally:
-        env.close()
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    from tvr_gym import __version__
-    from tvr_gym.dataset import DatasetWriter, write_sample
+    from tvr_gym.export import export
 
     check_env_id(args.env)
-    if args.episodes < 0:
-        raise ValueError("--episodes: expected an integer >= 0")
-    kwargs = _env_kwargs(args)
-    manifest = {"kind": "export", "tvr_gym": __version__, "env": args.env, "seed": args.seed, "start": args.start,
-                "env_kwargs": kwargs}  # fmt: skip
-    writer = DatasetWriter.open(args.out, manifest)
-    todo = [i for i in range(args.episodes) if args.start + i not in writer.done]
-    try:
-        for problem, images in _progress(_exported(args, todo), len(todo), f"exporting {args.env}", not args.quiet):
-            writer.record(write_sample(writer.out, problem, images))
-    finally:
-        total = writer.finish()
-    print(f"wrote {len(todo)} episodes of {args.env} to {args.out} ({total} in the dataset)")
+    target = export(
+        args.format, args.env, args.n, args.out, seed=args.seed, start=args.start, split=args.split,
+        progress=not args.quiet, **_env_kwargs(args),
+    )
+    print(f"wrote {args.n} episodes of {args.env} as {args.format} to {target}")
     return 0
 
 
@@ -282,12 +255,13 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval", help="run an agent for N seeded episodes; print and save the TVR metrics")
-    p.add_argument("--agent", default="random", help="random | oracle | noop | mllm:PATH | ppo:PATH")
+    p.add_argument("--agent", default="random", help="random | oracle | noop | mllm:PATH | ppo:PATH | openai:MODEL@URL")
     p.add_argument("--env", default="TVR-CrossView-v0", help=ids)
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=1)
     p.add_argument("--out", help="directory for summary.json and episodes.jsonl (default out/eval/AGENT-ENV)")
+    p.add_argument("--resume", action="store_true", help="skip the episodes already in OUT/episodes.jsonl")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_env_options(p)
     p.set_defaults(func=cmd_eval)
@@ -322,11 +296,13 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("export", help="serve environment episodes into a TRANCE-format directory")
+    p = sub.add_parser("export", help="write episodes for TRL (hf), verl, EasyR1 or as TRANCE data")
+    p.add_argument("--format", default="hf", choices=FORMATS, help="hf | verl | easyr1 | trance (default hf)")
     p.add_argument("--env", default="TVR-CrossView-v0", help=ids)
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start", type=int, default=0, help="idx of the first exported episode")
+    p.add_argument("--n", type=int, required=True, help="number of rows")
+    p.add_argument("--seed", type=int, default=0, help="row i is env.reset(seed=SEED, options={'index': i})")
+    p.add_argument("--start", type=int, default=0, help="index of the first row (shards: disjoint --start/--n)")
+    p.add_argument("--split", default="train", help="split name: OUT/SPLIT (hf) or OUT/SPLIT.parquet")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     _add_env_options(p)
@@ -360,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
         print(f"tvr-gym {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.atomic import atomic_open, atomic_write_text, save_png
+from tvr_gym.atomic import Journal, atomic_open, atomic_write_text, save_png
 from tvr_gym.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
 
 __all__ = ["MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "generate_dataset", "merge_datasets", "write_sample"]
@@ -102,30 +102,23 @@ class DatasetWriter:
         if data.is_file():
             for lineno, _, text in read_lines(data):
                 self.lines[_idx_of(text, f"{data}:{lineno}")] = text.rstrip("\n")
-        journal = self.out / JOURNAL_FILE
-        if journal.is_file():
-            raw = journal.read_bytes()
-            complete = raw[: raw.rfind(b"\n") + 1]  # a line torn by a crash is dropped; its sample is made again
-            if len(complete) != len(raw):
-                with journal.open("r+b") as fh:
-                    fh.truncate(len(complete))
-            for lineno, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
-                if line.strip():
-                    self.lines[_idx_of(line, f"{journal}:{lineno}")] = line
+        for lineno, line in enumerate(self._journal.read(), 1):
+            self.lines[_idx_of(line, f"{self._journal.path}:{lineno}")] = line
+
+    @property
+    def _journal(self) -> Journal:
+        return Journal(self.out / JOURNAL_FILE)
 
     def record(self, line: str) -> None:
         """Journal one finished sample (its images are already complete on disk)."""
         idx = _idx_of(line, "sample")
-        with (self.out / JOURNAL_FILE).open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._journal.append([line])
         self.lines[idx] = line
 
     def finish(self) -> int:
         """Write ``data.jsonl`` (every finished sample, sorted by idx) atomically; drop the journal."""
         atomic_write_text(self.out / DATA_FILE, (self.lines[k] + "\n" for k in sorted(self.lines)))
-        (self.out / JOURNAL_FILE).unlink(missing_ok=True)
+        self._journal.clear()
         return len(self.lines)
 
 

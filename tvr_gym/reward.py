@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from tvr_gym.answer import Step
-from tvr_gym.metrics import as_parsed, basic_scores, entry_counts
+from tvr_gym.metrics import as_parsed, basic_scores, changed_objects, entry_counts
 from tvr_gym.trance import Problem
 from tvr_gym.transform import simulate
 
@@ -245,7 +245,7 @@ def state_reward(text: Any, problem: Problem, weights: StateWeights = StateWeigh
     parsed = as_parsed(text)
     w = weights
     sim = simulate(problem.initial, parsed.steps)
-    counts = entry_counts(problem.initial, problem.final, sim.state)
+    counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
     full = w.full * len(problem.transformations)
     if counts.changed:
         correct = full * counts.right / counts.changed
@@ -274,7 +274,7 @@ def sparse_reward(text: Any, problem: Problem) -> RewardResult:
         acc = basic_scores(parsed.steps, problem)["basic_acc"]
     else:
         sim = simulate(problem.initial, parsed.steps)
-        counts = entry_counts(problem.initial, problem.final, sim.state)
+        counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
         ok = counts.wrong == 0 and counts.missed == 0 and not sim.error_out and not sim.error_overlap
         acc = 1.0 if ok else 0.0
     return _result({"acc": acc})

@@ -11,6 +11,10 @@ from tvr_gym.spec import SPEC
 ATTRIBUTES = ("color", "material", "shape", "size")
 """The categorical attributes; ``position`` is the fifth, integer one."""
 
+RADIUS_CELLS: dict[str, int] = {size: SPEC.radius_cells(size) for size in SPEC.values["size"]}
+"""Object radius in grid cells by size (6, 4, 2), read once from the spec."""
+_GAP = SPEC.min_gap_cells
+
 
 def is_visible_position(position: tuple[int, int]) -> bool:
     """True when a grid position lies inside the visible square (inclusive)."""
@@ -62,7 +66,18 @@ class SceneObject:
 
     @property
     def radius_cells(self) -> int:
-        return SPEC.radius_cells(self.size)
+        return RADIUS_CELLS[self.size]
+
+    def changed(self, attr: str, value: Any) -> SceneObject:
+        """A copy with ``attr`` set to ``value``, which the caller has checked (a parsed or validated step).
+
+        Skips the constructor's checks: simulating an answer makes one object per step, and the parser
+        only produces vocabulary values; a move's destination is checked for the grid by its caller.
+        """
+        new = object.__new__(SceneObject)
+        for name in _FIELDS:
+            object.__setattr__(new, name, value if name == attr else getattr(self, name))
+        return new
 
     def get(self, attr: str) -> Any:
         """The value of ``attr`` (``position`` gives the (x, y) tuple)."""
@@ -98,11 +113,14 @@ class SceneObject:
         return cls(d["color"], d["material"], d["shape"], d["size"], (pos[0], pos[1]), float(rotation))
 
 
+_FIELDS = ("color", "material", "shape", "size", "position", "rotation")
+
+
 def overlaps(a: SceneObject, b: SceneObject) -> bool:
     """DESIGN 1.2: centre distance < r_a + r_b + the minimum gap (all in cells)."""
     dx = a.position[0] - b.position[0]
     dy = a.position[1] - b.position[1]
-    reach = a.radius_cells + b.radius_cells + SPEC.min_gap_cells
+    reach = RADIUS_CELLS[a.size] + RADIUS_CELLS[b.size] + _GAP
     return dx * dx + dy * dy < reach * reach
 
 

@@ -140,6 +140,9 @@ class TranceSource:
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self):
                 raise ValueError(f"options.index: expected 0..{len(self) - 1}, got {index!r}")
             k = index
+            # one seed, many indices (an export): each index draws its own view, as generated problems do
+            own = np.random.default_rng([int(rng.integers(0, SEED_BOUND)), index])
+            view = self.final_views[int(own.integers(0, len(self.final_views)))]
         prob = self.problem(k)
         if prob.final_view is None:
             prob = Problem(

@@ -7,13 +7,14 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
-from tvr_gym.transform import Transformation, apply, replay
+from tvr_gym.transform import Transformation, apply, changed_entries, replay
 
 __all__ = [
     "Problem", "TranceFormatError", "image_name", "load_trance", "parse_line", "read_lines", "replay", "save_trance",
@@ -55,6 +56,11 @@ class Problem:
     @property
     def n_steps(self) -> int:
         return len(self.transformations)
+
+    @cached_property
+    def changed(self) -> frozenset[tuple[int, str]]:
+        """The (object, attribute) entries the problem changes (TVR's equality), computed once."""
+        return changed_entries(self.initial, self.final)
 
     def image_path(self, phase: str, view: str) -> Path | None:
         """The image file of ``phase`` (``initial``/``final``) from ``view``, if it exists.

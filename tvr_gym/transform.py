@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from tvr_gym.scene import SceneObject, State, is_visible_position, on_grid, overlaps
+from tvr_gym.scene import ATTRIBUTES, SceneObject, State, is_visible_position, on_grid, overlaps
 from tvr_gym.spec import SPEC, Move
 
 Value = Union[str, Move]
@@ -183,17 +183,12 @@ def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulatio
     for obj_idx, attr, value in steps:
         obj = objs[obj_idx]
         if attr == "position":
-            pos = moved(obj.position, value)  # type: ignore[arg-type]
-            if not on_grid(pos):
+            value = moved(obj.position, value)  # type: ignore[arg-type]
+            if not on_grid(value):
                 error_out = True
                 illegal += 1
                 continue
-            new = SceneObject(obj.color, obj.material, obj.shape, obj.size, pos, obj.rotation)
-        else:
-            fields = {a: getattr(obj, a) for a in ("color", "material", "shape", "size")}
-            fields[attr] = value
-            new = SceneObject(position=obj.position, rotation=obj.rotation, **fields)
-        objs[obj_idx] = new
+        objs[obj_idx] = obj.changed(attr, value)
         if attr in ("position", "size") and _overlaps_any(objs, obj_idx):
             error_overlap = True
             illegal += 1
@@ -203,6 +198,17 @@ def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulatio
 def _overlaps_any(objs: list[SceneObject], i: int) -> bool:
     me = objs[i]
     return any(j != i and overlaps(me, o) for j, o in enumerate(objs))
+
+
+def changed_entries(initial: State, final: State) -> frozenset[tuple[int, str]]:
+    """The (object, attribute) entries that differ between two states, with TVR's equality (as
+    :func:`state_distance`: two positions outside the visible square are equal)."""
+    changed = []
+    for i, (a, b) in enumerate(zip(initial.objects, final.objects, strict=True)):
+        changed += [(i, attr) for attr in ATTRIBUTES if getattr(a, attr) != getattr(b, attr)]
+        if a.position != b.position and (is_visible_position(a.position) or is_visible_position(b.position)):
+            changed.append((i, "position"))
+    return frozenset(changed)
 
 
 def state_distance(pred: State, true: State) -> int:

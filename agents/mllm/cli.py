@@ -151,6 +151,49 @@ def register(subparsers, train_subparsers) -> None:
     grpo = train_subparsers.add_parser("grpo", help="GRPO training of a multimodal LLM policy")
     add_grpo_arguments(grpo)
     grpo.set_defaults(func=run_grpo)
+    register_trl(train_subparsers)
+
+
+def register_trl(train_subparsers) -> None:
+    """``train trl-grpo`` and ``train sft``: tvr-gym's flags plus every field of TRL's own config."""
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import SFTConfig
+
+    from agents.cliargs import add_dataclass_arguments
+    from agents.mllm.trl_train import TVRArguments, train_sft, train_trl_grpo
+
+    for name, config_class, run, help_text in (
+        ("trl-grpo", TRLGRPOConfig, train_trl_grpo, "GRPO with TRL's GRPOTrainer (vLLM, DeepSpeed, FSDP) on tvr-gym"),
+        ("sft", SFTConfig, train_sft, "supervised fine-tuning on the true answers with TRL's SFTTrainer"),
+    ):
+        parser = train_subparsers.add_parser(name, help=help_text, description=help_text)
+        add_dataclass_arguments(parser, TVRArguments, "tvr-gym")
+        add_dataclass_arguments(
+            parser, config_class, f"TRL {config_class.__name__} (see TRL's documentation)", {"output_dir": ["--out"]}
+        )
+        parser.set_defaults(func=lambda args, c=config_class, r=run: run_trl(args, c, r))
+
+
+def run_trl(args: argparse.Namespace, config_class, run) -> int:
+    import torch
+
+    from agents.cliargs import dataclass_from_args
+    from agents.mllm.trl_train import TVRArguments
+
+    tvr = dataclass_from_args(TVRArguments, args)  # checked before anything is built
+    if args.output_dir is None:
+        raise ValueError("output_dir: required (--output_dir OUT)")
+    overrides = {}
+    if args.bf16 is None and not torch.cuda.is_available():
+        overrides["bf16"] = False  # TRL turns bf16 on by default; on a CPU that is slow and lossy
+    config = dataclass_from_args(config_class, args, **overrides)
+    try:
+        final = run(tvr, config)
+    except KeyboardInterrupt:
+        return 130
+    if os.environ.get("RANK", "0") == "0":
+        print(f"done: model in {final}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from agents.mllm.policy import POLICY_FILE
+from agents.mllm.tiny import build_tiny_base
 from tvr_gym.atomic import atomic_write_text, replace_dir
 from tvr_gym.registration import check_env_id
 
@@ -272,23 +273,11 @@ def evaluate(agent, env, episodes: int, batch: int = 16) -> dict[str, Any]:
 
 
 # ====================================================================== training
-def resolve_model_dir(cfg: GRPOConfig, accelerator) -> Path:
-    """The base checkpoint: ``--model tiny`` builds one in OUT/base, once and atomically.
-
-    It is built in a temporary directory and renamed into place, so a crash midway leaves no half-built
-    ``base`` behind: the next run builds it again.
-    """
+def resolve_model_dir(cfg: GRPOConfig) -> Path:
+    """The base checkpoint: ``--model tiny`` builds one in OUT/base, once and atomically."""
     if cfg.model != "tiny":
         return Path(cfg.model).expanduser().resolve()
-    base = Path(cfg.out).resolve() / "base"
-    if accelerator.is_main_process and not (base / "config.json").is_file():
-        from agents.mllm.tiny import make_tiny_model
-
-        tmp = base.with_name(".tmp-base")
-        shutil.rmtree(tmp, ignore_errors=True)
-        replace_dir(make_tiny_model(tmp, seed=cfg.seed), base)
-    accelerator.wait_for_everyone()
-    return base
+    return build_tiny_base(Path(cfg.out).resolve() / "base", seed=cfg.seed)
 
 
 def check_config(cfg: GRPOConfig) -> Path | None:
@@ -333,7 +322,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     out = Path(cfg.out).expanduser().resolve()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-    base = resolve_model_dir(cfg, accelerator)
+    base = resolve_model_dir(cfg)
     dtype = _resolve_dtype(cfg.dtype, accelerator.device)
 
     # ---- seeding, and where to start from

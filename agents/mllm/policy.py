@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tvr_gym import chat
+
 VISION_TOKEN_ATTRS = ("image_token", "video_token", "vision_start_token", "vision_end_token")
 VISION_TOKEN_NAMES = (
     "<|vision_start|>",
@@ -96,11 +98,6 @@ def _to_image(array: Any) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def _has_image(obs: Mapping[str, Any], key: str) -> bool:
-    value = obs.get(key)
-    return value is not None and np.asarray(value).size > 0
-
-
 class MLLMAgent:
     """A TVR agent backed by a Qwen2-VL-family model: ``act(obs) -> str``, ``act_batch``, ``sample``."""
 
@@ -139,12 +136,14 @@ class MLLMAgent:
         use_images: bool | None = None,
         max_new_tokens: int | None = None,
         system_prompt: str | None = None,
+        obs_mode: str | None = None,
     ) -> MLLMAgent:
         """Load a local checkpoint directory (full model, or a PEFT adapter directory over a local base).
 
         Never touches the network (``local_files_only``), never runs remote code, reads safetensors.
         ``use_images`` and ``max_new_tokens`` default to the checkpoint's ``tvr_policy.json`` (written
-        by the GRPO trainer), else to images on and 128 tokens.
+        by tvr-gym's trainers), else to images on and 128 tokens. ``obs_mode`` (``image`` or ``text``)
+        must agree with that file when both are given.
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -166,9 +165,20 @@ class MLLMAgent:
         processor = AutoProcessor.from_pretrained(path, **kwargs)
         model.to(dev).eval()
         saved = json.loads((path / POLICY_FILE).read_text()) if (path / POLICY_FILE).is_file() else {}
+        if obs_mode is not None:
+            wanted = obs_mode == "image"
+            if "use_images" in saved and saved["use_images"] != wanted:
+                trained = "image" if saved["use_images"] else "text"
+                raise ValueError(f"obs_mode: {path} was trained on {trained} observations, not {obs_mode}")
+            use_images = wanted if use_images is None else use_images
         use_images = saved.get("use_images", True) if use_images is None else use_images
         max_new_tokens = saved.get("max_new_tokens", 128) if max_new_tokens is None else max_new_tokens
         return cls(model, processor, use_images, max_new_tokens, system_prompt, name=f"mllm:{path}")
+
+    @property
+    def obs_mode(self) -> str:
+        """The environment observation mode this policy reads: ``image`` or ``text``."""
+        return "image" if self.use_images else "text"
 
     def settings(self) -> dict[str, Any]:
         """What :data:`POLICY_FILE` records: how this policy reads observations."""
@@ -185,26 +195,16 @@ class MLLMAgent:
 
     # ---------------------------------------------------------------- inputs
     def messages(self, obs: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The chat messages for one observation: two images (when used) and the prompt text."""
-        content: list[dict[str, Any]] = []
-        if self.use_images:
-            for key in ("initial", "final"):
-                if _has_image(obs, key):
-                    content.append({"type": "image"})
-        content.append({"type": "text", "text": str(obs.get("prompt", ""))})
-        msgs: list[dict[str, Any]] = []
-        if self.system_prompt:
-            msgs.append({"role": "system", "content": self.system_prompt})
-        msgs.append({"role": "user", "content": content})
-        return msgs
+        """The chat messages for one observation (:mod:`tvr_gym.chat`): the images (when used), then the prompt."""
+        n_images = len(chat.images_of(obs, self.use_images))
+        return chat.messages(str(obs.get("prompt", "")), n_images, self.system_prompt)
 
     def encode(self, obs_list: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch of observations (left padded, on the model's device)."""
         texts, images = [], []
         for obs in obs_list:
             texts.append(self.processor.apply_chat_template(self.messages(obs), add_generation_prompt=True))
-            if self.use_images:
-                images.extend(_to_image(obs[k]) for k in ("initial", "final") if _has_image(obs, k))
+            images.extend(_to_image(image) for image in chat.images_of(obs, self.use_images))
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 

@@ -224,3 +224,24 @@ def make_tiny_model(
     processor.save_pretrained(out)
     (out / "tvr_tiny.json").write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer)}, indent=1) + "\n")
     return out
+
+
+def build_tiny_base(base: str | Path, seed: int = 0) -> Path:
+    """A tiny checkpoint at ``base``, built once and atomically (in a temporary directory, then renamed).
+
+    A crash midway leaves no half-built ``base``: the next call builds it again. Under ``accelerate`` or
+    ``torchrun`` the main process builds it while the others wait.
+    """
+    import shutil
+
+    from accelerate import PartialState
+
+    from tvr_gym.atomic import replace_dir
+
+    base = Path(base).resolve()
+    with PartialState().main_process_first():
+        if not (base / "config.json").is_file():
+            tmp = base.with_name(f".tmp-{base.name}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            replace_dir(make_tiny_model(tmp, seed=seed), base)
+    return base

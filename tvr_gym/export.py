@@ -1,0 +1,293 @@
+"""``tvr-gym export``: environment episodes in the formats trainers read (TRL, verl, EasyR1) or as TRANCE data.
+
+Row ``i`` of an export is the episode ``env.reset(seed=seed, options={"index": i})``: the same seed and
+index always give the same problem and pixels, and any range of rows can be exported alone. Every
+format carries the problem as JSON, so any reward (star, state, sparse, an ablation) and any metric can
+be recomputed from a row with :mod:`tvr_gym.integrations`. The columns of each format are defined here
+only (:data:`COLUMNS`) and documented in ``docs/integrations.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tvr_gym import __version__, chat
+from tvr_gym.atomic import atomic_write_text, replace_dir
+from tvr_gym.dataset import DatasetWriter, write_sample
+from tvr_gym.registration import check_env_id
+from tvr_gym.trance import Problem
+
+__all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
+
+FORMATS = ("hf", "verl", "easyr1", "trance")
+COLUMNS: dict[str, dict[str, str]] = {
+    "hf": {
+        "prompt": "TRL conversational prompt: [{'role': 'user', 'content': <prompt text>}]; TRL puts the images "
+        "before the text",
+        "images": "[initial, final] images (image observations only)",
+        "answer": "the true answer, <think></think><answer>...</answer>",
+        "problem": "the problem as JSON (TRANCE sample dict): the ground truth of every reward",
+        "n_steps": "number of true transformations",
+        "final_view": "camera of the final image: center, left or right",
+        "env_id": "environment id",
+        "index": "row index i: env.reset(seed=seed, options={'index': i})",
+        "seed": "the export's seed",
+    },
+    "verl": {
+        "data_source": "tvr/<setting>, e.g. tvr/crossview",
+        "prompt": "[{'role': 'user', 'content': '<image><image>' + prompt text}], one <image> per image",
+        "images": "[initial, final] images (image observations only)",
+        "ability": "visual-reasoning",
+        "reward_model": "{'style': 'rule', 'ground_truth': <the problem as JSON>}",
+        "extra_info": "{'index', 'split', 'env_id', 'seed', 'answer', 'n_steps', 'final_view'}",
+    },
+    "easyr1": {
+        "problem": "'<image><image>' + prompt text, one <image> per image",
+        "answer": "the problem as JSON: EasyR1 hands it to the reward as ground_truth",
+        "images": "[initial, final] images (image observations only)",
+    },
+    "trance": {"data.jsonl": "TRANCE samples with final_view", "image/": "the observed initial and final images"},
+}
+"""Every column of every format, with its meaning."""
+
+ABILITY = "visual-reasoning"
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One exported episode, before it takes a format's shape."""
+
+    index: int
+    seed: int
+    env_id: str
+    setting: str
+    prompt: str
+    initial: np.ndarray
+    final: np.ndarray
+    use_images: bool
+    answer: str
+    problem: dict[str, Any]
+    problem_object: Problem
+    final_view: str
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The images a policy is shown: both, for image observations; none for text observations."""
+        return [self.initial, self.final] if self.use_images else []
+
+    @property
+    def problem_json(self) -> str:
+        return json.dumps(self.problem, separators=(",", ":"))
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.problem["transformations"])
+
+
+def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs: Any) -> Iterator[ExportRow]:
+    """The rows of ``indices``: row ``i`` is ``reset(seed=seed, options={"index": i})`` of ``env_id``."""
+    import gymnasium as gym
+
+    env = gym.make(check_env_id(env_id), **env_kwargs)
+    try:
+        for i in indices:
+            obs, info = env.reset(seed=seed, options={"index": i})
+            yield ExportRow(
+                index=i,
+                seed=seed,
+                env_id=env_id,
+                setting=env.unwrapped.setting,
+                prompt=obs["prompt"],
+                initial=obs["initial"],
+                final=obs["final"],
+                use_images=env.unwrapped.obs_mode == "image",
+                answer=info["truth"],
+                problem=info["problem"],
+                problem_object=env.unwrapped.problem,
+                final_view=info["final_view"],
+            )
+    finally:
+        env.close()
+
+
+def _pil(images: list[np.ndarray]) -> list[Image.Image]:
+    return [Image.fromarray(im) for im in images]
+
+
+def _hf_row(row: ExportRow) -> dict[str, Any]:
+    out = {
+        "prompt": chat.string_messages(row.prompt),
+        "answer": row.answer,
+        "problem": row.problem_json,
+        "n_steps": row.n_steps,
+        "final_view": row.final_view,
+        "env_id": row.env_id,
+        "index": row.index,
+        "seed": row.seed,
+    }
+    if row.images:
+        out["images"] = _pil(row.images)
+    return out
+
+
+def _verl_row(row: ExportRow, split: str) -> dict[str, Any]:
+    out = {
+        "data_source": f"tvr/{row.setting}",
+        "prompt": chat.placeholder_messages(row.prompt, len(row.images)),
+        "ability": ABILITY,
+        "reward_model": {"style": "rule", "ground_truth": row.problem_json},
+        "extra_info": {
+            "index": row.index, "split": split, "env_id": row.env_id, "seed": row.seed, "answer": row.answer,
+            "n_steps": row.n_steps, "final_view": row.final_view,
+        },  # fmt: skip
+    }
+    if row.images:
+        out["images"] = _pil(row.images)
+    return out
+
+
+def _easyr1_row(row: ExportRow) -> dict[str, Any]:
+    out = {"problem": chat.placeholder_text(row.prompt, len(row.images)), "answer": row.problem_json}
+    if row.images:
+        out["images"] = _pil(row.images)
+    return out
+
+
+def _features(fmt: str, with_images: bool):
+    from datasets import Features, Image, List, Value
+
+    text = Value("string")
+    message = {"role": text, "content": text}
+    columns: dict[str, Any] = {
+        "hf": {
+            "prompt": List(message), "answer": text, "problem": text, "n_steps": Value("int32"),
+            "final_view": text, "env_id": text, "index": Value("int64"), "seed": Value("int64"),
+        },
+        "verl": {
+            "data_source": text, "prompt": List(message), "ability": text,
+            "reward_model": {"style": text, "ground_truth": text},
+            "extra_info": {
+                "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
+                "n_steps": Value("int32"), "final_view": text,
+            },
+        },
+        "easyr1": {"problem": text, "answer": text},
+    }[fmt]  # fmt: skip
+    if with_images:
+        columns["images"] = List(Image())
+    return Features(columns)
+
+
+def _progress(rows: Iterator[ExportRow], total: int, label: str, enabled: bool) -> Iterator[ExportRow]:
+    from rich.progress import track
+
+    yield from track(rows, total=total, description=label, disable=not enabled, transient=False)
+
+
+def _shaped_rows(
+    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool
+) -> Iterator[dict[str, Any]]:
+    """The rows of a table format (a module-level generator, so ``datasets`` can fingerprint its arguments)."""
+    shape = {"hf": _hf_row, "verl": lambda r: _verl_row(r, split), "easyr1": _easyr1_row}[fmt]
+    rows = export_rows(env_id, range(start, start + n), seed, **env_kwargs)
+    for row in _progress(rows, n, f"exporting {env_id} ({fmt})", progress):
+        yield shape(row)
+
+
+def export(
+    fmt: str,
+    env_id: str,
+    n: int,
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    start: int = 0,
+    split: str = "train",
+    progress: bool = True,
+    **env_kwargs: Any,
+) -> Path:
+    """Export rows ``start .. start + n - 1`` of ``env_id`` as ``fmt``; returns what was written.
+
+    - ``hf``: ``out/<split>/``, a ``datasets`` dataset (``save_to_disk``); ``out/dataset_dict.json``
+      lists the splits, so ``load_from_disk(out)`` gives them all;
+    - ``verl`` and ``easyr1``: ``out/<split>.parquet``;
+    - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``.
+
+    Every argument is checked, and the environment built, before anything is written; the dataset
+    appears atomically once complete.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
+    for name, value, low in (("n", n, 0), ("seed", seed, 0), ("start", start, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if not isinstance(split, str) or not split or not split.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"split: expected a name of letters, digits, '-' or '_', got {split!r}")
+    check_env_id(env_id)
+    import gymnasium as gym
+
+    gym.make(env_id, **env_kwargs).close()  # bad keywords fail here, before any directory exists
+    if fmt == "trance":
+        return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
+    with_images = env_kwargs.get("obs_mode", "image") == "image"
+    return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images)
+
+
+def _export_table(
+    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
+    with_images: bool,
+) -> Path:  # fmt: skip
+    from datasets import Dataset
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=out) as tmp:
+        dataset = Dataset.from_generator(
+            _shaped_rows,
+            features=_features(fmt, with_images),
+            gen_kwargs={"fmt": fmt, "env_id": env_id, "start": start, "n": n, "seed": seed, "split": split,
+                        "env_kwargs": env_kwargs, "progress": progress},  # fmt: skip
+            cache_dir=str(Path(tmp) / "cache"),
+        )
+        if fmt == "hf":
+            staged = Path(tmp) / split
+            dataset.save_to_disk(str(staged))
+            target = replace_dir(staged, out / split)
+            splits = sorted({split, *_hf_splits(out)})
+            atomic_write_text(out / "dataset_dict.json", json.dumps({"splits": splits}) + "\n")
+        else:
+            staged = Path(tmp) / f"{split}.parquet"
+            dataset.to_parquet(str(staged))
+            target = out / f"{split}.parquet"
+            os.replace(staged, target)
+        del dataset
+    return target
+
+
+def _hf_splits(out: Path) -> list[str]:
+    listed = out / "dataset_dict.json"
+    found = json.loads(listed.read_text())["splits"] if listed.is_file() else []
+    return [s for s in found if (out / s / "dataset_info.json").is_file()]
+
+
+def _export_trance(
+    env_id: str, seed: int, start: int, n: int, out: Path, env_kwargs: dict, progress: bool
+) -> Path:
+    manifest = {"kind": "export", "tvr_gym": __version__, "env": env_id, "seed": seed, "env_kwargs": env_kwargs}
+    writer = DatasetWriter.open(out, json.loads(json.dumps(manifest, default=list)))
+    todo = [i for i in range(start, start + n) if i not in writer.done]
+    try:
+        for row in _progress(export_rows(env_id, todo, seed, **env_kwargs), len(todo), f"exporting {env_id}", progress):
+            problem = replace(row.problem_object, idx=row.index, final_view=row.final_view)
+            images = {("initial", "center"): row.initial, ("final", row.final_view): row.final}
+            writer.record(write_sample(writer.out, problem, images))
+    finally:
+        writer.finish()
+    return out

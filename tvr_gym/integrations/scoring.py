@@ -1,0 +1,58 @@
+"""Scoring one completion against a problem given as JSON: the shared core of every trainer adapter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tvr_gym.answer import parse_answer
+from tvr_gym.cache import LRU
+from tvr_gym.metrics import tvr_acc
+from tvr_gym.reward import RewardFn, get_reward
+from tvr_gym.trance import Problem
+
+PROBLEM_CACHE = 65_536
+"""Parsed problems kept per process: a training run sees each ground truth G times in a row."""
+
+_PROBLEMS: LRU[str, Problem] = LRU(PROBLEM_CACHE)
+
+
+def problem_from_json(ground_truth: str | Mapping[str, Any]) -> Problem:
+    """The :class:`Problem` of a ground truth: its JSON text (cached) or its dict (the TRANCE sample form)."""
+    if isinstance(ground_truth, Mapping):
+        return Problem.from_dict(ground_truth)
+    problem = _PROBLEMS.get(ground_truth)
+    if problem is None:
+        try:
+            problem = Problem.from_dict(json.loads(ground_truth))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ground truth: not a TVR problem as JSON ({exc}); export rows hold one") from None
+        _PROBLEMS.put(ground_truth, problem)
+    return problem
+
+
+@dataclass
+class Scorer:
+    """A reward by name (``star``, ``state``, ``sparse`` or a STAR ablation) with optional weight overrides.
+
+    ``score(text, ground_truth)`` gives (total, terms, acc): the reward, each of its terms, and TVR's
+    Acc of the answer (1.0 or 0.0); ``acc`` is computed only when ``with_acc`` is set.
+    """
+
+    reward: str = "star"
+    weights: dict[str, float] = field(default_factory=dict)
+    fn: RewardFn = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fn = get_reward(self.reward, **self.weights)
+
+    def score(
+        self, text: Any, ground_truth: str | Mapping[str, Any], with_acc: bool = True
+    ) -> tuple[float, dict[str, float], float | None]:
+        problem = problem_from_json(ground_truth)
+        parsed = parse_answer(text)
+        result = self.fn(parsed, problem)
+        acc = tvr_acc(parsed, problem) if with_acc else None
+        return float(result.total), {k: float(v) for k, v in result.terms.items()}, acc
