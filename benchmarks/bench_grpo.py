@@ -1,7 +1,9 @@
-"""GRPO throughput: our trainer vs TRL's ``GRPOTrainer`` on the identical tiny model, batch, G and lengths.
+"""GRPO throughput: ``train grpo`` (ours) vs ``train trl-grpo`` (TRL's ``GRPOTrainer``) on the identical tiny
+model, batch, G and lengths.
 
-Both train the same tiny Qwen2.5-VL checkpoint on the same ``TVR-Basic-v0`` text-mode prompts with the
-same STAR reward (read through the environment), B episodes x G completions per step, the same
+Both train the same tiny Qwen2.5-VL checkpoint on ``TVR-Basic-v0`` text-mode prompts with the same STAR
+reward: ours reads it through ``env.step``, TRL through ``tvr_gym.integrations.trl_reward`` on the rows
+``train trl-grpo`` exports. B episodes x G completions per step, the same
 completion length, temperature 1, beta 0, one inner update, ``grpo`` loss aggregation. Reports GRPO
 steps/s and completion tokens/s of each, and the ratio ours / TRL, measured in the same run
 (alternating rounds, timed from the end of the first step to the end of the last). Every episode is
@@ -69,24 +71,17 @@ def warm_render_cache(args) -> None:
 
 
 def trl(model_dir: Path, out: Path, args) -> dict[str, float]:
-    from datasets import Dataset
+    """``tvr-gym train trl-grpo``'s parts: the exported rows, the tvr-gym TRL reward and TRL's trainer."""
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    env = gym.make(ENV_ID, obs_mode="text", render_size=(160, 120))
-    rows = []
-    for seed in episode_seeds(args):
-        obs, _ = env.reset(seed=int(seed))
-        rows.append({"prompt": [{"role": "user", "content": [{"type": "text", "text": obs["prompt"]}]}], "seed": seed})
+    from agents.mllm.trl_train import TVRArguments, train_rows
+    from tvr_gym.integrations import trl_reward
 
-    def env_reward(completions, seed, **_):
-        rewards = []
-        for completion, s in zip(completions, seed):
-            text = completion[0]["content"] if isinstance(completion, list) else completion
-            env.reset(seed=int(s))
-            rewards.append(float(env.step(text)[1]))
-        return rewards
+    tvr = TVRArguments(model=str(model_dir), env=ENV_ID, obs_mode="text", rows=args.batch_size * (args.steps + 1),
+                       episode_seed=args.seed)  # fmt: skip
+    rows = train_rows(tvr, out, progress=False)
 
     stamps: list[float] = []
     lengths: list[float] = []
@@ -125,9 +120,9 @@ def trl(model_dir: Path, out: Path, args) -> dict[str, float]:
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=env_reward,
+        reward_funcs=trl_reward("star"),
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=rows,
         processing_class=processor,
         callbacks=[Clock()],
     )

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,7 @@ def _export_table(
     from datasets import Dataset
 
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=out) as tmp:
+    with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=out) as tmp:
         dataset = Dataset.from_generator(
             _shaped_rows,
             features=_features(fmt, with_images),
@@ -269,6 +270,20 @@ def _export_table(
             os.replace(staged, target)
         del dataset
     return target
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """``datasets``' own progress bars off (the export's bar says it all), restored afterwards."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_quiet = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_quiet:
+            enable_progress_bars()
 
 
 def _hf_splits(out: Path) -> list[str]:

@@ -127,12 +127,15 @@ def changed_objects(problem: Problem) -> frozenset[int]:
 
 
 def tvr_acc(text: Any, problem: Problem) -> float:
-    """TVR's Acc of one answer (``episode_metrics(...)["acc"]``), quicker for most wrong answers.
+    """TVR's Acc of one answer (``episode_metrics(...)["acc"]``), quicker for the commonest answers.
 
-    An entry the truth changes that no predicted step touches keeps its initial value, so such an
-    answer is at distance >= 1 without being simulated.
+    The true sequence itself gets the problem's own (once simulated) Acc; an answer that leaves an
+    entry the truth changes untouched keeps its initial value there, so it is at distance >= 1 without
+    being simulated; any other answer is simulated.
     """
     parsed = as_parsed(text)
+    if len(parsed.steps) == problem.n_steps and tuple(parsed.steps) == problem.truth_steps:
+        return problem.truth_acc  # the true sequence itself: simulated once per problem
     touched = {(obj, attr) for obj, attr, _ in parsed.steps}
     if not problem.changed <= touched:
         return 0.0

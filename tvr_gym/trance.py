@@ -14,7 +14,7 @@ from typing import Any
 from tvr_gym.atomic import atomic_open
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
-from tvr_gym.transform import Transformation, apply, changed_entries, replay
+from tvr_gym.transform import Transformation, apply, changed_entries, replay, simulate, state_distance
 
 __all__ = [
     "Problem", "TranceFormatError", "image_name", "load_trance", "parse_line", "read_lines", "replay", "save_trance",
@@ -61,6 +61,17 @@ class Problem:
     def changed(self) -> frozenset[tuple[int, str]]:
         """The (object, attribute) entries the problem changes (TVR's equality), computed once."""
         return changed_entries(self.initial, self.final)
+
+    @cached_property
+    def truth_steps(self) -> tuple[tuple[int, str, Any], ...]:
+        """The true sequence as parsed answers read it: (object, attribute, value) per step."""
+        return tuple((t.obj_idx, t.attr, t.value) for t in self.transformations)
+
+    @cached_property
+    def truth_acc(self) -> float:
+        """TVR's Acc of the true sequence itself (1.0 unless the recorded sequence is illegal), computed once."""
+        sim = simulate(self.initial, self.truth_steps)
+        return float(not sim.error_out and not sim.error_overlap and state_distance(sim.state, self.final) == 0)
 
     def image_path(self, phase: str, view: str) -> Path | None:
         """The image file of ``phase`` (``initial``/``final``) from ``view``, if it exists.

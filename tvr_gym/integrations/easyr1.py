@@ -1,6 +1,7 @@
 """EasyR1: a batch reward function, ``worker.reward.reward_function=<this file>:compute_score``.
 
-EasyR1 loads this file by its path (print it with ``python -m tvr_gym.integrations.easyr1``) and reads
+EasyR1 loads this file by its path (print it with
+``python -c "import tvr_gym.integrations.easyr1 as m; print(m.__file__)"``) and reads
 the module constants below. Weights come from ``worker.reward.reward_function_kwargs``
 (e.g. ``{reward: state}`` or ``{wrong: 2.0}``).
 """
@@ -28,7 +29,3 @@ def compute_score(reward_inputs: Sequence[Mapping[str, Any]], reward: str = "sta
         total, terms, acc = score.score(item["response"], item["ground_truth"])
         out.append({"overall": total, **terms, "accuracy": float(acc or 0.0)})
     return out
-
-
-if __name__ == "__main__":
-    print(__file__)
