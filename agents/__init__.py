@@ -1,12 +1,12 @@
-"""Agents that act in the TVR environments through one interface (:class:`agents.base.Agent`)."""
+"""Agents that act in the TVR environments through one interface (:class:`tvr_gym.agents.base.Agent`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from agents.base import Agent, act_batch
-from agents.baselines import NoOpAgent, OracleAgent, RandomAgent
+from tvr_gym.agents.base import Agent, act_batch
+from tvr_gym.agents.baselines import NoOpAgent, OracleAgent, RandomAgent
 
 __all__ = ["AGENT_NAMES", "Agent", "NoOpAgent", "OracleAgent", "RandomAgent", "act_batch", "make_agent"]
 
@@ -33,8 +33,8 @@ def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> 
     if name == "noop" and not path:
         return NoOpAgent()
     if name == "mllm" and path:
-        from agents.mllm import MLLMAgent
-        from agents.mllm.policy import POLICY_FILE
+        from tvr_gym.agents.mllm import MLLMAgent
+        from tvr_gym.agents.mllm.policy import POLICY_FILE
 
         if obs_mode is None and Path(path).is_dir() and not (Path(path) / POLICY_FILE).is_file():
             raise ValueError(
@@ -43,11 +43,11 @@ def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> 
             )
         return MLLMAgent.from_pretrained(path, obs_mode=obs_mode)
     if name == "ppo" and path:
-        from agents.ppo import PPOAgent
+        from tvr_gym.agents.ppo import PPOAgent
 
         return PPOAgent.load(path)
     if name == "openai" and path:
-        from agents.openai_agent import OpenAIAgent
+        from tvr_gym.agents.openai_agent import OpenAIAgent
 
         return OpenAIAgent.from_spec(path, use_images=obs_mode != "text")
     raise ValueError(f"agent: unknown spec {spec!r}; valid: {', '.join(AGENT_NAMES)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent, Observation
+from tvr_gym.agents.base import Agent, Observation
 from tvr_gym.answer import format_answer
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS

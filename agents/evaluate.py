@@ -18,9 +18,10 @@ from typing import Any
 import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environment ids)
-from agents.base import act_batch
+from tvr_gym.agents.base import act_batch
 from tvr_gym.atomic import Journal, atomic_write_text, check_writable
 from tvr_gym.metrics import summarize
+from tvr_gym.options import check_int
 from tvr_gym.registration import check_env_id
 
 EPISODES_FILE = "episodes.jsonl"
@@ -105,10 +106,8 @@ def evaluate(
     ``out/episodes.jsonl`` and the summary is written to ``out/summary.json``; ``resume`` continues
     an interrupted run of the same agent, environment and seed.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
-        raise ValueError(f"episodes: expected an integer >= 0, got {episodes!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    check_int("episodes", episodes, 0)
+    check_int("batch_size", batch_size, 1)
     check_env_id(env_id)
     env_kwargs = dict(env_kwargs or {})
     if "obs_mode" not in env_kwargs and getattr(agent, "obs_mode", None) is not None:

@@ -8,7 +8,6 @@ observations, so ``agents.make_agent("ppo:OUT")`` plugs into the evaluator. See 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -21,13 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent, Observation
+import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
+from tvr_gym.agents.base import Agent, Observation
 from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.options import check_choice, check_int
 from tvr_gym.registration import check_env_id
 from tvr_gym.scene import State
-from tvr_gym.wrappers import OBS_KINDS, AnswerEncoding, DiscreteAnswer, encode_states, stack_images, wrap_for_sb3
+from tvr_gym.wrappers import (
+    OBS_KINDS,
+    AnswerEncoding,
+    DiscreteAnswer,
+    encode_states,
+    stack_images,
+    symbolic_size,
+    wrap_for_sb3,
+)
 
-__all__ = ["MODEL_FILE", "SETTINGS_FILE", "PPOAgent", "PPOSettings", "register_cli", "train_ppo"]
+__all__ = ["MODEL_FILE", "SETTINGS_FILE", "PPOAgent", "PPOConfig", "PPOSettings", "train_from_config", "train_ppo"]
 
 MODEL_FILE = "model.zip"
 SETTINGS_FILE = "ppo_settings.json"
@@ -172,7 +181,6 @@ def _fit(image: np.ndarray, size: tuple[int, int], key: str) -> np.ndarray:
 
 
 def _observation_shape(settings: PPOSettings) -> tuple[int, ...]:
-    from tvr_gym.wrappers import symbolic_size
 
     w, h = settings.render_size
     return (h, w, 6) if settings.obs == "image" else (symbolic_size(),)
@@ -195,7 +203,6 @@ def _locate(path: Path) -> tuple[Path, Path]:
 def _base_env(env_id: str, **env_kwargs: Any):
     import gymnasium as gym
 
-    import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
 
     return gym.make(env_id, **env_kwargs)
 
@@ -247,12 +254,6 @@ def _callbacks(out: Path, checkpoint_every: int, n_envs: int) -> list[Any]:
     return callbacks
 
 
-def _positive(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 def train_ppo(
     env_id: str,
     timesteps: int,
@@ -285,19 +286,16 @@ def train_ppo(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    import tvr_gym  # noqa: F401
 
-    if obs not in OBS_KINDS:
-        raise ValueError(f"obs: unknown value {obs!r}; valid: {', '.join(OBS_KINDS)}")
+    check_choice("obs", obs, OBS_KINDS)
     check_env_id(env_id)
-    if vec_env not in VEC_ENVS:
-        raise ValueError(f"vec_env: unknown value {vec_env!r}; valid: {', '.join(VEC_ENVS)}")
-    timesteps = _positive("timesteps", timesteps)
-    n_envs = _positive("n_envs", n_envs)
-    seed = _positive("seed", seed, lo=0)
-    checkpoint_every = _positive("checkpoint_every", checkpoint_every, lo=0)
+    check_choice("vec_env", vec_env, VEC_ENVS)
+    timesteps = check_int("timesteps", timesteps, 1)
+    n_envs = check_int("n_envs", n_envs, 1)
+    seed = check_int("seed", seed, 0)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
     if torch_threads is not None:
-        torch.set_num_threads(_positive("torch_threads", torch_threads))
+        torch.set_num_threads(check_int("torch_threads", torch_threads, 1))
     kwargs = dict(env_kwargs or {})
     if "render_size" in kwargs:
         raise ValueError("env_kwargs: pass render_size as train_ppo's own argument")
@@ -335,61 +333,39 @@ def train_ppo(
     return PPOAgent(model, settings)
 
 
-# ---------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------------- configuration
 
 
-def register_cli(train_subparsers: Any) -> None:
-    """Add ``tvr-gym train ppo`` (its handler returns an exit code)."""
-    from tvr_gym.cli import size_wxh
+@dataclass
+class PPOConfig:
+    """The options of ``tvr-gym train ppo``, one flag per field; :func:`train_from_config` runs them."""
 
-    p = train_subparsers.add_parser("ppo", help="train a Stable-Baselines3 PPO agent")
-    p.add_argument("--env", default="TVR-Basic-v0", help="a registered TVR environment id")
-    p.add_argument("--timesteps", type=int, default=100_000, help="environment steps (= episodes)")
-    p.add_argument("--out", required=True, help="output directory (model.zip, settings, checkpoints, TensorBoard)")
-    p.add_argument("--obs", choices=OBS_KINDS, default="image", help="stacked images (CnnPolicy) or object tables")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-envs", type=int, default=1, help="parallel environments")
-    p.add_argument("--subproc", action="store_true", help="run the environments in subprocesses")
-    p.add_argument("--render-size", type=size_wxh, default=None, help="WxH (default 160x120; 32x24 for symbolic)")
-    p.add_argument("--max-items", type=int, default=None, help="answer items the action can hold (default: env max)")
-    p.add_argument("--max-visible", type=int, default=None, help="env: at most this many visible objects")
-    p.add_argument("--reward", default=None, help="env reward: star (default), state, sparse, ...")
-    p.add_argument("--source", default=None, help="episode source: procedural (default) or a TRANCE directory")
-    p.add_argument("--checkpoint-every", type=int, default=10_000, help="steps between checkpoints (0: off)")
-    p.add_argument("--learning-rate", type=float, default=3e-4)
-    p.add_argument("--n-steps", type=int, default=DEFAULT_PPO_KWARGS["n_steps"], help="rollout steps per env")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_PPO_KWARGS["batch_size"])
-    p.add_argument("--ent-coef", type=float, default=DEFAULT_PPO_KWARGS["ent_coef"])
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
-    p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Handler of ``tvr-gym train ppo``."""
-    pairs = (("max_visible", args.max_visible), ("reward", args.reward), ("source", args.source))
-    env_kwargs = {k: v for k, v in pairs if v is not None}
-    agent = train_ppo(
-        args.env,
-        args.timesteps,
-        args.out,
-        seed=args.seed,
-        obs=args.obs,
-        render_size=args.render_size,
-        n_envs=args.n_envs,
-        max_items=args.max_items,
-        env_kwargs=env_kwargs,
-        checkpoint_every=args.checkpoint_every,
-        vec_env="subproc" if args.subproc else "dummy",
-        device=args.device,
-        progress_bar=args.progress,
-        learning_rate=args.learning_rate,
-        n_steps=args.n_steps,
-        batch_size=args.batch_size,
-        ent_coef=args.ent_coef,
+    env: str = field(default="TVR-Basic-v0", metadata={"help": "a registered TVR environment id"})
+    timesteps: int = field(default=100_000, metadata={"help": "environment steps (= episodes)"})
+    out: str = field(default="runs/ppo", metadata={"help": "output directory: model.zip, settings, checkpoints"})
+    obs_mode: str = field(
+        default="image", metadata={"help": "stacked images (CnnPolicy) or object tables", "choices": OBS_KINDS}
     )
-    w, h = agent.settings.render_size
-    extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in env_kwargs.items())
-    print(f"done: {args.timesteps} steps of PPO on {args.env} ({args.obs}); model in {Path(args.out) / MODEL_FILE}")
-    print(f"evaluate with: tvr-gym eval --env {args.env} --agent ppo:{args.out} --size {w} {h}{extra}")
-    return 0
+    seed: int = field(default=0, metadata={"help": "seed of the environments and the policy"})
+    n_envs: int = field(default=1, metadata={"help": "parallel environments"})
+    subproc: bool = field(default=False, metadata={"help": "run the environments in subprocesses"})
+    size: list[int] | None = field(default=None, metadata={"help": "image size W H (default 160 120; 32 24 symbolic)"})
+    max_items: int | None = field(default=None, metadata={"help": "answer items an action can hold (default: env max)"})
+    checkpoint_every: int = field(default=10_000, metadata={"help": "steps between checkpoints (0: off)"})
+    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    n_steps: int = field(default=DEFAULT_PPO_KWARGS["n_steps"], metadata={"help": "rollout steps per environment"})
+    batch_size: int = field(default=DEFAULT_PPO_KWARGS["batch_size"], metadata={"help": "minibatch size"})
+    ent_coef: float = field(default=DEFAULT_PPO_KWARGS["ent_coef"], metadata={"help": "entropy coefficient"})
+    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, auto)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "further environment keywords"})
+
+
+def train_from_config(cfg: PPOConfig) -> PPOAgent:
+    """:func:`train_ppo` with the options of a :class:`PPOConfig`."""
+    return train_ppo(
+        cfg.env, cfg.timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
+        max_items=cfg.max_items, env_kwargs=cfg.env_kwargs, checkpoint_every=cfg.checkpoint_every,
+        vec_env="subproc" if cfg.subproc else "dummy", device=cfg.device, progress_bar=not cfg.quiet,
+        learning_rate=cfg.lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef,
+    )  # fmt: skip

@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     results["cached"] = episodes_per_second(cached_env, itertools.cycle(range(16)), args.seconds)
 
     with tempfile.TemporaryDirectory() as tmp:
-        from tvr_gym.cli import main as cli
+        from tvr_gym.apps.cli import main as cli
 
         cli(["export", "--env", ENV_ID, "--episodes", "64", "--size", str(SIZE[0]), str(SIZE[1]),
              "--renderer", args.renderer, "--out", tmp, "--quiet"])

@@ -55,7 +55,7 @@ def run(n: int, repeats: int, seed: int) -> dict:
         }
     # fast mask vs the exact ray caster, on the same final states and cameras
     problems = [generate("crossview", seed, i) for i in range(20)]
-    jobs = [(p.final, camera_rig(v, p.extra["render_seed"])) for p in problems for v in VIEWS]
+    jobs = [(p.final, camera_rig(v, p.render_seed)) for p in problems for v in VIEWS]
     renderer = make_renderer("numpy")
     fast = _best_rate(lambda: [instance_mask(s, c) for s, c in jobs], len(jobs), repeats)[1]
     exact = _best_rate(lambda: [renderer.render_mask(s, c) for s, c in jobs], len(jobs), repeats)[1]

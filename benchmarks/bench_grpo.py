@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 import tvr_gym  # noqa: F401  (registers the environments)
-from agents.mllm.grpo import GRPOConfig, train
-from agents.mllm.tiny import make_tiny_model
 from benchmarks import cpu_model
+from tvr_gym.agents.mllm.grpo import GRPOConfig, train
+from tvr_gym.agents.mllm.tiny import make_tiny_model
 
 ENV_ID = "TVR-Basic-v0"
 
@@ -48,7 +48,7 @@ def ours(model_dir: Path, out: Path, args) -> dict[str, float]:
         save_every=0,
         eval_every=0,
         device="cpu",
-        progress=False,
+        quiet=True,
         seed=args.seed,
     )
     history = train(cfg)
@@ -76,10 +76,10 @@ def trl(model_dir: Path, out: Path, args) -> dict[str, float]:
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    from agents.mllm.trl_train import TVRArguments, train_rows
+    from tvr_gym.agents.mllm.trl_train import TVRArguments, train_rows
     from tvr_gym.integrations import trl_reward
 
-    tvr = TVRArguments(model=str(model_dir), env=ENV_ID, obs_mode="text", rows=args.batch_size * (args.steps + 1),
+    tvr = TVRArguments(model=str(model_dir), env=ENV_ID, obs_mode="text", n=args.batch_size * (args.steps + 1),
                        episode_seed=args.seed)  # fmt: skip
     rows = train_rows(tvr, out, progress=False)
 

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environments)
-from agents.baselines import RandomAgent
 from benchmarks import cpu_model
+from tvr_gym.agents.baselines import RandomAgent
 from tvr_gym.answer import format_answer, parse_answer
 from tvr_gym.atomic import atomic_write_text
 from tvr_gym.integrations import compute_score, easyr1_compute_score, problem_from_json, trl_reward

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.ppo import train_ppo
 from benchmarks import cpu_model
+from tvr_gym.agents.ppo import train_ppo
 from tvr_gym.atomic import atomic_write_text
 
 SIZE = (64, 48)
@@ -92,7 +92,7 @@ def throughput(work: Path, n: int) -> list[tuple[str, float]]:
 
 
 def _score(agent, env_kwargs: dict, episodes: int, seed: int) -> dict[str, float]:
-    from agents.evaluate import evaluate
+    from tvr_gym.agents.evaluate import evaluate
 
     result = evaluate(agent, "TVR-Basic-v0", episodes, seed=seed, env_kwargs={**env_kwargs, "render_size": TINY},
                       progress=False)  # fmt: skip
@@ -110,7 +110,7 @@ HELD_OUT_SEED = 10**6
 
 def learning(work: Path, variant: str, timesteps: int, seed: int, episodes: int) -> dict[str, dict[str, float]]:
     """Held-out scores of the random agent, the untrained network and PPO after ``timesteps`` steps."""
-    from agents import RandomAgent
+    from tvr_gym.agents import RandomAgent
 
     if variant == "easy":
         train_kw = {"source": _color_dataset(work / "train", 1, 1024)}

@@ -1,6 +1,6 @@
 """Learning curves: GRPO on the format-warmed tiny model with the star, state and sparse rewards.
 
-One tiny Qwen2.5-VL is built and given a short format warm-up (:mod:`agents.mllm.warmup`: random
+One tiny Qwen2.5-VL is built and given a short format warm-up (:mod:`tvr_gym.agents.mllm.warmup`: random
 well-formed answers, never the truth), so it starts where a real instruct model starts: it writes the
 answer grammar but knows nothing about the task. From that one checkpoint, every run gets the same
 budget (steps, B, G, lr, completion length) on ``TVR-Basic-v0``, 3 seeds per reward. Every
@@ -42,8 +42,8 @@ METRICS = (
 
 def held_out_scores(agent: Any, env: Any, episodes: int, batch: int = 16) -> dict[str, float]:
     """Greedy answers of ``agent`` on the held-out seeds, scored through ``env`` (a STAR-reward env)."""
-    from agents.base import act_batch
-    from agents.mllm.grpo import EVAL_SEED_BASE
+    from tvr_gym.agents.base import act_batch
+    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
     from tvr_gym.metrics import summarize
 
     records, formats = [], []
@@ -78,7 +78,7 @@ def _star_env(obs_mode: str):
 
 
 def _load(path: Path, obs_mode: str, max_new_tokens: int):
-    from agents.mllm.policy import MLLMAgent
+    from tvr_gym.agents.mllm.policy import MLLMAgent
 
     return MLLMAgent.from_pretrained(path, device="cpu", use_images=obs_mode == "image", max_new_tokens=max_new_tokens)
 
@@ -87,7 +87,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from agents.mllm.grpo import GRPOConfig, train
+    from tvr_gym.agents.mllm.grpo import GRPOConfig, train
 
     cfg = GRPOConfig(**job["config"])
     t0 = time.time()
@@ -170,8 +170,8 @@ def build_start(out: Path, args: argparse.Namespace) -> Path:
     """The shared starting checkpoint: a tiny model with a format warm-up on Basic prompts."""
     import torch
 
-    from agents.mllm.tiny import make_tiny_model
-    from agents.mllm.warmup import warmup_format
+    from tvr_gym.agents.mllm.tiny import make_tiny_model
+    from tvr_gym.agents.mllm.warmup import warmup_format
 
     start = out / "warm-base"
     if (start / "tvr_warmup.json").is_file():
@@ -208,7 +208,7 @@ def main() -> None:
     start = build_start(out, args)
     warm_seconds = time.time() - t0
 
-    from agents.baselines import RandomAgent
+    from tvr_gym.agents.baselines import RandomAgent
 
     env = _star_env(args.obs_mode)
     start_scores = held_out_scores(_load(start, args.obs_mode, args.max_new_tokens), env, args.eval_episodes)
@@ -233,7 +233,7 @@ def main() -> None:
                 eval_episodes=args.eval_episodes,
                 seed=seed,
                 device="cpu",
-                progress=False,
+                quiet=True,
             )
             jobs.append({"reward": reward, "config": config, "start": start_scores})
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:

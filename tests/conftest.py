@@ -51,7 +51,7 @@ def torch_one_thread():
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A freshly built tiny Qwen2.5-VL checkpoint directory (random weights)."""
-    from agents.mllm.tiny import make_tiny_model
+    from tvr_gym.agents.mllm.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 

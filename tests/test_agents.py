@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agents import Agent, NoOpAgent, OracleAgent, RandomAgent, make_agent
-from agents.evaluate import EvalResult, evaluate
+from tvr_gym.agents import Agent, NoOpAgent, OracleAgent, RandomAgent, make_agent
+from tvr_gym.agents.evaluate import EvalResult, evaluate
 from tvr_gym.answer import parse_answer
 from tvr_gym.spec import SPEC
 

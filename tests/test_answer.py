@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 from tvr_gym.answer import MAX_ANSWER_CHARS, Parsed, format_answer, format_item, parse_answer
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation
+
+from props import examples
 
 steps_st = st.lists(
     st.tuples(st.integers(0, SPEC.n_objects - 1), st.sampled_from(PAIRS)).map(lambda t: (t[0], *t[1])),

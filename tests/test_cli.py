@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvr_gym.cli import build_parser, main
+from tvr_gym.apps.cli import build_parser, main
 from tvr_gym.trance import load_trance
 
 
@@ -33,7 +33,7 @@ def test_eval_bad_agent_is_a_clear_error(tmp_path, capsys):
 
 
 def test_show_writes_a_png(tmp_path, trance_dir):
-    cases = (["--setting", "crossview", "--seed", "2", "--index", "1"], ["--trance", str(trance_dir), "--idx", "5"])
+    cases = (["--setting", "crossview", "--seed", "2", "--index", "1"], ["--trance", str(trance_dir), "--index", "5"])
     for args in cases:
         path = tmp_path / f"show{len(args)}.png"
         assert main(["show", *args, "--size", "64", "48", "--out", str(path)]) == 0
@@ -61,7 +61,7 @@ def test_generate_writes_a_loadable_trance_dir(tmp_path):
 
 def test_train_lists_the_trainers():
     # A fresh process: the trainers import torch's triton, which must not follow this process's gl context.
-    out = subprocess.run([sys.executable, "-m", "tvr_gym.cli", "train"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tvr_gym", "train"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "grpo" in out.stdout and "ppo" in out.stdout
 
@@ -78,10 +78,10 @@ def test_parser_has_every_command():
 
 
 def test_eval_fails_before_running_when_out_is_unwritable(tmp_path, capsys, monkeypatch):
-    import agents
+    import tvr_gym.apps.cli as cli
 
     built = []
-    monkeypatch.setattr(agents, "make_agent", lambda *a, **k: built.append(1))
+    monkeypatch.setattr(cli, "make_agent", lambda *a, **k: built.append(1))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     rc = main(["eval", "--agent", "random", "--episodes", "50", "--out", str(blocker / "eval"), "--quiet"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from tvr_gym.cli import main
+from tvr_gym.apps.cli import main
 from tvr_gym.dataset import JOURNAL_FILE, MANIFEST_FILE, DatasetDirError, generate_dataset, merge_datasets
 from tvr_gym.trance import load_trance
 
@@ -58,7 +58,7 @@ def reference(tmp_path_factory) -> Path:
 
 def test_a_killed_run_resumes_to_the_same_dataset(tmp_path):
     out, n = tmp_path / "data", "40"
-    cmd = [sys.executable, "-m", "tvr_gym.cli", "generate", "--setting", "crossview", "--seed", "4", "--size", *SIZE,
+    cmd = [sys.executable, "-m", "tvr_gym", "generate", "--setting", "crossview", "--seed", "4", "--size", *SIZE,
            "--out", str(out), "--quiet", "--n", n]  # fmt: skip
     proc = subprocess.Popen(cmd)
     journal = out / JOURNAL_FILE

@@ -30,7 +30,7 @@ def _commands(path: Path) -> list[list[str]]:
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #")[0].strip()
-            if "tvr-gym " in line or "tvr_gym.cli" in line:
+            if "tvr-gym " in line or "-m tvr_gym " in line:
                 words = shlex.split(line)
                 while words and "=" in words[0] and not words[0].startswith("-"):
                     words.pop(0)  # VAR=value prefixes
@@ -39,14 +39,14 @@ def _commands(path: Path) -> list[list[str]]:
 
 
 def _tvr_args(words: list[str]) -> list[str]:
-    if "tvr_gym.cli" in words:
-        return words[words.index("tvr_gym.cli") + 1 :]
+    if "tvr_gym" in words:
+        return words[words.index("tvr_gym") + 1 :]
     return words[words.index("tvr-gym") + 1 :]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_command_shown_parses(doc, monkeypatch):
-    from tvr_gym.cli import build_parser
+    from tvr_gym.apps.cli import build_parser
 
     parser = build_parser(with_trainers=True)
     seen = 0

@@ -13,7 +13,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from props import examples
 
 import tvr_gym
 from tvr_gym.answer import format_answer, parse_answer
@@ -23,6 +22,8 @@ from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
 from tvr_gym.registration import ENV_IDS
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, load_trance
+
+from props import examples
 
 SMALL = (64, 48)
 IDS = list(ENV_IDS)
@@ -273,7 +274,7 @@ def test_prompt_is_a_pure_function_of_the_problem(trance_problems, trance_dir):
     ({"reward": "dense"}, "valid: star, state, sparse"),
     ({"renderer": "vulkan"}, "valid: auto"),
     ({"obs_mode": "audio"}, "valid: image, text"),
-    ({"render_mode": "human"}, "valid: None, rgb_array"),
+    ({"render_mode": "human"}, "render_mode: unknown value .human.; valid: rgb_array"),
     ({"final_views": ("top",)}, "valid: center, left, right"),
     ({"steps": 5}, "1..4"),
     ({"steps": (0, 2)}, "1..4"),
@@ -538,7 +539,7 @@ def test_make_vec(mode):
 
 def test_export_round_trip_preserves_observations(tmp_path):
     """Episodes written as a TRANCE directory are served back with the same images and truth."""
-    from tvr_gym.cli import main
+    from tvr_gym.apps.cli import main
 
     assert main(["export", "--format", "trance", "--env", "TVR-CrossView-v0", "--n", "3", "--seed", "4",
                  "--size", "48", "36", "--out", str(tmp_path), "--quiet"]) == 0  # fmt: skip

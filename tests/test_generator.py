@@ -1,4 +1,4 @@
-"""The TRANCE problem generator: determinism, every rule of DESIGN 1.3, balance and options."""
+"""The TRANCE problem generator: determinism, every rule of docs/generator.md, balance and options."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from itertools import combinations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 import tvr_gym.generator as generator
-from tvr_gym.generator import SETTINGS, GenerationError, generate, resolve_options
+from tvr_gym.generator import SETTINGS, GenerationError, generate
 from tvr_gym.occlusion import pixel_counts
+from tvr_gym.options import episode_options
 from tvr_gym.render.rig import VIEWS, camera_rig
 from tvr_gym.scene import on_grid, overlaps
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, image_name
 from tvr_gym.transform import PAIRS, apply, move_type, moved, out_options, replay, state_distance
+
+from props import examples
 
 MIN_PIXELS = SPEC.occlusion_min_pixels
 
@@ -29,7 +31,7 @@ def assert_no_overlap(state) -> None:
 
 
 def check_structure(problem: Problem, initial_counts=None, strict_scene: bool = True) -> None:
-    """Re-check the geometric and bookkeeping rules of DESIGN 1.2-1.3, independently of the generator.
+    """Re-check the geometric and bookkeeping rules (docs/task.md, docs/generator.md), apart from the generator.
 
     ``initial_counts`` (pixels per object in the initial centre view) adds the "unoccluded" half of
     rule 4. ``strict_scene`` also requires the minimum gap between every pair in every state (our
@@ -84,7 +86,7 @@ def check_structure(problem: Problem, initial_counts=None, strict_scene: bool = 
 
 def check_rules(problem: Problem) -> None:
     """Every rule, including occlusion (rules 4 and 6) with the episode's jittered cameras."""
-    seed = problem.extra["render_seed"]
+    seed = problem.render_seed
     cams = {v: camera_rig(v, seed) for v in VIEWS}
     init = problem.initial
     assert all(0.0 <= o.rotation < 360.0 for o in init.objects)
@@ -143,10 +145,10 @@ def test_problem_records_setting_seed_render_seed_and_view():
     p = generate("crossview", 55, 3)
     assert p.idx == 3
     assert p.extra["setting"] == "crossview" and p.extra["seed"] == 55
-    assert isinstance(p.extra["render_seed"], int) and p.extra["render_seed"] >= 0
+    assert isinstance(p.render_seed, int) and p.render_seed >= 0
     assert p.final_view in VIEWS
     d = p.to_dict()
-    assert d["final_view"] == p.final_view and d["render_seed"] == p.extra["render_seed"]
+    assert d["final_view"] == p.final_view and d["render_seed"] == p.render_seed
     assert Problem.from_dict(d).to_dict() == d
 
 
@@ -236,7 +238,7 @@ def test_balance_of_steps_attributes_pairs_types_objects_and_visible_counts(bala
 
 def test_options_override_the_preset():
     for i in range(10):
-        p = generate("event", 5, i, steps=3, visible=10, attributes=["color", "size"], final_views=["left"])
+        p = generate("crossview", 5, i, steps=3, visible=10, attributes=["color", "size"], final_views=["left"])
         assert p.n_steps == 3 and p.final_view == "left"
         assert len(p.initial.visible_indices()) == 10
         assert {s.attr for s in p.transformations} <= {"color", "size"}
@@ -248,13 +250,13 @@ def test_options_override_the_preset():
     assert set(ranged) == {2, 3}
 
 
-def test_resolve_options_gives_the_presets():
-    assert resolve_options("basic").steps == (1, 1)
-    assert resolve_options("event").steps == (1, 4)
-    assert resolve_options("crossview").final_views == ("left", "center", "right")
-    assert resolve_options("basic").final_views == ("center",)
-    assert resolve_options("event").visible == (1, 10)
-    assert resolve_options("event", attributes=["size", "color"]).attributes == ("color", "size")
+def test_episode_options_give_the_presets():
+    assert episode_options("basic").steps == (1, 1)
+    assert episode_options("event").steps == (1, 4)
+    assert episode_options("crossview").final_views == ("left", "center", "right")
+    assert episode_options("basic").final_views == ("center",)
+    assert episode_options("event").visible == (1, 10)
+    assert episode_options("event", attributes=["size", "color"]).attributes == ("color", "size")
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,9 @@ import torch
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 import tvr_gym  # noqa: F401  (registers the environments)
-from agents.mllm.grpo import (
+from tvr_gym.agents.mllm.grpo import (
     EVAL_SEED_BASE,
     GRPOConfig,
     aggregate,
@@ -27,7 +26,9 @@ from agents.mllm.grpo import (
     latest_checkpoint,
     train,
 )
-from agents.mllm.policy import MLLMAgent
+from tvr_gym.agents.mllm.policy import MLLMAgent
+
+from props import examples
 
 FAVOURED = "red"
 
@@ -35,25 +36,28 @@ FAVOURED = "red"
 class FavourTokenEnv(gym.Env):
     """A stand-in task whose reward counts the word ``red`` in the answer (dense enough to learn fast).
 
-    ``nan_at`` makes the n-th scored answer return NaN; ``interrupt_at`` sends SIGINT at the n-th one, and
-    ``signals`` maps answer numbers to the signal sent there.
+    Scored answers are counted per ``run`` across every instance (a trainer makes one environment per
+    episode of a step): ``nan_at`` makes the n-th scored answer of the run return NaN, ``interrupt_at``
+    sends SIGINT at the n-th one, and ``signals`` maps answer numbers to the signal sent there.
     """
 
+    scored: dict[str, int] = {}
+    instances: list[FavourTokenEnv] = []
+
     def __init__(
-        self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None, signals=None
-    ):
+        self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None, signals=None,
+        run="default",
+    ):  # fmt: skip
         w, h = render_size
         image = spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.observation_space = spaces.Dict({"initial": image, "final": image, "prompt": spaces.Text(64)})
         self.action_space = spaces.Text(4096)
         self.size = (h, w, 3)
-        self.calls = 0
+        self.run = run
         self.nan_at = nan_at
         self.signals = dict(signals or {}) | ({interrupt_at: signal.SIGINT} if interrupt_at else {})
         self.seeds: list[int] = []
         FavourTokenEnv.instances.append(self)
-
-    instances: list[FavourTokenEnv] = []
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -61,16 +65,20 @@ class FavourTokenEnv(gym.Env):
             self.seeds.append(seed)
         shade = int(self.np_random.integers(0, 256))
         image = np.full(self.size, shade, np.uint8)
-        return {"initial": image, "final": image, "prompt": "object color"}, {"truth": ""}
+        info = {"truth": "", "problem": {"transformations": [{}, {}]}, "final_view": "center"}
+        return {"initial": image, "final": image, "prompt": "object color"}, info
 
-    def step(self, text):
-        self.calls += 1
-        if self.calls in self.signals:
-            os.kill(os.getpid(), self.signals[self.calls])
-        reward = float("nan") if self.calls == self.nan_at else float(text.count(FAVOURED))
+    def score(self, text):
+        calls = FavourTokenEnv.scored[self.run] = FavourTokenEnv.scored.get(self.run, 0) + 1
+        if calls in self.signals:
+            os.kill(os.getpid(), self.signals[calls])
+        reward = float("nan") if calls == self.nan_at else float(text.count(FAVOURED))
         acc = float(reward > 0)
         metrics = {"dist": 1 - acc, "norm_dist": 1 - acc, "loose_acc": acc, "acc": acc, "n_steps": 2}
-        info = {"reward_terms": {"count": reward}, "metrics": metrics, "final_view": "center"}
+        return reward, {"reward_terms": {"count": reward}, "metrics": metrics, "final_view": "center"}
+
+    def step(self, text):
+        reward, info = self.score(text)
         return self.reset()[0], reward, True, False, info
 
 
@@ -93,7 +101,7 @@ def small_config(tiny_dir, out, **overrides) -> GRPOConfig:
         save_every=0,
         eval_every=0,
         device="cpu",
-        progress=False,
+        quiet=True,
     )
     options.update(overrides)
     return GRPOConfig(**options)
@@ -244,7 +252,7 @@ def test_resume_gives_the_same_next_step_loss_as_an_uninterrupted_run(tiny_dir, 
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_dir, tmp_path):
-    cfg = small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs={"interrupt_at": 9})  # during step 2
+    cfg = small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs={"interrupt_at": 9, "run": str(tmp_path)})
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoint-2"
@@ -257,7 +265,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_dir, tmp_path):
 def test_a_signal_stops_after_the_step_and_saves_an_exact_checkpoint(tiny_dir, tmp_path, signum):
     """Schedulers send SIGTERM: it saves like Ctrl-C."""
     with pytest.raises(KeyboardInterrupt):
-        train(small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs={"signals": {9: signum}}))
+        kwargs = {"signals": {9: signum}, "run": str(tmp_path)}  # the first answer scored in step 2
+        train(small_config(tiny_dir, tmp_path / "run", steps=5, env_kwargs=kwargs))
     assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoint-2"
     assert not (tmp_path / "run" / "final").exists()
 
@@ -273,7 +282,7 @@ def test_a_second_signal_never_overwrites_an_exact_checkpoint(tiny_dir, tmp_path
     train(small_config(tiny_dir, reference, steps=1))
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):  # SIGINT twice while step 2 is scored: abort mid-step
-        twice = {"signals": {9: signal.SIGINT, 10: signal.SIGINT}}
+        twice = {"signals": {9: signal.SIGINT, 10: signal.SIGINT}, "run": str(tmp_path)}  # both in step 2
         train(small_config(tiny_dir, run, steps=5, save_every=1, env_kwargs=twice))
     assert latest_checkpoint(run) == run / "checkpoint-1"
     exact, ref = _weights(run / "checkpoint-1"), _weights(reference / "checkpoint-1")
@@ -301,7 +310,7 @@ def test_resume_needs_a_checkpoint_and_bad_arguments_build_nothing(tiny_dir, tmp
 
 
 def test_a_crash_while_building_the_tiny_base_leaves_nothing_half_built(tmp_path, monkeypatch):
-    import agents.mllm.tiny as tiny
+    import tvr_gym.agents.mllm.tiny as tiny
 
     real = tiny.make_tiny_model
 
@@ -347,7 +356,7 @@ def test_checkpoints_load_without_pickle_and_a_crafted_pickle_runs_nothing(tiny_
 
 
 def test_non_finite_losses_are_skipped_and_counted(tiny_dir, tmp_path):
-    history = train(small_config(tiny_dir, tmp_path / "run", steps=2, env_kwargs={"nan_at": 3}))
+    history = train(small_config(tiny_dir, tmp_path / "run", steps=2, env_kwargs={"nan_at": 3, "run": str(tmp_path)}))
     assert history[0]["skipped"] == 1 and history[1]["skipped"] == 1
     weights = MLLMAgent.from_pretrained(tmp_path / "run" / "final", device="cpu").model.state_dict()
     assert all(torch.isfinite(v).all() for v in weights.values())
@@ -378,8 +387,8 @@ def test_real_env_run_logs_tensorboard_and_writes_held_out_evaluations(tiny_dir,
 def test_held_out_seeds_never_meet_training_seeds(tiny_dir, tmp_path):
     FavourTokenEnv.instances.clear()
     train(small_config(tiny_dir, tmp_path / "run", steps=3, eval_every=1, eval_episodes=3))
-    train_env, eval_env = FavourTokenEnv.instances[:2]  # the trainer makes the training env first
-    trained, held_out = set(train_env.seeds), set(eval_env.seeds)
+    trained = {s for env in FavourTokenEnv.instances[:2] for s in env.seeds}  # one training env per episode
+    held_out = {s for env in FavourTokenEnv.instances[2:] for s in env.seeds}  # the evaluator's
     assert len(trained) == 3 * 2 and held_out == {EVAL_SEED_BASE + i for i in range(3)}
     assert max(trained) < EVAL_SEED_BASE
 
@@ -398,7 +407,7 @@ def test_lora_run_saves_an_adapter_that_loads_as_an_agent(tiny_dir, tmp_path):
 
 
 def test_cli_builds_the_tiny_model_and_trains(tmp_path, capsys):
-    from agents.mllm.cli import main
+    from tvr_gym.apps.cli import main
 
     assert main(["make-tiny-model", str(tmp_path / "tiny")]) == 0
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
@@ -421,7 +430,7 @@ def test_cli_builds_the_tiny_model_and_trains(tmp_path, capsys):
         str(tmp_path / "run"),
         "--device",
         "cpu",
-        "--no-progress",
+        "--quiet",
         "--loss",
         "dr_grpo",
     ]
@@ -431,11 +440,13 @@ def test_cli_builds_the_tiny_model_and_trains(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["scale_std"] is False
     with pytest.raises(SystemExit):
         main(["train", "grpo", "--out", str(tmp_path / "x"), "--loss", "ppo"])
+    assert main(["train", "grpo", "--out", str(tmp_path / "x"), "--reward", "no_wrong_penalty", "--steps", "0"]) == 2
+    assert "steps: expected an integer >= 1" in capsys.readouterr().err  # an ablation is a valid --reward
 
 
 def test_trained_policy_plugs_into_the_evaluator_as_an_agent(tiny_dir, trance_dir, tmp_path):
-    from agents import make_agent
-    from agents.evaluate import evaluate
+    from tvr_gym.agents import make_agent
+    from tvr_gym.agents.evaluate import evaluate
 
     out = tmp_path / "run"
     env_kwargs = {"source": str(trance_dir), "obs_mode": "text", "render_size": (160, 120)}

@@ -157,7 +157,7 @@ def test_text_observations_export_no_images(exports):
 
 def test_bad_export_arguments_write_nothing(tmp_path):
     for kwargs, match in (
-        ({"fmt": "csv"}, "format: unknown 'csv'; valid: hf, verl, easyr1, trance"),
+        ({"fmt": "csv"}, "format: unknown value 'csv'; valid: hf, verl, easyr1, trance"),
         ({"env_id": "TVR-Nope-v0"}, "env: unknown id"),
         ({"n": -1}, "n: expected an integer >= 0"),
         ({"split": "../x"}, "split"),

@@ -7,13 +7,14 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples, problems
 
 from tvr_gym.metrics import episode_metrics, format_table, summarize
 from tvr_gym.reference import ABLATION_REFERENCE, REFERENCE, ablation_table, comparison_table
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.trance import Problem
 from tvr_gym.transform import Transformation, out_options, replay
+
+from props import examples, problems
 
 
 def _obj(color: str, pos: tuple[int, int], size: str = "small") -> SceneObject:
@@ -205,7 +206,7 @@ def test_reference_data_and_tables():
 
 
 def test_dist_agrees_with_the_core_state_distance(trance_problems):
-    """``dist`` is the core's DESIGN 1.7 distance of the simulated state, for true, partial and wrong answers."""
+    """``dist`` is the core's TVR distance of the simulated state, for true, partial and wrong answers."""
     from tvr_gym.answer import format_answer
     from tvr_gym.transform import PAIRS, simulate, state_distance
 

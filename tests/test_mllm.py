@@ -8,15 +8,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 import tvr_gym  # noqa: F401  (registers the environments)
-from agents.mllm.policy import MLLMAgent, vision_token_ids
-from agents.mllm.tiny import VISION_TOKENS
+from tvr_gym.agents.mllm.policy import MLLMAgent, vision_token_ids
+from tvr_gym.agents.mllm.tiny import VISION_TOKENS
 from tvr_gym.answer import format_answer, parse_answer
 from tvr_gym.prompt import build_prompt
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation
+
+from props import examples
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -204,7 +205,7 @@ def test_answers_round_trip_and_read_back(agent, text):
 
 @pytest.fixture(scope="module")
 def warm_dir(tiny_dir, tmp_path_factory):
-    from agents.mllm.warmup import warmup_format
+    from tvr_gym.agents.mllm.warmup import warmup_format
 
     return warmup_format(
         tiny_dir,
@@ -229,7 +230,7 @@ def _readable(text: str) -> bool:
 
 def test_warmup_teaches_the_answer_format_but_not_the_task(warm_dir):
     """Greedy and sampled answers are well formed with a readable item; Acc is the random agent's."""
-    from agents.baselines import RandomAgent
+    from tvr_gym.agents.baselines import RandomAgent
 
     warm = MLLMAgent.from_pretrained(warm_dir, device="cpu", max_new_tokens=16)
     assert warm.use_images is False
@@ -261,7 +262,7 @@ def test_the_untrained_tiny_model_does_not_write_the_format(agent):
 
 
 def test_warmup_bad_inputs_get_clear_errors(tiny_dir, tmp_path):
-    from agents.mllm.warmup import warmup_format
+    from tvr_gym.agents.mllm.warmup import warmup_format
 
     with pytest.raises(ValueError, match="steps"):
         warmup_format(tiny_dir, tmp_path / "w", steps=0)
@@ -275,7 +276,7 @@ def test_warmup_bad_inputs_get_clear_errors(tiny_dir, tmp_path):
 def test_make_tiny_model_cli_runs_the_warmup(tmp_path):
     import json
 
-    from agents.mllm.cli import main
+    from tvr_gym.apps.cli import main
 
     assert main(["make-tiny-model", str(tmp_path / "m"), "--warmup-steps", "3", "--warmup-batch-size", "2"]) == 0
     record = json.loads((tmp_path / "m" / "tvr_warmup.json").read_text())

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 from tvr_gym.generator import generate
 from tvr_gym.occlusion import MASK_SIZE, RasterCamera, instance_mask, pixel_counts
@@ -16,6 +15,8 @@ from tvr_gym.render import make_renderer
 from tvr_gym.render.rig import VIEWS, camera_rig, object_center
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.spec import SPEC
+
+from props import examples
 
 PARKED = [(-40, -40), (-40, 0), (-40, 40), (0, -40), (0, 40), (40, -40), (40, 0), (40, 40), (-40, 25)]
 """Nine hidden slots outside the visible square, far from each other."""
@@ -109,7 +110,7 @@ def test_hidden_objects_are_never_drawn():
 def test_fast_counts_equal_the_zbuffer_mask_and_adding_objects_never_adds_pixels(seed, index):
     problem = generate("crossview", seed, index)
     for view in VIEWS:
-        cam = camera_rig(view, problem.extra["render_seed"])
+        cam = camera_rig(view, problem.render_seed)
         raster = RasterCamera(cam)
         counts = pixel_counts(problem.final, cam)
         objs = problem.final.objects
@@ -131,7 +132,7 @@ def test_fast_mask_equals_the_exact_ray_caster():
         problem = generate("crossview", 2024, index)
         for state in (problem.initial, problem.final):
             for view in VIEWS:
-                cam = camera_rig(view, problem.extra["render_seed"])
+                cam = camera_rig(view, problem.render_seed)
                 exact = renderer.render_mask(state, cam)
                 fast = instance_mask(state, cam)
                 assert fast.shape == exact.shape == (MASK_SIZE[1], MASK_SIZE[0])
@@ -181,7 +182,7 @@ def test_lone_object_silhouette_equals_the_exact_ray_caster(shape, size, x, y, r
 
 def test_counting_only_some_objects_gives_their_mask_counts():
     problem = generate("event", 8, 1, visible=10)
-    cam = camera_rig("right", problem.extra["render_seed"])
+    cam = camera_rig("right", problem.render_seed)
     counts = pixel_counts(problem.final, cam)
     raster = RasterCamera(cam)
     assert raster.visible_pixels_of(problem.final.objects, [7, 2]) == [counts[7], counts[2]]

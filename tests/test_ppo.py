@@ -1,4 +1,4 @@
-"""The Stable-Baselines3 wrappers (tvr_gym.wrappers) and the PPO agent (agents.ppo)."""
+"""The Stable-Baselines3 wrappers (tvr_gym.wrappers) and the PPO agent (tvr_gym.agents.ppo)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import tvr_gym  # noqa: F401  (registers the ids)
-from agents import make_agent
-from agents.evaluate import evaluate
-from agents.ppo import MODEL_FILE, SETTINGS_FILE, PPOAgent, train_ppo
+from tvr_gym.agents import make_agent
+from tvr_gym.agents.evaluate import evaluate
+from tvr_gym.agents.ppo import MODEL_FILE, SETTINGS_FILE, PPOAgent, train_ppo
 from tvr_gym.answer import parse_answer
 from tvr_gym.generator import generate
 from tvr_gym.reward import star_reward
@@ -33,6 +32,8 @@ from tvr_gym.wrappers import (
     make_sb3_env,
     wrap_for_sb3,
 )
+
+from props import examples
 
 SMALL = (64, 48)  # the smallest convenient size NatureCNN (CnnPolicy) accepts is 36x36
 TINY = (16, 12)  # symbolic runs ignore pixels
@@ -274,12 +275,13 @@ def test_train_ppo_rejects_bad_arguments(tmp_path):
 
 
 def test_cli_trains_a_symbolic_agent_the_evaluator_can_run(tmp_path):
-    from tvr_gym.cli import main
+    from tvr_gym.apps.cli import main
 
     out = tmp_path / "run"
     argv = [
-        "train", "ppo", "--env", "TVR-Event-v0", "--timesteps", "32", "--out", str(out), "--obs", "symbolic",
-        "--n-steps", "32", "--batch-size", "32", "--render-size", "16x12", "--checkpoint-every", "0", "--seed", "3",
+        "train", "ppo", "--env", "TVR-Event-v0", "--timesteps", "32", "--out", str(out), "--obs-mode", "symbolic",
+        "--n-steps", "32", "--batch-size", "32", "--size", "16", "12", "--quiet", "--checkpoint-every", "0",
+        "--seed", "3",
     ]  # fmt: skip
     assert main(argv) == 0
     assert (out / MODEL_FILE).is_file() and not (out / "checkpoints").exists()

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from props import examples
 
 from tvr_gym.render import RENDERERS, Renderer, camera_rig, lamp_rig, make_renderer, object_center
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.spec import SPEC
+
+from props import examples
 
 SIZE = (320, 240)
 OFFICIAL_SAMPLES = (0, 1, 5, 10)

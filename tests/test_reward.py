@@ -9,7 +9,6 @@ import random
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from props import examples, problems, random_state
 
 from tvr_gym.answer import format_answer, format_item, parse_answer
 from tvr_gym.metrics import episode_metrics
@@ -27,6 +26,8 @@ from tvr_gym.scene import SceneObject, State, overlaps
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem
 from tvr_gym.transform import PAIRS, Transformation, replay, simulate, state_distance
+
+from props import examples, problems, random_state
 
 
 def _truth(problem: Problem) -> list[tuple]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tvr_gym.cli import main
+from tvr_gym.apps.cli import main
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -36,7 +36,7 @@ def test_trl_grpo_trains_two_steps_with_images_on_an_export_and_logs_the_reward_
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.mllm.trl_train import TVRArguments, model_dir, train_rows
+    from tvr_gym.agents.mllm.trl_train import TVRArguments, model_dir, train_rows
     from tvr_gym.export import export
     from tvr_gym.integrations import trl_reward
 
@@ -77,7 +77,7 @@ def test_trl_grpo_trains_two_steps_with_images_on_an_export_and_logs_the_reward_
 
 def test_the_trl_commands_train_and_their_models_evaluate(tmp_path, capsys):
     out = tmp_path / "grpo"
-    assert main(["train", "trl-grpo", "--model", "tiny", "--env", "TVR-Basic-v0", "--obs_mode", "text", "--rows", "8",
+    assert main(["train", "trl-grpo", "--model", "tiny", "--env", "TVR-Basic-v0", "--obs_mode", "text", "--n", "8",
                  "--out", str(out), "--num_generations", "4", "--max_completion_length", "8",
                  *TRL_FAST]) == 0  # fmt: skip
     assert json.loads((out / "final" / "tvr_policy.json").read_text()) == {"use_images": False, "max_new_tokens": 8}
@@ -110,7 +110,7 @@ def test_a_checkpoint_trained_elsewhere_needs_its_observation_mode(tiny_dir, tmp
 
 
 def test_an_eval_killed_halfway_resumes_to_the_summary_of_an_uninterrupted_run(tmp_path):
-    cmd = [sys.executable, "-m", "tvr_gym.cli", "eval", "--agent", "random", "--env", "TVR-Event-v0",
+    cmd = [sys.executable, "-m", "tvr_gym", "eval", "--agent", "random", "--env", "TVR-Event-v0",
            "--episodes", "60", "--size", "32", "24", "--quiet"]  # fmt: skip
     out = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.DEVNULL)
@@ -172,7 +172,7 @@ def test_the_openai_agent_evaluates_a_served_model_with_both_images(served_tiny,
     assert main(["eval", "--agent", f"openai:{served_tiny}", "--env", "TVR-CrossView-v0", "--episodes", "4",
                  "--batch-size", "2", "--size", "64", "48", "--quiet", "--out", str(out)]) == 0  # fmt: skip
     assert _summary(out)["overall"]["n"] == 4
-    from agents.openai_agent import OpenAIAgent
+    from tvr_gym.agents.openai_agent import OpenAIAgent
 
     agent = OpenAIAgent.from_spec(served_tiny, max_tokens=4)
     import gymnasium as gym
@@ -198,7 +198,7 @@ def test_an_unreachable_or_silent_server_is_a_clear_error(tmp_path, capsys):
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
     threading.Thread(target=lambda: [silent.accept() for _ in range(8)], daemon=True).start()
-    from agents.openai_agent import OpenAIAgent
+    from tvr_gym.agents.openai_agent import OpenAIAgent
 
     with pytest.raises(ConnectionError, match="cannot reach the server"):  # the timeout ends the wait
         OpenAIAgent("m", f"http://127.0.0.1:{silent.getsockname()[1]}/v1", timeout=0.5, max_retries=1)
@@ -213,9 +213,9 @@ LAUNCHERS = {
     # flag alone keeps one process unless an MPI hostfile is given
     "accelerate": lambda port: [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu",
                                 "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                                "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "tvr_gym.cli"],
+                                "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "tvr_gym"],
     "torchrun": lambda port: [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2",
-                              "--master_port", str(port), "-m", "tvr_gym.cli"],
+                              "--master_port", str(port), "-m", "tvr_gym"],
 }  # fmt: skip
 
 
@@ -225,7 +225,7 @@ def test_two_process_training_resumes_to_the_same_next_step(trance_dir, tmp_path
         cmd = [*LAUNCHERS[launcher](_free_port()), "train", "grpo", "--model", "tiny", "--env", "TVR-Basic-v0",
                "--source", str(trance_dir), "--steps", str(steps), "--batch-size", "1", "--group-size", "2",
                "--max-new-tokens", "4", "--mu", "2", "--beta", "0.04", "--out", str(out), "--device", "cpu",
-               "--no-progress", "--save-every", "0", "--eval-every", "0", *extra]  # fmt: skip
+               "--quiet", "--save-every", "0", "--eval-every", "0", *extra]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -7,7 +7,6 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 from tvr_gym.scene import SceneObject, State, is_visible_position, on_grid, overlaps
 from tvr_gym.spec import SPEC
@@ -23,6 +22,8 @@ from tvr_gym.transform import (
     simulate,
     state_distance,
 )
+
+from props import examples
 
 
 def obj(pos=(0, 0), **kw) -> SceneObject:

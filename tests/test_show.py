@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tvr_gym.apps.show import describe_step, show_problem
 from tvr_gym.render import make_renderer
-from tvr_gym.show import describe_step, show_problem
 from tvr_gym.transform import Transformation
 
 SIZE = (64, 48)
@@ -27,7 +27,10 @@ def numpy_renderer():
     return make_renderer("numpy", SIZE)
 
 
-def test_official_images_are_used_and_png_is_valid(trance_problems, tmp_path):
+def test_official_images_are_used_and_png_is_valid(trance_problems, trance_dir, tmp_path):
+    """The picture holds exactly the pixels the environment observes (the same resizing)."""
+    import gymnasium as gym
+
     prob = next(p for p in trance_problems if p.idx == 0)
     out = show_problem(prob, tmp_path / "sub" / "p0.png", size=SIZE)
     assert out == tmp_path / "sub" / "p0.png"
@@ -36,16 +39,17 @@ def test_official_images_are_used_and_png_is_valid(trance_problems, tmp_path):
         canvas = np.asarray(img.convert("RGB"))
     height, width = canvas.shape[:2]
     assert width >= 2 * SIZE[0] and height >= SIZE[1] + 5 * 14
-    official = Image.open(prob.image_path("initial", "center")).convert("RGB")
-    expected = np.asarray(official.resize(SIZE, Image.Resampling.LANCZOS))
-    assert _find(canvas, expected)
+    env = gym.make("tvr_gym:TVR-Event-v0", source=str(trance_dir), render_size=SIZE, final_views=("center",))
+    obs, info = env.reset(seed=0, options={"index": 0})
+    assert info["problem"]["idx"] == 0
+    assert _find(canvas, obs["initial"]) and _find(canvas, obs["final"])
     assert not list(tmp_path.glob("sub/.show-*")), "temporary file left behind"
 
 
 def test_rendered_when_no_images_and_answer_changes_picture(trance_problems, tmp_path, numpy_renderer):
     prob = dataclasses.replace(trance_problems[3], root=None, final_view="right")
-    plain = show_problem(prob, tmp_path / "a.png", renderer=numpy_renderer, size=SIZE)
-    with_answer = show_problem(prob, tmp_path / "b.png", renderer=numpy_renderer, size=SIZE, answer="0.color.red")
+    plain = show_problem(prob, tmp_path / "a.png", renderer="numpy", size=SIZE)
+    with_answer = show_problem(prob, tmp_path / "b.png", renderer="numpy", size=SIZE, answer="0.color.red")
     a, b = np.asarray(Image.open(plain).convert("RGB")), np.asarray(Image.open(with_answer).convert("RGB"))
     assert a.shape != b.shape or not np.array_equal(a, b)
     assert b.shape[0] > a.shape[0]  # one more text line
@@ -58,9 +62,9 @@ def test_rendered_when_no_images_and_answer_changes_picture(trance_problems, tmp
 
 def test_render_seed_jitters_camera(trance_problems, tmp_path, numpy_renderer):
     base = dataclasses.replace(trance_problems[3], root=None)
-    seeded = dataclasses.replace(base, extra={**base.extra, "render_seed": 11})
-    a = np.asarray(Image.open(show_problem(base, tmp_path / "a.png", renderer=numpy_renderer, size=SIZE)))
-    b = np.asarray(Image.open(show_problem(seeded, tmp_path / "b.png", renderer=numpy_renderer, size=SIZE)))
+    seeded = dataclasses.replace(base, render_seed=11)
+    a = np.asarray(Image.open(show_problem(base, tmp_path / "a.png", renderer="numpy", size=SIZE)))
+    b = np.asarray(Image.open(show_problem(seeded, tmp_path / "b.png", renderer="numpy", size=SIZE)))
     assert a.shape == b.shape and not np.array_equal(a, b)
 
 

@@ -6,9 +6,10 @@ import os
 
 import pytest
 from hypothesis import given, settings
-from props import examples, problems
 
 from tvr_gym.transform import replay, state_distance
+
+from props import examples, problems
 
 
 @pytest.mark.skipif(os.environ.get("HYPOTHESIS_PROFILE") != "ci", reason="checks the CI profile; CI sets it")

@@ -7,9 +7,10 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from props import examples
 
 from tvr_gym.trance import TranceFormatError, load_trance, replay, save_trance
+
+from props import examples
 
 
 def test_load_streams(trance_dir):

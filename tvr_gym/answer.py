@@ -1,4 +1,4 @@
-"""Answer grammar: the canonical answer string and a tolerant, never-raising parser (DESIGN 1.6, Part 2).
+"""Answer grammar: the canonical answer string and a tolerant, never-raising parser (``docs/rewards.md``).
 
 Canonical form: ``<think>…</think><answer>2.color.cyan, 4.position.front-left.1</answer>``.
 Every vocabulary word is derived from :data:`tvr_gym.spec.SPEC`; see ``docs/rewards.md`` for the grammar.
@@ -10,8 +10,10 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any
 
+from tvr_gym.options import is_int
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation, Value
 
@@ -61,14 +63,7 @@ _DIRECTION_PARTS = frozenset(p for parts in _DIRECTION_BY_PARTS for p in parts)
 _MAX_DIRECTION_PARTS = max(len(parts) for parts in _DIRECTION_BY_PARTS)
 _STEPS = frozenset(SPEC.steps)
 
-# word -> (kind, payload); kinds: f filler, a attribute, v value word, d direction part
-_WORD_KIND: dict[str, tuple[str, Any]] = {w: ("f", None) for w in FILLER_WORDS}
-_WORD_KIND.update({d: ("d", d) for d in _DIRECTION_PARTS})
-_WORD_KIND.update({v: ("v", attrs) for v, attrs in _VALUE_ATTRS.items()})
-_WORD_KIND.update({a: ("a", a) for a in SPEC.attributes})
-
 _SPLIT = re.compile(r"[,;\n]")
-_TOKEN = re.compile(r"(-\s*[0-9]+|[0-9]+)|([^\W\d_]+)|([,;\n])|(\()|(\))")
 _DASH_DIGIT = re.compile(r"-\s*[0-9]")
 """A dash before a number: a minus sign unless it follows a word (``front-1``), decided by the tolerant path."""
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
@@ -97,7 +92,7 @@ def format_item(step: Transformation | Sequence[Any]) -> str:
         obj, attr, value = step
         if isinstance(value, list):
             value = tuple(value)
-    text = _item_text(obj, attr, value) if isinstance(obj, int) and not isinstance(obj, bool) else None
+    text = _item_text(obj, attr, value) if is_int(obj) else None
     if text is None or text not in _CANONICAL:
         raise ValueError(
             f"step: {step!r} is not a valid (obj, attr, value); obj in {_VALID_OBJECTS}, "
@@ -251,56 +246,122 @@ def _parse_normalized(region: str, parsed: Parsed) -> bool:
     return True
 
 
-class _ItemError(Exception):
-    """An unreadable item; internal control flow of the tolerant parser only."""
+# ---------------------------------------------------------------- tolerant parsing (the slow path)
+
+class _TokenKind(Enum):
+    """What a token is; each member names the group of :data:`_TOKEN` that matches it."""
+
+    NUMBER = auto()  # "2", or "-2" / "- 2" whose dash is a hyphen or a minus sign (see _is_hyphen)
+    WORD = auto()  # a run of letters
+    SEPARATOR = auto()  # "," ";" or a newline: ends an item, or a field of a "( … )" tuple item
+    OPEN = auto()  # "("
+    CLOSE = auto()  # ")"
+
+
+class _WordKind(Enum):
+    """The part a known word plays in an item; any other word makes the item unreadable."""
+
+    FILLER = auto()  # skipped: one of FILLER_WORDS ("object", "becomes"…)
+    ATTRIBUTE = auto()  # "color", "position"…
+    VALUE = auto()  # a value of a non-position attribute ("cyan", "glass"…)
+    DIRECTION = auto()  # one part of a direction ("front" of "front-left")
+
+
+# Aliases for the hot loops: before Python 3.12 ``EnumType.__getattr__`` makes each ``_TokenKind.NUMBER`` ~100 ns.
+_NUMBER, _WORD, _SEPARATOR, _OPEN, _CLOSE = (
+    _TokenKind.NUMBER, _TokenKind.WORD, _TokenKind.SEPARATOR, _TokenKind.OPEN, _TokenKind.CLOSE
+)
+_FILLER_WORD, _ATTRIBUTE_WORD, _VALUE_WORD, _DIRECTION_WORD = (
+    _WordKind.FILLER, _WordKind.ATTRIBUTE, _WordKind.VALUE, _WordKind.DIRECTION
+)
+_PUNCTUATION = (_SEPARATOR, _OPEN, _CLOSE)
+_ITEM_ENDS = (_SEPARATOR, _CLOSE)
+_GROUP_ENDS = (_CLOSE,)
+"""Inside ``( … )`` a separator splits the fields of one tuple item, so only ``)`` ends the item."""
+
+_TOKEN = re.compile(
+    r"(?P<NUMBER>-\s*[0-9]+|[0-9]+)|(?P<WORD>[^\W\d_]+)|(?P<SEPARATOR>[,;\n])|(?P<OPEN>\()|(?P<CLOSE>\))"
+)
+_TOKEN_KIND_BY_GROUP: dict[str, _TokenKind] = dict(_TokenKind.__members__)
+
+# Later entries win: an attribute name over a value, a value over a direction part, any of them over a filler.
+_WORD_KINDS: dict[str, _WordKind] = dict.fromkeys(FILLER_WORDS, _FILLER_WORD)
+_WORD_KINDS.update(dict.fromkeys(_DIRECTION_PARTS, _DIRECTION_WORD))
+_WORD_KINDS.update(dict.fromkeys(_VALUE_ATTRS, _VALUE_WORD))
+_WORD_KINDS.update(dict.fromkeys(SPEC.attributes, _ATTRIBUTE_WORD))
+
+
+@dataclass(slots=True)
+class _Token:
+    """One token of the lowered answer region; ``region[start:end]`` is its text, for quoting an unreadable item.
+
+    Never changed after it is made; not ``frozen`` because that triples the cost of making one, once per token.
+    """
+
+    kind: _TokenKind
+    value: int | str  # a NUMBER's int, or its text when negative or over-long (never an index); else the text
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """An item the tolerant parser could not read: why, and where reading stopped."""
+
+    reason: str  # the error message, after the quoted item
+    stop: int  # index of the token where reading stopped
+    skip_rest: bool  # the item broke off mid-way: its remaining tokens are skipped too, not read as a new item
 
 
 def _parse_tolerant(region: str, parsed: Parsed) -> None:
+    """Slow path: read items token by token; each unreadable item adds one error that quotes it."""
     lowered = region.lower()
     if len(lowered) != len(region):  # a few characters change length when lowered: quote the lowered text
         region = lowered
-    tokens: list[tuple[str, Any, int, int]] = []  # (kind, value, start, end); kinds n w s o c
-    for m in _TOKEN.finditer(lowered):
-        kind = "nwsoc"[m.lastindex - 1]
-        raw = m.group()
-        if kind == "n":
-            digits = raw.lstrip("-").lstrip()
-            value: Any = int(digits) if len(digits) <= _MAX_INDEX_DIGITS else digits[: _MAX_INDEX_DIGITS + 1] + "…"
-            if raw[0] == "-" and not _is_hyphen(lowered, m.start(), raw):
-                value = f"-{value}"  # a negative number ("front.-2", "-0.color.cyan") is never an index or step
-        else:
-            value = raw
-        tokens.append((kind, value, m.start(), m.end()))
-
-    i, n, in_group = 0, len(tokens), False
+    tokens = _tokenize(lowered)
+    i, n = 0, len(tokens)
+    in_group = False  # inside "( … )", where only ")" ends an unreadable item (see _GROUP_ENDS)
     while i < n:
-        kind = tokens[i][0]
-        if kind in "so":
-            in_group = in_group or kind == "o"
+        kind = tokens[i].kind
+        if kind is _SEPARATOR:
             i += 1
-            continue
-        if kind == "c":
+        elif kind is _OPEN:
+            in_group = True
+            i += 1
+        elif kind is _CLOSE:
             in_group = False
             i += 1
-            continue
-        start = i
-        try:
-            step, i = _parse_item(tokens, i)
-            parsed.steps.append(step)
-        except _ItemError as exc:
-            reason, i, skip = exc.args
-            i = max(i, start + 1)
-            stop = "c" if in_group else "sc"
-            while skip and i < n and tokens[i][0] not in stop and not _starts_item(tokens, i):
-                i += 1
-            last = i - 1
-            while last > start and tokens[last][0] in "soc":
-                last -= 1
-            quote = region[tokens[start][2] : tokens[last][3]].strip()
-            if len(quote) > _QUOTE_CHARS:
-                quote = quote[:_QUOTE_CHARS] + "…"
-            parsed.errors.append(f"{quote!r}: {reason}")
-            parsed.n_unreadable += 1
+        else:
+            result = _parse_item(tokens, i)
+            if isinstance(result, _Unreadable):
+                start, i = i, max(result.stop, i + 1)  # move on by at least one token
+                if result.skip_rest:
+                    i = _skip_to_item_end(tokens, i, in_group)
+                parsed.errors.append(f"{_quote(region, tokens, start, i)!r}: {result.reason}")
+                parsed.n_unreadable += 1
+            else:
+                step, i = result
+                parsed.steps.append(step)
+
+
+def _tokenize(lowered: str) -> list[_Token]:
+    """The tokens of the lowered answer region; anything else (dots, quotes, a dash not before a digit…) is dropped."""
+    tokens = []
+    for match in _TOKEN.finditer(lowered):
+        kind = _TOKEN_KIND_BY_GROUP[match.lastgroup]
+        text = match.group()
+        if kind is _NUMBER:
+            digits = text.lstrip("-").lstrip()
+            if len(digits) <= _MAX_INDEX_DIGITS:
+                value: int | str = int(digits)
+            else:  # kept as cut text: no index anyway, and int() of thousands of digits is refused
+                value = digits[: _MAX_INDEX_DIGITS + 1] + "…"
+            if text[0] == "-" and not _is_hyphen(lowered, match.start(), text):
+                value = f"-{value}"  # a negative number ("front.-2", "-0.color.cyan") is never an index or step
+            tokens.append(_Token(kind, value, match.start(), match.end()))
+        else:
+            tokens.append(_Token(kind, text, match.start(), match.end()))
+    return tokens
 
 
 def _is_hyphen(text: str, start: int, raw: str) -> bool:
@@ -319,107 +380,135 @@ def _is_hyphen(text: str, start: int, raw: str) -> bool:
     return j >= 0 and text[j].isalnum()
 
 
-def _starts_item(tokens: list[tuple[str, Any, int, int]], j: int) -> bool:
-    """A number followed (fillers skipped) by an attribute, value or direction word: a readable item starts."""
-    if tokens[j][0] != "n":
+def _skip_to_item_end(tokens: list[_Token], i: int, in_group: bool) -> int:
+    """The index of the first token from ``i`` that ends the current item or starts a readable one."""
+    ends = _GROUP_ENDS if in_group else _ITEM_ENDS
+    n = len(tokens)
+    while i < n and tokens[i].kind not in ends and not _starts_item(tokens, i):
+        i += 1
+    return i
+
+
+def _quote(region: str, tokens: list[_Token], start: int, stop: int) -> str:
+    """The text of ``tokens[start:stop]`` for an error message, without trailing punctuation, cut to a short length."""
+    last = stop - 1
+    while last > start and tokens[last].kind in _PUNCTUATION:
+        last -= 1
+    quote = region[tokens[start].start : tokens[last].end].strip()
+    return quote if len(quote) <= _QUOTE_CHARS else quote[:_QUOTE_CHARS] + "…"
+
+
+def _starts_item(tokens: list[_Token], j: int) -> bool:
+    """Whether a readable item starts at ``tokens[j]``: a number, then at most two fillers, then an attribute,
+    value or direction word."""
+    if tokens[j].kind is not _NUMBER:
         return False
-    for kind, tok, _, _ in tokens[j + 1 : j + 4]:
-        if kind != "w":
+    for token in tokens[j + 1 : j + 4]:
+        if token.kind is not _WORD:
             return False
-        wk = _WORD_KIND.get(tok)
-        if wk is None:
-            return False
-        if wk[0] != "f":
-            return True
+        word_kind = _WORD_KINDS.get(token.value)
+        if word_kind is not _FILLER_WORD:
+            return word_kind is not None
     return False
 
 
-def _next_meaningful_is_boundary(tokens: list[tuple[str, Any, int, int]], j: int) -> bool:
-    return j + 1 >= len(tokens) or tokens[j + 1][0] in "sc"
+def _ends_item(tokens: list[_Token], j: int) -> bool:
+    """Whether ``tokens[j]`` is the last token before a separator, a ``)`` or the end."""
+    return j + 1 >= len(tokens) or tokens[j + 1].kind in _ITEM_ENDS
 
 
-def _parse_item(tokens: list[tuple[str, Any, int, int]], i: int) -> tuple[Step, int]:
-    """Read one item from ``tokens[i:]``; return (step, next index) or raise ``_ItemError(reason, index)``."""
-    obj: Any = None  # int, or the cut text of an over-long number
+def _parse_item(tokens: list[_Token], i: int) -> tuple[Step, int] | _Unreadable:
+    """Read one item from ``tokens[i:]``: its step and the index of the token after it, or why it is unreadable.
+
+    An item is an object number with an attribute and/or a value, or with direction words and a step number;
+    fillers are skipped, and inside a tuple separators too. It ends at the first token that cannot extend it.
+    The item is complete once it has an object and a value or a step.
+    """
+    obj: int | str | None = None  # a str is a negative or over-long number, reported as out of range
     attr: str | None = None
     value: str | None = None
-    parts: list[str] = []
-    step: Any = None
-    crossed = False  # a separator was crossed inside this item
+    direction_parts: list[str] = []
+    step: int | str | None = None
+    crossed_separator = False
     j, n = i, len(tokens)
-
-    def complete() -> bool:
-        return obj is not None and (value is not None or step is not None)
-
     while j < n:
-        kind, tok = tokens[j][0], tokens[j][1]
-        if kind in "soc":
-            if complete() or kind == "c" or (obj is None and (attr or value or parts)):
-                break
-            crossed = True
-            j += 1
-            continue
-        if kind == "n":
-            bare = not crossed and attr is None and value is None and not parts
-            if obj is None or (bare and _starts_item(tokens, j)):
-                obj = tok  # a second number that starts an item: the first was a list marker ("1. 2.color.cyan")
-            elif parts and step is None and value is None and (not crossed or _next_meaningful_is_boundary(tokens, j)):
-                step = tok
+        token = tokens[j]
+        if token.kind is _NUMBER:
+            only_obj_so_far = not crossed_separator and attr is None and value is None and not direction_parts
+            if obj is None or (only_obj_so_far and _starts_item(tokens, j)):
+                # A second number that starts an item: the first was a list marker ("1. 2.color.cyan").
+                obj = token.value
+            elif (
+                direction_parts
+                and step is None
+                and value is None
+                and (not crossed_separator or _ends_item(tokens, j))  # the last field of "(4, position, front, 1)"
+            ):
+                step = token.value
             else:
                 break
-        else:
-            wk = _WORD_KIND.get(tok)
-            if complete() and (wk is None or wk[0] != "f"):
-                break
-            if wk is None:
+        elif token.kind is _WORD:
+            word = token.value
+            word_kind = _WORD_KINDS.get(word)
+            if word_kind is not _FILLER_WORD and obj is not None and (value is not None or step is not None):
+                break  # complete, and the next item starts without a separator ("2.color.cyan 4.size.small")
+            if word_kind is None:
                 if attr is not None and attr != _POSITION and value is None:
-                    raise _ItemError(f"unknown {attr} {tok!r}; valid: {', '.join(SPEC.values[attr])}", j, True)
-                raise _ItemError(f"unknown word {tok!r}", j, True)
-            wkind, payload = wk
-            if wkind == "a":
-                if attr is not None and attr != payload:
-                    raise _ItemError(f"two attributes {attr!r} and {payload!r}", j, True)
-                attr = payload
-            elif wkind == "v":
-                if value is not None or parts:
-                    raise _ItemError(f"two values in one item ({tok!r})", j, True)
-                value = tok
-            elif wkind == "d":
-                if value is not None or len(parts) >= _MAX_DIRECTION_PARTS:
-                    raise _ItemError(f"unexpected direction word {tok!r}", j, True)
-                parts.append(tok)
+                    reason = f"unknown {attr} {word!r}; valid: {', '.join(SPEC.values[attr])}"
+                    return _Unreadable(reason, stop=j, skip_rest=True)
+                return _Unreadable(f"unknown word {word!r}", stop=j, skip_rest=True)
+            if word_kind is _ATTRIBUTE_WORD:
+                if attr is not None and attr != word:
+                    return _Unreadable(f"two attributes {attr!r} and {word!r}", stop=j, skip_rest=True)
+                attr = word
+            elif word_kind is _VALUE_WORD:
+                if value is not None or direction_parts:
+                    return _Unreadable(f"two values in one item ({word!r})", stop=j, skip_rest=True)
+                value = word
+            elif word_kind is _DIRECTION_WORD:
+                if value is not None or len(direction_parts) >= _MAX_DIRECTION_PARTS:
+                    return _Unreadable(f"unexpected direction word {word!r}", stop=j, skip_rest=True)
+                direction_parts.append(word)
+        else:  # a separator or "(": crossed while the item is incomplete, as between the fields of "(2, color, cyan)"
+            if (obj is not None and (value is not None or step is not None)) or token.kind is _CLOSE:
+                break
+            if obj is None and (attr is not None or value is not None or direction_parts):
+                break  # words without an object number: unreadable here rather than take the next item's number
+            crossed_separator = True
         j += 1
-    return _finish_item(obj, attr, value, parts, step, j), j
+    finished = _finish_item(obj, attr, value, direction_parts, step)
+    if isinstance(finished, str):
+        return _Unreadable(finished, stop=j, skip_rest=False)  # all its tokens were read: go on from the one after
+    return finished, j
 
 
 def _finish_item(
-    obj: Any, attr: str | None, value: str | None, parts: list[str], step: Any, j: int
-) -> Step:
+    obj: int | str | None, attr: str | None, value: str | None, direction_parts: list[str], step: int | str | None
+) -> Step | str:
+    """The step an item's pieces spell, or the reason (an error message) why they spell none."""
     if obj is None:
-        raise _ItemError("no object index", j, False)
+        return "no object index"
     if not isinstance(obj, int) or not 0 <= obj < SPEC.n_objects:
-        raise _ItemError(f"object index {obj} out of range {_VALID_OBJECTS}", j, False)
-    if parts:
-        direction = _DIRECTION_BY_PARTS.get(tuple(parts))
+        return f"object index {obj} out of range {_VALID_OBJECTS}"
+    if direction_parts:
+        direction = _DIRECTION_BY_PARTS.get(tuple(direction_parts))
         if direction is None:
-            raise _ItemError(f"unknown direction {'-'.join(parts)!r}; valid: {_VALID_DIRECTIONS}", j, False)
+            return f"unknown direction {'-'.join(direction_parts)!r}; valid: {_VALID_DIRECTIONS}"
         if attr is not None and attr != _POSITION:
-            raise _ItemError(f"a direction is not a {attr}", j, False)
+            return f"a direction is not a {attr}"
         if step is None:
-            raise _ItemError(f"move without a step; valid steps: {_VALID_STEPS}", j, False)
+            return f"move without a step; valid steps: {_VALID_STEPS}"
         if step not in _STEPS:
-            raise _ItemError(f"invalid step {step}; valid steps: {_VALID_STEPS}", j, False)
+            return f"invalid step {step}; valid steps: {_VALID_STEPS}"
         return (obj, _POSITION, (direction, step))
     if value is None:
-        if attr is None:
-            raise _ItemError("no attribute value", j, False)
-        raise _ItemError(f"missing {attr} value", j, False)
+        return "no attribute value" if attr is None else f"missing {attr} value"
     owners = _VALUE_ATTRS[value]
     if attr is None:
         if len(owners) != 1:
-            raise _ItemError(f"{value!r} is ambiguous; name the attribute ({', '.join(owners)})", j, False)
+            return f"{value!r} is ambiguous; name the attribute ({', '.join(owners)})"
         attr = owners[0]
     elif attr not in owners:
         valid = "direction and step" if attr == _POSITION else ", ".join(SPEC.values[attr])
-        raise _ItemError(f"{value!r} is not a {attr}; valid: {valid}", j, False)
+        return f"{value!r} is not a {attr}; valid: {valid}"
     return (obj, attr, value)

@@ -22,8 +22,10 @@ import numpy as np
 from PIL import Image
 
 from tvr_gym.atomic import atomic_open
+from tvr_gym.render import make_renderer
+from tvr_gym.render.rig import camera_rig, lamp_rig
 from tvr_gym.scene import State
-from tvr_gym.trance import TranceFormatError
+from tvr_gym.trance import Problem, TranceFormatError
 
 DEFAULT_MEMORY_ENTRIES = 256
 """Images kept by the shared in-memory LRU (a 320x240 image is 230 kB)."""
@@ -201,7 +203,6 @@ def shared_renderer(name: str, size: tuple[int, int]):
     key = (name, (int(size[0]), int(size[1])))
     renderer = _RENDERERS.get(key)
     if renderer is None:
-        from tvr_gym.render import make_renderer
 
         renderer = _RENDERERS[key] = make_renderer(name, size=key[1])
     return renderer
@@ -214,7 +215,6 @@ def render_view(
 
     The returned array is the cached, read-only one; copy it before handing it out.
     """
-    from tvr_gym.render.rig import camera_rig, lamp_rig
 
     r = shared_renderer(renderer, size)
     camera = camera_rig(view, jitter_seed)
@@ -236,3 +236,20 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise TranceFormatError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def observed_image(
+    problem: Problem, phase: str, view: str, renderer: str, size: tuple[int, int], cache: RenderCache
+) -> np.ndarray:
+    """What an agent sees of ``problem``: the dataset's own image file when it has one (resized to
+    ``size``), else the state rendered from ``view`` with the episode's jitter. Through ``cache``.
+
+    The one way from a problem to its images, shared by the environment, exports, ``generate`` and
+    ``tvr-gym show``. The returned array is the cached, read-only one; copy it before handing it out.
+    """
+    path = problem.image_path(phase, view)
+    if path is not None:
+        shape = (size[1], size[0], 3)
+        return cache.get_or_make(file_key(path, size), lambda: load_image(path, size), shape)
+    state = problem.initial if phase == "initial" else problem.final
+    return render_view(state, view, problem.render_seed, renderer, size, cache)

@@ -26,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from tvr_gym import __version__
 from tvr_gym.atomic import Journal, atomic_open, atomic_write_text, save_png
+from tvr_gym.cache import RenderCache, observed_image, shared_renderer
+from tvr_gym.generator import generate
+from tvr_gym.options import VIEWS, check_int, episode_options, is_int
 from tvr_gym.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
 
 __all__ = ["MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "generate_dataset", "merge_datasets", "write_sample"]
@@ -127,9 +131,9 @@ def _idx_of(line: str, where: str) -> int:
         idx = json.loads(line)["idx"]
     except (ValueError, TypeError, KeyError) as exc:
         raise TranceFormatError(f"{where}: not a sample line ({exc})") from None
-    if isinstance(idx, bool) or not isinstance(idx, int):
+    if not is_int(idx):
         raise TranceFormatError(f"{where}: idx {idx!r} is not an integer")
-    return idx
+    return int(idx)
 
 
 # ---------------------------------------------------------------------------- generate
@@ -137,7 +141,6 @@ def _idx_of(line: str, where: str) -> int:
 
 def generation_manifest(setting: str, seed: int, size: tuple[int, int], renderer: str, **options: Any) -> dict:
     """What makes a generated dataset: any difference means different images for the same idx."""
-    from tvr_gym import __version__
 
     return {
         "kind": "generate",
@@ -152,18 +155,14 @@ def generation_manifest(setting: str, seed: int, size: tuple[int, int], renderer
 
 def _make_generated(task: tuple[Path, str, int, int, tuple[int, int], str, dict[str, Any]]) -> str:
     """One sample: generate it, render its views, write its images; its JSON line (runs in a worker)."""
-    from tvr_gym.cache import RenderCache, render_view
-    from tvr_gym.generator import generate
-    from tvr_gym.render.rig import VIEWS
 
     out, setting, seed, index, size, renderer, options = task
     problem = generate(setting, seed, index=index, **options)
     cache = RenderCache()
-    render_seed = problem.extra.get("render_seed")
     centre = VIEWS[0]
-    images = {("initial", centre): render_view(problem.initial, centre, render_seed, renderer, size, cache)}
+    images = {("initial", centre): observed_image(problem, "initial", centre, renderer, size, cache)}
     for view in problem.images["final"]:
-        images[("final", view)] = render_view(problem.final, view, render_seed, renderer, size, cache)
+        images[("final", view)] = observed_image(problem, "final", view, renderer, size, cache)
     return write_sample(out, problem, images)
 
 
@@ -186,13 +185,10 @@ def generate_dataset(
     that many processes. ``options`` are generator options (``steps``, ``visible``, ``attributes``,
     ``final_views``). Returns (samples made now, samples in the dataset).
     """
-    from tvr_gym.cache import shared_renderer
-    from tvr_gym.generator import resolve_options
 
     for name, value, low in (("n", n, 0), ("start", start, 0), ("seed", seed, 0), ("workers", workers, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    resolve_options(setting, **options)  # every option is checked before anything is written
+        check_int(name, value, low)
+    episode_options(setting, **options)  # every option is checked before anything is written
     resolved = shared_renderer(renderer, size).name  # "auto" is recorded as what it chose
     writer = DatasetWriter.open(out, generation_manifest(setting, seed, size, resolved, **options))
     todo = [i for i in range(start, start + n) if i not in writer.done]

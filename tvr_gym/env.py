@@ -1,10 +1,10 @@
-"""The TVR environments: one Gymnasium class for Basic, Event and CrossView (DESIGN 1.1, Part 2)."""
+"""The TVR environments: one Gymnasium class for Basic, Event and CrossView (see ``docs/environments.md``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,38 +12,24 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.cache import (
-    LRU,
-    RenderCache,
-    file_key,
-    load_image,
-    render_view,
-    shared_lru,
-)
+from tvr_gym.answer import format_answer, parse_answer
+from tvr_gym.cache import LRU, RenderCache, observed_image, shared_lru
+from tvr_gym.metrics import episode_metrics
+from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_size, episode_options
 from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
 from tvr_gym.render import RENDERERS
-from tvr_gym.render.rig import VIEWS
-from tvr_gym.spec import SPEC
+from tvr_gym.reward import REWARD_NAMES, get_reward
+from tvr_gym.sources import ProceduralSource, TranceSource
 from tvr_gym.trance import Problem
-
-SETTINGS = tuple(SPEC.steps_per_setting)
-"""``basic``, ``event``, ``crossview``."""
 
 ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
 """Characters of the action space: letters, digits, space, newline and ``.,:;()<>/-_``."""
 
 ACTION_MAX_LENGTH = 4096
 RENDER_MODES = ("rgb_array",)
-DEFAULT_FINAL_VIEWS: dict[str, tuple[str, ...]] = {
-    setting: tuple(preset["final_views"]) for setting, preset in SPEC.raw["generator"]["presets"].items()
-}
-"""The cameras each setting draws its final image from, read from the spec (CrossView: all three)."""
 _CENTRE = VIEWS[0]
-
-
-def _valid(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: unknown value {value!r}; valid: {', '.join(map(str, choices))}")
+_GAP = 4
+"""Pixels between the two images of ``render()``."""
 
 
 class TVRGym(gym.Env):
@@ -54,8 +40,8 @@ class TVRGym(gym.Env):
     final state. The agent answers, in text, the sequence of atomic transformations
     ``obj.attr.value`` that turns the first into the second. ``setting`` selects the task:
     ``basic`` (1 step, centre camera), ``event`` (1-4 steps, centre camera) or ``crossview``
-    (1-4 steps, the final image from another camera; directions are always named in the frame of
-    the initial centre camera).
+    (1-4 steps, the final image from the left, centre or right camera; directions are always named
+    in the frame of the initial centre camera).
 
     ## Observation Space
     ``Dict`` with ``initial`` and ``final``: ``Box(0, 255, (H, W, 3), uint8)`` images of
@@ -80,17 +66,18 @@ class TVRGym(gym.Env):
     problem of the seed (procedural) or of the directory.
 
     ## Episode End
-    After one step: ``terminated=True``. Calling ``step`` again needs a ``reset``.
+    After one step: ``terminated=True``. Calling ``step`` again needs a ``reset``. :meth:`score` scores
+    more answers for the same episode without ending it (a trainer's group of completions).
 
     ## Arguments
     ``setting``, ``reward``, ``reward_weights``, ``render_size=(320, 240)``, ``renderer``
     (a name of :data:`tvr_gym.render.RENDERERS`: ``auto|gl|numpy|blender``), ``final_views`` (CrossView:
     default all three cameras, so ID, OOD and TAcc exist; Basic and Event: centre only), ``source``
-    (``"procedural"`` or a TRANCE directory), ``max_visible``,
-    ``steps`` (int or (lo, hi)), ``attributes`` (the attributes the steps may change; default all five),
-    ``obs_mode`` (``image|text``), ``render_mode`` (``None`` or
-    ``"rgb_array"``), ``cache_dir`` (on-disk render cache) and ``cache_size`` (images in the
-    in-memory LRU; default: the process-wide shared LRU; 0 turns it off).
+    (``"procedural"`` or a TRANCE directory), ``max_visible``, ``steps`` (int or (lo, hi)),
+    ``attributes`` (the attributes the steps may change; default all five), ``obs_mode``
+    (``image|text``), ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir`` (on-disk render
+    cache) and ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
+    turns it off). Episode options are checked by :func:`tvr_gym.options.episode_options`.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
@@ -115,28 +102,24 @@ class TVRGym(gym.Env):
     ) -> None:
         if unknown:
             raise ValueError(f"unknown keyword(s) {', '.join(sorted(unknown))}; valid: {', '.join(KEYWORDS)}")
-        _valid("setting", setting, SETTINGS)
-        _valid("reward", reward, _reward_names())
-        _valid("renderer", renderer, RENDERERS)
-        _valid("obs_mode", obs_mode, OBS_MODES)
-        if render_mode is not None:
-            _valid("render_mode", render_mode, (None, *RENDER_MODES))
-        self.setting = setting
-        self.reward_name = reward
-        self.render_size = _check_size(render_size)
-        self.renderer_name = renderer
-        self.final_views = _check_views(setting, final_views)
-        self.steps = _check_steps(setting, steps)
-        self.max_visible = _check_max_visible(max_visible)
-        self.attributes = _check_attributes(attributes)
-        self.obs_mode = obs_mode
-        self.render_mode = render_mode
-        self.reward_weights = _weights_dict(reward, reward_weights)
-        self._reward_fn = _reward_fn(reward, self.reward_weights)
-        memory = shared_lru() if cache_size is None else LRU(cache_size)
-        self.cache = RenderCache(memory, cache_dir)
+        self.setting = check_choice("setting", setting, SETTINGS)
+        self.reward_name = check_choice("reward", reward, REWARD_NAMES)
+        self.renderer_name = check_choice("renderer", renderer, RENDERERS)
+        self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
+        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, RENDER_MODES)
+        self.render_size = check_size(render_size, "render_size")
+        self.options = episode_options(
+            setting, steps=steps, max_visible=max_visible, attributes=attributes, final_views=final_views
+        )
+        self.final_views = self.options.final_views
+        self.reward_weights = _weights_dict(reward_weights)
+        try:
+            self._reward_fn = get_reward(reward, **self.reward_weights)
+        except ValueError as exc:
+            raise ValueError(f"reward_weights: {exc}") from None
+        self.cache = RenderCache(shared_lru() if cache_size is None else LRU(cache_size), cache_dir)
         self.source_name = str(source)
-        self.source = _make_source(source, setting, self.final_views, self.steps, self.max_visible, self.attributes)
+        self.source = _make_source(source, self.options)
 
         w, h = self.render_size
         image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
@@ -151,9 +134,7 @@ class TVRGym(gym.Env):
         self._problem: Problem | None = None
         self._obs: dict[str, Any] | None = None
         self._truth = ""
-        self._problem_blob = b""
         self._done = True
-        self._episodes: LRU[Any, tuple[dict[str, Any], str, bytes]] = LRU(0 if cache_size == 0 else _EPISODE_MEMO)
 
     # ------------------------------------------------------------------ episode
 
@@ -168,13 +149,14 @@ class TVRGym(gym.Env):
         bad = sorted(set(options) - {"index"})
         if bad:
             raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
-        key, problem = self.source.sample(self.np_random, options.get("index"))
-        episode = self._episodes.get(key)
-        if episode is None:
-            episode = self._prepare(problem)
-            self._episodes.put(key, episode)
+        problem = self.source.sample(self.np_random, options.get("index"))
         self._problem = problem
-        self._obs, self._truth, self._problem_blob = episode
+        self._obs = {
+            "initial": self._image(problem, "initial", _CENTRE),
+            "final": self._image(problem, "final", problem.final_view or _CENTRE),
+            "prompt": build_prompt(problem, self.obs_mode),
+        }
+        self._truth = format_answer(problem.transformations)
         self._done = False
         return self._observation(), self._base_info()
 
@@ -189,9 +171,6 @@ class TVRGym(gym.Env):
         """Score an answer against the current episode without ending it: (reward, step info)."""
         if self._problem is None:
             raise RuntimeError("score() needs an episode: call reset() first")
-        from tvr_gym.answer import parse_answer
-        from tvr_gym.metrics import episode_metrics
-
         parsed = parse_answer(action if isinstance(action, str) else _as_text(action))
         result = self._reward_fn(parsed, self._problem)
         info = self._base_info()
@@ -214,29 +193,13 @@ class TVRGym(gym.Env):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_reward_fn")  # may be a closure; rebuilt on unpickling
-        state["_episodes"] = LRU(self._episodes.maxsize)  # image references: rebuilt from the render cache
+        state["_obs"] = None  # images are rebuilt from the render cache by the next reset
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reward_fn = _reward_fn(self.reward_name, self.reward_weights)
 
     def close(self) -> None:
         """Nothing to release: renderers are shared per process."""
 
     # ------------------------------------------------------------------ internals
-
-    def _prepare(self, problem: Problem) -> tuple[dict[str, Any], str, bytes]:
-        """Observation (cached read-only images), truth and pickled problem dict of an episode."""
-        from tvr_gym.answer import format_answer
-
-        obs = {
-            "initial": self._image(problem, "initial", _CENTRE),
-            "final": self._image(problem, "final", problem.final_view or _CENTRE),
-            "prompt": build_prompt(problem, self.obs_mode),
-        }
-        return obs, format_answer(problem.transformations), pickle.dumps(problem.to_dict(), protocol=5)
 
     def _observation(self) -> dict[str, Any]:
         assert self._obs is not None
@@ -247,42 +210,16 @@ class TVRGym(gym.Env):
         assert self._problem is not None
         return {
             "truth": self._truth,
-            "problem": pickle.loads(self._problem_blob),  # a fresh copy for every call
+            "problem": self._problem.to_dict(),  # a fresh copy for every call
             "final_view": self._problem.final_view or _CENTRE,
         }
 
     def _image(self, problem: Problem, phase: str, view: str) -> np.ndarray:
-        """The observed image: the dataset's own file when present, else a (cached) render."""
-        path = problem.image_path(phase, view)
-        if path is not None:
-            shape = (self.render_size[1], self.render_size[0], 3)
-            return self.cache.get_or_make(
-                file_key(path, self.render_size), lambda: load_image(path, self.render_size), shape
-            )
-        state = problem.initial if phase == "initial" else problem.final
-        seed = problem.extra.get("render_seed")
-        return render_view(state, view, seed, self.renderer_name, self.render_size, self.cache)
+        return observed_image(problem, phase, view, self.renderer_name, self.render_size, self.cache)
 
 
-_GAP = 4
-_EPISODE_MEMO = 16
-"""Prepared episodes (image references, prompt, truth) kept per environment: G copies skip all work."""
-KEYWORDS = (
-    "setting",
-    "reward",
-    "reward_weights",
-    "render_size",
-    "renderer",
-    "final_views",
-    "source",
-    "max_visible",
-    "steps",
-    "attributes",
-    "obs_mode",
-    "render_mode",
-    "cache_dir",
-    "cache_size",
-)
+KEYWORDS = tuple(name for name in inspect.signature(TVRGym.__init__).parameters if name not in ("self", "unknown"))
+"""The keyword arguments of :class:`TVRGym`, in order."""
 
 
 def _as_text(action: Any) -> str:
@@ -291,96 +228,20 @@ def _as_text(action: Any) -> str:
     return ""
 
 
-def _check_size(size: Any) -> tuple[int, int]:
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
-        or not all(8 <= int(v) <= 4096 for v in size)
-    ):
-        raise ValueError(f"render_size: expected (width, height), two integers in 8..4096, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def _check_views(setting: str, final_views: Sequence[str] | None) -> tuple[str, ...]:
-    if final_views is None:
-        return DEFAULT_FINAL_VIEWS[setting]
-    views = (final_views,) if isinstance(final_views, str) else tuple(final_views)
-    allowed = VIEWS if setting == "crossview" else (_CENTRE,)
-    if not views or any(v not in allowed for v in views):
-        raise ValueError(f"final_views: {final_views!r} not allowed for {setting}; valid: {', '.join(allowed)}")
-    return tuple(dict.fromkeys(views))
-
-
-def _check_steps(setting: str, steps: Any) -> tuple[int, int]:
-    lo, hi = SPEC.steps_per_setting[setting]
-    if steps is None:
-        return lo, hi
-    rng = (steps, steps) if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) else steps
-    if (
-        not isinstance(rng, (tuple, list))
-        or len(rng) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in rng)
-        or not lo <= rng[0] <= rng[1] <= hi
-    ):
-        raise ValueError(f"steps: expected an integer or (lo, hi) within {lo}..{hi} for {setting}, got {steps!r}")
-    return int(rng[0]), int(rng[1])
-
-
-def _check_max_visible(max_visible: Any) -> int | None:
-    lo, hi = SPEC.visible_objects
-    if max_visible is None:
-        return None
-    if isinstance(max_visible, bool) or not isinstance(max_visible, (int, np.integer)) or not lo <= max_visible <= hi:
-        raise ValueError(f"max_visible: expected an integer in {lo}..{hi}, got {max_visible!r}")
-    return int(max_visible)
-
-
-def _reward_names() -> tuple[str, ...]:
-    from tvr_gym.reward import ABLATIONS, REWARDS
-
-    return (*REWARDS, *(a for a in ABLATIONS if a not in REWARDS))
-
-
-def _weights_dict(name: str, weights: Any) -> dict[str, float]:
-    """``reward_weights`` (None, a dict or a weights dataclass) as keyword overrides, validated."""
-    from tvr_gym import reward as reward_mod
-
+def _weights_dict(weights: Any) -> dict[str, float]:
+    """``reward_weights`` (None, a dict or a weights dataclass) as keyword overrides."""
     if weights is None:
         return {}
     if dataclasses.is_dataclass(weights) and not isinstance(weights, type):
-        weights = dataclasses.asdict(weights)
+        return dataclasses.asdict(weights)
     if not isinstance(weights, Mapping):
         raise ValueError(f"reward_weights: expected a dict or a weights dataclass, got {type(weights).__name__}")
-    weights = dict(weights)
-    try:
-        reward_mod.get_reward(name, **weights)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"reward_weights: {exc}") from None
-    return weights
+    return dict(weights)
 
 
-def _reward_fn(name: str, weights: dict[str, float]):
-    from tvr_gym.reward import get_reward
-
-    return get_reward(name, **weights)
-
-
-def _make_source(source: Any, setting: str, final_views, steps, max_visible, attributes):
-    from tvr_gym.sources import ProceduralSource, TranceSource
-
+def _make_source(source: Any, options) -> ProceduralSource | TranceSource:
     if isinstance(source, str) and source == "procedural":
-        return ProceduralSource(setting, final_views, steps, max_visible, attributes)
+        return ProceduralSource(options)
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"source: expected 'procedural' or a TRANCE directory path, got {source!r}")
-    return TranceSource(source, final_views, steps, max_visible, attributes)
-
-
-def _check_attributes(attributes: Any) -> tuple[str, ...] | None:
-    if attributes is None:
-        return None
-    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or not attributes:
-        raise ValueError(f"attributes: expected a non-empty list of {', '.join(SPEC.attributes)}; got {attributes!r}")
-    for attr in attributes:
-        _valid("attributes", attr, SPEC.attributes)
-    return tuple(attributes)
+    return TranceSource(source, options)

@@ -24,6 +24,7 @@ from PIL import Image
 from tvr_gym import __version__, chat
 from tvr_gym.atomic import atomic_write_text, replace_dir
 from tvr_gym.dataset import DatasetWriter, write_sample
+from tvr_gym.options import check_choice, check_int
 from tvr_gym.registration import check_env_id
 from tvr_gym.trance import Problem
 
@@ -225,11 +226,9 @@ def export(
     Every argument is checked, and the environment built, before anything is written; the dataset
     appears atomically once complete.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
-    for name, value, low in (("n", n, 0), ("seed", seed, 0), ("start", start, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    check_choice("format", fmt, FORMATS)
+    for name, value in (("n", n), ("seed", seed), ("start", start)):
+        check_int(name, value, 0)
     if not isinstance(split, str) or not split or not split.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"split: expected a name of letters, digits, '-' or '_', got {split!r}")
     check_env_id(env_id)

@@ -1,4 +1,4 @@
-"""The TRANCE problem generator: scenes and transformation sequences under every rule of DESIGN 1.3.
+"""The TRANCE problem generator: scenes and transformation sequences under every rule of ``docs/generator.md``.
 
 ``generate(setting, seed, index)`` builds one :class:`~tvr_gym.trance.Problem` from its own RNG,
 ``numpy.random.SeedSequence([seed, index, crc32(setting)])``, so any sample of a dataset can be made
@@ -8,109 +8,47 @@ alone and in any order. See ``docs/generator.md`` for the rules, options and bal
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tvr_gym.occlusion import MIN_PIXELS, RasterCamera
+from tvr_gym.options import SETTINGS, check_int, episode_options
 from tvr_gym.render.rig import VIEWS, camera_rig
-from tvr_gym.scene import SceneObject, State, is_visible_position
+from tvr_gym.scene import RADIUS_CELLS, SceneObject, State, is_visible_position
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, image_name
-from tvr_gym.transform import MOVE_TYPES, Transformation, Value, move_type, moved, out_options, state_distance
+from tvr_gym.transform import (
+    MOVE_TYPES,
+    Transformation,
+    Value,
+    applied,
+    move_type,
+    moved,
+    out_options,
+    state_distance,
+)
 
-__all__ = ["SETTINGS", "GeneratorOptions", "GenerationError", "generate", "resolve_options", "sample_scene"]
+__all__ = ["SETTINGS", "GenerationError", "generate", "sample_scene"]
 
 _GEN = SPEC.raw["generator"]
-SETTINGS: tuple[str, ...] = tuple(_GEN["presets"])
-"""The setting presets: ``basic``, ``event``, ``crossview``."""
-OPTION_NAMES = ("steps", "visible", "attributes", "final_views", "max_tries")
 _RENDER_SEED_LIMIT = 1 << int(_GEN["render_seed_bits"])
 _MOVES: tuple[tuple[str, int], ...] = SPEC.moves
 _MOVE_VECTORS = np.array([moved((0, 0), m) for m in _MOVES], dtype=np.int64)
 _CATEGORICAL = tuple(a for a in SPEC.attributes if a != "position")
 _PLACEMENT_BATCH = 8
 """Candidate positions drawn per RNG call while placing an object."""
-_RADIUS_CELLS = {s: SPEC.radius_cells(s) for s in SPEC.values["size"]}
 
 
 class GenerationError(RuntimeError):
     """No problem satisfying the options was found within ``max_tries`` scenes."""
 
 
-@dataclass(frozen=True)
-class GeneratorOptions:
-    """Validated generator options (see :func:`resolve_options`)."""
-
-    steps: tuple[int, int]
-    visible: tuple[int, int]
-    attributes: tuple[str, ...]
-    final_views: tuple[str, ...]
-    max_tries: int
-
-
-def _int_range(name: str, value: Any, lo: int, hi: int | None) -> tuple[int, int]:
-    """An int or an inclusive (lo, hi) pair, each within [lo, hi]."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{name}: expected an int or an inclusive (lo, hi) pair of ints, got {value!r}")
-    bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-    if pair[0] > pair[1] or pair[0] < lo or (hi is not None and pair[1] > hi):
-        raise ValueError(f"{name}: {value!r} is out of range; expected values in {bound} with lo <= hi")
-    return pair
-
-
-def _choice_subset(name: str, value: Any, valid: Sequence[str], keep_order: bool) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(f"{name}: expected a list of names from {', '.join(valid)}; got {value!r}")
-    items = list(value)
-    bad = [v for v in items if v not in valid]
-    if bad:
-        raise ValueError(f"{name}: unknown {bad[0]!r}; valid: {', '.join(valid)}")
-    if not items:
-        raise ValueError(f"{name}: must not be empty; valid: {', '.join(valid)}")
-    if keep_order:
-        return tuple(dict.fromkeys(items))
-    return tuple(v for v in valid if v in items)
-
-
-def resolve_options(setting: str, **options: Any) -> GeneratorOptions:
-    """The preset of ``setting`` with ``options`` applied; ``ValueError`` names any bad field.
-
-    Options: ``steps`` (int or inclusive (lo, hi)), ``visible`` (visible objects at the start, int or
-    (lo, hi) within 1..10), ``attributes`` (the attributes that may change), ``final_views`` (cameras
-    the final image is drawn from) and ``max_tries`` (scenes tried before :class:`GenerationError`).
-    """
-    if not isinstance(setting, str) or setting not in SETTINGS:
-        raise ValueError(f"setting: unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
-    unknown = [k for k in options if k not in OPTION_NAMES]
-    if unknown:
-        raise ValueError(f"{unknown[0]}: unknown generator option; valid: {', '.join(OPTION_NAMES)}")
-    preset = _GEN["presets"][setting]
-    steps = _int_range("steps", options.get("steps", SPEC.steps_per_setting[setting]), 1, int(_GEN["max_steps"]))
-    visible = _int_range("visible", options.get("visible", SPEC.visible_objects), 1, SPEC.n_objects)
-    attributes = _choice_subset("attributes", options.get("attributes", SPEC.attributes), SPEC.attributes, False)
-    final_views = _choice_subset("final_views", options.get("final_views", preset["final_views"]), VIEWS, True)
-    max_tries = options.get("max_tries", _GEN["max_tries"])
-    if isinstance(max_tries, bool) or not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
-        raise ValueError(f"max_tries: expected a positive int, got {max_tries!r}")
-    return GeneratorOptions(steps, visible, attributes, final_views, int(max_tries))
-
-
 def _rng(setting: str, seed: int, index: int) -> np.random.Generator:
-    for name, value in (("seed", seed), ("index", index)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), zlib.crc32(setting.encode())]))
+    seed, index = check_int("seed", seed, 0), check_int("index", index, 0)
+    return np.random.default_rng(np.random.SeedSequence([seed, index, zlib.crc32(setting.encode())]))
 
 
 # -- scenes ---------------------------------------------------------------------------------------
@@ -142,7 +80,7 @@ def sample_scene(rng: np.random.Generator, n_visible: int) -> list[SceneObject] 
     objects: list[SceneObject | None] = [None] * n
     for rank, i in enumerate(order):
         values = {a: SPEC.values[a][picks[i, k]] for k, a in enumerate(_CATEGORICAL)}
-        radius = SPEC.radius_cells(values["size"])
+        radius = RADIUS_CELLS[values["size"]]
         visible = rank < n_visible
         span = vlim if visible else lim
         pos = None
@@ -215,7 +153,7 @@ class _Episode:
         return [i for i in sorted(self.eligible | self.came_in) if self.objects[i].visible]
 
     def _grows_into_other(self, i: int, size: str) -> bool:
-        radius = _RADIUS_CELLS[size]
+        radius = RADIUS_CELLS[size]
         me = self.objects[i]
         if radius <= me.radius_cells:
             return False
@@ -254,12 +192,8 @@ class _Episode:
     def try_step(self, i: int, attr: str, value: Value) -> bool:
         """Apply the step if the occlusion rule holds afterwards (rule 6); report success."""
         old = self.objects[i]
-        if attr == "position":
-            new = SceneObject(old.color, old.material, old.shape, old.size, moved(old.position, value), old.rotation)
-        else:
-            fields = {a: old.get(a) for a in _CATEGORICAL}
-            fields[attr] = value
-            new = SceneObject(position=old.position, rotation=old.rotation, **fields)
+        new = applied(old, attr, value)  # candidates land on the grid by construction
+        assert new is not None
         objects = list(self.objects)
         objects[i] = new
         if new.visible:
@@ -315,14 +249,17 @@ def _draw_steps(rng: np.random.Generator, episode: _Episode, n_steps: int, class
     return True
 
 
-def generate(setting: str, seed: int, index: int = 0, **options: Any) -> Problem:
+def generate(setting: str, seed: int, index: int = 0, max_tries: int | None = None, **options: Any) -> Problem:
     """One TVR problem of ``setting`` (``basic``, ``event`` or ``crossview``), deterministic in its arguments.
 
     Sample ``index`` under base ``seed`` uses its own RNG, so shards can be generated independently.
-    ``options`` override the preset (see :func:`resolve_options`). Raises ``ValueError`` for bad
-    arguments and :class:`GenerationError` if no scene could host the requested steps.
+    ``options`` override the preset (``steps``, ``visible`` or ``max_visible``, ``attributes``,
+    ``final_views``: :func:`tvr_gym.options.episode_options`); ``max_tries`` scenes are tried before
+    :class:`GenerationError` (default ``generator.max_tries`` of the spec). Raises ``ValueError`` for
+    bad arguments.
     """
-    opts = resolve_options(setting, **options)
+    opts = episode_options(setting, **options)
+    max_tries = check_int("max_tries", _GEN["max_tries"] if max_tries is None else max_tries, 1)
     rng = _rng(setting, seed, index)
     n_steps = int(rng.integers(opts.steps[0], opts.steps[1] + 1))
     n_visible = int(rng.integers(opts.visible[0], opts.visible[1] + 1))
@@ -330,7 +267,7 @@ def generate(setting: str, seed: int, index: int = 0, **options: Any) -> Problem
     render_seed = int(rng.integers(_RENDER_SEED_LIMIT))
     cameras = {view: RasterCamera(camera_rig(view, render_seed)) for view in VIEWS}
     classes = _classes(opts.attributes)
-    for _ in range(opts.max_tries):
+    for _ in range(max_tries):
         objects = sample_scene(rng, n_visible)
         if objects is None:
             continue
@@ -351,10 +288,11 @@ def generate(setting: str, seed: int, index: int = 0, **options: Any) -> Problem
                     "final": {view: image_name(int(index), "fin", view) for view in VIEWS},
                 },
                 final_view=final_view,
-                extra={"setting": setting, "seed": int(seed), "render_seed": render_seed},
+                extra={"setting": setting, "seed": int(seed)},
+                render_seed=render_seed,
             )
     raise GenerationError(
-        f"no {setting} problem with {n_steps} steps and {n_visible} visible objects found in {opts.max_tries} "
+        f"no {setting} problem with {n_steps} steps and {n_visible} visible objects found in {max_tries} "
         f"scenes (seed={seed}, index={index}, options={options}); relax steps, visible or attributes, "
         "or raise max_tries"
     )

@@ -1,4 +1,4 @@
-"""TVR's evaluator metrics per episode, and summaries into the tables of DESIGN 1.7."""
+"""TVR's evaluator metrics per episode, and summaries into its tables (``docs/rewards.md#metrics``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tvr_gym.answer import Parsed, Step, parse_answer
+from tvr_gym.options import VIEWS
 from tvr_gym.scene import State, is_visible_position
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem
@@ -29,8 +30,7 @@ __all__ = [
 STATE_KEYS = ("dist", "norm_dist", "loose_acc", "acc", "error_overlap", "error_out")
 """Keys present in every :func:`episode_metrics` result (plus ``n_steps``, ``n_pred``, ``n_unreadable``)."""
 BASIC_KEYS = ("obj_acc", "attr_acc", "val_acc", "basic_acc")
-"""Extra keys for 1-step problems (DESIGN 1.7 Basic)."""
-VIEWS = tuple(SPEC.raw["camera"]["rigs"])
+"""Extra keys for 1-step problems (TVR's Basic metrics)."""
 ID_VIEWS = (VIEWS[0],)
 OOD_VIEWS = VIEWS[1:]
 _ENTRY_ATTRS = tuple(a for a in SPEC.attributes if a in SPEC.values)
@@ -46,7 +46,7 @@ def _position_equal(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 class EntryCounts(tuple):
-    """(right, wrong, missed, changed): counts over the (object, attribute) entries (DESIGN 1.7 equality).
+    """(right, wrong, missed, changed): counts over the (object, attribute) entries (TVR's equality).
 
     ``changed`` entries differ between the true initial and final states; ``right`` of them are equal in
     the prediction; ``missed`` of them were left at the initial value; ``wrong`` entries were changed by
@@ -106,7 +106,7 @@ def entry_counts(
 
 
 def basic_scores(steps: Sequence[Step], problem: Problem) -> dict[str, float]:
-    """DESIGN 1.7 Basic for the FIRST predicted step against the first true step (all 0 without a step)."""
+    """TVR's Basic metrics for the FIRST predicted step against the first true step (all 0 without a step)."""
     if not steps or not problem.transformations:
         return dict.fromkeys(BASIC_KEYS, 0.0)
     obj, attr, value = steps[0]
@@ -227,7 +227,7 @@ def _basic(records: list[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
 
 
 def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The tables of DESIGN 1.7 from per-episode records (JSON-able; ``None`` where a group is empty).
+    """TVR's tables (``docs/rewards.md#metrics``) from per-episode records (JSON-able; ``None`` where a group is empty).
 
     Each record holds the :func:`episode_metrics` keys and ``n_steps``; optional ``final_view``
     (``center|left|right``) and ``reward``. Returns ``overall`` (n, AD, AND, LAcc, Acc, reward),

@@ -1,4 +1,4 @@
-"""Fast analytic instance masks and per-object pixel counts for the occlusion rule (DESIGN 1.3, rule 6).
+"""Fast analytic instance masks and per-object pixel counts for the occlusion rule (rule 6 of ``docs/generator.md``).
 
 Each visible object is rasterised only inside a tight screen box around its silhouette: the ray
 through every pixel centre there is intersected with the exact analytic shape (cube: a box of half-side r/sqrt(2)
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvr_gym.render.base import check_size
+from tvr_gym.options import check_size
 from tvr_gym.render.rig import Camera
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.spec import SPEC

@@ -1,4 +1,4 @@
-"""The task prompt: a pure function of the problem, built from the scene spec (DESIGN 1.1-1.3).
+"""The task prompt: a pure function of the problem, built from the scene spec (``docs/environments.md#the-prompt``).
 
 The prompt states the task, the vocabulary, the world-frame direction convention, the answer
 format with one example, and the table of the 10 initial objects. TRANCE's initial state is fully
@@ -16,6 +16,7 @@ import re
 import string
 from functools import lru_cache
 
+from tvr_gym.options import check_choice
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem
@@ -97,8 +98,7 @@ def state_table(state: State, title: str) -> str:
 
 def build_prompt(problem: Problem, obs_mode: str = "image") -> str:
     """The prompt of ``problem``; ``obs_mode="text"`` adds the final state's table."""
-    if obs_mode not in OBS_MODES:
-        raise ValueError(f"obs_mode: unknown value {obs_mode!r}; valid: {', '.join(OBS_MODES)}")
+    check_choice("obs_mode", obs_mode, OBS_MODES)
     parts = [_header(obs_mode), state_table(problem.initial, "Initial objects")]
     if obs_mode == "text":
         parts.append(state_table(problem.final, "Final objects"))

@@ -1,4 +1,4 @@
-"""Published reference numbers (DESIGN 1.6-1.7) as data, and comparison tables against a summary.
+"""Published reference numbers (``docs/task.md#published-results``) as data, and comparison tables against a summary.
 
 All accuracies are fractions in [0, 1] (STAR-R1's percentages are divided by 100).
 """

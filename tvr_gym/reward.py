@@ -1,4 +1,4 @@
-"""Rewards for TVR answers (DESIGN 1.6): STAR-R1's fine-grained reward, a state reward and a sparse one.
+"""Rewards for TVR answers (``docs/rewards.md``): STAR-R1's fine-grained reward, a state reward and a sparse one.
 
 Each reward is a pure function of (answer, problem) returning :class:`RewardResult`. The answer may be
 any string (or bytes/None) or an already :class:`~tvr_gym.answer.Parsed` answer. They never raise on the
@@ -10,16 +10,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
 from tvr_gym.answer import Step
 from tvr_gym.metrics import as_parsed, basic_scores, changed_objects, entry_counts
+from tvr_gym.options import is_number
 from tvr_gym.trance import Problem
 from tvr_gym.transform import simulate
 
 __all__ = [
     "ABLATIONS",
+    "REWARD_NAMES",
     "REWARDS",
     "RewardResult",
     "StarWeights",
@@ -43,7 +46,7 @@ def _check_weights(weights: Any, name: str) -> None:
     """Every weight is a finite number >= 0: anything else would make rewards NaN, infinite or a TypeError."""
     for key in weights.__dataclass_fields__:
         value = getattr(weights, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not is_number(value) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} weights: {key} must be a finite number >= 0, got {value!r}")
 
 
@@ -76,7 +79,7 @@ ABLATIONS: dict[str, StarWeights] = {
     "no_underprediction_penalty": StarWeights(missing=0.0),
     "no_wrong_penalty": StarWeights(wrong=0.0),
 }
-"""The reward ablations of DESIGN 1.6 (naive GRPO is :func:`sparse_reward`)."""
+"""STAR-R1's reported reward ablations (naive GRPO is :func:`sparse_reward`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +214,7 @@ _by_gain_first = itemgetter(0)
 
 
 def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights()) -> RewardResult:  # noqa: B008
-    """STAR-R1's fine-grained reward (DESIGN 1.6) with the reward-maximising one-to-one matching.
+    """STAR-R1's fine-grained reward with the reward-maximising one-to-one matching.
 
     Terms: ``format``, ``pos`` (R_pos), ``pun_wrong`` (−wrong per prediction not fully correct, unreadable
     items included), ``pun_missing`` (−missing × (n_gt − n_pred) when under-predicting). Matching is the
@@ -235,7 +238,7 @@ def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights(
 
 
 def state_reward(text: Any, problem: Problem, weights: StateWeights = StateWeights()) -> RewardResult:  # noqa: B008
-    """Simulate the readable steps and compare states (DESIGN 1.6 "State reward").
+    """Simulate the readable steps and compare states (the state reward of ``docs/rewards.md``).
 
     Terms: ``format``, ``correct`` (full × n_gt × right / changed; full × n_gt when the truth changes no
     entry and the prediction changes none wrongly), ``wrong_change``, ``missing``, ``illegal``,
@@ -283,36 +286,30 @@ def sparse_reward(text: Any, problem: Problem) -> RewardResult:
 RewardFn = Callable[[Any, Problem], RewardResult]
 
 REWARDS: dict[str, RewardFn] = {"star": star_reward, "state": state_reward, "sparse": sparse_reward}
+REWARD_NAMES: tuple[str, ...] = (*REWARDS, *(a for a in ABLATIONS if a not in REWARDS))
+"""Every name :func:`get_reward` (and the environment's ``reward=``) accepts: the rewards, then the STAR ablations."""
 
 
 def get_reward(name: str, **weights: float) -> RewardFn:
     """The reward function called ``name``; keyword weights override its defaults (star/state only).
 
     ``get_reward("star", missing=0.0)`` is the no-under-prediction-penalty ablation; a name in
-    :data:`ABLATIONS` (e.g. ``"no_wrong_penalty"``) gives that STAR ablation.
+    :data:`ABLATIONS` (e.g. ``"no_wrong_penalty"``) gives that STAR ablation. The result is a plain
+    function, or a ``functools.partial`` of one (picklable either way).
     """
-    if name in ABLATIONS:
+    if name in ABLATIONS and name not in REWARDS:
         base, fn, defaults = "star", star_reward, ABLATIONS[name]
     elif name in REWARDS:
         base, fn = name, REWARDS[name]
         defaults = {"star": StarWeights(), "state": StateWeights()}.get(name)
     else:
-        valid = ", ".join([*REWARDS, *ABLATIONS])
-        raise ValueError(f"reward: unknown name {name!r}; valid: {valid}")
-    if not weights:
-        if defaults is None or name in REWARDS:
-            return fn
+        raise ValueError(f"reward: unknown name {name!r}; valid: {', '.join(REWARD_NAMES)}")
+    if not weights and name in REWARDS:
+        return fn
     if defaults is None:
         raise ValueError(f"reward {base!r} has no weights; got {', '.join(weights)}")
     valid_fields = defaults.__dataclass_fields__
     unknown = [k for k in weights if k not in valid_fields]
     if unknown:
         raise ValueError(f"{base} weights: unknown {unknown[0]!r}; valid: {', '.join(valid_fields)}")
-    chosen = replace(defaults, **weights)
-
-    def reward(text: Any, problem: Problem) -> RewardResult:
-        return fn(text, problem, chosen)  # type: ignore[call-arg]
-
-    reward.__name__ = f"{base}_reward"
-    reward.__doc__ = f"{base} reward with {chosen!r}"
-    return reward
+    return partial(fn, weights=replace(defaults, **weights))

@@ -1,4 +1,4 @@
-"""Objects, 10-object states and grid geometry (DESIGN 1.2)."""
+"""Objects, 10-object states and grid geometry (``docs/task.md#scene-model``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tvr_gym.options import is_int, is_number
 from tvr_gym.spec import SPEC
 
 ATTRIBUTES = ("color", "material", "shape", "size")
@@ -52,7 +53,7 @@ class SceneObject:
         if (
             not isinstance(pos, tuple)
             or len(pos) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pos)
+            or not all(is_int(v) for v in pos)
         ):
             raise ValueError(f"position: expected two integers, got {pos!r}")
         if not on_grid(pos):
@@ -108,7 +109,7 @@ class SceneObject:
         if not isinstance(pos, (list, tuple)) or len(pos) != 2:
             raise ValueError(f"position: expected [x, y], got {pos!r}")
         rotation = d.get("rotation", 0.0)
-        if not isinstance(rotation, (int, float)) or isinstance(rotation, bool):
+        if not is_number(rotation):
             raise ValueError(f"rotation: expected a number, got {rotation!r}")
         return cls(d["color"], d["material"], d["shape"], d["size"], (pos[0], pos[1]), float(rotation))
 
@@ -117,7 +118,7 @@ _FIELDS = ("color", "material", "shape", "size", "position", "rotation")
 
 
 def overlaps(a: SceneObject, b: SceneObject) -> bool:
-    """DESIGN 1.2: centre distance < r_a + r_b + the minimum gap (all in cells)."""
+    """Centre distance < r_a + r_b + the minimum gap, all in cells (``docs/task.md#scene-model``)."""
     dx = a.position[0] - b.position[0]
     dy = a.position[1] - b.position[1]
     reach = RADIUS_CELLS[a.size] + RADIUS_CELLS[b.size] + _GAP

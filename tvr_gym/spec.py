@@ -57,7 +57,7 @@ class Spec:
 @lru_cache(maxsize=1)
 def load_spec() -> Spec:
     """Load and parse ``scenes/spec.json`` (cached)."""
-    raw = json.loads(resources.files("scenes").joinpath("spec.json").read_text(encoding="utf-8"))
+    raw = json.loads(resources.files("tvr_gym.scenes").joinpath("spec.json").read_text(encoding="utf-8"))
     grid = raw["grid"]
     moves = raw["moves"]
     return Spec(

@@ -1,4 +1,4 @@
-"""The TRANCE data format: problems, streaming loader, atomic writer and replay (DESIGN 1.5)."""
+"""The TRANCE data format (``docs/task.md``): problems, streaming loader, atomic writer and replay."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tvr_gym.atomic import atomic_open
+from tvr_gym.options import check_int
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import Transformation, apply, changed_entries, replay, simulate, state_distance
@@ -52,6 +53,8 @@ class Problem:
     root: Path | None = None
     final_view: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    render_seed: int | None = None
+    """The camera and lamp jitter seed of the episode (``camera_rig(view, render_seed)``), when it has one."""
 
     @property
     def n_steps(self) -> int:
@@ -106,6 +109,8 @@ class Problem:
         }
         if self.final_view is not None:
             d["final_view"] = self.final_view
+        if self.render_seed is not None:
+            d["render_seed"] = self.render_seed
         d.update(self.extra)
         return d
 
@@ -145,14 +150,15 @@ class Problem:
             except (ValueError, TypeError, AttributeError) as exc:
                 raise ValueError(f"transformations[{i}].{exc}") from None
         _check_replay(parsed_states[0], parsed_states[1], steps)
-        known = {"idx", "states", "transformations", "final_view"}
+        known = {"idx", "states", "transformations", "final_view", "render_seed"}
         final_view = d.get("final_view")
         if final_view is not None and final_view not in CAMERA_NAMES:
             raise ValueError(f"final_view: expected one of {list(CAMERA_NAMES)}, got {final_view!r}")
-        if isinstance(d["idx"], bool) or not isinstance(d["idx"], int):
-            raise ValueError(f"idx: expected an integer, got {d['idx']!r}")
+        render_seed = d.get("render_seed")
+        if render_seed is not None:
+            render_seed = check_int("render_seed", render_seed, 0)
         return cls(
-            idx=int(d["idx"]),
+            idx=check_int("idx", d["idx"]),
             initial=parsed_states[0],
             final=parsed_states[1],
             transformations=steps,
@@ -160,6 +166,7 @@ class Problem:
             root=root,
             final_view=final_view,
             extra={k: v for k, v in d.items() if k not in known},
+            render_seed=render_seed,
         )
 
 

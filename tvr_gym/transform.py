@@ -1,4 +1,4 @@
-"""Atomic transformations, the 33-pair vocabulary, move types, options and replay (DESIGN 1.2-1.3)."""
+"""Atomic transformations, the 33-pair vocabulary, move types, options and replay (``docs/task.md``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from tvr_gym.options import check_int, is_int
 from tvr_gym.scene import ATTRIBUTES, SceneObject, State, is_visible_position, on_grid, overlaps
 from tvr_gym.spec import SPEC, Move
 
@@ -67,8 +68,8 @@ def _value_from_json(attr: str, val: Any) -> Value:
             not isinstance(val, (list, tuple))
             or len(val) != 2
             or val[0] not in SPEC.directions
+            or not is_int(val[1])
             or val[1] not in SPEC.steps
-            or isinstance(val[1], bool)
         ):
             raise ValueError(f"val: {val!r} is not a move [direction, step]")
         return (str(val[0]), int(val[1]))
@@ -87,7 +88,7 @@ def _value_to_json(value: Value) -> Any:
 class Transformation:
     """One atomic step: (object index, attribute, value), plus its equivalent ``options``.
 
-    ``options`` holds every value giving the same observation (DESIGN 1.3); it always contains
+    ``options`` holds every value giving the same observation (``docs/task.md``); it always contains
     ``value``. ``type`` is the move type for position steps.
     """
 
@@ -98,7 +99,7 @@ class Transformation:
     type: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.obj_idx, int) or not 0 <= self.obj_idx < SPEC.n_objects:
+        if not is_int(self.obj_idx) or not 0 <= self.obj_idx < SPEC.n_objects:
             raise ValueError(f"obj_idx: expected 0..{SPEC.n_objects - 1}, got {self.obj_idx!r}")
         _value_from_json(self.attr, self.value)
         if not self.options:
@@ -136,26 +137,33 @@ class Transformation:
         if not isinstance(raw_options, list):
             raise ValueError(f"options: expected a list, got {raw_options!r}")
         options = tuple(_value_from_json(attr, v) for v in raw_options)
-        obj_idx = d["obj_idx"]
-        if isinstance(obj_idx, bool) or not isinstance(obj_idx, int):
-            raise ValueError(f"obj_idx: expected an integer, got {obj_idx!r}")
-        return cls(obj_idx, attr, value, options, d.get("type"))
+        return cls(check_int("obj_idx", d["obj_idx"]), attr, value, options, d.get("type"))
+
+
+def applied(obj: SceneObject, attr: str, value: Value) -> SceneObject | None:
+    """``obj`` after one step: moved by (direction, step), or with ``attr`` set to ``value``.
+
+    ``None`` when a move leaves the grid. The value must be in the vocabulary (a parsed or validated
+    step); the one way of applying a step, used by :func:`apply`, :func:`simulate` and the generator.
+    """
+    if attr == "position":
+        value = moved(obj.position, value)  # type: ignore[arg-type]
+        if not on_grid(value):
+            return None
+    return obj.changed(attr, value)
 
 
 def apply(state: State, step: Transformation) -> State:
     """Apply one step. Raises ``ValueError`` if a move leaves the grid; overlap is not checked."""
-    obj = state.objects[step.obj_idx]
-    if step.attr == "position":
-        new = SceneObject(obj.color, obj.material, obj.shape, obj.size, moved(obj.position, step.value), obj.rotation)
-    else:
-        fields = {a: getattr(obj, a) for a in ("color", "material", "shape", "size")}
-        fields[step.attr] = step.value
-        new = SceneObject(position=obj.position, rotation=obj.rotation, **fields)
+    new = applied(state.objects[step.obj_idx], step.attr, step.value)
+    if new is None:
+        lim = SPEC.grid_limit
+        raise ValueError(f"position: a move {step.value} takes object {step.obj_idx} off the grid [-{lim}, {lim}]")
     return state.with_object(step.obj_idx, new)
 
 
 def replay(state: State, transformations: Iterable[Transformation]) -> State:
-    """The final state after applying ``transformations`` in order (DESIGN Part 2)."""
+    """The final state after applying ``transformations`` in order."""
     for step in transformations:
         state = apply(state, step)
     return state
@@ -163,7 +171,7 @@ def replay(state: State, transformations: Iterable[Transformation]) -> State:
 
 @dataclass(frozen=True, slots=True)
 class Simulation:
-    """The outcome of simulating a predicted sequence as TVR's evaluator does (DESIGN 1.7)."""
+    """The outcome of simulating a predicted sequence as TVR's evaluator does (``docs/rewards.md#metrics``)."""
 
     state: State
     error_out: bool
@@ -181,14 +189,12 @@ def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulatio
     error_out = error_overlap = False
     illegal = 0
     for obj_idx, attr, value in steps:
-        obj = objs[obj_idx]
-        if attr == "position":
-            value = moved(obj.position, value)  # type: ignore[arg-type]
-            if not on_grid(value):
-                error_out = True
-                illegal += 1
-                continue
-        objs[obj_idx] = obj.changed(attr, value)
+        new = applied(objs[obj_idx], attr, value)
+        if new is None:
+            error_out = True
+            illegal += 1
+            continue
+        objs[obj_idx] = new
         if attr in ("position", "size") and _overlaps_any(objs, obj_idx):
             error_overlap = True
             illegal += 1
@@ -212,7 +218,7 @@ def changed_entries(initial: State, final: State) -> frozenset[tuple[int, str]]:
 
 
 def state_distance(pred: State, true: State) -> int:
-    """Number of (object, attribute) entries that differ (DESIGN 1.7 step 2).
+    """Number of (object, attribute) entries that differ (TVR's distance, ``docs/rewards.md#metrics``).
 
     Positions are equal when identical, or when both lie outside the visible square.
     """

@@ -24,6 +24,8 @@ import numpy as np
 from gymnasium import spaces
 
 from tvr_gym.answer import Step, format_answer
+from tvr_gym.env import TVRGym
+from tvr_gym.options import check_choice, check_int, is_int
 from tvr_gym.registration import check_env_id
 from tvr_gym.scene import ATTRIBUTES, State
 from tvr_gym.spec import SPEC
@@ -63,7 +65,6 @@ _VALUE_INDEX = {attr: {v: i for i, v in enumerate(SPEC.values[attr])} for attr i
 
 
 def _unwrapped_tvr(env: gym.Env) -> Any:
-    from tvr_gym.env import TVRGym
 
     base = env.unwrapped
     if not isinstance(base, TVRGym):
@@ -78,11 +79,7 @@ class AnswerEncoding:
     """The discrete answer encoding for answers of at most ``max_items`` items (see the module docstring)."""
 
     def __init__(self, max_items: int) -> None:
-        if isinstance(max_items, bool) or not isinstance(max_items, (int, np.integer)):
-            raise ValueError(f"max_items: expected an integer in 1..{MAX_ITEMS_LIMIT}, got {max_items!r}")
-        if not 1 <= max_items <= MAX_ITEMS_LIMIT:
-            raise ValueError(f"max_items: expected an integer in 1..{MAX_ITEMS_LIMIT}, got {max_items!r}")
-        self.max_items = int(max_items)
+        self.max_items = check_int("max_items", max_items, 1, MAX_ITEMS_LIMIT)
         self.has_count = self.max_items > 1
         item = [_N_OBJECTS, _N_PAIRS]
         self.nvec = np.array(([self.max_items + 1] if self.has_count else []) + item * self.max_items, dtype=np.int64)
@@ -127,7 +124,7 @@ class AnswerEncoding:
             raise ValueError(f"steps: this encoding holds {lo}..{self.max_items} steps, got {len(steps)}")
         items = np.zeros(2 * self.max_items, dtype=np.int64)
         for k, (obj, attr, value) in enumerate(steps):
-            if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)) or not 0 <= obj < _N_OBJECTS:
+            if not is_int(obj) or not 0 <= obj < _N_OBJECTS:
                 raise ValueError(f"steps[{k}]: object {obj!r} out of range 0..{_N_OBJECTS - 1}")
             items[2 * k] = int(obj)
             items[2 * k + 1] = pair_index(attr, tuple(value) if isinstance(value, list) else value)
@@ -144,7 +141,7 @@ class DiscreteAnswer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, max_items=max_items)
         gym.ActionWrapper.__init__(self, env)
         base = _unwrapped_tvr(env)
-        self.encoding = AnswerEncoding(base.steps[1] if max_items is None else max_items)
+        self.encoding = AnswerEncoding(base.options.steps[1] if max_items is None else max_items)
         self.action_space = self.encoding.space
 
     def action(self, action: Any) -> str:
@@ -232,15 +229,13 @@ class SymbolicObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArg
 
 def wrap_for_sb3(env: gym.Env, obs: str = "image", max_items: int | None = None) -> gym.Env:
     """``env`` with a ``MultiDiscrete`` answer action and an ``image`` or ``symbolic`` Box observation."""
-    if obs not in OBS_KINDS:
-        raise ValueError(f"obs: unknown value {obs!r}; valid: {', '.join(OBS_KINDS)}")
+    check_choice("obs", obs, OBS_KINDS)
     env = DiscreteAnswer(env, max_items)
     return StackedImages(env) if obs == "image" else SymbolicObservation(env)
 
 
 def make_sb3_env(env_id: str, obs: str = "image", max_items: int | None = None, **env_kwargs: Any) -> gym.Env:
     """``gym.make(env_id, **env_kwargs)`` wrapped by :func:`wrap_for_sb3`."""
-    import tvr_gym  # noqa: F401  (registers the ids)
 
     check_env_id(env_id)
     return wrap_for_sb3(gym.make(env_id, **env_kwargs), obs, max_items)

@@ -10,18 +10,18 @@ from typing import Any
 __all__ = ["GRPOConfig", "MLLMAgent", "Samples", "make_tiny_model", "train", "warmup_format"]
 
 _WHERE = {
-    "MLLMAgent": "agents.mllm.policy",
-    "Samples": "agents.mllm.policy",
-    "make_tiny_model": "agents.mllm.tiny",
-    "GRPOConfig": "agents.mllm.grpo",
-    "train": "agents.mllm.grpo",
-    "warmup_format": "agents.mllm.warmup",
+    "MLLMAgent": "tvr_gym.agents.mllm.policy",
+    "Samples": "tvr_gym.agents.mllm.policy",
+    "make_tiny_model": "tvr_gym.agents.mllm.tiny",
+    "GRPOConfig": "tvr_gym.agents.mllm.grpo",
+    "train": "tvr_gym.agents.mllm.grpo",
+    "warmup_format": "tvr_gym.agents.mllm.warmup",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
-        raise AttributeError(f"module 'agents.mllm' has no attribute {name!r}")
+        raise AttributeError(f"module 'tvr_gym.agents.mllm' has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(_WHERE[name]), name)

@@ -1,20 +1,24 @@
 """GRPO for the multimodal LLM policy on any TVR environment, in one file (CleanRL style).
 
 Reading order: the config, the math (advantages, k3 KL, clipped surrogate, loss aggregation), the
-checkpoint helpers, then :func:`train`, which is the whole loop from top to bottom:
+checkpoints, the two steps of the loop (:func:`score_group`, :func:`update`), then :func:`train`, which
+reads from top to bottom as this sketch:
 
+    check every argument; build the environments, the policy, a frozen reference and the optimizer
     for each step:
-        draw B episode seeds from a seeded stream
-        sample G completions per episode (a group = G copies of one episode, same seed)
-        score every completion with env.step(text)            -> rewards
-        group-normalise the rewards                           -> advantages
-        mu inner updates of the clipped surrogate (+ beta * k3 KL to a frozen reference),
-            each over grad_accum micro-batches; the old log-probs are the first update's own
-            forward pass, which still runs on the sampling weights
+        draw B episode seeds from a seeded stream; reset one environment per episode
+        sample G completions per episode                         (a group)
+        score each group on its episode with env.score(text)     -> rewards        score_group()
+        group-normalise the rewards                              -> advantages
+        mu inner updates of the clipped surrogate (+ beta * k3 KL to the frozen reference), each
+            over grad_accum micro-batches; the old log-probs are the first update's own forward
+            pass, which still runs on the sampling weights                        update()
         log to TensorBoard, checkpoint, evaluate on held-out seeds
+    save the last step as an exact checkpoint, and the model as OUT/final
 
 Rewards come only from the gymnasium interface, so every registered TVR id trains the same way.
 Device placement, gradient synchronisation and multi-GPU runs are handled by ``accelerate``.
+See ``docs/mllm-grpo.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import random
 import shutil
 import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -35,71 +40,80 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.mllm.policy import POLICY_FILE
-from agents.mllm.tiny import build_tiny_base
+from tvr_gym.agents.evaluate import evaluate
+from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent, resolve_dtype
+from tvr_gym.agents.mllm.tiny import build_tiny_base
 from tvr_gym.atomic import atomic_write_text, replace_dir
+from tvr_gym.metrics import format_table
+from tvr_gym.options import check_choice, check_int, check_size
+from tvr_gym.prompt import OBS_MODES
 from tvr_gym.registration import check_env_id
+from tvr_gym.reward import REWARD_NAMES
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
-REWARDS = ("star", "state", "sparse")
-OBS_MODES = ("text", "image")
+DTYPES = ("float32", "bfloat16", "float16")
 EVAL_SEED_BASE = 2**31
 """Held-out evaluation seeds start here; training seeds are drawn below it, so the two never meet."""
 TINY_LR = 1e-3
 PRETRAINED_LR = 1e-6
 
 
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
 # ====================================================================== config
 @dataclass
 class GRPOConfig:
-    """Every training option. ``lr=None`` means 1e-3 for the tiny preset and 1e-6 for a real checkpoint."""
+    """Every training option; ``tvr-gym train grpo`` has one flag per field (see ``docs/mllm-grpo.md``)."""
 
-    model: str = "tiny"
-    env: str = "TVR-Basic-v0"
-    out: str = "runs/grpo"
-    steps: int = 100
-    batch_size: int = 4
-    group_size: int = 4
-    reward: str = "star"
-    obs_mode: str = "text"
-    render_size: tuple[int, int] = (160, 120)
-    lr: float | None = None
-    beta: float = 0.0
-    clip: float = 0.2
-    mu: int = 1
-    loss: str = "grpo"
-    scale_std: bool | None = None
-    """Divide advantages by the group std; ``None`` = yes, except for ``dr_grpo`` (Dr.GRPO has none)."""
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    save_every: int = 50
-    eval_every: int = 50
-    eval_episodes: int = 32
-    seed: int = 0
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    resume: bool = False
-    device: str | None = None
-    dtype: str | None = None
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    progress: bool = True
+    model: str = field(default="tiny", metadata=_help("'tiny' (built in OUT/base) or a local checkpoint directory"))
+    env: str = field(default="TVR-Basic-v0", metadata=_help("a registered TVR environment id"))
+    out: str = field(default="runs/grpo", metadata=_help("output directory: checkpoints, TensorBoard, evals"))
+    steps: int = field(default=100, metadata=_help("GRPO steps"))
+    batch_size: int = field(default=4, metadata=_help("episodes per step (per process)"))
+    group_size: int = field(default=4, metadata=_help("completions per episode (G)"))
+    reward: str = field(default="star", metadata=_help("star | state | sparse | a STAR ablation", choices=REWARD_NAMES))
+    obs_mode: str = field(default="text", metadata=_help("what the policy reads", choices=OBS_MODES))
+    size: list[int] = field(default_factory=lambda: [160, 120], metadata=_help("image size W H"))
+    lr: float | None = field(default=None, metadata=_help("default: 1e-3 for tiny, 1e-6 for a checkpoint"))
+    beta: float = field(default=0.0, metadata=_help("KL coefficient (k3 estimator); 0 = no reference model"))
+    clip: float = field(default=0.2, metadata=_help("PPO ratio clip epsilon"))
+    mu: int = field(default=1, metadata=_help("inner updates per batch"))
+    loss: str = field(default="grpo", metadata=_help("loss aggregation", choices=LOSS_TYPES))
+    scale_std: bool | None = field(
+        default=None, metadata=_help("divide advantages by the group std (default: yes, except for dr_grpo)")
+    )
+    grad_accum: int = field(default=1, metadata=_help("micro-batches per update"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    lora: bool = field(default=False, metadata=_help("train LoRA adapters (peft) instead of all weights"))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    save_every: int = field(default=50, metadata=_help("steps between checkpoints (0: only the last)"))
+    eval_every: int = field(default=50, metadata=_help("steps between held-out evaluations (0: off)"))
+    eval_episodes: int = field(default=32, metadata=_help("held-out episodes per evaluation"))
+    seed: int = field(default=0, metadata=_help("seed of the episode stream and of the processes' RNGs"))
+    max_new_tokens: int = field(default=64, metadata=_help("completion length limit"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature"))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling"))
+    resume: bool = field(default=False, metadata=_help("continue from the latest OUT/checkpoint-STEP"))
+    device: str | None = field(default=None, metadata=_help("cpu forces the CPU; default: accelerate's choice"))
+    dtype: str | None = field(default=None, metadata=_help("model dtype (default: bf16 on CUDA)", choices=DTYPES))
+    quiet: bool = field(default=False, metadata=_help("no progress bar"))
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help("further environment keywords"))
 
     def __post_init__(self) -> None:
-        for name, choices in (("loss", LOSS_TYPES), ("reward", REWARDS), ("obs_mode", OBS_MODES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name}: unknown {getattr(self, name)!r}; valid: {', '.join(choices)}")
+        check_choice("loss", self.loss, LOSS_TYPES)
+        check_choice("reward", self.reward, REWARD_NAMES)
+        check_choice("obs_mode", self.obs_mode, OBS_MODES)
+        if self.dtype is not None:
+            check_choice("dtype", self.dtype, DTYPES)
         for name in ("steps", "batch_size", "group_size", "mu", "grad_accum", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         for name in ("save_every", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0 (0 disables), got {getattr(self, name)!r}")
+            check_int(name, getattr(self, name), 0)
+        self.size = list(check_size(self.size))
         if self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum: {self.grad_accum} must divide batch_size {self.batch_size}")
         if self.beta < 0 or self.clip < 0 or self.temperature <= 0:
@@ -108,7 +122,10 @@ class GRPOConfig:
             self.scale_std = self.loss != "dr_grpo"
         if self.lr is None:
             self.lr = TINY_LR if self.model == "tiny" else PRETRAINED_LR
-        self.render_size = tuple(self.render_size)
+
+    def env_options(self) -> dict[str, Any]:
+        """The keywords of every environment of the run."""
+        return {"obs_mode": self.obs_mode, "render_size": tuple(self.size), "reward": self.reward, **self.env_kwargs}
 
 
 # ====================================================================== the math
@@ -230,49 +247,24 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
-def load_model(path: Path, base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype):
-    """The trainable model: full weights from ``path``, or ``base`` + a (new or saved) LoRA adapter."""
+# ====================================================================== model
+def load_model(base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype):
+    """The trainable model: the full weights of ``base``, or ``base`` with new LoRA adapters."""
     from transformers import AutoModelForImageTextToText
 
     kwargs = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True, "dtype": dtype}
-    if not lora:
-        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    from peft import LoraConfig, PeftModel, get_peft_model
-
     model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
-    if (path / "adapter_config.json").is_file():
-        return PeftModel.from_pretrained(model, path, is_trainable=True)
+    if not lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     config = LoraConfig(
-        r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=0.0,
-        target_modules=rf".*language_model.*\.({'|'.join(targets)})",
+        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=rf".*language_model.*\.({'|'.join(targets)})"
     )
     return get_peft_model(model, config)
 
 
-# ====================================================================== evaluation
-def evaluate(agent, env, episodes: int, batch: int = 16) -> dict[str, Any]:
-    """Greedy answers on the held-out seeds; returns the DESIGN 1.7 summary and its text table."""
-    from tvr_gym.metrics import format_table, summarize
-
-    records, rewards = [], []
-    seeds = [EVAL_SEED_BASE + i for i in range(episodes)]
-    for start in range(0, episodes, batch):
-        chunk = seeds[start : start + batch]
-        observations = [env.reset(seed=seed)[0] for seed in chunk]
-        answers = agent.act_batch(observations)
-        for seed, answer in zip(chunk, answers):
-            env.reset(seed=seed)
-            _, reward, _, _, info = env.step(answer)
-            rewards.append(float(reward))
-            records.append({**info["metrics"], "final_view": info["final_view"], "reward": float(reward)})
-    summary = summarize(records)
-    return {"summary": summary, "table": format_table(summary), "reward": float(np.mean(rewards))}
-
-
-# ====================================================================== training
 def resolve_model_dir(cfg: GRPOConfig) -> Path:
     """The base checkpoint: ``--model tiny`` builds one in OUT/base, once and atomically."""
     if cfg.model != "tiny":
@@ -300,6 +292,101 @@ def check_config(cfg: GRPOConfig) -> Path | None:
     return resume_from
 
 
+# ====================================================================== the two steps of the loop
+def score_group(env: gym.Env, texts: list[str]) -> tuple[list[float], dict[str, list[float]], list[float]]:
+    """Score the G completions of one group on its episode (the env's current one, reset once).
+
+    Returns (rewards, reward terms by name, TVR Acc per completion). ``env.score`` scores without
+    ending the episode, so the whole group needs a single reset.
+    """
+    rewards, accs = [], []
+    terms: dict[str, list[float]] = defaultdict(list)
+    for text in texts:
+        reward, info = env.unwrapped.score(text)
+        rewards.append(float(reward))
+        for key, value in info.get("reward_terms", {}).items():
+            terms[key].append(float(value))
+        accs.append(float(info.get("metrics", {}).get("acc", 0.0)))
+    return rewards, terms, accs
+
+
+def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAgent, samples, advantages, ref_logp):
+    """``mu`` clipped-surrogate updates, each accumulated over ``grad_accum`` micro-batches of whole groups.
+
+    The old log-probs are the first update's own forward pass (it still runs on the sampling weights).
+    An update with a non-finite gradient is dropped. Returns (per-update stats, updates dropped).
+    """
+    mask = samples.completion_mask
+    old_logp = torch.zeros(mask.shape, device=accelerator.device)
+    rows_per_chunk = mask.shape[0] // cfg.grad_accum
+    stats: dict[str, list[float]] = defaultdict(list)
+    dropped = 0
+    model.train()
+    for inner in range(cfg.mu):
+        for c in range(cfg.grad_accum):
+            rows = slice(c * rows_per_chunk, (c + 1) * rows_per_chunk)
+            inputs = _slice_inputs(samples.inputs, rows, samples.inputs["input_ids"].shape[0])
+            last = c == cfg.grad_accum - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                ids = samples.completion_ids[rows]
+                logp = agent.token_logprobs(inputs, ids, mask[rows], cfg.temperature, model=model)
+                if inner == 0:
+                    old_logp[rows] = logp.detach()
+                loss, loss_stats = grpo_loss(
+                    logp, old_logp[rows], advantages[rows], mask[rows],
+                    None if ref_logp is None else ref_logp[rows], cfg.beta, cfg.clip, cfg.loss, cfg.max_new_tokens,
+                )  # fmt: skip
+                accelerator.backward(loss / cfg.grad_accum)
+            stats["loss"].append(float(loss.detach()))
+            for key, value in loss_stats.items():
+                stats[key].append(value)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        if torch.isfinite(torch.as_tensor(grad_norm)):
+            optimizer.step()
+        else:
+            dropped += 1  # a non-finite loss or gradient: this update is dropped, training goes on
+        optimizer.zero_grad(set_to_none=True)
+    return stats, dropped
+
+
+class GracefulStop:
+    """SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
+    saved as an exact checkpoint; a second signal aborts at once (``KeyboardInterrupt``). Handlers are
+    installed in the main thread only, and :meth:`close` restores the previous ones."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        in_main = threading.current_thread() is threading.main_thread()
+        signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_eval(cfg: GRPOConfig, agent: MLLMAgent, out: Path, step: int) -> dict[str, Any]:
+    """Greedy answers on the held-out seeds (the evaluator of every agent); writes OUT/eval-STEP.json/.txt."""
+    result = evaluate(
+        agent, cfg.env, cfg.eval_episodes, seed=EVAL_SEED_BASE, env_kwargs=cfg.env_options(), progress=False,
+        batch_size=min(16, max(cfg.eval_episodes, 1)),
+    )  # fmt: skip
+    rewards = [r["reward"] for r in result.records]
+    payload = {
+        "step": step, "env": cfg.env, "episodes": cfg.eval_episodes, "summary": result.summary,
+        "reward": float(np.mean(rewards)) if rewards else math.nan,
+    }  # fmt: skip
+    atomic_write_text(out / f"eval-{step}.json", json.dumps(payload, indent=1, default=str) + "\n")
+    atomic_write_text(out / f"eval-{step}.txt", format_table(result.summary) + "\n")
+    return payload
+
+
+# ====================================================================== training
 def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     """Run GRPO as configured; returns the per-step log (also written to OUT/log.jsonl)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -307,33 +394,30 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     from tqdm.auto import tqdm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    import tvr_gym  # noqa: F401  (registers the TVR environments)
-    from agents.mllm.policy import MLLMAgent, _resolve_dtype
-
     # ---- every argument is checked, and the environments built, before anything is written
     resume_from = check_config(cfg)
-    env_kwargs = {"obs_mode": cfg.obs_mode, "render_size": cfg.render_size, "reward": cfg.reward, **cfg.env_kwargs}
-    env = gym.make(cfg.env, **env_kwargs)
-    eval_env = gym.make(cfg.env, **env_kwargs)
+    B, G = cfg.batch_size, cfg.group_size
+    envs = [gym.make(cfg.env, **cfg.env_options()) for _ in range(B)]  # one per episode of a step
     # Unused parameters are normal here (e.g. the vision tower on text observations), so DDP must allow them.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
+    accelerator = Accelerator(
+        cpu=cfg.device == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(cfg.out).expanduser().resolve()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     base = resolve_model_dir(cfg)
-    dtype = _resolve_dtype(cfg.dtype, accelerator.device)
+    dtype = resolve_dtype(cfg.dtype, accelerator.device)
 
-    # ---- seeding, and where to start from
+    # ---- seeding: each process its own RNGs; one episode stream shared, each process taking its slice
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed + rank)
-    seed_stream = np.random.default_rng(cfg.seed)  # same on every process; each takes its own slice
+    seed_stream = np.random.default_rng(cfg.seed)
     start_step, skipped, history = 0, 0, []
 
     # ---- policy, frozen reference, optimizer
-    model = load_model(base, base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
+    model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
     agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens)
     ref_model = None
@@ -356,122 +440,66 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
     if accelerator.is_main_process:
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1, default=str) + "\n")
-
-    def trainer_state(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "seed_stream": seed_stream.bit_generator.state,
-            "skipped": skipped,
-            "history": history,
-            "config": json.loads(json.dumps(asdict(cfg), default=str)),
-        }
-
     exact: set[int] = {start_step} if resume_from is not None else set()
 
     def checkpoint(step: int) -> Path:
         """OUT/checkpoint-STEP with everything ``--resume`` needs, written once per step."""
         target = out / f"checkpoint-{step}"
         if step not in exact:
-            save_checkpoint(accelerator, model, processor, target, agent.settings(), trainer_state(step))
+            trainer_state = {
+                "step": step, "seed_stream": seed_stream.bit_generator.state, "skipped": skipped, "history": history,
+                "config": json.loads(json.dumps(asdict(cfg), default=str)),
+            }  # fmt: skip
+            save_checkpoint(accelerator, model, processor, target, agent.settings(), trainer_state)
             exact.add(step)
         return target
 
-    # SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
-    # saved as an exact checkpoint. A second signal aborts at once: only weights are saved, as partial-STEP.
-    stop = {"requested": False}
-
-    def on_signal(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-
-    handled = (signal.SIGINT, signal.SIGTERM) if _is_main_thread() else ()
-    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in handled}
-    show_bar = cfg.progress and accelerator.is_main_process
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", disable=not show_bar)
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", disable=cfg.quiet or not accelerator.is_main_process)
     step = start_step
+    stop = GracefulStop()
     try:
-        while step < cfg.steps and not stop["requested"]:
+        while step < cfg.steps and not stop.requested:
             t0 = time.perf_counter()
-            B, G = cfg.batch_size, cfg.group_size
-            # ---- 1. episodes: B seeds per process from the shared stream
+            # ---- 1. episodes: B seeds per process from the shared stream, one environment each
             seeds = seed_stream.integers(0, EVAL_SEED_BASE, size=B * world)[rank * B : (rank + 1) * B].tolist()
-            observations = [env.reset(seed=int(s))[0] for s in seeds]
+            observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
 
             # ---- 2. rollouts: G completions per episode
             samples = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
 
-            # ---- 3. rewards from the environment (a group = G copies of one episode)
-            rewards = torch.zeros(B * G)
-            terms: dict[str, list[float]] = defaultdict(list)
-            accs = []
-            for i, text in enumerate(samples.texts):
-                env.reset(seed=int(seeds[i // G]))
-                _, reward, _, _, info = env.step(text)
-                rewards[i] = float(reward)
-                for k, v in info.get("reward_terms", {}).items():
-                    terms[k].append(float(v))
-                accs.append(float(info.get("metrics", {}).get("acc", 0.0)))
+            # ---- 3. rewards: each group scored on its own episode
+            rewards, terms, accs = [], defaultdict(list), []
+            for i, env in enumerate(envs):
+                group_rewards, group_terms, group_accs = score_group(env, samples.texts[i * G : (i + 1) * G])
+                rewards += group_rewards
+                accs += group_accs
+                for key, values in group_terms.items():
+                    terms[key] += values
+            rewards_t = torch.tensor(rewards)
 
-            # ---- 4. advantages, old and reference log-probs
-            advantages = group_advantages(rewards, G, cfg.scale_std).to(accelerator.device)
-            mask = samples.completion_mask
-            old_logp = torch.zeros(mask.shape, device=accelerator.device)  # filled by the first inner update
+            # ---- 4. advantages and the frozen reference's log-probs
+            advantages = group_advantages(rewards_t, G, cfg.scale_std).to(accelerator.device)
             ref_logp = None
             if cfg.beta > 0:
-                with torch.no_grad():
-                    frozen = agent.model.disable_adapter() if cfg.lora else contextlib.nullcontext()
-                    with frozen:
-                        ref_logp = agent.token_logprobs(
-                            samples.inputs, samples.completion_ids, mask, cfg.temperature, model=ref_model
-                        )
+                with torch.no_grad(), agent.model.disable_adapter() if cfg.lora else contextlib.nullcontext():
+                    ref_logp = agent.token_logprobs(
+                        samples.inputs, samples.completion_ids, samples.completion_mask, cfg.temperature,
+                        model=ref_model,
+                    )  # fmt: skip
 
-            # ---- 5. mu inner updates, each accumulated over grad_accum micro-batches of whole groups
-            model.train()
-            chunk_rows = B * G // cfg.grad_accum
-            step_stats: dict[str, list[float]] = defaultdict(list)
-            for inner in range(cfg.mu):
-                for c in range(cfg.grad_accum):
-                    rows = slice(c * chunk_rows, (c + 1) * chunk_rows)
-                    inputs = _slice_inputs(samples.inputs, rows, samples.inputs["input_ids"].shape[0])
-                    sync = c == cfg.grad_accum - 1
-                    with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                        logp = agent.token_logprobs(
-                            inputs, samples.completion_ids[rows], mask[rows], cfg.temperature, model=model
-                        )
-                        if inner == 0:  # still the sampling weights: these are the old log-probs
-                            old_logp[rows] = logp.detach()
-                        loss, stats = grpo_loss(
-                            logp,
-                            old_logp[rows],
-                            advantages[rows],
-                            mask[rows],
-                            ref_logp[rows] if ref_logp is not None else None,
-                            cfg.beta,
-                            cfg.clip,
-                            cfg.loss,
-                            cfg.max_new_tokens,
-                        )
-                        accelerator.backward(loss / cfg.grad_accum)
-                    step_stats["loss"].append(float(loss.detach()))
-                    for k, v in stats.items():
-                        step_stats[k].append(v)
-                grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                if torch.isfinite(torch.as_tensor(grad_norm)):
-                    optimizer.step()
-                else:
-                    skipped += 1  # a non-finite loss or gradient: this update is dropped, training goes on
-                optimizer.zero_grad(set_to_none=True)
+            # ---- 5. mu inner updates of the clipped surrogate
+            stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, samples, advantages, ref_logp)
+            skipped += dropped
             step += 1
 
             # ---- 6. logging
             record = {
                 "step": step,
-                "loss": float(np.mean(step_stats["loss"][: cfg.grad_accum])),
-                "reward": float(accelerator.gather(rewards.to(accelerator.device)).mean()),  # over all processes
+                "loss": float(np.mean(stats["loss"][: cfg.grad_accum])),
+                "reward": float(accelerator.gather(rewards_t.to(accelerator.device)).mean()),  # over all processes
                 "acc": float(accelerator.gather(torch.tensor(accs, device=accelerator.device)).mean()),
-                "kl": float(np.mean(step_stats["kl"])),
-                "clip_frac": float(np.mean(step_stats["clip_frac"])),
+                "kl": float(np.mean(stats["kl"])),
+                "clip_frac": float(np.mean(stats["clip_frac"])),
                 "completion_len": float(samples.lengths.float().mean()),
                 "skipped": float(skipped),
                 "step_time": time.perf_counter() - t0,
@@ -480,34 +508,40 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             }
             history.append(record)
             if writer is not None:
-                for k, v in record.items():
-                    if k != "step":
-                        writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
-                bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['acc']:.2f}", refresh=False)
-                bar.update(1)
+                for key, value in record.items():
+                    if key != "step":
+                        writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+            bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['acc']:.2f}", refresh=False)
+            bar.update(1)
 
             # ---- 7. checkpoint and held-out evaluation
             if cfg.save_every and step % cfg.save_every == 0:
                 checkpoint(step)
             if cfg.eval_every and cfg.eval_episodes and step % cfg.eval_every == 0:
-                _run_eval(accelerator, agent, eval_env, cfg, out, step, writer, history)
+                if accelerator.is_main_process:
+                    result = run_eval(cfg, agent, out, step)
+                    acc = result["summary"]["overall"]["Acc"]
+                    record["eval_acc"] = math.nan if acc is None else float(acc)
+                    record["eval_reward"] = result["reward"]
+                    if writer is not None:
+                        writer.add_scalar("eval/acc", record["eval_acc"], step)
+                        writer.add_scalar("eval/reward", result["reward"], step)
+                accelerator.wait_for_everyone()
     except KeyboardInterrupt:
         # A second signal mid-step: the step may be partly applied, so these weights are no exact checkpoint.
         save_checkpoint(accelerator, model, processor, out / f"partial-{step}", agent.settings(), None)
         if accelerator.is_main_process:
-            print(f"aborted: weights saved to {out / f'partial-{step}'}; --resume continues from the last "
-                  "exact checkpoint")  # fmt: skip
+            print(f"aborted: weights in {out / f'partial-{step}'}; --resume continues from the last exact checkpoint")
         raise
     finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
+        stop.close()
         bar.close()
-        env.close()
-        eval_env.close()
+        for env in envs:
+            env.close()
 
-    # the last step is always an exact checkpoint, so --resume can extend a finished run too
+    # ---- the last step is always an exact checkpoint, so --resume can extend a finished run too
     last = checkpoint(step)
-    if stop["requested"]:
+    if stop.requested:
         if accelerator.is_main_process:
             print(f"interrupted: saved {last}; continue with --resume")
     else:
@@ -515,31 +549,10 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     if writer is not None:
         writer.close()
     if accelerator.is_main_process:
-        _write_jsonl(out / "log.jsonl", history)
-    if stop["requested"]:
+        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    if stop.requested:
         raise KeyboardInterrupt
     return history
-
-
-def _run_eval(accelerator, agent, env, cfg, out, step, writer, history) -> None:
-    if accelerator.is_main_process:
-        result = evaluate(agent, env, cfg.eval_episodes)
-        payload = {"step": step, "env": cfg.env, "episodes": cfg.eval_episodes, **result}
-        atomic_write_text(out / f"eval-{step}.json", json.dumps(payload, indent=1, default=str) + "\n")
-        atomic_write_text(out / f"eval-{step}.txt", result["table"] + "\n")
-        acc = _overall_acc(result["summary"])
-        history[-1]["eval_acc"] = acc
-        history[-1]["eval_reward"] = result["reward"]
-        if writer is not None:
-            writer.add_scalar("eval/acc", acc, step)
-            writer.add_scalar("eval/reward", result["reward"], step)
-    accelerator.wait_for_everyone()
-
-
-def _overall_acc(summary: dict[str, Any]) -> float:
-    """The overall TVR Acc of a :func:`tvr_gym.metrics.summarize` result (NaN when empty)."""
-    acc = summary["overall"]["Acc"]
-    return math.nan if acc is None else float(acc)
 
 
 def _slice_inputs(inputs: dict[str, torch.Tensor], rows: slice, n: int) -> dict[str, torch.Tensor]:
@@ -556,11 +569,3 @@ def _slice_inputs(inputs: dict[str, torch.Tensor], rows: slice, n: int) -> dict[
     return result
 
 
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -63,7 +63,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -151,7 +151,7 @@ class MLLMAgent:
         if not path.is_dir():
             raise ValueError(f"path: {str(path)!r} is not a checkpoint directory")
         dev = _resolve_device(device)
-        torch_dtype = _resolve_dtype(dtype, dev)
+        torch_dtype = resolve_dtype(dtype, dev)
         kwargs = {"local_files_only": True, "trust_remote_code": False}
         adapter_cfg = path / "adapter_config.json"
         base = path

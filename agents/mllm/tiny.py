@@ -18,6 +18,8 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
+from tvr_gym.atomic import replace_dir
+from tvr_gym.prompt import prompt_vocabulary
 from tvr_gym.spec import SPEC
 
 UNK = "<unk>"
@@ -83,7 +85,6 @@ def grammar_words() -> list[str]:
 
 def prompt_words() -> list[str]:
     """Every token of any TVR prompt or canonical answer, from the prompt builder."""
-    from tvr_gym.prompt import prompt_vocabulary
 
     return prompt_vocabulary()
 
@@ -236,7 +237,6 @@ def build_tiny_base(base: str | Path, seed: int = 0) -> Path:
 
     from accelerate import PartialState
 
-    from tvr_gym.atomic import replace_dir
 
     base = Path(base).resolve()
     with PartialState().main_process_first():

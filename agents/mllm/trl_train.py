@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.mllm.policy import POLICY_FILE
-from agents.mllm.tiny import build_tiny_base
+from tvr_gym.agents.mllm.policy import POLICY_FILE
+from tvr_gym.agents.mllm.tiny import build_tiny_base
+from tvr_gym.options import check_int
 from tvr_gym.prompt import OBS_MODES
 from tvr_gym.registration import check_env_id
 from tvr_gym.reward import ABLATIONS, REWARDS
@@ -37,7 +38,7 @@ class TVRArguments:
     dataset: str | None = field(
         default=None, metadata={"help": "a `tvr-gym export --format hf` directory; default: export --rows rows"}
     )
-    rows: int = field(default=512, metadata={"help": "rows exported on the fly to OUT/data (without --dataset)"})
+    n: int = field(default=512, metadata={"help": "rows exported on the fly to OUT/data (without --dataset)"})
     episode_seed: int = field(default=0, metadata={"help": "export seed: row i is reset(seed, options={'index': i})"})
     obs_mode: str = field(default="image", metadata={"help": "image | text", "choices": list(OBS_MODES)})
     reward: str = field(default="star", metadata={"help": "star | state | sparse | a STAR ablation (GRPO only)"})
@@ -51,8 +52,7 @@ class TVRArguments:
             raise ValueError(f"reward: unknown {self.reward!r}; valid: {', '.join(valid)}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode: unknown {self.obs_mode!r}; valid: {', '.join(OBS_MODES)}")
-        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 1:
-            raise ValueError(f"rows: expected an integer >= 1, got {self.rows!r}")
+        check_int("n", self.n, 1)
         if len(self.size) != 2:
             raise ValueError(f"size: expected W H, got {self.size!r}")
         if self.model != "tiny" and not (Path(self.model).expanduser() / "config.json").is_file():
@@ -79,7 +79,7 @@ def train_rows(tvr: TVRArguments, out: Path, progress: bool = True):
     with PartialState().main_process_first():  # one process exports, the others then read it
         if tvr.dataset is None and not (path / "train" / "dataset_info.json").is_file():
             env_kwargs = {"obs_mode": tvr.obs_mode, "render_size": tuple(tvr.size), "renderer": tvr.renderer}
-            export("hf", tvr.env, tvr.rows, path, seed=tvr.episode_seed, progress=progress, **env_kwargs)
+            export("hf", tvr.env, tvr.n, path, seed=tvr.episode_seed, progress=progress, **env_kwargs)
     loaded = load_from_disk(str(path))
     rows = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
     if not isinstance(rows, Dataset) or "problem" not in rows.column_names:

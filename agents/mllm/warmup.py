@@ -3,7 +3,7 @@
 A real Qwen2.5-VL starts GRPO from an instruct model that already writes
 ``<think>…</think><answer>obj.attr.value</answer>``; the tiny preset starts from random weights and
 never does. :func:`warmup_format` closes that gap with a short supervised pass whose targets are
-well-formed answers with RANDOM valid items (:class:`agents.baselines.RandomAgent`), drawn afresh for
+well-formed answers with RANDOM valid items (:class:`tvr_gym.agents.baselines.RandomAgent`), drawn afresh for
 every prompt and independent of the episode: never the truth. The model learns the grammar and to
 stop after ``</answer>``, and learns nothing about which item is right, so its accuracy stays at
 chance level and any later gain comes from the reward.
@@ -20,9 +20,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.baselines import RandomAgent
-from agents.mllm.policy import POLICY_FILE, MLLMAgent
+import tvr_gym  # noqa: F401  (registers the environments)
+from tvr_gym.agents.baselines import RandomAgent
+from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent
 from tvr_gym.atomic import replace_dir
+from tvr_gym.options import check_choice, check_int
+from tvr_gym.prompt import OBS_MODES
 from tvr_gym.registration import check_env_id
 from tvr_gym.spec import SPEC
 
@@ -36,7 +39,6 @@ EPISODE_SEED_BASE = 2**30
 
 def max_items_of(env_id: str) -> int:
     """The largest number of transformations an episode of ``env_id`` can have (1 for Basic)."""
-    import tvr_gym  # noqa: F401  (registers the environments)
 
     check_env_id(env_id)
     setting = gym.spec(env_id).kwargs.get("setting", "crossview")
@@ -92,10 +94,8 @@ def warmup_format(
     ``tvr_warmup.json`` with the loss curve. Returns ``out_dir``.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("episodes", episodes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    if obs_mode not in ("text", "image"):
-        raise ValueError(f"obs_mode: unknown {obs_mode!r}; valid: text, image")
+        check_int(name, value, 1)
+    check_choice("obs_mode", obs_mode, OBS_MODES)
     if not lr > 0:
         raise ValueError(f"lr: expected > 0, got {lr!r}")
     items = max_items if max_items is not None else max_items_of(env_id)
@@ -137,7 +137,7 @@ def warmup_format(
         "episodes": episodes,
         "max_items": items,
         "seed": seed,
-        "targets": "random valid items (agents.baselines.RandomAgent), never the truth",
+        "targets": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth",
         "loss": losses,
     }
     return _save(agent, Path(out_dir), record)

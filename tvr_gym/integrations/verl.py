@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tvr_gym.integrations.scoring import Scorer
+from tvr_gym.options import is_number
 
 _SCORERS: dict[tuple[str, tuple[tuple[str, float], ...]], Scorer] = {}
 
@@ -36,6 +37,6 @@ def compute_score(
     arguments verl adds for other rewards (``reward_router_address``, ...) are ignored; numeric ones
     are reward weights.
     """
-    numeric = {k: v for k, v in weights.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {k: v for k, v in weights.items() if is_number(v)}
     total, terms, acc = scorer(reward, numeric).score(solution_str, ground_truth)
     return {"score": total, **terms, "acc": float(acc or 0.0)}

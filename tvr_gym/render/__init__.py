@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import warnings
 
-from tvr_gym.render.base import Renderer, check_size
+from tvr_gym.options import check_choice, check_size
+from tvr_gym.render.base import Renderer
 from tvr_gym.render.rig import VIEWS, Camera, Lamp, camera_rig, lamp_rig, object_center
 
 RENDERERS = ("auto", "gl", "numpy", "blender")
@@ -34,8 +35,7 @@ def make_renderer(name: str = "auto", size: tuple[int, int] = (320, 240)) -> Ren
     Create one renderer and reuse it for many frames; the GL context is shared by all gl renderers.
     ``blender`` needs Blender installed (it raises ``BlenderNotFoundError`` saying how otherwise).
     """
-    if name not in RENDERERS:
-        raise ValueError(f"renderer: unknown name {name!r}; valid: {', '.join(RENDERERS)}")
+    check_choice("renderer", name, RENDERERS)
     size = check_size(size)
     if name == "numpy":
         from tvr_gym.render.raycast import NumpyRenderer

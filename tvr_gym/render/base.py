@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tvr_gym.options import check_size
 from tvr_gym.render.rig import Camera, Lamp, lamp_rig, object_center
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
@@ -33,20 +34,6 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
     """Linear light -> sRGB in [0, 1] (clipped)."""
     c = np.clip(c, 0.0, 1.0)
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
-
-
-def check_size(size) -> tuple[int, int]:
-    """Validate an image size (width, height) and return it as ints."""
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
-    ):
-        raise ValueError(f"size: expected (width, height) as two integers, got {size!r}")
-    w, h = int(size[0]), int(size[1])
-    if not (1 <= w <= MAX_SIZE and 1 <= h <= MAX_SIZE):
-        raise ValueError(f"size: width and height must be in 1..{MAX_SIZE}, got {size!r}")
-    return w, h
 
 
 def check_inputs(state, camera, lamps=None) -> list[Lamp]:

@@ -85,7 +85,7 @@ def blender_problem() -> str | None:
 
 def worker_script() -> Path:
     """``scenes/blender_render.py`` (shipped with the package)."""
-    return Path(str(resources.files("scenes").joinpath("blender_render.py")))
+    return Path(str(resources.files("tvr_gym.scenes").joinpath("blender_render.py")))
 
 
 class _Worker:

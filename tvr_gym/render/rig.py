@@ -1,4 +1,4 @@
-"""The one camera model (pinhole, look-at) and the lamp rig shared by every renderer (DESIGN 1.4)."""
+"""The one camera model (pinhole, look-at) and the lamp rig of every renderer (``docs/rendering.md``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tvr_gym.options import VIEWS, check_choice
 from tvr_gym.spec import SPEC
 
 _CAM = SPEC.raw["camera"]
-VIEWS: tuple[str, ...] = tuple(_CAM["rigs"])
-"""Camera view names in spec order: ``center``, ``left``, ``right``."""
 
 
 def _jitter(seed: int | None, key: int, n: int, scale: float) -> np.ndarray:
@@ -107,8 +106,7 @@ def camera_rig(view: str, jitter_seed: int | None = None) -> Camera:
 
     One seed gives the same jitter for the initial and final images of an episode.
     """
-    if view not in _CAM["rigs"]:
-        raise ValueError(f"view: unknown camera {view!r}; valid: {', '.join(VIEWS)}")
+    check_choice("view", view, VIEWS)
     base = np.asarray(_CAM["rigs"][view], dtype=np.float64)
     loc = base + _jitter(jitter_seed, VIEWS.index(view), 3, float(_CAM["jitter"]))
     return Camera(location=tuple(float(v) for v in loc), view=view)

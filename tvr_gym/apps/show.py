@@ -1,7 +1,7 @@
 """Picture of a problem: initial and final images side by side, the transformations in words, an answer.
 
-Official images are used when the problem has them; otherwise the scene is rendered, with the
-problem's ``render_seed`` (if any) as the camera and lamp jitter seed.
+The images are the ones the environment observes (:func:`tvr_gym.cache.observed_image`): the problem's
+own files when it has them, else renders with its ``render_seed`` as the camera and lamp jitter seed.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tvr_gym.atomic import atomic_open
-from tvr_gym.render import Renderer, camera_rig, lamp_rig, make_renderer
-from tvr_gym.render.base import check_size
+from tvr_gym.cache import RenderCache, observed_image, shared_renderer
+from tvr_gym.options import check_size
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.trance import Problem
 from tvr_gym.transform import Transformation
@@ -43,15 +43,11 @@ def describe_step(step: Transformation, state: State) -> str:
     return f"{head}: {step.attr} -> {step.value}"
 
 
-def _image(problem: Problem, phase: str, view: str, renderer: Renderer | None, size, seed) -> tuple[Image.Image, str]:
-    path = problem.image_path(phase, view)
-    if path is not None:
-        return Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS), "official"
-    if renderer is None:
-        renderer = make_renderer("auto", size)
-    state = problem.initial if phase == "initial" else problem.final
-    pixels = renderer.render(state, camera_rig(view, seed), lamp_rig(seed))
-    return Image.fromarray(np.ascontiguousarray(pixels)).resize(size), renderer.name
+def _image(problem: Problem, phase: str, view: str, renderer: str, size: tuple[int, int]) -> tuple[Image.Image, str]:
+    """The observed image (the dataset's file or a render: the environment's own way) and where it came from."""
+    pixels = observed_image(problem, phase, view, renderer, size, RenderCache())
+    source = "official" if problem.image_path(phase, view) is not None else shared_renderer(renderer, size).name
+    return Image.fromarray(np.ascontiguousarray(pixels)), source
 
 
 def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
@@ -65,7 +61,7 @@ def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
 def show_problem(
     problem: Problem,
     path: str | os.PathLike[str],
-    renderer: Renderer | None = None,
+    renderer: str = "auto",
     size: tuple[int, int] = (320, 240),
     answer: str | None = None,
     title: str | None = None,
@@ -74,12 +70,12 @@ def show_problem(
 
     Top: the title; then the initial image (centre camera) and the final image (camera
     ``problem.final_view`` or centre) with labels; below, the transformations in words and, if
-    given, ``answer``. ``renderer`` is used only for images the problem does not have on disk.
+    given, ``answer``. The images are what the environment observes: the dataset's own files when the
+    problem has them, else renders by ``renderer`` (a name of :data:`tvr_gym.render.RENDERERS`).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem: expected a tvr_gym.trance.Problem, got {type(problem).__name__}")
     w, h = check_size(size)
-    seed = problem.extra.get("render_seed")
     final_view = problem.final_view or "center"
     font = ImageFont.load_default(size=FONT_SIZE)
     big = ImageFont.load_default(size=FONT_SIZE + 2)
@@ -87,8 +83,8 @@ def show_problem(
     text_width = width - 2 * MARGIN
     line_h = FONT_SIZE + LINE_GAP
 
-    initial, source_i = _image(problem, "initial", "center", renderer, (w, h), seed)
-    final, source_f = _image(problem, "final", final_view, renderer, (w, h), seed)
+    initial, source_i = _image(problem, "initial", "center", renderer, (w, h))
+    final, source_f = _image(problem, "final", final_view, renderer, (w, h))
     heading = title if title is not None else f"problem {problem.idx}: {problem.n_steps} step(s)"
     title_lines = _wrap(heading, big, text_width)
     steps = [f"{k + 1}. {describe_step(s, problem.initial)}" for k, s in enumerate(problem.transformations)]

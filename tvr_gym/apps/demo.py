@@ -1,4 +1,4 @@
-"""``tvr-gym demo``: the baseline agents on CrossView, the DESIGN 1.7 tables and a picture of examples."""
+"""``tvr-gym demo``: the baseline agents on CrossView, TVR's metric tables and a picture of examples."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from tvr_gym.agents import make_agent
+from tvr_gym.agents.evaluate import evaluate
+from tvr_gym.atomic import atomic_write_text, save_png
+from tvr_gym.cache import shared_lru
+from tvr_gym.metrics import format_table, render_tables
+from tvr_gym.reference import REFERENCE, summary_row
 from tvr_gym.render.rig import VIEWS
 
 DEMO_ENV = "TVR-CrossView-v0"
@@ -30,12 +36,6 @@ def run_demo(
     Writes ``summary.json``, ``<agent>/episodes.jsonl`` and ``episodes.png`` under ``out_dir`` and
     returns {agent: summary}.
     """
-    from agents import make_agent
-    from agents.evaluate import evaluate
-    from tvr_gym.atomic import atomic_write_text
-    from tvr_gym.cache import shared_lru
-    from tvr_gym.metrics import format_table, render_tables
-
     out = Path(out_dir)
     lru = shared_lru()
     lru.resize(max(lru.maxsize, 2 * episodes + 8))  # every agent sees the same episodes: render them once
@@ -43,12 +43,12 @@ def run_demo(
     results = {}
     for name in DEMO_AGENTS:
         start = time.perf_counter()
-        results[name] = evaluate(make_agent(name, seed=seed), DEMO_ENV, episodes, seed, env_kwargs, progress)
-        results[name].save(out / name)
+        agent = make_agent(name, seed=seed)
+        results[name] = evaluate(agent, DEMO_ENV, episodes, seed, env_kwargs, progress, out=out / name)
         print(f"{name}: {episodes} episodes in {time.perf_counter() - start:.1f} s")
     summaries = {name: r.summary for name, r in results.items()}
 
-    print(f"\n== DESIGN 1.7 tables of the random agent on {DEMO_ENV} ({episodes} episodes)")
+    print(f"\n== TVR metrics of the random agent on {DEMO_ENV} ({episodes} episodes)")
     print(format_table(summaries["random"]))
     header = ["agent", "AD", "AND", "LAcc", "Acc", "ID", "OOD", "TAcc", "star reward"]
     rows = [
@@ -66,11 +66,6 @@ def run_demo(
 
 
 def _print_reference(summaries: dict[str, Any]) -> None:
-    try:
-        from tvr_gym.metrics import render_tables
-        from tvr_gym.reference import REFERENCE, summary_row
-    except ImportError:
-        return
     cols = [("view_acc", "View Acc"), ("id_acc", "ID"), ("ood_acc", "OOD"), ("tacc", "TAcc")]
     rows = [[m, *(_pct(v.get(k)) for k, _ in cols)] for m, v in REFERENCE.items() if any(k in v for k, _ in cols)]
     for name, summary in summaries.items():
@@ -101,7 +96,6 @@ def draw_examples(
     import gymnasium as gym
     from PIL import Image, ImageDraw, ImageFont
 
-    from tvr_gym.atomic import save_png
 
     first = next(iter(results.values())).records
     picks = _pick_examples(first, min(n, episodes))

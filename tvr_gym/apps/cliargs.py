@@ -1,0 +1,133 @@
+"""Command-line flags generated from config dataclasses, so a config and its CLI cannot drift apart.
+
+The flag of a field is built by ``transformers.HfArgumentParser`` (``--field_name`` and
+``--field-name``, ``--no-...`` for true booleans, ``nargs`` for lists, choices for ``Literal``), and
+added to any ``argparse`` parser, e.g. a ``tvr-gym`` subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from typing import Any, TypeVar, get_type_hints
+
+from tvr_gym.options import VIEWS
+from tvr_gym.prompt import OBS_MODES
+from tvr_gym.render import RENDERERS
+from tvr_gym.reward import REWARD_NAMES
+
+T = TypeVar("T")
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser,
+    dtype: type,
+    title: str | None = None,
+    aliases: dict[str, list[str]] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """Add one flag per init field of the dataclass ``dtype`` to ``parser`` (in a group titled ``title``).
+
+    ``aliases`` gives fields extra flags, e.g. ``{"output_dir": ["--out"]}`` so a foreign config speaks
+    tvr-gym's vocabulary too; fields in ``skip`` get none (e.g. a dict filled from other flags).
+    """
+    from transformers import HfArgumentParser
+
+    group = parser.add_argument_group(title) if title else parser
+    hints = get_type_hints(dtype)
+    for field in dataclasses.fields(dtype):
+        if field.init and field.name not in skip:
+            field = copy.copy(field)  # HfArgumentParser writes the resolved type onto the field it is given
+            field.type = hints[field.name]
+            extra = (aliases or {}).get(field.name)
+            if extra:
+                field.metadata = {**field.metadata, "aliases": [*field.metadata.get("aliases", []), *extra]}
+            HfArgumentParser._parse_dataclass_field(group, field)
+
+
+def dataclass_from_args(dtype: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Build ``dtype`` from the parsed flags of its fields (``overrides`` win).
+
+    Only values that differ from a field's default are passed, so the dataclass's own defaults and
+    ``__post_init__`` decide the rest (and deprecated fields left alone stay silent).
+    """
+    values = {}
+    for f in dataclasses.fields(dtype):
+        if not f.init or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if default is dataclasses.MISSING or value != default:
+            values[f.name] = value
+    values.update(overrides)
+    return dtype(**values)
+
+
+# ---------------------------------------------------------------------------- one vocabulary
+
+VOCABULARY: dict[str, str] = {
+    "out": "--out",
+    "output_dir": "--out",
+    "size": "--size",
+    "obs_mode": "--obs-mode",
+    "quiet": "--quiet",
+    "disable_tqdm": "--quiet",
+    "index": "--index",
+    "seed": "--seed",
+    "env": "--env",
+    "reward": "--reward",
+    "renderer": "--renderer",
+    "source": "--source",
+    "transformations": "--transformations",
+    "max_visible": "--max-visible",
+    "final_views": "--final-views",
+    "steps": "--steps",
+    "max_steps": "--steps",
+    "lr": "--lr",
+    "learning_rate": "--lr",
+    "resume": "--resume",
+}
+"""The one flag of each concept, by the ``dest`` it fills: every subcommand spells a concept this way."""
+
+TRL_ALIASES = {
+    "output_dir": ["--out"], "max_steps": ["--steps"], "learning_rate": ["--lr"], "disable_tqdm": ["--quiet"],
+}  # fmt: skip
+"""tvr-gym's spellings added to the TRL config fields of the same concepts."""
+
+
+def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The environment's keywords as flags (``env_kwargs`` turns them back), except those in ``exclude``.
+
+    Only flags given on the command line become keywords, so the environment's defaults apply otherwise.
+    """
+    group = parser.add_argument_group("environment")
+    options = {
+        "size": (["--size"], {"nargs": 2, "type": int, "metavar": ("W", "H"), "help": "image size (default 320 240)"}),
+        "renderer": (["--renderer"], {"choices": RENDERERS, "help": "default auto: gl, else numpy"}),
+        "obs_mode": (["--obs-mode"], {"choices": OBS_MODES, "help": "image, or text (both object tables)"}),
+        "reward": (["--reward"], {"choices": REWARD_NAMES, "help": "default star"}),
+        "final_views": (["--final-views"], {"nargs": "+", "choices": VIEWS, "help": "cameras of the final image"}),
+        "source": (["--source"], {"help": "'procedural' (default) or a TRANCE-format directory"}),
+        "max_visible": (["--max-visible"], {"type": int, "help": "at most this many visible objects"}),
+        "transformations": (["--transformations"], {"type": int, "help": "transformations per episode"}),
+        "cache_dir": (["--cache-dir"], {"help": "on-disk render cache"}),
+    }
+    added = [dest for dest in options if dest not in exclude]
+    for dest in added:
+        flags, kwargs = options[dest]
+        group.add_argument(*flags, dest=dest, default=None, **kwargs)
+    parser.set_defaults(env_options=added)  # what env_kwargs reads back, and nothing else
+
+
+_ENV_KEYWORDS = {"size": "render_size", "transformations": "steps"}
+
+
+def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The environment keywords of the flags :func:`add_env_options` added and the user gave."""
+    out: dict[str, Any] = {}
+    for dest in getattr(args, "env_options", ()):
+        value = getattr(args, dest, None)
+        if value is not None:
+            out[_ENV_KEYWORDS.get(dest, dest)] = tuple(value) if isinstance(value, list) else value
+    return out
