@@ -36,6 +36,7 @@ from gymnasium.utils.performance import benchmark_step  # noqa: E402
 
 import tvr_gym  # noqa: E402, F401  (registers the ids)
 from benchmarks import cpu_model
+from tvr_gym.export import export
 
 ENV_ID = "TVR-CrossView-v0"
 SIZE = (320, 240)
@@ -97,10 +98,7 @@ def main(argv=None) -> dict:
     results["cached"] = episodes_per_second(cached_env, itertools.cycle(range(16)), args.seconds)
 
     with tempfile.TemporaryDirectory() as tmp:
-        from tvr_gym.apps.cli import main as cli
-
-        cli(["export", "--env", ENV_ID, "--episodes", "64", "--size", str(SIZE[0]), str(SIZE[1]),
-             "--renderer", args.renderer, "--out", tmp, "--quiet"])
+        export("trance", ENV_ID, 64, tmp, render_size=SIZE, renderer=args.renderer, progress=False)
         trance_env = gym.make(ENV_ID, render_size=SIZE, source=tmp, cache_size=0)
         results["trance"] = episodes_per_second(trance_env, itertools.cycle(range(64)), args.seconds)
 
