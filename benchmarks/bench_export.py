@@ -11,16 +11,12 @@ each export (every format renders its rows itself). Reports the median rows/s an
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import cpu_model
-from tvr_gym.atomic import atomic_write_text
+from benchmarks import report, run_line
 from tvr_gym.cache import shared_lru
 from tvr_gym.export import export
 
@@ -44,21 +40,17 @@ def main() -> None:
                 rates[fmt].append(args.n / (time.perf_counter() - start))
                 print(fmt, r, round(rates[fmt][-1], 1), flush=True)
     median = {f: statistics.median(v) for f, v in rates.items()}
-    lines = [
+    command = f"LP_NUM_THREADS=1 taskset -c N .venv/bin/python -m benchmarks.bench_export --n {args.n}"
+    command += f" --rounds {args.rounds}"
+    report([
         "# Export throughput",
         "",
-        f"`LP_NUM_THREADS=1 taskset -c N .venv/bin/python -m benchmarks.bench_export --n {args.n} --rounds "
-        f"{args.rounds}`, {datetime.now(timezone.utc):%Y-%m-%d}, {platform.node()}: {cpu_model()}, "
-        f"{os.cpu_count()} cores (pinned to {len(os.sched_getaffinity(0))}). {args.env}, 320x240, rendering included.",
+        f"{run_line(command)} {args.env}, 320x240, rendering included.",
         "",
         "| format | rows/s (median) | ratio to trance |",
         "|---|---|---|",
         *(f"| {f} | {median[f]:.1f} | {median[f] / median['trance']:.2f}× |" for f in FORMATS),
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    ], args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

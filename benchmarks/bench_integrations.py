@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environments)
-from benchmarks import cpu_model
+from benchmarks import report, run_line
 from tvr_gym.agents.baselines import RandomAgent
 from tvr_gym.answer import format_answer, parse_answer
-from tvr_gym.atomic import atomic_write_text
 from tvr_gym.integrations import compute_score, easyr1_compute_score, problem_from_json, trl_reward
 from tvr_gym.reward import star_reward
 
@@ -99,26 +95,21 @@ def main() -> None:
         "half and half": [(t if i % 2 else r, p) for i, (t, r, p) in enumerate(data)],
     }
     results = {mix: measure(pairs, args.seconds) for mix, pairs in mixes.items()}
+    columns = list(next(iter(results.values())))
     lines = [
         "# Scoring in the trainers' call conventions",
         "",
-        f"`taskset -c N .venv/bin/python -m benchmarks.bench_integrations --seconds {args.seconds:g}`, "
-        f"{datetime.now(timezone.utc):%Y-%m-%d}, {platform.node()}: {cpu_model()}, {os.cpu_count()} cores "
-        f"(pinned to {len(os.sched_getaffinity(0))}).",
+        run_line(f"taskset -c N .venv/bin/python -m benchmarks.bench_integrations --seconds {args.seconds:g}"),
         "",
         "Answers per second; the ratio is against `star_reward` called directly on the same answers.",
         "",
-        "| answers | " + " | ".join(next(iter(results.values()))) + " |",
-        "|---|" + "---|" * len(next(iter(results.values()))),
+        "| answers | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for mix, rates in results.items():
         base = rates["star_reward (direct, Problem objects)"]
-        cells = [f"{v:,.0f} ({v / base:.2f}×)" for v in rates.values()]
-        lines.append(f"| {mix} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+        lines.append(f"| {mix} | " + " | ".join(f"{v:,.0f} ({v / base:.2f}×)" for v in rates.values()) + " |")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

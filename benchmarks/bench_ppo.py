@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import cpu_model
+from benchmarks import cpu_model, report
 from tvr_gym.agents.ppo import train_ppo
-from tvr_gym.atomic import atomic_write_text
 
 SIZE = (64, 48)
 TINY = (16, 12)
@@ -197,10 +196,7 @@ def main() -> None:
         command += " --variants " + " ".join(args.variants)
     if args.out:
         command += f" --out {args.out}"
-    text = to_markdown(rows, learned, command)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    report(to_markdown(rows, learned, command), args.out)
 
 
 if __name__ == "__main__":

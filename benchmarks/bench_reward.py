@@ -21,9 +21,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import cpu_model
+from benchmarks import cpu_model, report
 from tvr_gym.answer import format_answer, format_item, parse_answer
-from tvr_gym.atomic import atomic_write_text
 from tvr_gym.reward import sparse_reward, star_reward, state_reward
 from tvr_gym.scene import SceneObject, State, overlaps
 from tvr_gym.spec import SPEC
@@ -163,10 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.n, args.repeats)
     command = "taskset -c 0 .venv/bin/python -m benchmarks.bench_reward" + (f" --out {args.out}" if args.out else "")
-    text = to_markdown(result, command)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    report(to_markdown(result, command), args.out)
 
 
 if __name__ == "__main__":
