@@ -20,6 +20,8 @@ from typing import Any
 
 from tvr_gym.agents.mllm.policy import POLICY_FILE
 from tvr_gym.agents.mllm.tiny import build_tiny_base
+from tvr_gym.export import export
+from tvr_gym.integrations import trl_reward
 from tvr_gym.options import check_int
 from tvr_gym.prompt import OBS_MODES
 from tvr_gym.registration import check_env_id
@@ -73,8 +75,6 @@ def train_rows(tvr: TVRArguments, out: Path, progress: bool = True):
     from accelerate import PartialState
     from datasets import Dataset, DatasetDict, load_from_disk
 
-    from tvr_gym.export import export
-
     path = Path(tvr.dataset) if tvr.dataset else out / DATA_DIR
     with PartialState().main_process_first():  # one process exports, the others then read it
         if tvr.dataset is None and not (path / "train" / "dataset_info.json").is_file():
@@ -114,8 +114,6 @@ def _resume(config) -> Any:
 def train_trl_grpo(tvr: TVRArguments, config) -> Path:
     """TRL GRPO with the tvr-gym reward; returns ``OUT/final``."""
     from trl import GRPOTrainer
-
-    from tvr_gym.integrations import trl_reward
 
     out = Path(config.output_dir)
     rows = train_rows(tvr, out, progress=not config.disable_tqdm)
