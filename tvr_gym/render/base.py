@@ -115,10 +115,14 @@ class LampLight:
     """For the sun: the unit direction TOWARD the light."""
     radiance: np.ndarray
     casts_shadow: bool
+    size: float = 0.0
+    """Side of the square area lamp (world units), or the sun's angular diameter (radians); reflections
+    of a lamp are as wide as it looks."""
 
 
 def lamp_lights(lamps: list[Lamp]) -> list[LampLight]:
-    """Lamp rig -> radiance terms (``strength * exposure`` for area lamps, ``strength * sun_scale`` for the sun)."""
+    """Lamp rig -> irradiance scales: ``strength * exposure`` for area lamps (then times the cosines over the
+    squared distance) and ``strength * sun_scale`` for the sun (spec ``render``, Cycles' conventions)."""
     out = []
     for lamp in lamps:
         color = np.asarray(lamp.color, dtype=np.float64)
@@ -129,20 +133,53 @@ def lamp_lights(lamps: list[Lamp]) -> list[LampLight]:
                     None,
                     color * lamp.strength * float(RENDER["exposure"]),
                     lamp.name == RENDER["shadow_lamp"],
+                    lamp.size,
                 )
             )
         else:
             d = -np.asarray(lamp.direction, dtype=np.float64)
             out.append(
-                LampLight(None, d / np.linalg.norm(d), color * lamp.strength * float(RENDER["sun_scale"]), False)
+                LampLight(
+                    None, d / np.linalg.norm(d), color * lamp.strength * float(RENDER["sun_scale"]), False, lamp.size
+                )
             )
     return out
+
+
+@dataclass(frozen=True)
+class Surface:
+    """How a material scatters light, from the official Cycles setup (spec ``materials.*.cycles``).
+
+    ``lobes`` are the glossy lobes as (weight, alpha), alpha being the GGX/Beckmann width, Cycles'
+    roughness squared. ``ior`` is the glass's index of refraction, or for rubber the index of the
+    Fresnel factor that blends its diffuse body with its glossy coat.
+    """
+
+    kind: str
+    lobes: tuple[tuple[float, float], ...]
+    ior: float
+
+    @property
+    def glass(self) -> bool:
+        return self.kind == "dielectric"
 
 
 def material_params(material: str) -> dict[str, float]:
     """Shading numbers of a material (specular, shininess, reflect, alpha) from the spec."""
     m = MATERIALS[material]
     return {k: float(m[k]) for k in ("specular", "shininess", "reflect", "alpha")}
+
+
+def surface(material: str) -> Surface:
+    """The :class:`Surface` of a material name."""
+    m = MATERIALS[material]
+    cycles = m["cycles"]
+    if m["kind"] == "conductor":
+        lobes = tuple((float(lobe["weight"]), float(lobe["roughness"]) ** 2) for lobe in cycles["lobes"])
+        return Surface("conductor", lobes, 0.0)
+    if m["kind"] == "dielectric":
+        return Surface("dielectric", ((1.0, float(cycles["roughness"]) ** 2),), float(cycles["ior"]))
+    return Surface("diffuse", ((1.0, float(cycles["glossy_roughness"]) ** 2),), float(cycles["glossy_fresnel_ior"]))
 
 
 class Renderer(ABC):

@@ -18,7 +18,8 @@ an object when all four of its native pixels do, and the mask is then eroded by
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from PIL import Image
 from tvr_gym.generator import generate
 from tvr_gym.render.base import Renderer
 from tvr_gym.render.raycast import NumpyRenderer
-from tvr_gym.render.rig import camera_rig, lamp_rig
+from tvr_gym.render.rig import Camera, camera_rig, lamp_rig
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, load_trance
@@ -39,6 +40,8 @@ ERODE = 1
 MIN_PIXELS = 12
 """Objects with fewer eroded-mask pixels (at the released size) are not measured."""
 MATERIALS = tuple(SPEC.values["material"])
+FIT_STEPS = (0.24, 0.12, 0.06, 0.03)
+"""Step sizes (world units) of the camera search of :func:`fit_cameras`."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class View:
     official: np.ndarray | None = None
     """The official image (uint8, released size), when the view is one of the fixture's."""
     label: str = ""
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Added to the camera's location: a fitted official camera's jitter (:func:`fit_cameras`)."""
+    sample: int = -1
+    """The official sample the view belongs to (its cameras are shared by its images)."""
+
+    @property
+    def camera(self) -> Camera:
+        nominal = camera_rig(self.view, self.jitter_seed)
+        return replace(nominal, location=tuple(float(a + b) for a, b in zip(nominal.location, self.offset)))
 
 
 def downscale(image: np.ndarray) -> np.ndarray:
@@ -72,11 +84,11 @@ def _erode(mask: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def object_masks(state: State, view: str, jitter_seed: int | None = None, masker: Renderer | None = None) -> dict:
-    """Eroded released-size masks of the objects of ``state`` seen from ``view`` that keep at least
+def object_masks(state: State, camera: Camera, masker: Renderer | None = None) -> dict:
+    """Eroded released-size masks of the objects of ``state`` seen by ``camera`` that keep at least
     :data:`MIN_PIXELS` pixels."""
     masker = masker or NumpyRenderer(NATIVE)
-    native = masker.render_mask(state, camera_rig(view, jitter_seed))
+    native = masker.render_mask(state, camera)
     h, w = native.shape
     blocks = native.reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(h // 2, w // 2, 4)
     whole = np.where((blocks == blocks[..., :1]).all(-1), blocks[..., 0], -1)
@@ -102,9 +114,60 @@ def official_views(trance_dir: str | Path) -> list[View]:
                 official = np.asarray(Image.open(path).convert("RGB"))
                 if official.shape[1::-1] != RELEASED:
                     official = np.asarray(Image.fromarray(official).resize(RELEASED, Image.BOX))
-                masks = object_masks(state, view, None, masker)
-                views.append(View(state, view, None, masks, official, f"{problem.idx}-{phase}.{view}"))
+                masks = object_masks(state, camera_rig(view), masker)
+                label = f"{problem.idx}-{phase}.{view}"
+                views.append(View(state, view, None, masks, official, label, sample=problem.idx))
     return views
+
+
+def _blur(image: np.ndarray) -> np.ndarray:
+    a = image.astype(np.float32)
+    p = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    return sum(p[dy : dy + a.shape[0], dx : dx + a.shape[1]] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def fit_cameras(views: list[View], renderer: Renderer, steps: tuple[float, ...] = FIT_STEPS) -> list[View]:
+    """The official views with each camera moved to where ``renderer``'s images best match them.
+
+    The official cameras were jittered by up to ``camera.jitter`` per axis, and the jitter was not
+    released: the nominal camera shifts objects by a few pixels, which puts ground into the masks.
+    A camera serves every image of a sample from its view; its offset is found by a pattern search
+    (a 3x3x3 neighbourhood at each of ``steps``) that minimises the mean absolute difference of the
+    blurred images. ``renderer`` should render at the released size.
+    """
+    masker = NumpyRenderer(NATIVE)
+    fitted: dict[tuple[int, str], np.ndarray] = {}
+    for key in dict.fromkeys((v.sample, v.view) for v in views):
+        shots = [(v, _blur(v.official)) for v in views if (v.sample, v.view) == key]
+
+        def error(offset: np.ndarray, shots=shots) -> float:
+            total = 0.0
+            for v, target in shots:
+                camera = replace(
+                    v.camera, location=tuple(float(a + b) for a, b in zip(camera_rig(v.view).location, offset))
+                )
+                total += float(np.abs(_blur(downscale_if(renderer.render(v.state, camera))) - target).mean())
+            return total
+
+        best, best_error = np.zeros(3), error(np.zeros(3))
+        for step in steps:
+            for delta in product((-step, 0.0, step), repeat=3):
+                candidate = best + np.asarray(delta)
+                e = error(candidate)
+                if e < best_error:
+                    best, best_error = candidate, e
+        fitted[key] = best
+    out = []
+    for v in views:
+        offset = tuple(float(x) for x in fitted[v.sample, v.view])
+        moved = replace(v, offset=offset)
+        out.append(replace(moved, masks=object_masks(v.state, moved.camera, masker)))
+    return out
+
+
+def downscale_if(image: np.ndarray) -> np.ndarray:
+    """``image`` at the released size (box-downscaled when it is larger)."""
+    return downscale(image) if image.shape[1::-1] != RELEASED else image
 
 
 def generated_views(n: int, seed: int = 0, setting: str = "crossview") -> Iterator[View]:
@@ -113,13 +176,13 @@ def generated_views(n: int, seed: int = 0, setting: str = "crossview") -> Iterat
     for k in range((n + 1) // 2):
         problem: Problem = generate(setting, seed, k)
         for state, view in ((problem.initial, "center"), (problem.final, problem.final_view)):
-            yield View(state, view, problem.render_seed, object_masks(state, view, problem.render_seed, masker))
+            camera = camera_rig(view, problem.render_seed)
+            yield View(state, view, problem.render_seed, object_masks(state, camera, masker))
 
 
 def render_view(renderer: Renderer, view: View) -> np.ndarray:
     """``view`` drawn by ``renderer`` at the native size and downscaled to the released size."""
-    image = renderer.render(view.state, camera_rig(view.view, view.jitter_seed), lamp_rig(view.jitter_seed))
-    return downscale(image) if image.shape[1::-1] != RELEASED else image
+    return downscale_if(renderer.render(view.state, view.camera, lamp_rig(view.jitter_seed)))
 
 
 def object_features(pixels: np.ndarray) -> np.ndarray:
@@ -200,12 +263,87 @@ def classifier_accuracy(train_rows: list[dict], official_rows: list[dict], k: in
     return float(np.mean([t == p for t, p in zip(truth, predicted)])), confusion
 
 
+def ground_bands(views: list[View], images: list[np.ndarray], masker: Renderer | None = None) -> np.ndarray:
+    """Mean brightness of the visible ground, ours minus official, in four horizontal bands of each
+    image (top to bottom): (images, 4) in grey levels."""
+    masker = masker or NumpyRenderer(RELEASED)
+    out = []
+    for v, ours in zip(views, images):
+        background = masker.render_mask(v.state, v.camera) == -1
+        row = []
+        for band in np.array_split(np.arange(RELEASED[1]), 4):
+            sel = np.zeros_like(background)
+            sel[band] = True
+            sel &= background
+            row.append(float(ours[sel].mean() - v.official[sel].mean()) if sel.any() else 0.0)
+        out.append(row)
+    return np.asarray(out)
+
+
+def comparison_sheet(views: list[View], columns: dict[str, list[np.ndarray]], scale: int = 2) -> Image.Image:
+    """One row per official view: the official image, then each renderer's, labelled on top."""
+    from PIL import ImageDraw
+
+    w, h = RELEASED[0] * scale, RELEASED[1] * scale
+    names = ["official", *columns]
+    head = 18
+    sheet = Image.new("RGB", (w * len(names), head + h * len(views)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(names):
+        draw.text((c * w + 4, 3), name, fill="black")
+        for r, v in enumerate(views):
+            image = v.official if name == "official" else columns[name][r]
+            sheet.paste(Image.fromarray(image).resize((w, h), Image.NEAREST), (c * w, head + r * h))
+    return sheet
+
+
+def object_sheet(
+    views: list[View], columns: dict[str, list[np.ndarray]], size: int = 96, per_row: int = 3
+) -> Image.Image:
+    """Crops of every measured object, official then each renderer, grouped by material."""
+    from PIL import ImageDraw
+
+    names = ["official", *columns]
+    crops: dict[str, list[list[np.ndarray]]] = {m: [] for m in MATERIALS}
+    half = 14
+    for r, v in enumerate(views):
+        images = [v.official] + [columns[n][r] for n in columns]
+        for i, mask in v.masks.items():
+            ys, xs = np.nonzero(mask)
+            y0, x0 = max(int(ys.mean()) - half, 0), max(int(xs.mean()) - half, 0)
+            crops[v.state[i].material].append(
+                [
+                    np.asarray(Image.fromarray(im[y0 : y0 + 2 * half, x0 : x0 + 2 * half]).resize((size, size)))
+                    for im in images
+                ]
+            )
+    cell = size * len(names) + 8
+    rows = sum((len(c) + per_row - 1) // per_row for c in crops.values())
+    sheet = Image.new("RGB", (cell * per_row, 20 * len(MATERIALS) + size * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for m, items in crops.items():
+        draw.text((4, y + 4), f"{m}: " + " | ".join(names), fill="black")
+        y += 20
+        for k, group in enumerate(items):
+            x = (k % per_row) * cell
+            for j, crop in enumerate(group):
+                sheet.paste(Image.fromarray(crop), (x + j * size, y + (k // per_row) * size))
+        y += size * ((len(items) + per_row - 1) // per_row)
+    return sheet
+
+
 __all__ = [
     "MaterialClassifier",
     "View",
     "classifier_accuracy",
     "colour_distance",
+    "comparison_sheet",
+    "ground_bands",
+    "object_sheet",
     "downscale",
+    "downscale_if",
+    "fit_cameras",
     "generated_views",
     "measure_objects",
     "object_features",

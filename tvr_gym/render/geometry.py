@@ -83,23 +83,30 @@ def cylinder(segments: int | None = None) -> np.ndarray:
     return _pack(np.asarray(tris))
 
 
-def ground_grid(extent: float, cells: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The ground on z = 0 from -extent to extent as an indexed grid of ``render.ground_cells``² cells.
+def sheet_mesh() -> tuple[np.ndarray, np.ndarray]:
+    """The studio's sheet (spec ``stage``): one strip of quads across its lateral extent per segment
+    of the profile, flat floor then the curve of the backdrop wall.
 
-    Cells are denser near the origin. The gl renderer lights the ground per fragment, so one cell
-    (two triangles) suffices; llvmpipe pays per triangle. Returns (xyz float32 (V, 3), triangle
-    indices int32 (T, 3), CCW from above).
+    Returns (xyz float32 (V, 3), triangle indices int32 (T, 3), CCW seen from above).
     """
-    n = int(_R["ground_cells"]) if cells is None else cells
-    t = np.linspace(-1.0, 1.0, n + 1)
-    coord = extent * (0.25 * t + 0.75 * t**3)
-    xs, ys = np.meshgrid(coord, coord, indexing="ij")
-    xyz = np.stack([xs, ys, np.zeros_like(xs)], axis=-1).reshape(-1, 3).astype(np.float32)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    a = (i * (n + 1) + j).ravel()
-    b, c, d = a + (n + 1), a + (n + 1) + 1, a + 1
-    tris = np.concatenate([np.stack([a, b, c], axis=1), np.stack([a, c, d], axis=1)]).astype(np.int32)
-    return xyz, tris
+    stage = SPEC.raw["stage"]
+    uphill, lateral = np.asarray(stage["uphill"]), np.asarray(stage["lateral"])
+    profile = np.asarray(stage["profile"], dtype=np.float64)
+    lo, hi = stage["lateral_extent"]
+    xyz = []
+    for s, z in profile:
+        for side in (lo, hi):
+            xy = s * uphill + side * lateral
+            xyz.append((xy[0], xy[1], z))
+    tris = []
+    for k in range(len(profile) - 1):
+        a, b, c, d = 2 * k, 2 * k + 1, 2 * k + 3, 2 * k + 2
+        tris += [(a, b, c), (a, c, d)]
+    xyz_arr, tris_arr = np.asarray(xyz, dtype=np.float32), np.asarray(tris, dtype=np.int32)
+    p = xyz_arr[tris_arr]
+    upward = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])[:, 2] > 0
+    tris_arr[~upward] = tris_arr[~upward][:, ::-1]
+    return xyz_arr, tris_arr
 
 
 def indexed(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +37,22 @@ class Camera:
 
     def basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(right, up, forward) unit vectors in world coordinates."""
+        return self._basis
+
+    @functools.cached_property
+    def _basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         eye = np.asarray(self.location, dtype=np.float64)
         forward = np.asarray(self.target, dtype=np.float64) - eye
         forward /= np.linalg.norm(forward)
-        right = np.cross(forward, (0.0, 0.0, 1.0))
+        right = np.array([forward[1], -forward[0], 0.0])  # forward x (0, 0, 1)
         right /= np.linalg.norm(right)
-        up = np.cross(right, forward)
+        up = np.array(
+            [
+                right[1] * forward[2] - right[2] * forward[1],
+                right[2] * forward[0] - right[0] * forward[2],
+                right[0] * forward[1] - right[1] * forward[0],
+            ]
+        )
         return right, up, forward
 
     def focal_pixels(self, width: int) -> float:
@@ -121,6 +133,8 @@ class Lamp:
     direction: tuple[float, float, float] | None
     strength: float
     color: tuple[float, float, float]
+    size: float = 0.0
+    """Side of the square area lamp in world units; for the sun, its angular diameter in radians."""
 
 
 def lamp_rig(jitter_seed: int | None = None) -> list[Lamp]:
@@ -132,10 +146,11 @@ def lamp_rig(jitter_seed: int | None = None) -> list[Lamp]:
         color = tuple(float(c) for c in lamp["color"])
         if "location" in lamp:
             loc = np.asarray(lamp["location"], dtype=np.float64) + _jitter(jitter_seed, 100 + k, 3, scale)
-            lamps.append(Lamp(name, tuple(float(v) for v in loc), None, float(lamp["strength"]), color))
+            location = tuple(float(v) for v in loc)
+            lamps.append(Lamp(name, location, None, float(lamp["strength"]), color, float(lamp["size"])))
         else:
             direction = tuple(float(v) for v in lamp["direction"])
-            lamps.append(Lamp(name, None, direction, float(lamp["strength"]), color))
+            lamps.append(Lamp(name, None, direction, float(lamp["strength"]), color, math.radians(lamp["angle_deg"])))
     return lamps
 
 
