@@ -164,12 +164,6 @@ class Surface:
         return self.kind == "dielectric"
 
 
-def material_params(material: str) -> dict[str, float]:
-    """Shading numbers of a material (specular, shininess, reflect, alpha) from the spec."""
-    m = MATERIALS[material]
-    return {k: float(m[k]) for k in ("specular", "shininess", "reflect", "alpha")}
-
-
 def surface(material: str) -> Surface:
     """The :class:`Surface` of a material name."""
     m = MATERIALS[material]

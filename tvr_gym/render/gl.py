@@ -326,7 +326,6 @@ uniform sampler2D u_studio;    // the studio in every direction (equirectangular
 uniform float u_studio_width;
 uniform sampler2D u_irradiance;
 uniform float u_irr_extent;
-uniform float u_irr_texels;
 uniform vec3 u_key_rad;
 uniform vec3 u_floor_albedo;
 uniform sampler2D u_behind;    // glass: the resolved image drawn so far
@@ -418,7 +417,7 @@ float open_floor(vec3 q) {
 
 vec3 floor_light(vec3 q, float lod) {   // the floor as the camera sees it, with the shadow lamp's shadows
     if (!on_sheet(q)) return vec3(0.0);
-    vec4 irr = textureLod(u_irradiance, q.xy / (2.0 * u_irr_extent) + 0.5, lod);
+    vec4 irr = textureLod(u_irradiance, q.xy / (2.0 * u_irr_extent) + 0.5, 0.0);
     return u_floor_albedo * (irr.rgb + u_key_rad * (irr.a * shadow_factor(u_light_vp * vec4(q, 1.0)))) * open_floor(q);
 }
 
@@ -431,11 +430,9 @@ vec3 studio(vec3 p, vec3 d, vec4 lobes) {
         if (t < u_irr_extent) {
             vec3 q = p + t * d;
             if (!on_sheet(q)) return vec3(0.0);
-            vec2 uv = q.xy / (2.0 * u_irr_extent) + 0.5;
-            vec2 lod = log2(max(t * spread * u_irr_texels / (2.0 * u_irr_extent), vec2(1.0)));
-            vec4 irr = lobes.x * textureLod(u_irradiance, uv, lod.x) + lobes.z * textureLod(u_irradiance, uv, lod.y);
+            vec4 irr = textureLod(u_irradiance, q.xy / (2.0 * u_irr_extent) + 0.5, 0.0);  // smooth: no blur
             vec3 lit = irr.rgb + u_key_rad * (irr.a * shadow_sharp(u_light_vp * vec4(q, 1.0)));
-            return u_floor_albedo * lit * open_floor(q);
+            return (lobes.x + lobes.z) * u_floor_albedo * lit * open_floor(q);
         }
     }
     vec2 uv = vec2(atan(d.y, d.x) / (2.0 * PI) + 0.5, asin(clamp(d.z, -1.0, 1.0)) / PI + 0.5);
@@ -738,10 +735,11 @@ class _Shared:
         self.irr_quad = ctx.vertex_array(self.irr_prog, [(quad, "2f", "in_pos")])
         self.studio_quad = ctx.vertex_array(self.studio_prog, [(quad, "2f", "in_pos")])
         self.irr_texels = int(RENDER["irradiance_texels"])
-        self.irr_tex = self._target((self.irr_texels, self.irr_texels))
+        self.irr_tex = self._target((self.irr_texels, self.irr_texels), mipmaps=False)
         self.irr_fbo = ctx.framebuffer(color_attachments=[self.irr_tex])
         self.studio_tex = self._target(STUDIO_TEXELS)
         self.studio_tex.repeat_x = True
+        self.studio_levels = 1 + int(math.log2(min(STUDIO_TEXELS)))
         self.studio_fbo = ctx.framebuffer(color_attachments=[self.studio_tex])
         s = np.linspace(PROFILE[0, 0], PROFILE[-1, 0], int(RENDER["studio"]["profile_texels"]))
         self.profile_tex = ctx.texture((len(s), 1), 1, sheet_height(s).astype(np.float32).tobytes(), dtype="f4")
@@ -798,10 +796,12 @@ class _Shared:
             else:
                 uniform.value = value
 
-    def _target(self, size: tuple[int, int]):
-        """A float texture to render lighting into, mipmapped so that glossy lobes can blur it."""
+    def _target(self, size: tuple[int, int], mipmaps: bool = True):
+        """A float texture to render lighting into; with ``mipmaps``, glossy lobes can blur it."""
         tex = self.ctx.texture(size, 4, dtype="f4")
-        tex.filter = (self.mgl.LINEAR_MIPMAP_LINEAR, self.mgl.LINEAR)
+        tex.filter = (self.mgl.LINEAR_MIPMAP_LINEAR if mipmaps else self.mgl.LINEAR, self.mgl.LINEAR)
+        if mipmaps:
+            tex.build_mipmaps()  # allocate the levels; light_studio fills them
         tex.repeat_x = tex.repeat_y = False
         return tex
 
@@ -841,7 +841,6 @@ class _Shared:
         self.studio_prog["u_profile"].value = 4
         for name, value in (("u_studio", 2), ("u_behind", 3), ("u_studio_width", float(STUDIO_TEXELS[0]))):
             self.set_objects(name, value)
-        self.set_objects("u_irr_texels", float(self.irr_texels))
         self.clear_color = (0.0, 0.0, 0.0)
 
     def light_studio(self, uniforms: dict, key_rad: tuple) -> None:
@@ -864,14 +863,15 @@ class _Shared:
         self.bounce_tex.use(location=5)
         self.irr_fbo.use()
         self.irr_quad.render()
-        self.irr_tex.build_mipmaps()
         self.profile_tex.use(location=4)
         self.studio_fbo.use()
         self.studio_quad.render()
-        self.studio_tex.build_mipmaps()
         w, h = STUDIO_TEXELS
-        texture = np.frombuffer(self.studio_tex.read(), dtype=np.float32).reshape(h, w, 4)[..., :3]
-        self.sh = irradiance_sh(texture)
+        level = np.frombuffer(self.studio_tex.read(), dtype=np.float32).reshape(h, w, 4)
+        self.sh = irradiance_sh(level[..., :3])
+        for k in range(1, self.studio_levels):  # the blurred levels: 2x2 means, cheaper here than in llvmpipe
+            level = 0.25 * (level[0::2, 0::2] + level[1::2, 0::2] + level[0::2, 1::2] + level[1::2, 1::2])
+            self.studio_tex.write(np.ascontiguousarray(level, dtype=np.float32).tobytes(), level=k)
         self.set_objects("u_sh", self.sh.tobytes())
 
 
