@@ -2,7 +2,9 @@
 
 The worker (``blender -b --factory-startup --python scenes/blender_render.py``) reads one JSON job
 per line and writes a PNG per job; it is started on first use, reused for every frame, and
-restarted once if it dies. Masks come from the exact ``numpy`` ray caster (same camera model).
+restarted once if it dies. A job (:func:`studio_job`) carries the official TRANCE scene as the spec
+states it: Cycles settings, the stage sheet and its boundary lines, the lamps, the bevelled unit
+meshes and the materials' node setups. Masks come from the exact ``numpy`` ray caster (same camera model).
 Blender is found as ``$TVR_GYM_BLENDER`` or ``blender`` on ``PATH``.
 """
 
@@ -28,6 +30,8 @@ from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
 
 _B = RENDER["blender"]
+STAGE = SPEC.raw["stage"]
+BEVEL = SPEC.raw["bevel"]
 INSTALL_HINT = (
     "Blender was not found. Install it (Debian/Ubuntu: `apt-get install -y blender`; or download it from "
     "https://www.blender.org/download/) and put `blender` on PATH, or set TVR_GYM_BLENDER to its executable."
@@ -146,6 +150,79 @@ class _Worker:
         self.log.close()
 
 
+def unit_meshes() -> dict:
+    """How the worker builds the unit shapes: the official edge bevels (spec ``bevel``: width as a
+    fraction of the half-extent, profile shape) at ``render.blender`` resolutions."""
+    segments = int(_B["mesh_segments"])
+    bevel = {"profile": float(BEVEL["profile"]), "segments": int(_B["bevel_segments"])}
+    return {
+        "cube": {"bevel": {**bevel, "width": float(BEVEL["cube"])}},
+        "cylinder": {"segments": segments, "bevel": {**bevel, "width": float(BEVEL["cylinder"])}},
+        "sphere": {"segments": segments, "rings": segments // 2},
+    }
+
+
+def studio_job(state: State, camera: Camera, lamps: list[Lamp]) -> dict:
+    """The scene part of a worker job, every number from the spec: Cycles settings, the stage sheet
+    and boundary lines, lamps, camera, unit meshes, the materials' node setups and the objects."""
+    lamp_jobs = []
+    for lamp in lamps:
+        if lamp.location is not None:
+            lamp_jobs.append(
+                {
+                    "kind": "area",
+                    "location": list(lamp.location),
+                    "size": float(lamp.size),
+                    "power": lamp.strength * float(_B["power_scale"]),
+                    "color": list(lamp.color),
+                }
+            )
+        else:
+            lamp_jobs.append(
+                {
+                    "kind": "sun",
+                    "direction": list(lamp.direction),
+                    "angle_deg": float(SPEC.raw["lamps"][lamp.name]["angle_deg"]),
+                    "power": lamp.strength * float(_B["sun_scale"]),
+                    "color": list(lamp.color),
+                }
+            )
+    objects = [
+        {
+            "shape": p.shape,
+            "center": [float(v) for v in p.center],
+            "scale": [p.half] * 3,
+            "rotation_deg": float(np.degrees(p.angle)),
+            "color": [float(v) for v in p.albedo],
+            "material": p.material,
+        }
+        for p in primitives(state)
+    ]
+    return {
+        "cycles": {
+            k: _B[k] for k in ("max_bounces", "min_bounces", "transparent_bounces", "blur_glossy", "filter_width")
+        },
+        "world": list(STAGE["world"]),
+        "stage": {k: STAGE[k] for k in ("albedo", "uphill", "lateral", "lateral_extent", "profile")},
+        "lines": {
+            "half": SPEC.visible_limit * SPEC.cell,
+            "width": float(GROUND["line_width"]),
+            "height": float(GROUND["line_height"]),
+            "albedo": float(_B["line_albedo"]),
+        },
+        "lamps": lamp_jobs,
+        "camera": {
+            "location": list(camera.location),
+            "target": list(camera.target),
+            "focal_length_mm": camera.focal_length_mm,
+            "sensor_width_mm": camera.sensor_width_mm,
+        },
+        "meshes": unit_meshes(),
+        "materials": {name: MATERIALS[name]["cycles"] for name in SPEC.values["material"]},
+        "objects": objects,
+    }
+
+
 class BlenderRenderer(Renderer):
     """Cycles renders (``render.blender.samples`` samples) from a worker process; masks from numpy."""
 
@@ -164,28 +241,6 @@ class BlenderRenderer(Renderer):
         self._dir = tempfile.TemporaryDirectory(prefix="tvr-blender-")
 
     def _job(self, state: State, camera: Camera, lamps: list[Lamp], out: Path) -> dict:
-        objects = [
-            {
-                "shape": p.shape,
-                "center": [float(v) for v in p.center],
-                "radius": p.radius,
-                "half": p.half,
-                "rotation_deg": float(np.degrees(p.angle)),
-                "color": [float(v) for v in p.albedo],
-                "material": MATERIALS[p.material],
-            }
-            for p in primitives(state)
-        ]
-        lamp_jobs = [
-            {
-                "location": list(lamp.location) if lamp.location is not None else None,
-                "to_light": [-v for v in lamp.direction] if lamp.direction is not None else None,
-                "power": lamp.strength * float(_B["power_scale" if lamp.location is not None else "sun_scale"]),
-                "size": float(_B["lamp_size"]),
-                "color": list(lamp.color),
-            }
-            for lamp in lamps
-        ]
         self._jobs += 1
         return {
             "id": self._jobs,
@@ -193,22 +248,7 @@ class BlenderRenderer(Renderer):
             "size": list(self.size),
             "samples": self.samples,
             "threads": int(_B["threads"]) or None,
-            "background": list(_B["background"]),
-            "camera": {
-                "location": list(camera.location),
-                "target": list(camera.target),
-                "focal_length_mm": camera.focal_length_mm,
-                "sensor_width_mm": camera.sensor_width_mm,
-            },
-            "lamps": lamp_jobs,
-            "objects": objects,
-            "ground": {
-                "color": list(GROUND["color"]),
-                "line_color": list(GROUND["line_color"]),
-                "line_width": float(GROUND["line_width"]),
-                "square": SPEC.visible_limit * SPEC.cell,
-                "extent": float(GROUND["extent"]),
-            },
+            **studio_job(state, camera, lamps),
         }
 
     def _run(self, job: dict) -> None:

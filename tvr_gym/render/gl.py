@@ -30,6 +30,7 @@ from tvr_gym.render.geometry import sheet_mesh, unit_mesh
 from tvr_gym.render.rig import Camera, Lamp
 from tvr_gym.render.studio import (
     EYE,
+    FLAT_END,
     FLOOR_ALBEDO,
     LATERAL,
     PROFILE,
@@ -729,7 +730,7 @@ class _Shared:
             vertex_shader=_QUAD_VERTEX,
             fragment_shader=_STUDIO_FRAGMENT.replace("MARCH", str(int(RENDER["studio"]["march_steps"]))),
         )
-        self.studio_prog["u_flat_end"].value = float(PROFILE[1, 0])
+        self.studio_prog["u_flat_end"].value = FLAT_END
         quad = ctx.buffer(np.array([-1, -1, 1, -1, 1, 1, -1, -1, 1, 1, -1, 1], dtype=np.float32).tobytes())
         self._buffers.append(quad)
         self.irr_quad = ctx.vertex_array(self.irr_prog, [(quad, "2f", "in_pos")])

@@ -32,6 +32,9 @@ PROFILE = np.asarray(STAGE["profile"], dtype=np.float64)
 """(s, z) pairs: the sheet's height z at uphill distance s from the scene centre."""
 FLOOR_ALBEDO = np.full(3, float(STAGE["albedo"]))
 _STUDIO = RENDER["studio"]
+FLAT_END = float(PROFILE[PROFILE[:, 1] <= float(_STUDIO["flat_below"])][-1, 0])
+"""Up to this uphill distance the sheet counts as flat floor (its height stays below
+``render.studio.flat_below``): rays meet it exactly; further on, they march."""
 EYE = np.array([0.0, 0.0, float(_STUDIO["eye_height"])])
 """Where :func:`studio_texture` looks from: above the scene centre."""
 STUDIO_TEXELS = tuple(int(v) for v in _STUDIO["texels"])
@@ -88,7 +91,7 @@ def on_sheet(p: np.ndarray) -> np.ndarray:
 def trace_sheet(origin: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First hit of rays ``origin + t d`` with the sheet: (points (N, 3), hit mask (N,)).
 
-    The flat floor (uphill distance up to the profile's second point) is hit exactly; the rising
+    The flat floor (uphill distance up to :data:`FLAT_END`) is hit exactly; the rising
     part is probed at ``render.studio.march_steps`` even steps across its uphill range, and the
     crossing refined linearly (the gl renderer's studio pass does the same on the GPU).
     """
@@ -96,9 +99,9 @@ def trace_sheet(origin: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ds = d[:, :2] @ UPHILL
     with np.errstate(divide="ignore", invalid="ignore"):
         t_floor = np.where(d[:, 2] < 0, -origin[2] / d[:, 2], np.inf)
-        t_in = np.where(ds > 0, np.maximum((PROFILE[1, 0] - s0) / ds, 0.0), np.inf)
+        t_in = np.where(ds > 0, np.maximum((FLAT_END - s0) / ds, 0.0), np.inf)
         t_out = np.where(ds > 0, (PROFILE[-1, 0] - s0) / ds, np.inf)
-    floor_hit = np.isfinite(t_floor) & (s0 + np.where(np.isfinite(t_floor), t_floor, 0.0) * ds <= PROFILE[1, 0])
+    floor_hit = np.isfinite(t_floor) & (s0 + np.where(np.isfinite(t_floor), t_floor, 0.0) * ds <= FLAT_END)
     steps = int(_STUDIO["march_steps"])
     wall = ~floor_hit & np.isfinite(t_in)
     t = np.where(floor_hit, t_floor, np.inf)
