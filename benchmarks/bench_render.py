@@ -17,6 +17,7 @@ os.environ.setdefault("LP_NUM_THREADS", "1")  # must precede Mesa's initialisati
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
@@ -58,18 +59,22 @@ def random_scenes(n: int, seed: int = 0) -> list[tuple[State, int, str]]:
 def frames_per_second(fn, scenes, seconds: float) -> tuple[float, float]:
     """Call ``fn(state, camera, lamps)`` cycling over ``scenes`` for about ``seconds``.
 
-    Returns (frames per wall-clock second, frames per CPU second of this process). On a busy
-    machine the second is the better estimate of what one free core does.
+    Returns (frames per wall-clock second, frames per CPU second of this process), each the median
+    over passes through all the scenes, so that a moment of load from another process moves one
+    pass, not the result. On a busy machine the second is the better estimate of one free core.
     """
     prepared = [(s, camera_rig(v, seed), lamp_rig(seed)) for s, seed, v in scenes]
-    fn(*prepared[0])  # warm-up (shader compilation, ray tables)
-    n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while True:
-        for state, cam, lamps in prepared:
-            fn(state, cam, lamps)
-            n += 1
-        if time.perf_counter() - start >= seconds:
-            return n / (time.perf_counter() - start), n / max(time.process_time() - cpu, 1e-9)
+    for args in prepared:
+        fn(*args)  # warm-up: shader variants, ray tables
+    walls, cpus = [], []
+    start = time.perf_counter()
+    while not walls or time.perf_counter() - start < seconds:
+        wall, cpu = time.perf_counter(), time.process_time()
+        for args in prepared:
+            fn(*args)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return len(prepared) / statistics.median(walls), len(prepared) / max(statistics.median(cpus), 1e-9)
 
 
 def machine() -> dict[str, str]:

@@ -83,15 +83,34 @@ def cylinder(segments: int | None = None) -> np.ndarray:
     return _pack(np.asarray(tris))
 
 
+def simplified(profile: np.ndarray, tolerance: float) -> np.ndarray:
+    """The fewest points of a polyline (N, 2) whose segments stay within ``tolerance`` of its heights
+    (Douglas-Peucker in the height)."""
+    keep = {0, len(profile) - 1}
+    stack = [(0, len(profile) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b <= a + 1:
+            continue
+        x, z = profile[a + 1 : b, 0], profile[a + 1 : b, 1]
+        error = np.abs(z - np.interp(x, profile[[a, b], 0], profile[[a, b], 1]))
+        k = int(error.argmax())
+        if error[k] > tolerance:
+            keep.add(a + 1 + k)
+            stack += [(a, a + 1 + k), (a + 1 + k, b)]
+    return profile[sorted(keep)]
+
+
 def sheet_mesh() -> tuple[np.ndarray, np.ndarray]:
     """The studio's sheet (spec ``stage``): one strip of quads across its lateral extent per segment
-    of the profile, flat floor then the curve of the backdrop wall.
+    of its profile, simplified to within ``render.studio.flat_below`` (llvmpipe pays for every long
+    triangle): one quad of floor, then the curve of the backdrop wall.
 
     Returns (xyz float32 (V, 3), triangle indices int32 (T, 3), CCW seen from above).
     """
     stage = SPEC.raw["stage"]
     uphill, lateral = np.asarray(stage["uphill"]), np.asarray(stage["lateral"])
-    profile = np.asarray(stage["profile"], dtype=np.float64)
+    profile = simplified(np.asarray(stage["profile"], dtype=np.float64), float(_R["studio"]["flat_below"]))
     lo, hi = stage["lateral_extent"]
     xyz = []
     for s, z in profile:

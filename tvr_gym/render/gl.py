@@ -50,6 +50,7 @@ uniform vec3 u_lamp_rad[3];
 uniform vec3 u_lamp_aim[3];
 uniform float u_lamp_size[3];
 uniform int u_shadow_lamp;
+uniform int u_own_shadow_lamp;  // the strongest lamp but the shadow lamp
 uniform vec3 u_sun_dir;
 uniform vec3 u_sun_rad;
 uniform float u_sun_size;
@@ -60,8 +61,14 @@ uniform float u_grain;         // width of the per-pixel grain (sRGB units; 0 fo
 uniform float u_grain_seed;
 vec3 encode(vec3 c) {
     c = clamp(c, 0.0, 1.0);
-    vec3 s = mix(c * 12.92, 1.055 * pow(c, vec3(1.0 / 2.4)) - 0.055, step(0.0031308, c));
-    s += (fract(sin(dot(gl_FragCoord.xy, vec2(12.9898, 78.233)) + u_grain_seed) * 43758.5453) - 0.5) * u_grain;
+    vec3 t = sqrt(sqrt(c));   // the sRGB curve as a quartic in c^(1/4): within 0.06 grey levels, and no pow
+    vec3 curve = (((0.065528 * t - 0.293483) * t + 1.08282) * t + 0.211954) * t - 0.066799;
+    vec3 s = mix(c * 12.92, curve, step(0.0031308, c));
+    uvec2 p = uvec2(gl_FragCoord.xy);   // an integer hash of the pixel and the seed (cheaper than sin)
+    uint h = p.x * 1973u + p.y * 9277u + uint(u_grain_seed) * 26699u;
+    h = (h ^ (h >> 13u)) * 1274126177u;
+    h ^= h >> 16u;
+    s += (float(h & 65535u) / 65535.0 - 0.5) * u_grain;
     return s;
 }
 vec3 decode(vec3 s) {   // sRGB -> linear, a cubic within 0.2 % of the exact curve
@@ -78,11 +85,9 @@ float shadow_factor(vec4 light_pos) {
     vec3 s = light_pos.xyz / light_pos.w * 0.5 + 0.5;
     if (u_shadow_on < 0.5 || s.x <= 0.0 || s.x >= 1.0 || s.y <= 0.0 || s.y >= 1.0 || s.z >= 1.0) return 1.0;
     float r = u_shadow_radius;
-    float lit = texture(u_shadow_map, vec3(s.xy + vec2(-r, -0.4 * r), s.z))
-              + texture(u_shadow_map, vec3(s.xy + vec2(0.4 * r, -r), s.z))
-              + texture(u_shadow_map, vec3(s.xy + vec2(r, 0.4 * r), s.z))
-              + texture(u_shadow_map, vec3(s.xy + vec2(-0.4 * r, r), s.z));
-    return 1.0 - u_shadow_strength * (1.0 - 0.25 * lit);
+    float lit = texture(u_shadow_map, vec3(s.xy + vec2(-0.7 * r, -0.3 * r), s.z))
+              + texture(u_shadow_map, vec3(s.xy + vec2(0.7 * r, 0.3 * r), s.z));
+    return 1.0 - u_shadow_strength * (1.0 - 0.5 * lit);
 }
 float shadow_sharp(vec4 light_pos) {   // one filtered tap: for blurred reflections of the floor
     vec3 s = light_pos.xyz / light_pos.w * 0.5 + 0.5;
@@ -329,7 +334,7 @@ uniform sampler2D u_irradiance;
 uniform float u_irr_extent;
 uniform vec3 u_key_rad;
 uniform vec3 u_floor_albedo;
-uniform sampler2D u_behind;    // glass: the resolved image drawn so far
+uniform sampler2DMS u_behind;  // glass: the image drawn so far (multisampled; its first sample is read)
 uniform mat4 u_viewproj;
 uniform mat4 u_light_vp;
 uniform vec3 u_center;
@@ -394,18 +399,17 @@ bool blocks(vec3 q, vec3 l) {
 #endif
 }
 
-// The light of the lamps this object hides from floor point q, besides the shadow lamp (whose
-// shadows the shadow map draws): the object's own shadows, as the floor behind glass shows them.
+// The light this object hides from floor point q, of the sun and of the strongest lamp besides the
+// shadow lamp (whose shadows the shadow map draws; the third lamp is the weakest): the object's own
+// shadows, as the floor seen through glass shows them.
 vec3 own_shadow(vec3 q) {
     vec3 hidden = blocks(q, u_sun_dir) ? u_sun_rad * max(u_sun_dir.z, 0.0) : vec3(0.0);
-    for (int i = 0; i < 3; ++i) {
-        if (i == u_shadow_lamp) continue;
-        vec3 to_lamp = u_lamp_pos[i] - q;
-        float inv = inversesqrt(dot(to_lamp, to_lamp));
-        vec3 l = to_lamp * inv;
-        if (blocks(q, l))
-            hidden += u_lamp_rad[i] * (clamp(-dot(l, u_lamp_aim[i]), 0.0, 1.0) * max(l.z, 0.0) * inv * inv);
-    }
+    int i = u_own_shadow_lamp;
+    vec3 to_lamp = u_lamp_pos[i] - q;
+    float inv = inversesqrt(dot(to_lamp, to_lamp));
+    vec3 l = to_lamp * inv;
+    if (blocks(q, l))
+        hidden += u_lamp_rad[i] * (clamp(-dot(l, u_lamp_aim[i]), 0.0, 1.0) * max(l.z, 0.0) * inv * inv);
     return u_floor_albedo * hidden;
 }
 
@@ -575,8 +579,10 @@ vec3 behind(vec3 q, vec3 d) {
         vec3 g = q - d * (q.z / d.z);
         vec4 clip = u_viewproj * vec4(g, 1.0);
         vec2 uv = clip.xy / clip.w * 0.5 + 0.5;
-        if (clip.w > 0.0 && all(greaterThan(uv, vec2(0.0))) && all(lessThan(uv, vec2(1.0))))
-            return max(decode(texture(u_behind, uv).rgb) * open_floor(g) - own_shadow(g), 0.0);
+        if (clip.w > 0.0 && all(greaterThan(uv, vec2(0.0))) && all(lessThan(uv, vec2(1.0)))) {
+            vec3 seen = decode(texelFetch(u_behind, ivec2(uv * vec2(textureSize(u_behind))), 0).rgb);
+            return max(seen * open_floor(g) - own_shadow(g), 0.0);
+        }
         return floor_light(g, 0.0);
     }
     return studio_texture(d, 0.0) + lamps_seen(q, d);
@@ -724,6 +730,9 @@ class _Shared:
         self._buffers: list = []
         self.objects = {key: self._object_program(*key) for key in _program_keys()}
         self._uniforms: dict[str, list] = {}
+        self.shared: dict[str, object] = {}
+        self.version = 0
+        self.applied: dict[tuple[str, str], int] = {}
         self.ground_prog = ctx.program(vertex_shader=_GROUND_VERTEX, fragment_shader=_GROUND_FRAGMENT)
         self.irr_prog = ctx.program(vertex_shader=_IRRADIANCE_VERTEX, fragment_shader=_IRRADIANCE_FRAGMENT)
         self.studio_prog = ctx.program(
@@ -786,8 +795,25 @@ class _Shared:
         source = source.replace("_OCCLUSION_", repr(float(RENDER["occlusion"])))
         return self.ctx.program(vertex_shader=_VERTEX, fragment_shader=source)
 
+    def share(self, name: str, value) -> None:
+        """Give every object program a uniform's new value (lamps, studio, frame); a program takes the
+        values it lacks when it is next used (:meth:`program`), so unused programs cost nothing."""
+        self.shared[name] = value
+        self.version += 1
+
+    def program(self, key: tuple[str, str]):
+        """The object program of ``key`` with the current shared uniforms."""
+        prog = self.objects[key]
+        if self.applied.get(key) != self.version:
+            for name, value in self.shared.items():
+                uniform = prog.get(name, None)
+                if uniform is not None:
+                    uniform.write(value) if isinstance(value, bytes) else setattr(uniform, "value", value)
+            self.applied[key] = self.version
+        return prog
+
     def set_objects(self, name: str, value) -> None:
-        """Set a uniform in every object program that has it."""
+        """Set a uniform in every object program that has it, now (values that never change)."""
         uniforms = self._uniforms.get(name)
         if uniforms is None:
             uniforms = self._uniforms[name] = [p[name] for p in self.objects.values() if name in p]
@@ -845,20 +871,20 @@ class _Shared:
         self.clear_color = (0.0, 0.0, 0.0)
 
     def light_studio(self, uniforms: dict, key_rad: tuple) -> None:
-        """Set the lamp uniforms everywhere and, when the lamps changed, relight the ground's
-        irradiance texture and the studio texture and refit the studio's irradiance."""
+        """When the lamps changed: set their uniforms everywhere, relight the ground's irradiance
+        texture and the studio texture, and refit the studio's irradiance."""
+        key = tuple(uniforms.values())
+        if self.lamps_key == key:
+            return
+        self.lamps_key = key
         for name, value in uniforms.items():
-            self.set_objects(name, value)
+            self.share(name, value)
             for p in (self.irr_prog, self.studio_prog):
                 uniform = p.get(name, None)  # a shader that ignores a lamp property has no such uniform
                 if uniform is not None:
                     uniform.write(value) if isinstance(value, bytes) else setattr(uniform, "value", value)
         self.ground_prog["u_key_rad"].value = key_rad
-        self.set_objects("u_key_rad", key_rad)
-        key = tuple(uniforms.values())
-        if self.lamps_key == key:
-            return
-        self.lamps_key = key
+        self.share("u_key_rad", key_rad)
         self.ctx.disable(self.mgl.DEPTH_TEST | self.mgl.BLEND | self.mgl.CULL_FACE)
         self.profile_tex.use(location=4)
         self.bounce_tex.use(location=5)
@@ -873,7 +899,7 @@ class _Shared:
         for k in range(1, self.studio_levels):  # the blurred levels: 2x2 means, cheaper here than in llvmpipe
             level = 0.25 * (level[0::2, 0::2] + level[1::2, 0::2] + level[0::2, 1::2] + level[1::2, 1::2])
             self.studio_tex.write(np.ascontiguousarray(level, dtype=np.float32).tobytes(), level=k)
-        self.set_objects("u_sh", self.sh.tobytes())
+        self.share("u_sh", self.sh.tobytes())
 
 
 _SHARED: _Shared | None = None
@@ -922,18 +948,18 @@ class GLRenderer(Renderer):
         ctx = self._gl.ctx
         samples = min(int(RENDER["msaa_samples"]), int(ctx.max_samples))
         self._msaa = ctx.framebuffer(
-            color_attachments=[ctx.renderbuffer(self.size, components=4, samples=samples)],
+            color_attachments=[ctx.texture(self.size, 4, samples=samples)],
             depth_attachment=ctx.depth_renderbuffer(self.size, samples=samples),
         )
-        self._resolved_tex = ctx.texture(self.size, 4)
-        self._resolved_tex.filter = (self._gl.mgl.LINEAR, self._gl.mgl.LINEAR)
-        self._resolved_tex.repeat_x = self._resolved_tex.repeat_y = False
-        self._resolved = ctx.framebuffer(color_attachments=[self._resolved_tex])
+        # what glass refracts: a copy of the multisampled image drawn so far (a copy costs a sixth of a resolve)
+        self._behind_tex = ctx.texture(self.size, 4, samples=samples)
+        self._behind = ctx.framebuffer(color_attachments=[self._behind_tex])
+        self._resolved = ctx.framebuffer(color_attachments=[ctx.renderbuffer(self.size, components=4)])
         self._mask_fbo = ctx.framebuffer(
             color_attachments=[ctx.renderbuffer(self.size, components=1)],
             depth_attachment=ctx.depth_renderbuffer(self.size),
         )
-        self._fbos = (self._msaa, self._resolved, self._mask_fbo)
+        self._fbos = (self._msaa, self._behind, self._resolved, self._mask_fbo)
         self._last_view: tuple[Camera | None, bytes] = (None, b"")
         w, h = self.size
         self._pixels = bytearray(w * h * 3)
@@ -992,6 +1018,9 @@ class GLRenderer(Renderer):
                 "u_lamp_aim": aim.tobytes(),
                 "u_lamp_size": size.tobytes(),
                 "u_shadow_lamp": shadow_slot,
+                "u_own_shadow_lamp": max(
+                    (k for k in range(len(lamps)) if k != shadow_slot), key=lambda k: float(rad[k].sum()), default=0
+                ),
                 "u_sun_dir": tuple(float(v) for v in sun.direction) if sun else (0.0, 0.0, 1.0),
                 "u_sun_rad": tuple(float(v) for v in sun.radiance) if sun else (0.0, 0.0, 0.0),
                 "u_sun_size": 0.25 * float(sun.size) if sun else 0.0,
@@ -1007,12 +1036,12 @@ class GLRenderer(Renderer):
         if light_vp is not None:
             per_frame["u_light_vp"] = light_vp
         for name, value in per_frame.items():
-            gl.set_objects(name, value)
+            gl.share(name, value)
             uniform = gl.ground_prog.get(name, None)
             if uniform is None:
                 continue
             uniform.write(value) if isinstance(value, bytes) else setattr(uniform, "value", value)
-        gl.set_objects("u_eye", tuple(float(v) for v in camera.location))
+        gl.share("u_eye", tuple(float(v) for v in camera.location))
 
     def _screen_boxes(self, prims: list[Primitive], camera: Camera) -> list[tuple[float, float, float, float]]:
         """Pixel rectangles (u0, v0, u1, v1) that hold each object (its upright bounding box)."""
@@ -1026,7 +1055,7 @@ class GLRenderer(Renderer):
     def _draw_object(self, prim: Primitive) -> None:
         surf = surface(prim.material)
         key = (surf.kind, prim.shape)
-        p = self._gl.objects[key]
+        p = self._gl.program(key)
         lobes = (*surf.lobes, (0.0, 1.0))[:2]
         for name, value in (("u_lobes", (*lobes[0], *lobes[1])), ("u_ior", surf.ior)):
             if name in p:  # rubber's program has no lamp highlights, so no lobe
@@ -1062,8 +1091,8 @@ class GLRenderer(Renderer):
         drawn: list[tuple[float, float, float, float]] = []
         for prim, box in zip(glass, self._screen_boxes(glass, camera)):  # back to front: each refracts what is drawn
             if not drawn or any(_overlap(box, other) for other in drawn):
-                ctx.copy_framebuffer(self._resolved, self._msaa)
-                self._resolved_tex.use(location=3)
+                ctx.copy_framebuffer(self._behind, self._msaa)
+                self._behind_tex.use(location=3)
                 self._msaa.use()
                 drawn = []
             drawn.append(box)
