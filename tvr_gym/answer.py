@@ -17,7 +17,18 @@ from tvr_gym.options import is_int
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation, Value
 
-__all__ = ["MAX_ANSWER_CHARS", "FILLER_WORDS", "Parsed", "Step", "format_answer", "format_item", "parse_answer"]
+__all__ = [
+    "DONE",
+    "MAX_ANSWER_CHARS",
+    "FILLER_WORDS",
+    "Parsed",
+    "Step",
+    "Turn",
+    "format_answer",
+    "format_item",
+    "parse_answer",
+    "read_turn",
+]
 
 MAX_ANSWER_CHARS = 8192
 """The answer region is cut to this many characters; a cut sets ``Parsed.truncated`` and adds an error."""
@@ -198,6 +209,36 @@ def parse_answer(text: Any) -> Parsed:
         return _parse(_coerce_text(text))
     except Exception as exc:  # pragma: no cover - a parser bug must cost one item, not crash scoring
         return Parsed(errors=[f"parser failure ({type(exc).__name__}); answer not read"], n_unreadable=1)
+
+
+DONE = "done"
+"""The word that ends an interactive episode (``tvr_gym.interactive``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One interactive turn as read: ``kind`` is ``step`` (with ``step``), ``done``, ``unreadable``
+    (no readable transformation) or ``several`` (more than one: a turn holds one); ``errors`` quote
+    what could not be read."""
+
+    kind: str
+    step: Step | None = None
+    errors: tuple[str, ...] = ()
+
+
+def read_turn(text: Any) -> Turn:
+    """Read one interactive turn: one transformation in the answer grammar, or :data:`DONE` (alone in
+    the answer, case and surrounding punctuation ignored). Never raises, like :func:`parse_answer`."""
+    raw = _coerce_text(text)
+    region, _ = _answer_region(raw[: 4 * MAX_ANSWER_CHARS])
+    if region.strip(" \t\n.,;:!").lower() == DONE:
+        return Turn(DONE)
+    parsed = parse_answer(raw)
+    if len(parsed.steps) == 1 and parsed.n_unreadable == 0:
+        return Turn("step", parsed.steps[0])
+    if len(parsed.steps) > 1:
+        return Turn("several", None, (f"{len(parsed.steps)} transformations; a turn holds one",))
+    return Turn("unreadable", None, tuple(parsed.errors) or ("no transformation and no 'done'",))
 
 
 def _parse(text: str) -> Parsed:

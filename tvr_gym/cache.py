@@ -208,6 +208,18 @@ def shared_renderer(name: str, size: tuple[int, int]):
     return renderer
 
 
+def release_renderers() -> None:
+    """Close this process's shared renderers and free the GL context; the next render makes new ones."""
+    for renderer in _RENDERERS.values():
+        renderer.close()
+    _RENDERERS.clear()
+    import sys
+
+    gl = sys.modules.get("tvr_gym.render.gl")
+    if gl is not None:
+        gl.release_shared_context()
+
+
 def render_view(
     state: State, view: str, jitter_seed: int | None, renderer: str, size: tuple[int, int], cache: RenderCache
 ) -> np.ndarray:

@@ -11,21 +11,34 @@ images are used) and then the prompt text. It takes three spellings, one per kin
 
 TRL datasets take the plain string (:func:`string_messages`) and insert the image blocks before the text
 themselves, which gives the same layout. See ``docs/integrations.md``.
+
+Interactive episodes (``TVR-Interactive-v0``) have one multi-turn contract,
+:func:`interactive_messages`: the target once, then every turn's render with its feedback, the images
+of the last ``window`` turns only, and an :class:`ImageBudget` that ends an episode before an image
+would not fit.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 __all__ = [
+    "DEFAULT_WINDOW",
+    "Exchange",
     "IMAGE_KEYS",
     "IMAGE_PLACEHOLDER",
+    "ImageBudget",
+    "count_images",
+    "image_tokens",
+    "interactive_messages",
     "images_of",
     "messages",
     "openai_messages",
@@ -92,3 +105,117 @@ def openai_messages(prompt: str, images: Sequence[np.ndarray], system: str | Non
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": png_data_url(im)}} for im in images]
     content.append({"type": "text", "text": prompt})
     return _with_system({"role": "user", "content": content}, system)
+
+
+# ---------------------------------------------------------------- interactive episodes (multi-turn)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One turn of an interactive episode: what the model said and what the environment showed back."""
+
+    action: str
+    """The model's completion for the turn."""
+    feedback: str
+    """The environment's feedback text (``obs["feedback"]``)."""
+    image: np.ndarray | None = None
+    """The new render of the current state (``obs["current"]``)."""
+
+
+DEFAULT_WINDOW = 4
+"""Turns shown with their images; older turns keep only their text."""
+
+
+def interactive_messages(
+    prompt: str,
+    target: np.ndarray | None,
+    current: np.ndarray | None,
+    history: Sequence[Exchange] = (),
+    window: int = DEFAULT_WINDOW,
+    system: str | None = None,
+) -> tuple[list[Message], list[np.ndarray]]:
+    """The chat of an interactive episode so far, and its images in the order their blocks appear.
+
+    The first user turn holds the target image, the first current image and the prompt: the target
+    is shown once. Every exchange adds the model's turn (assistant) and the environment's reply
+    (user): the new current image and the feedback. Only the last ``window`` replies keep their
+    image; older ones keep their text. Without images (``target`` and ``current`` ``None``) the chat is
+    text only. ``images`` holds exactly one array per image block, so a processor that expands each
+    block into image tokens sees as many images as blocks, whatever the window.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window: expected an int >= 0, got {window!r}")
+    images: list[np.ndarray] = [np.asarray(a) for a in (target, current) if a is not None]
+    first: list[dict[str, Any]] = [{"type": "image"} for _ in images]
+    first.append({"type": "text", "text": prompt})
+    chat = _with_system({"role": "user", "content": first}, system)
+    keep_from = len(history) - window
+    for k, turn in enumerate(history):
+        chat.append({"role": "assistant", "content": [{"type": "text", "text": turn.action}]})
+        content: list[dict[str, Any]] = []
+        if turn.image is not None and k >= keep_from:
+            content.append({"type": "image"})
+            images.append(np.asarray(turn.image))
+        content.append({"type": "text", "text": turn.feedback})
+        chat.append({"role": "user", "content": content})
+    return chat, images
+
+
+def count_images(chat: Sequence[Message]) -> int:
+    """Image blocks in a chat."""
+    return sum(
+        1
+        for m in chat
+        if isinstance(m.get("content"), list)
+        for block in m["content"]
+        if isinstance(block, Mapping) and block.get("type") == "image"
+    )
+
+
+QWEN_PATCH = 28
+"""Qwen2-VL and Qwen2.5-VL: 14-pixel patches merged 2 by 2, so one image token per 28×28 pixels."""
+QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 28 * 28 * 1280
+"""The image processors' default pixel bounds."""
+
+
+def image_tokens(
+    size: tuple[int, int],
+    patch: int = QWEN_PATCH,
+    min_pixels: int = QWEN_MIN_PIXELS,
+    max_pixels: int = QWEN_MAX_PIXELS,
+) -> int:
+    """Image tokens a Qwen-VL processor spends on an image of ``size`` = (width, height): the sides
+    rounded to multiples of ``patch`` (scaled into [min_pixels, max_pixels] first), one token per cell."""
+    w, h = (int(v) for v in size)
+    hb, wb = max(patch, round(h / patch) * patch), max(patch, round(w / patch) * patch)
+    if hb * wb > max_pixels:
+        beta = math.sqrt(h * w / max_pixels)
+        hb, wb = max(patch, math.floor(h / beta / patch) * patch), max(patch, math.floor(w / beta / patch) * patch)
+    elif hb * wb < min_pixels:
+        beta = math.sqrt(min_pixels / (h * w))
+        hb, wb = math.ceil(h * beta / patch) * patch, math.ceil(w * beta / patch) * patch
+    return (hb // patch) * (wb // patch)
+
+
+@dataclass(frozen=True)
+class ImageBudget:
+    """How many images an episode may show: ``max_images`` (``None``: no limit), at ``tokens_per_image``.
+
+    A rollout asks :meth:`allows` before a turn; when the next reply's image would not fit, the
+    episode ends there (truncated), so an image is never cut.
+    """
+
+    max_images: int | None = None
+    tokens_per_image: int = 0
+
+    def images_after(self, turns: int, window: int = DEFAULT_WINDOW) -> int:
+        """Images in the chat after ``turns`` exchanges: the target, the first render and at most ``window`` replies."""
+        return 2 + min(turns, window)
+
+    def allows(self, turns: int, window: int = DEFAULT_WINDOW) -> bool:
+        """Whether a chat of ``turns`` exchanges stays within the budget."""
+        return self.max_images is None or self.images_after(turns, window) <= self.max_images
+
+    def tokens(self, turns: int, window: int = DEFAULT_WINDOW) -> int:
+        """Image tokens in a chat of ``turns`` exchanges."""
+        return self.images_after(turns, window) * self.tokens_per_image

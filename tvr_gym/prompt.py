@@ -45,18 +45,30 @@ def _join(words) -> str:
     return ", ".join(str(w) for w in words)
 
 
-@lru_cache(maxsize=2)
-def _header(obs_mode: str) -> str:
-    n = SPEC.n_objects
+def _vocabulary_lines() -> list[str]:
+    """The attributes and values, the direction convention and the visible square."""
     lim = SPEC.visible_limit
-    steps = SPEC.steps
     axis_lines = [f"{name} is {_AXIS_WORDS[vec]}" for name, vec in SPEC.directions.items() if vec in _AXIS_WORDS]
     attr_lines = [
         f"{attr}: {_join(SPEC.values[attr])}" if attr != "position" else
         f"position: direction.step, with direction one of {_join(SPEC.directions)} and step "
-        f"{' or '.join(str(s) for s in steps)}"
+        f"{' or '.join(str(s) for s in SPEC.steps)}"
         for attr in SPEC.attributes
     ]
+    return [
+        "Attributes and values:",
+        *attr_lines,
+        "Directions are named in the frame of the initial image, whatever camera shows the final image: "
+        + "; ".join(axis_lines)
+        + ". A diagonal such as front-left combines two directions.",
+        f"Positions are grid cells x y. One step moves an object {SPEC.cells_per_step} cells. "
+        f"The camera sees only the square from -{lim} to {lim} in x and y; objects outside it are hidden.",
+    ]
+
+
+@lru_cache(maxsize=2)
+def _header(obs_mode: str) -> str:
+    n = SPEC.n_objects
     shown = (
         "The first image shows the initial state and the second image shows the final state."
         if obs_mode == "image"
@@ -69,15 +81,31 @@ def _header(obs_mode: str) -> str:
         f"A scene holds {n} objects, numbered 0 to {n - 1}. {shown}",
         "Name the transformations that turn the initial state into the final state, in order.",
         "Each transformation is obj.attr.value: the object number, the attribute and its new value.",
-        "Attributes and values:",
-        *attr_lines,
-        "Directions are named in the frame of the initial image, whatever camera shows the final image: "
-        + "; ".join(axis_lines)
-        + ". A diagonal such as front-left combines two directions.",
-        f"Positions are grid cells x y. One step moves an object {SPEC.cells_per_step} cells. "
-        f"The camera sees only the square from -{lim} to {lim} in x and y; objects outside it are hidden.",
+        *_vocabulary_lines(),
         "Answer format: <think>your reasoning</think><answer>transformations separated by commas</answer>",
         f"Example: {example}",
+    ]
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=2)
+def _interactive_header(obs_mode: str) -> str:
+    n = SPEC.n_objects
+    shown = (
+        "The first image shows the target state (from the final camera, which may differ) and the second "
+        "image the current state (from the initial camera); after each turn a new image of the current "
+        "state follows."
+        if obs_mode == "image"
+        else "The target state and the current state are given as tables below (the images show them too)."
+    )
+    lines = [
+        f"A scene holds {n} objects, numbered 0 to {n - 1}. It starts in the initial state. {shown}",
+        "Change the current state into the target state, one transformation per turn.",
+        "Each transformation is obj.attr.value: the object number, the attribute and its new value. "
+        "When the current state matches the target, answer done.",
+        *_vocabulary_lines(),
+        "Answer format: <think>your reasoning</think><answer>one transformation, or done</answer>",
+        "Example: <think>object 2 is cyan in the target</think><answer>2.color.cyan</answer>",
     ]
     return "\n".join(lines)
 
@@ -105,12 +133,23 @@ def build_prompt(problem: Problem, obs_mode: str = "image") -> str:
     return "\n".join(parts)
 
 
+def interactive_prompt(problem: Problem, obs_mode: str = "image") -> str:
+    """The prompt of an interactive episode (``tvr_gym.interactive``); ``obs_mode="text"`` adds the
+    target's table (the environment adds the current state's)."""
+    check_choice("obs_mode", obs_mode, OBS_MODES)
+    parts = [_interactive_header(obs_mode), state_table(problem.initial, "Initial objects")]
+    if obs_mode == "text":
+        parts.append(state_table(problem.final, "Target objects"))
+    return "\n".join(parts)
+
+
 def prompt_vocabulary() -> list[str]:
     """Every token (per :data:`TOKEN_PATTERN`) of any prompt or canonical answer, sorted."""
     tokens: set[str] = set()
     for mode in OBS_MODES:
         tokens.update(TOKEN_PATTERN.findall(_header(mode)))
-    tokens.update(TOKEN_PATTERN.findall(state_table(_any_state(), "Initial objects Final objects")))
+        tokens.update(TOKEN_PATTERN.findall(_interactive_header(mode)))
+    tokens.update(TOKEN_PATTERN.findall(state_table(_any_state(), "Initial objects Final objects Target Current")))
     for attr in SPEC.attributes:
         for value in SPEC.directions if attr == "position" else SPEC.values[attr]:
             tokens.update(TOKEN_PATTERN.findall(value))

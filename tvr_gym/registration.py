@@ -1,4 +1,4 @@
-"""Gymnasium registration of ``TVR-Basic-v0``, ``TVR-Event-v0`` and ``TVR-CrossView-v0``."""
+"""Gymnasium registration of ``TVR-Basic-v0``, ``TVR-Event-v0``, ``TVR-CrossView-v0`` and ``TVR-Interactive-v0``."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ ENV_IDS: dict[str, str] = {
 """Environment id -> setting."""
 
 ENTRY_POINT = "tvr_gym.env:TVRGym"
+INTERACTIVE_ID = "TVR-Interactive-v0"
+INTERACTIVE_ENTRY_POINT = "tvr_gym.interactive:TVRInteractive"
 
 
 def register_envs() -> None:
-    """Register the three ids (idempotent: ids already registered are left alone)."""
+    """Register the ids (idempotent: ids already registered are left alone)."""
     from gymnasium.envs.registration import register, registry
 
     for env_id, setting in ENV_IDS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=ENTRY_POINT, kwargs={"setting": setting}, disable_env_checker=False)
+    if INTERACTIVE_ID not in registry:
+        register(id=INTERACTIVE_ID, entry_point=INTERACTIVE_ENTRY_POINT, disable_env_checker=False)
 
 
 def check_env_id(env_id: object) -> str:

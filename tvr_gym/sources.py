@@ -15,7 +15,7 @@ import numpy as np
 
 from tvr_gym.cache import LRU
 from tvr_gym.generator import generate
-from tvr_gym.options import EpisodeOptions, check_int
+from tvr_gym.options import EpisodeOptions, check_choice, check_int
 from tvr_gym.trance import DATA_FILE, Problem, parse_line, read_lines
 
 SEED_BOUND = 2**63 - 1
@@ -48,9 +48,17 @@ class ProceduralSource:
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> Problem:
         """Draw an episode seed from ``rng``; ``index`` selects a problem of that seed (default 0)."""
+        return self.draw(rng, index)[1]
+
+    def draw(self, rng: np.random.Generator, index: int | None = None) -> tuple[dict, Problem]:
+        """As :meth:`sample`, with the problem's key (``{"seed", "index"}``) for :meth:`from_key`."""
         seed = int(rng.integers(0, SEED_BOUND))
         index = 0 if index is None else check_int("options.index", index, 0)
-        return self.problem(seed, index)
+        return {"seed": seed, "index": index}, self.problem(seed, index)
+
+    def from_key(self, key: dict) -> Problem:
+        """The problem of a key from :meth:`draw`."""
+        return self.problem(check_int("seed", key["seed"], 0), check_int("index", key["index"], 0))
 
 
 class TranceSource:
@@ -95,6 +103,10 @@ class TranceSource:
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> Problem:
         """A random problem (or the ``index``-th accepted one), with a final view."""
+        return self.draw(rng, index)[1]
+
+    def draw(self, rng: np.random.Generator, index: int | None = None) -> tuple[dict, Problem]:
+        """As :meth:`sample`, with the problem's key (``{"sample", "final_view"}``) for :meth:`from_key`."""
         views = self.options.final_views
         k = int(rng.integers(0, len(self)))
         view = views[int(rng.integers(0, len(views)))]
@@ -104,4 +116,11 @@ class TranceSource:
             own = np.random.default_rng([int(rng.integers(0, SEED_BOUND)), k])
             view = views[int(own.integers(0, len(views)))]
         prob = self.problem(k)
-        return prob if prob.final_view is not None else dataclasses.replace(prob, final_view=view)
+        view = prob.final_view or view
+        return {"sample": k, "final_view": view}, dataclasses.replace(prob, final_view=view)
+
+    def from_key(self, key: dict) -> Problem:
+        """The problem of a key from :meth:`draw`."""
+        k = check_int("sample", key["sample"], 0, len(self) - 1)
+        view = check_choice("final_view", key["final_view"], self.options.final_views)
+        return dataclasses.replace(self.problem(k), final_view=view)

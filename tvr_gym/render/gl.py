@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+import weakref
 import zlib
 
 import numpy as np
@@ -904,6 +905,8 @@ class _Shared:
 
 _SHARED: _Shared | None = None
 _SHARED_ERROR: Exception | None = None
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+"""The gl renderers of this process (the context stays while one of them is open)."""
 _LOCK = threading.Lock()
 
 
@@ -929,6 +932,18 @@ def shared_context() -> _Shared:
         return _SHARED
 
 
+def release_shared_context() -> bool:
+    """Free the process's GL context and everything in it, unless an open renderer still uses it.
+    Returns whether it was freed; the next gl renderer creates a new context."""
+    global _SHARED
+    with _LOCK:
+        if _SHARED is None or any(not r.closed for r in list(_LIVE)):
+            return False
+        _SHARED.ctx.release()
+        _SHARED = None
+        return True
+
+
 def _shadow_camera(position: np.ndarray) -> Camera:
     """A camera at the shadow lamp aimed at the origin with ``render.shadow_fov_deg`` (the same camera model)."""
     half = math.radians(float(RENDER["shadow_fov_deg"])) / 2.0
@@ -945,6 +960,8 @@ class GLRenderer(Renderer):
         self.grain = bool(grain)
         self._grain = GRAIN_WIDTH if self.grain else 0.0
         self._gl = shared_context()
+        self.closed = False
+        _LIVE.add(self)
         ctx = self._gl.ctx
         samples = min(int(RENDER["msaa_samples"]), int(ctx.max_samples))
         self._msaa = ctx.framebuffer(
@@ -1120,7 +1137,8 @@ class GLRenderer(Renderer):
         return np.frombuffer(self._codes, dtype=np.uint8).reshape(h, w).astype(np.int64) - 1
 
     def close(self) -> None:
-        """Release this renderer's framebuffers (the shared context stays)."""
+        """Release this renderer's framebuffers (the shared context stays; see :func:`release_shared_context`)."""
+        self.closed = True
         fbos, self._fbos = self._fbos, ()
         for fbo in fbos:
             for att in (*fbo.color_attachments, fbo.depth_attachment):

@@ -1,0 +1,390 @@
+"""Interactive TVR: the agent transforms the scene turn by turn until it says ``done``.
+
+See :class:`TVRInteractive` and ``docs/interactive.md``. The core is synchronous and picklable; its
+whole state is a problem key and the steps applied so far (:meth:`TVRInteractive.get_state`), so an
+episode can be copied (:meth:`~TVRInteractive.spawn`) for every member of a GRPO group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from tvr_gym.answer import DONE, Turn, format_answer, format_item, parse_answer, read_turn
+from tvr_gym.cache import LRU, RenderCache, render_view, shared_lru
+from tvr_gym.env import ACTION_CHARSET, ACTION_MAX_LENGTH, _make_source, _weights_dict
+from tvr_gym.metrics import episode_metrics
+from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_int, check_size, episode_options
+from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
+from tvr_gym.render import RENDERERS
+from tvr_gym.reward import REWARD_NAMES, get_reward
+from tvr_gym.scene import State, overlaps
+from tvr_gym.trance import Problem
+from tvr_gym.transform import applied, changed_entries, state_distance
+
+CENTRE = VIEWS[0]
+TERMINAL_REWARDS = (*REWARD_NAMES, "none")
+"""What the last turn adds: a reward of the applied sequence (:data:`tvr_gym.reward.REWARD_NAMES`) or nothing."""
+COST_KINDS = ("illegal", "noop", "unreadable")
+DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
+"""What an illegal, no-op or unreadable turn costs (subtracted from its reward)."""
+DEFAULT_SLACK = 3
+"""Turns allowed beyond the true number of steps plus ``done``."""
+FEEDBACK_MAX_LENGTH = 1024
+_GAP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one turn did: its kind (``applied``, ``done``, ``illegal``, ``noop``, ``unreadable``) and the feedback."""
+
+    kind: str
+    feedback: str
+    step: tuple | None = None
+
+
+class TVRInteractive(gym.Env):
+    """Interactive TVR: reach the target state by one transformation per turn, then say ``done``.
+
+    ## Description
+    An episode is a TVR problem (generated, or a sample of a TRANCE directory). The agent sees the
+    **target**, the final state from its final camera (CrossView keeps its camera change), and the
+    **current** state from the centre camera, which starts as the initial state. Each turn it names
+    one transformation ``obj.attr.value`` (the answer grammar, read by the same tolerant parser) or
+    ``done``. A legal transformation changes the current state; an unreadable one, an illegal one
+    (a move off the grid, a move or size change that overlaps another object) or a no-op (the state
+    looks the same) changes nothing, and the feedback text says why.
+
+    ## Observation Space
+    ``Dict`` with ``target`` and ``current``: ``Box(0, 255, (H, W, 3), uint8)`` images of
+    ``render_size = (W, H)``; ``prompt``: ``Text``, the task and the table of the 10 initial objects
+    (with ``obs_mode="text"`` also the target's and the current state's tables); ``feedback``:
+    ``Text``, what the last turn did (empty after ``reset``).
+
+    ## Action Space
+    ``Text(4096)``: one transformation, e.g. ``<answer>2.color.cyan</answer>``, or ``done``. Any value
+    is read, never an error.
+
+    ## Rewards
+    Per turn the progress ``Φ(s_t) − Φ(s_{t−1})`` with ``Φ = −`` (TVR distance to the target), minus
+    ``costs`` for an illegal, no-op or unreadable turn. The last turn (``done`` or truncation) adds
+    ``terminal_reward`` of the applied sequence (default ``state``; ``none`` for nothing). The
+    progress terms telescope to ``Φ(end) − Φ(start)``, so a trainer that sums a trajectory's rewards
+    sees the same total as one that takes the end change. ``info`` holds ``turn_reward``, ``progress``
+    and ``outcome`` every turn, and at the end ``terminal``, ``metrics`` (TVR's metrics of the applied
+    sequence, comparable with the single-shot environments) and ``interactive`` (Success, Misplaced,
+    FixedStrict, turns).
+
+    ## Starting State
+    A problem drawn from ``source`` with ``self.np_random``; ``reset(options={"index": k})`` as in
+    :class:`tvr_gym.env.TVRGym`. The current state is the initial state.
+
+    ## Episode End
+    ``terminated`` on ``done``; reaching the target does not end the episode. ``truncated`` after
+    ``max_turns`` turns (default: the true number of steps, plus one for ``done``, plus ``slack``).
+
+    ## Arguments
+    ``setting`` (``basic|event|crossview``, default ``event``), ``terminal_reward``,
+    ``reward_weights`` (of the terminal reward), ``costs`` (dict over ``illegal, noop, unreadable``),
+    ``max_turns`` (int: a fixed limit), ``slack``, ``render_size``, ``renderer``, ``final_views``,
+    ``source``, ``max_visible``, ``steps``, ``attributes``, ``obs_mode`` (``image|text``),
+    ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir``, ``cache_size``: as for
+    :class:`tvr_gym.env.TVRGym`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(
+        self,
+        setting: str = "event",
+        terminal_reward: str = "state",
+        reward_weights: Any = None,
+        costs: Mapping[str, float] | None = None,
+        max_turns: int | None = None,
+        slack: int = DEFAULT_SLACK,
+        render_size: tuple[int, int] = (320, 240),
+        renderer: str = "auto",
+        final_views: Sequence[str] | None = None,
+        source: str | os.PathLike[str] = "procedural",
+        max_visible: int | None = None,
+        steps: int | tuple[int, int] | None = None,
+        attributes: Sequence[str] | None = None,
+        obs_mode: str = "image",
+        render_mode: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int | None = None,
+    ) -> None:
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.setting = check_choice("setting", setting, SETTINGS)
+        self.terminal_name = check_choice("terminal_reward", terminal_reward, TERMINAL_REWARDS)
+        weights = _weights_dict(reward_weights)
+        try:
+            self._terminal_fn = None if terminal_reward == "none" else get_reward(terminal_reward, **weights)
+        except ValueError as exc:
+            raise ValueError(f"reward_weights: {exc}") from None
+        self.costs = _check_costs(costs)
+        self.max_turns = None if max_turns is None else check_int("max_turns", max_turns, 1)
+        self.slack = check_int("slack", slack, 0)
+        self.renderer_name = check_choice("renderer", renderer, RENDERERS)
+        self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
+        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, ("rgb_array",))
+        self.render_size = check_size(render_size, "render_size")
+        self.options = episode_options(
+            setting, steps=steps, max_visible=max_visible, attributes=attributes, final_views=final_views
+        )
+        self.cache = RenderCache(shared_lru() if cache_size is None else LRU(cache_size), cache_dir)
+        self.source = _make_source(source, self.options)
+        w, h = self.render_size
+        image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                "target": image,
+                "current": image,
+                "prompt": spaces.Text(PROMPT_MAX_LENGTH, min_length=1, charset=PROMPT_CHARSET),
+                "feedback": spaces.Text(FEEDBACK_MAX_LENGTH, min_length=0, charset=PROMPT_CHARSET),
+            }
+        )
+        self.action_space = spaces.Text(ACTION_MAX_LENGTH, min_length=0, charset=ACTION_CHARSET)
+        self._key: dict | None = None
+        self._problem: Problem | None = None
+        self._current: State | None = None
+        self._applied: list[tuple] = []
+        self._turns = 0
+        self._done = True
+        self._feedback = ""
+
+    # ------------------------------------------------------------------ episode
+
+    @property
+    def problem(self) -> Problem | None:
+        """The episode's problem (``None`` before the first reset)."""
+        return self._problem
+
+    @property
+    def current(self) -> State | None:
+        """The current state."""
+        return self._current
+
+    @property
+    def turn_limit(self) -> int:
+        """The turns this episode allows before it is truncated."""
+        assert self._problem is not None
+        return self.max_turns or len(self._problem.transformations) + 1 + self.slack
+
+    def potential(self, state: State | None = None) -> float:
+        """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
+        assert self._problem is not None
+        return -float(state_distance(self._current if state is None else state, self._problem.final))
+
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        bad = sorted(set(options) - {"index"})
+        if bad:
+            raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
+        key, problem = self.source.draw(self.np_random, options.get("index"))
+        self._start(key, problem, [], 0)
+        return self._observation(), self._info()
+
+    def step(self, action: Any):
+        if self._problem is None or self._done:
+            raise RuntimeError("step() needs a running episode: call reset() first")
+        before = self.potential()
+        outcome = self._turn(read_turn(action))
+        self._turns += 1
+        progress = self.potential() - before
+        reward = progress - self.costs.get(outcome.kind, 0.0)
+        terminated = outcome.kind == DONE
+        truncated = not terminated and self._turns >= self.turn_limit
+        self._feedback = _feedback_text(outcome, self._turns, self.turn_limit, truncated)
+        info = self._info()
+        info.update({"turn_reward": reward, "progress": progress, "outcome": outcome.kind})
+        if terminated or truncated:
+            self._done = True
+            terminal, terms = self._terminal()
+            reward += terminal
+            info.update({"terminal": terminal, "terminal_terms": terms, **self._final_metrics()})
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def render(self):
+        """``rgb_array``: the target and the current image side by side."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array'")
+            return None
+        w, h = self.render_size
+        if self._problem is None:
+            return np.zeros((h, 2 * w + _GAP, 3), dtype=np.uint8)
+        gap = np.full((h, _GAP, 3), 255, dtype=np.uint8)
+        return np.concatenate([self._target_image(), gap, self._current_image()], axis=1)
+
+    def close(self) -> None:
+        """Release the renderers of this process when no other environment needs them (the GL context too)."""
+        from tvr_gym.cache import release_renderers
+
+        release_renderers()
+
+    # ------------------------------------------------------------------ groups and state
+
+    def get_state(self) -> str:
+        """The episode as JSON: the problem key, the steps applied so far and the turns taken."""
+        if self._problem is None:
+            raise RuntimeError("get_state() needs an episode: call reset() first")
+        applied_steps = [format_item(s) for s in self._applied]
+        return json.dumps({"key": self._key, "applied": applied_steps, "turns": self._turns, "done": self._done})
+
+    def set_state(self, state: str | Mapping[str, Any]) -> None:
+        """Restore an episode from :meth:`get_state` (same source and options)."""
+        data = json.loads(state) if isinstance(state, (str, bytes)) else dict(state)
+        problem = self.source.from_key(data["key"])
+        steps = parse_answer(", ".join(data.get("applied", []))).steps
+        self._start(data["key"], problem, steps, check_int("turns", data.get("turns", 0), 0))
+        self._done = bool(data.get("done", False))
+
+    def spawn(self) -> TVRInteractive:
+        """A new environment at this one's state (its own copy: stepping one leaves the other alone)."""
+        twin = TVRInteractive(**self.config)
+        if self._problem is not None:
+            twin.set_state(self.get_state())
+            twin._feedback = self._feedback
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()  # every field is plain data; renderers live in the process
+
+    # ------------------------------------------------------------------ internals
+
+    def _start(self, key: dict, problem: Problem, steps: Sequence[tuple], turns: int) -> None:
+        self._key, self._problem = dict(key), problem
+        self._current, self._applied = problem.initial, []
+        for step in steps:
+            outcome = self._apply(step)
+            if outcome.kind != "applied":
+                raise ValueError(f"state: step {format_item(step)} cannot be replayed ({outcome.feedback})")
+        self._turns, self._done, self._feedback = turns, False, ""
+
+    def _turn(self, turn: Turn) -> Outcome:
+        if turn.kind == DONE:
+            return Outcome(DONE, "done")
+        if turn.kind != "step":
+            return Outcome("unreadable", "unreadable: " + "; ".join(turn.errors))
+        return self._apply(turn.step)
+
+    def _apply(self, step: tuple) -> Outcome:
+        assert self._current is not None
+        obj_idx, attr, value = step
+        text = format_item(step)
+        objs = list(self._current.objects)
+        new = applied(objs[obj_idx], attr, value)
+        if new is None:
+            return Outcome("illegal", f"illegal: {text} moves object {obj_idx} off the grid", step)
+        if attr in ("position", "size"):
+            hit = next((j for j, o in enumerate(objs) if j != obj_idx and overlaps(new, o)), None)
+            if hit is not None:
+                return Outcome("illegal", f"illegal: {text} would overlap object {hit}", step)
+        objs[obj_idx] = new
+        after = State(tuple(objs))
+        if not changed_entries(self._current, after):
+            return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
+        self._current = after
+        self._applied.append(step)
+        return Outcome("applied", f"applied {text}", step)
+
+    def _answer(self) -> str:
+        return format_answer(self._applied)
+
+    def _terminal(self) -> tuple[float, dict[str, float]]:
+        if self._terminal_fn is None:
+            return 0.0, {}
+        result = self._terminal_fn(parse_answer(self._answer()), self._problem)
+        return float(result.total), {k: float(v) for k, v in result.terms.items()}
+
+    def _final_metrics(self) -> dict[str, Any]:
+        problem, current = self._problem, self._current
+        assert problem is not None and current is not None
+        wrong_start = _wrong_objects(problem.initial, problem.final)
+        wrong_end = _wrong_objects(current, problem.final)
+        fixed = len(wrong_start - wrong_end) / len(wrong_start) if wrong_start else 1.0
+        return {
+            "metrics": episode_metrics(parse_answer(self._answer()), problem),
+            "interactive": {
+                "success": float(not wrong_end),
+                "misplaced": len(wrong_end) / max(len(wrong_start), 1),
+                "fixed_strict": 0.0 if wrong_end - wrong_start else fixed,
+                "turns": self._turns,
+                "applied": len(self._applied),
+            },
+        }
+
+    def _info(self) -> dict[str, Any]:
+        assert self._problem is not None
+        return {
+            "turn": self._turns,
+            "turn_limit": self.turn_limit,
+            "potential": self.potential(),
+            "applied": self._answer(),
+            "truth": format_answer(self._problem.transformations),
+            "key": dict(self._key or {}),
+            "final_view": self._problem.final_view or CENTRE,
+        }
+
+    def _observation(self) -> dict[str, Any]:
+        assert self._problem is not None and self._current is not None
+        prompt = interactive_prompt(self._problem, self.obs_mode)
+        if self.obs_mode == "text":
+            prompt += "\n" + state_table(self._current, "Current objects")
+        return {
+            "target": self._target_image().copy(),
+            "current": self._current_image().copy(),
+            "prompt": prompt,
+            "feedback": self._feedback,
+        }
+
+    def _target_image(self) -> np.ndarray:
+        p = self._problem
+        assert p is not None
+        view = p.final_view or CENTRE
+        return render_view(p.final, view, p.render_seed, self.renderer_name, self.render_size, self.cache)
+
+    def _current_image(self) -> np.ndarray:
+        p = self._problem
+        assert p is not None and self._current is not None
+        return render_view(self._current, CENTRE, p.render_seed, self.renderer_name, self.render_size, self.cache)
+
+
+def _wrong_objects(state: State, target: State) -> frozenset[int]:
+    """Objects whose entries differ from the target's (TVR's equality)."""
+    return frozenset(i for i, _ in changed_entries(state, target))
+
+
+def _check_costs(costs: Mapping[str, float] | None) -> dict[str, float]:
+    if costs is None:
+        return dict(DEFAULT_COSTS)
+    if not isinstance(costs, Mapping):
+        raise ValueError(f"costs: expected a dict over {', '.join(COST_KINDS)}, got {type(costs).__name__}")
+    bad = sorted(set(costs) - set(COST_KINDS))
+    if bad:
+        raise ValueError(f"costs: unknown key(s) {', '.join(bad)}; valid: {', '.join(COST_KINDS)}")
+    out = dict(DEFAULT_COSTS)
+    for k, v in costs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"costs.{k}: expected a finite number >= 0, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _feedback_text(outcome: Outcome, turn: int, limit: int, truncated: bool) -> str:
+    text = f"{outcome.feedback}. Turn {turn} of {limit}."
+    if truncated:
+        text += " No turns left."
+    cleaned = "".join(c if c in PROMPT_CHARSET else " " for c in text)
+    return cleaned[:FEEDBACK_MAX_LENGTH]
+
+
+__all__ = ["COST_KINDS", "DEFAULT_COSTS", "TERMINAL_REWARDS", "TVRInteractive"]
