@@ -456,3 +456,35 @@ def test_trained_policy_plugs_into_the_evaluator_as_an_agent(tiny_dir, trance_di
     result = evaluate(agent, "TVR-Event-v0", episodes=4, env_kwargs=env_kwargs, progress=False, batch_size=2)
     assert len(result.records) == 4 and all(isinstance(r["answer"], str) for r in result.records)
     assert result.summary["overall"]["n"] == 4
+
+
+# ---------------------------------------------------------------- interactive episodes (multi-turn)
+
+
+def test_interactive_run_trains_on_model_turns_with_episode_advantages(tiny_dir, tmp_path):
+    from tvr_gym.agents.mllm.grpo import TurnSamples, batch_rows, interactive_rollouts
+
+    cfg = small_config(
+        tiny_dir, tmp_path / "run", env="TVR-Interactive-v0", obs_mode="image", size=[32, 24], group_size=2,
+        eval_every=2, eval_episodes=2, max_images=5, env_kwargs={"renderer": "numpy"},
+    )  # fmt: skip
+    history = train(cfg)
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert history[-1]["interactive/turns"] <= 3  # 5 images: the target, the first render and 3 replies
+    result = json.loads((tmp_path / "run" / "eval-2.json").read_text())
+    assert set(result["interactive"]) >= {"success", "misplaced", "fixed_strict", "turns", "return"}
+
+    # every turn is one sample: the chat the model saw and its own completion, nothing else
+    agent = MLLMAgent.from_pretrained(tiny_dir, use_images=True, max_new_tokens=8)
+    envs = [gym.make("TVR-Interactive-v0", **cfg.env_options()) for _ in range(2)]
+    episodes, batch = interactive_rollouts(cfg, agent, envs, [3, 4])
+    assert isinstance(batch, TurnSamples) and len(batch) == sum(len(e.chats) for e in episodes)
+    starts = [e.env.problem for e in episodes]
+    assert starts[0] == starts[1] and starts[2] == starts[3] and starts[0] != starts[2]  # groups share a scene
+    _, ids, mask = batch_rows(batch, slice(0, len(batch)), agent)
+    for k, completion in enumerate(batch.completions):
+        assert mask[k].sum() == len(completion) and torch.equal(ids[k, : len(completion)].cpu(), completion)
+    for e in episodes:  # a turn's chat holds every earlier turn's completion as the model's own message
+        for k, (chat, _) in enumerate(e.chats):
+            said = [b["text"] for m in chat if m["role"] == "assistant" for b in m["content"]]
+            assert said == [x.action for x in e.history[:k]]

@@ -7,9 +7,12 @@ episode can be copied (:meth:`~TVRInteractive.spawn`) for every member of a GRPO
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,6 +216,20 @@ class TVRInteractive(gym.Env):
             info.update({"terminal": terminal, "terminal_terms": terms, **self._final_metrics()})
         return self._observation(), float(reward), terminated, truncated, info
 
+    def truncate(self) -> tuple[float, dict[str, Any]]:
+        """End the running episode now, as truncated, without a turn: (terminal reward, final info).
+
+        For limits the environment does not know, such as a rollout's image budget
+        (:class:`tvr_gym.chat.ImageBudget`): the episode still gets its terminal reward and metrics.
+        """
+        if self._problem is None or self._done:
+            raise RuntimeError("truncate() needs a running episode")
+        self._done = True
+        terminal, terms = self._terminal()
+        info = self._info()
+        info.update({"terminal": terminal, "terminal_terms": terms, "outcome": "truncated", **self._final_metrics()})
+        return terminal, info
+
     def render(self):
         """``rgb_array``: the target and the current image side by side."""
         if self.render_mode is None:
@@ -358,6 +375,51 @@ class TVRInteractive(gym.Env):
         return render_view(self._current, CENTRE, p.render_seed, self.renderer_name, self.render_size, self.cache)
 
 
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def render_executor() -> ThreadPoolExecutor:
+    """The process's one worker thread for environment steps off an event loop (renders take turns anyway)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvr-steps")
+    return _EXECUTOR
+
+
+class AsyncTVRInteractive:
+    """An asyncio facade over :class:`TVRInteractive` for async trainers (verl's agent loops, async
+    rollout servers): ``await reset()``, ``await step()``, ``await close()`` run the synchronous core on
+    :func:`render_executor`, so renders never block the event loop. Images stay uint8 arrays."""
+
+    def __init__(self, env: TVRInteractive | None = None, **kwargs: Any) -> None:
+        self.env = env if env is not None else TVRInteractive(**kwargs)
+
+    async def _run(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(render_executor(), functools.partial(fn, *args, **kwargs))
+
+    async def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        return await self._run(self.env.reset, seed=seed, options=options)
+
+    async def step(self, action: Any):
+        return await self._run(self.env.step, action)
+
+    async def truncate(self):
+        return await self._run(self.env.truncate)
+
+    async def spawn(self) -> AsyncTVRInteractive:
+        return AsyncTVRInteractive(await self._run(self.env.spawn))
+
+    def get_state(self) -> str:
+        return self.env.get_state()
+
+    async def set_state(self, state: str | Mapping[str, Any]) -> None:
+        await self._run(self.env.set_state, state)
+
+    async def close(self) -> None:
+        await self._run(self.env.close)
+
+
 def _wrong_objects(state: State, target: State) -> frozenset[int]:
     """Objects whose entries differ from the target's (TVR's equality)."""
     return frozenset(i for i, _ in changed_entries(state, target))
@@ -387,4 +449,11 @@ def _feedback_text(outcome: Outcome, turn: int, limit: int, truncated: bool) -> 
     return cleaned[:FEEDBACK_MAX_LENGTH]
 
 
-__all__ = ["COST_KINDS", "DEFAULT_COSTS", "TERMINAL_REWARDS", "TVRInteractive"]
+__all__ = [
+    "AsyncTVRInteractive",
+    "COST_KINDS",
+    "DEFAULT_COSTS",
+    "TERMINAL_REWARDS",
+    "TVRInteractive",
+    "render_executor",
+]

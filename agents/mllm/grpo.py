@@ -9,6 +9,8 @@ reads from top to bottom as this sketch:
         draw B episode seeds from a seeded stream; reset one environment per episode
         sample G completions per episode                         (a group)
         score each group on its episode with env.score(text)     -> rewards        score_group()
+          (interactive: G copies of each episode, played turn by turn; rewards = returns,
+           every turn a sample of its own)                                         interactive_rollouts()
         group-normalise the rewards                              -> advantages
         mu inner updates of the clipped surrogate (+ beta * k3 KL to the frozen reference), each
             over grad_accum micro-batches; the old log-probs are the first update's own forward
@@ -41,13 +43,15 @@ import numpy as np
 import torch
 
 from tvr_gym.agents.evaluate import evaluate
+from tvr_gym.agents.interactive import Episode, evaluate_interactive, play, start
 from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent, resolve_dtype
 from tvr_gym.agents.mllm.tiny import build_tiny_base
 from tvr_gym.atomic import atomic_write_text, replace_dir
+from tvr_gym.chat import DEFAULT_WINDOW, ImageBudget, image_tokens
 from tvr_gym.metrics import format_table
 from tvr_gym.options import check_choice, check_int, check_size
 from tvr_gym.prompt import OBS_MODES
-from tvr_gym.registration import check_env_id
+from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.reward import REWARD_NAMES
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
@@ -101,6 +105,8 @@ class GRPOConfig:
     device: str | None = field(default=None, metadata=_help("cpu forces the CPU; default: accelerate's choice"))
     dtype: str | None = field(default=None, metadata=_help("model dtype (default: bf16 on CUDA)", choices=DTYPES))
     quiet: bool = field(default=False, metadata=_help("no progress bar"))
+    window: int = field(default=DEFAULT_WINDOW, metadata=_help("interactive: turns shown with their images"))
+    max_images: int = field(default=0, metadata=_help("interactive: images an episode may show (0: no limit)"))
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help("further environment keywords"))
 
     def __post_init__(self) -> None:
@@ -111,7 +117,7 @@ class GRPOConfig:
             check_choice("dtype", self.dtype, DTYPES)
         for name in ("steps", "batch_size", "group_size", "mu", "grad_accum", "max_new_tokens"):
             check_int(name, getattr(self, name), 1)
-        for name in ("save_every", "eval_every", "eval_episodes"):
+        for name in ("save_every", "eval_every", "eval_episodes", "window", "max_images"):
             check_int(name, getattr(self, name), 0)
         self.size = list(check_size(self.size))
         if self.batch_size % self.grad_accum:
@@ -123,9 +129,19 @@ class GRPOConfig:
         if self.lr is None:
             self.lr = TINY_LR if self.model == "tiny" else PRETRAINED_LR
 
+    @property
+    def interactive(self) -> bool:
+        """Whether the environment is multi-turn (``TVR-Interactive-v0``)."""
+        return self.env == INTERACTIVE_ID
+
     def env_options(self) -> dict[str, Any]:
-        """The keywords of every environment of the run."""
-        return {"obs_mode": self.obs_mode, "render_size": tuple(self.size), "reward": self.reward, **self.env_kwargs}
+        """The keywords of every environment of the run (an interactive one takes its terminal reward)."""
+        reward_key = "terminal_reward" if self.interactive else "reward"
+        return {"obs_mode": self.obs_mode, "render_size": tuple(self.size), reward_key: self.reward, **self.env_kwargs}
+
+    def budget(self) -> ImageBudget:
+        """The image budget of an interactive episode."""
+        return ImageBudget(self.max_images or None, image_tokens(tuple(self.size)))
 
 
 # ====================================================================== the math
@@ -310,33 +326,78 @@ def score_group(env: gym.Env, texts: list[str]) -> tuple[list[float], dict[str, 
     return rewards, terms, accs
 
 
-def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAgent, samples, advantages, ref_logp):
-    """``mu`` clipped-surrogate updates, each accumulated over ``grad_accum`` micro-batches of whole groups.
+@dataclass
+class TurnSamples:
+    """The turns of a step's interactive episodes, one training sample each: the chat the model saw
+    and the completion it sampled, so that only model tokens are scored (the environment's replies
+    are context)."""
+
+    chats: list[Any]
+    completions: list[torch.Tensor]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.chats)
+
+
+def batch_rows(batch, rows: slice, agent: MLLMAgent) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(processor inputs, completion ids, completion mask) of some rows of a batch: a slice of sampled
+    single-turn :class:`Samples`, or turns encoded now (their chats differ in length and images)."""
+    if isinstance(batch, TurnSamples):
+        inputs = agent.encode_chats(batch.chats[rows])
+        completions = batch.completions[rows]
+        width = max(len(c) for c in completions)
+        ids = torch.full((len(completions), width), batch.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(completions), width), dtype=torch.long)
+        for k, c in enumerate(completions):
+            ids[k, : len(c)], mask[k, : len(c)] = c, 1
+        return inputs, ids.to(agent.device), mask.to(agent.device)
+    n = batch.inputs["input_ids"].shape[0]
+    return _slice_inputs(batch.inputs, rows, n), batch.completion_ids[rows], batch.completion_mask[rows]
+
+
+def _chunks(n: int, parts: int) -> list[slice]:
+    bounds = [round(c * n / parts) for c in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def reference_logprobs(cfg: GRPOConfig, agent: MLLMAgent, batch, ref_model) -> list[torch.Tensor] | None:
+    """The frozen reference's log-probs of each micro-batch (``None`` without a KL term)."""
+    if cfg.beta <= 0:
+        return None
+    out = []
+    with torch.no_grad(), agent.model.disable_adapter() if cfg.lora else contextlib.nullcontext():
+        for rows in _chunks(len(batch), cfg.grad_accum):
+            inputs, ids, mask = batch_rows(batch, rows, agent)
+            out.append(agent.token_logprobs(inputs, ids, mask, cfg.temperature, model=ref_model))
+    return out
+
+
+def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAgent, batch, advantages, ref_logp):
+    """``mu`` clipped-surrogate updates, each accumulated over ``grad_accum`` micro-batches of ``batch``
+    (single-turn samples, or the turns of interactive episodes).
 
     The old log-probs are the first update's own forward pass (it still runs on the sampling weights).
     An update with a non-finite gradient is dropped. Returns (per-update stats, updates dropped).
     """
-    mask = samples.completion_mask
-    old_logp = torch.zeros(mask.shape, device=accelerator.device)
-    rows_per_chunk = mask.shape[0] // cfg.grad_accum
+    chunks = _chunks(len(batch), cfg.grad_accum)
+    old_logp: dict[int, torch.Tensor] = {}
     stats: dict[str, list[float]] = defaultdict(list)
     dropped = 0
     model.train()
     for inner in range(cfg.mu):
-        for c in range(cfg.grad_accum):
-            rows = slice(c * rows_per_chunk, (c + 1) * rows_per_chunk)
-            inputs = _slice_inputs(samples.inputs, rows, samples.inputs["input_ids"].shape[0])
-            last = c == cfg.grad_accum - 1
+        for c, rows in enumerate(chunks):
+            inputs, ids, mask = batch_rows(batch, rows, agent)
+            last = c == len(chunks) - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                ids = samples.completion_ids[rows]
-                logp = agent.token_logprobs(inputs, ids, mask[rows], cfg.temperature, model=model)
+                logp = agent.token_logprobs(inputs, ids, mask, cfg.temperature, model=model)
                 if inner == 0:
-                    old_logp[rows] = logp.detach()
+                    old_logp[c] = logp.detach()
                 loss, loss_stats = grpo_loss(
-                    logp, old_logp[rows], advantages[rows], mask[rows],
-                    None if ref_logp is None else ref_logp[rows], cfg.beta, cfg.clip, cfg.loss, cfg.max_new_tokens,
+                    logp, old_logp[c], advantages[rows], mask, None if ref_logp is None else ref_logp[c],
+                    cfg.beta, cfg.clip, cfg.loss, cfg.max_new_tokens,
                 )  # fmt: skip
-                accelerator.backward(loss / cfg.grad_accum)
+                accelerator.backward(loss / len(chunks))
             stats["loss"].append(float(loss.detach()))
             for key, value in loss_stats.items():
                 stats[key].append(value)
@@ -347,6 +408,25 @@ def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAg
             dropped += 1  # a non-finite loss or gradient: this update is dropped, training goes on
         optimizer.zero_grad(set_to_none=True)
     return stats, dropped
+
+
+def interactive_rollouts(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> tuple[list[Episode], TurnSamples]:
+    """G sampled episodes per seed, every member of a group starting from its seed's scene
+    (:meth:`~tvr_gym.interactive.TVRInteractive.spawn`), played turn by turn to their ends."""
+    use_images = cfg.obs_mode == "image"
+    episodes = []
+    for env, seed in zip(envs, seeds):
+        obs = env.reset(seed=int(seed))[0]
+        group = [env.unwrapped] + [env.unwrapped.spawn() for _ in range(cfg.group_size - 1)]
+        episodes += [start(copy, obs, use_images) for copy in group]
+
+    def policy(chats):
+        return agent.sample_chats(chats, cfg.temperature, cfg.top_p)
+
+    play(episodes, policy, use_images, cfg.window, cfg.budget())
+    chats = [chat for e in episodes for chat in e.chats]
+    completions = [ids for e in episodes for ids in e.completions]
+    return episodes, TurnSamples(chats, completions, agent.pad_id)
 
 
 class GracefulStop:
@@ -371,18 +451,25 @@ class GracefulStop:
 
 
 def run_eval(cfg: GRPOConfig, agent: MLLMAgent, out: Path, step: int) -> dict[str, Any]:
-    """Greedy answers on the held-out seeds (the evaluator of every agent); writes OUT/eval-STEP.json/.txt."""
-    result = evaluate(
-        agent, cfg.env, cfg.eval_episodes, seed=EVAL_SEED_BASE, env_kwargs=cfg.env_options(), progress=False,
-        batch_size=min(16, max(cfg.eval_episodes, 1)),
-    )  # fmt: skip
-    rewards = [r["reward"] for r in result.records]
-    payload = {
-        "step": step, "env": cfg.env, "episodes": cfg.eval_episodes, "summary": result.summary,
-        "reward": float(np.mean(rewards)) if rewards else math.nan,
-    }  # fmt: skip
+    """Greedy answers (or greedy episodes, when interactive) on the held-out seeds, with the evaluator of
+    every agent; writes OUT/eval-STEP.json/.txt."""
+    batch_size = min(16, max(cfg.eval_episodes, 1))
+    payload: dict[str, Any] = {"step": step, "env": cfg.env, "episodes": cfg.eval_episodes}
+    if cfg.interactive:
+        result = evaluate_interactive(
+            agent, cfg.env, cfg.eval_episodes, EVAL_SEED_BASE, cfg.env_options(), cfg.window, cfg.budget(), batch_size
+        )
+        payload.update(summary=result["summary"], interactive=result["interactive"])
+        payload["reward"] = result["interactive"].get("return", math.nan)
+    else:
+        result = evaluate(
+            agent, cfg.env, cfg.eval_episodes, seed=EVAL_SEED_BASE, env_kwargs=cfg.env_options(), progress=False,
+            batch_size=batch_size,
+        )  # fmt: skip
+        rewards = [r["reward"] for r in result.records]
+        payload.update(summary=result.summary, reward=float(np.mean(rewards)) if rewards else math.nan)
     atomic_write_text(out / f"eval-{step}.json", json.dumps(payload, indent=1, default=str) + "\n")
-    atomic_write_text(out / f"eval-{step}.txt", format_table(result.summary) + "\n")
+    atomic_write_text(out / f"eval-{step}.txt", format_table(payload["summary"]) + "\n")
     return payload
 
 
@@ -462,37 +549,47 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             t0 = time.perf_counter()
             # ---- 1. episodes: B seeds per process from the shared stream, one environment each
             seeds = seed_stream.integers(0, EVAL_SEED_BASE, size=B * world)[rank * B : (rank + 1) * B].tolist()
-            observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
 
-            # ---- 2. rollouts: G completions per episode
-            samples = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
-
-            # ---- 3. rewards: each group scored on its own episode
-            rewards, terms, accs = [], defaultdict(list), []
-            for i, env in enumerate(envs):
-                group_rewards, group_terms, group_accs = score_group(env, samples.texts[i * G : (i + 1) * G])
-                rewards += group_rewards
-                accs += group_accs
-                for key, values in group_terms.items():
-                    terms[key] += values
-            rewards_t = torch.tensor(rewards)
-
-            # ---- 4. advantages and the frozen reference's log-probs
-            advantages = group_advantages(rewards_t, G, cfg.scale_std).to(accelerator.device)
-            ref_logp = None
-            if cfg.beta > 0:
-                with torch.no_grad(), agent.model.disable_adapter() if cfg.lora else contextlib.nullcontext():
-                    ref_logp = agent.token_logprobs(
-                        samples.inputs, samples.completion_ids, samples.completion_mask, cfg.temperature,
-                        model=ref_model,
-                    )  # fmt: skip
+            if cfg.interactive:
+                # ---- 2-3. G episodes per seed, played turn by turn; each one's return is its reward
+                episodes, batch = interactive_rollouts(cfg, agent, envs, seeds)
+                rewards = [e.total for e in episodes]
+                accs = [float((e.final or {}).get("metrics", {}).get("acc", 0.0)) for e in episodes]
+                terms = defaultdict(list)
+                for e in episodes:
+                    for key, value in (e.final or {}).get("interactive", {}).items():
+                        terms[key].append(float(value))
+                rewards_t = torch.tensor(rewards)
+                # ---- 4. trajectory-level advantages: every turn of an episode gets its episode's
+                group_adv = group_advantages(rewards_t, G, cfg.scale_std)
+                turns = torch.tensor([len(e.chats) for e in episodes])
+                advantages = group_adv.repeat_interleave(turns).to(accelerator.device)
+                lengths = torch.tensor([len(c) for c in batch.completions], dtype=torch.float)
+            else:
+                observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
+                # ---- 2. rollouts: G completions per episode
+                batch = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
+                # ---- 3. rewards: each group scored on its own episode
+                rewards, terms, accs = [], defaultdict(list), []
+                for i, env in enumerate(envs):
+                    group_rewards, group_terms, group_accs = score_group(env, batch.texts[i * G : (i + 1) * G])
+                    rewards += group_rewards
+                    accs += group_accs
+                    for key, values in group_terms.items():
+                        terms[key] += values
+                rewards_t = torch.tensor(rewards)
+                # ---- 4. group-normalised advantages
+                advantages = group_advantages(rewards_t, G, cfg.scale_std).to(accelerator.device)
+                lengths = batch.lengths.float()
+            ref_logp = reference_logprobs(cfg, agent, batch, ref_model)
 
             # ---- 5. mu inner updates of the clipped surrogate
-            stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, samples, advantages, ref_logp)
+            stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, batch, advantages, ref_logp)
             skipped += dropped
             step += 1
 
             # ---- 6. logging
+            terms_group = "interactive" if cfg.interactive else "reward_terms"
             record = {
                 "step": step,
                 "loss": float(np.mean(stats["loss"][: cfg.grad_accum])),
@@ -500,11 +597,11 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
                 "acc": float(accelerator.gather(torch.tensor(accs, device=accelerator.device)).mean()),
                 "kl": float(np.mean(stats["kl"])),
                 "clip_frac": float(np.mean(stats["clip_frac"])),
-                "completion_len": float(samples.lengths.float().mean()),
+                "completion_len": float(lengths.mean()),
                 "skipped": float(skipped),
                 "step_time": time.perf_counter() - t0,
                 "wall_time": time.time(),
-                **{f"reward_terms/{k}": float(np.mean(v)) for k, v in terms.items()},
+                **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in terms.items()},
             }
             history.append(record)
             if writer is not None:

@@ -201,10 +201,15 @@ class MLLMAgent:
 
     def encode(self, obs_list: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch of observations (left padded, on the model's device)."""
+        return self.encode_chats([(self.messages(obs), chat.images_of(obs, self.use_images)) for obs in obs_list])
+
+    def encode_chats(self, chats: Sequence[tuple[list[dict[str, Any]], Sequence[Any]]]) -> dict[str, torch.Tensor]:
+        """Processor inputs for a batch of chats, each (messages, its images in block order), ready to
+        generate the next assistant turn (left padded, on the model's device)."""
         texts, images = [], []
-        for obs in obs_list:
-            texts.append(self.processor.apply_chat_template(self.messages(obs), add_generation_prompt=True))
-            images.extend(_to_image(image) for image in chat.images_of(obs, self.use_images))
+        for messages, chat_images in chats:
+            texts.append(self.processor.apply_chat_template(list(messages), add_generation_prompt=True))
+            images.extend(_to_image(image) for image in chat_images)
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -248,6 +253,41 @@ class MLLMAgent:
     def act(self, obs: Mapping[str, Any]) -> str:
         """The greedy answer for one observation."""
         return self.act_batch([obs])[0]
+
+    @torch.no_grad()
+    def act_chats(self, chats: Sequence[tuple[list[dict[str, Any]], Sequence[Any]]]) -> list[str]:
+        """Greedy next turns for a batch of chats (:func:`tvr_gym.chat.interactive_messages`)."""
+        if not chats:
+            return []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            ids = self._generate(self.encode_chats(chats), None, do_sample=False)
+        finally:
+            self.model.train(was_training)
+        return self.decode(ids, self.completion_mask(ids))
+
+    @torch.no_grad()
+    def sample_chats(
+        self,
+        chats: Sequence[tuple[list[dict[str, Any]], Sequence[Any]]],
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int | None = None,
+    ) -> Samples:
+        """One sampled next turn per chat, with its token ids (no log-probs: a trainer computes them)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected > 0, got {temperature}")
+        inputs = self.encode_chats(chats)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            ids = self._generate(inputs, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
+        finally:
+            self.model.train(was_training)
+        mask = self.completion_mask(ids)
+        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
+        return Samples(inputs, ids, mask, None, self.decode(ids, mask))
 
     @torch.no_grad()
     def sample(

@@ -787,6 +787,8 @@ class _Shared:
         self.shadow_fbo = ctx.framebuffer(depth_attachment=self.shadow_tex)
         self.lamps_key: tuple | None = None
         self.sh = np.zeros((9, 3), dtype=np.float32)
+        self.lock = threading.RLock()
+        """Held by every frame: GL state is shared, so renders from several threads take turns."""
         self._static_uniforms()
 
     def _object_program(self, kind: str, shape: str):
@@ -1084,6 +1086,10 @@ class GLRenderer(Renderer):
 
     # -- public API ----------------------------------------------------------------------------
     def render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
+        with self._gl.lock:
+            return self._render(state, camera, lamps)
+
+    def _render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
         lights = lamp_lights(check_inputs(state, camera, lamps))
         prims = primitives(state)
         gl, mgl = self._gl, self._gl.mgl
@@ -1120,6 +1126,10 @@ class GLRenderer(Renderer):
         return np.frombuffer(self._pixels, dtype=np.uint8).reshape(h, w, 3).copy()
 
     def render_mask(self, state: State, camera: Camera) -> np.ndarray:
+        with self._gl.lock:
+            return self._render_mask(state, camera)
+
+    def _render_mask(self, state: State, camera: Camera) -> np.ndarray:
         check_inputs(state, camera)
         prims = primitives(state)
         gl = self._gl

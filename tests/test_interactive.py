@@ -1,0 +1,368 @@
+"""TVR-Interactive-v0: turns, rewards that telescope, the end of an episode, state, groups and the chat contract."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tvr_gym  # noqa: F401 (registers the ids)
+from tvr_gym.answer import format_answer, format_item, parse_answer, read_turn
+from tvr_gym.chat import Exchange, ImageBudget, count_images, interactive_messages
+from tvr_gym.interactive import DEFAULT_COSTS, AsyncTVRInteractive, TVRInteractive
+from tvr_gym.reward import get_reward
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import PAIRS, state_distance
+
+from props import examples
+
+FAST = {"renderer": "numpy", "render_size": (32, 24)}
+
+
+def make(**kwargs) -> TVRInteractive:
+    return TVRInteractive(**{**FAST, **kwargs})
+
+
+def truth(env: TVRInteractive) -> list[str]:
+    return [f"<answer>{format_item(t)}</answer>" for t in env.problem.transformations]
+
+
+def any_step(rng: np.random.Generator) -> str:
+    attr, value = PAIRS[int(rng.integers(len(PAIRS)))]
+    return format_item((int(rng.integers(SPEC.n_objects)), attr, value))
+
+
+ACTIONS = st.lists(st.integers(0, 9), min_size=0, max_size=10)
+"""Turn recipes: 0-3 the next true step, 4-6 any step, 7 garbage, 8 two steps at once, 9 done."""
+
+
+def _action(code: int, env: TVRInteractive, rng: np.random.Generator, k: int) -> str:
+    steps = truth(env)
+    if code <= 3:
+        return steps[k % len(steps)]
+    if code <= 6:
+        return any_step(rng)
+    if code == 7:
+        return "<answer>nonsense words</answer>"
+    if code == 8:
+        return f"{any_step(rng)}, {any_step(rng)}"
+    return "done"
+
+
+# -- rewards ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS, setting=st.sampled_from(["basic", "event", "crossview"]))
+def test_turn_rewards_telescope_to_the_change_in_potential(seed, codes, setting):
+    env = make(setting=setting)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    start = env.potential()
+    progress = rewards = costs = terminal = 0.0
+    ended = False
+    for k, code in enumerate(codes + [9]):
+        before = env.current
+        _, reward, terminated, truncated, info = env.step(_action(code, env, rng, k))
+        progress += info["progress"]
+        rewards += reward
+        costs += DEFAULT_COSTS.get(info["outcome"], 0.0)
+        assert info["progress"] == env.potential() - (-state_distance(before, env.problem.final))
+        if info["outcome"] != "applied":
+            assert env.current == before, info["outcome"]  # nothing but an applied step changes the state
+        if terminated or truncated:
+            terminal = info["terminal"]
+            ended = True
+            break
+    assert ended
+    assert progress == pytest.approx(env.potential() - start)
+    assert rewards == pytest.approx(env.potential() - start - costs + terminal)
+
+
+def test_the_true_steps_then_done_score_the_maximum_and_succeed():
+    for setting in ("basic", "event", "crossview"):
+        env = make(setting=setting)
+        env.reset(seed=11)
+        n = len(env.problem.transformations)
+        total = 0.0
+        for action in truth(env):
+            _, reward, terminated, truncated, info = env.step(action)
+            assert info["outcome"] == "applied" and not (terminated or truncated)
+            total += reward
+        assert env.potential() == 0.0
+        _, reward, terminated, truncated, info = env.step("<think>all done</think><answer>done</answer>")
+        total += reward
+        assert terminated and not truncated
+        best = get_reward("state")(parse_answer(info["truth"]), env.problem).total
+        assert info["terminal"] == pytest.approx(best)
+        expected = {"success": 1.0, "misplaced": 0.0, "fixed_strict": 1.0, "turns": n + 1, "applied": n}
+        assert info["interactive"] == expected
+        assert info["metrics"]["acc"] == 1.0
+        assert total == pytest.approx(float(state_distance(env.problem.initial, env.problem.final)) + best)
+
+
+def test_done_at_once_scores_the_empty_answer():
+    env = make()
+    env.reset(seed=5)
+    _, reward, terminated, _, info = env.step("done")
+    assert terminated and info["progress"] == 0.0
+    empty = format_answer([])  # the applied sequence, written in the answer format: nothing
+    assert reward == pytest.approx(get_reward("state")(parse_answer(empty), env.problem).total)
+    assert info["interactive"]["success"] == 0.0 and info["interactive"]["misplaced"] == 1.0
+    assert info["metrics"]["acc"] == 0.0
+
+
+def test_terminal_reward_and_costs_are_configurable():
+    env = make(terminal_reward="none", costs={"unreadable": 0.5})
+    env.reset(seed=5)
+    _, reward, _, _, info = env.step("gibberish")
+    assert info["outcome"] == "unreadable" and reward == -0.5
+    _, reward, _, _, info = env.step("done")
+    assert reward == 0.0 and info["terminal"] == 0.0
+    with pytest.raises(ValueError, match="costs: unknown"):
+        make(costs={"typo": 1.0})
+    with pytest.raises(ValueError, match="costs.illegal"):
+        make(costs={"illegal": -1})
+    with pytest.raises(ValueError, match="terminal_reward"):
+        make(terminal_reward="nope")
+
+
+# -- turns that change nothing ------------------------------------------------------------------------
+
+
+def _env_with_objects(seed: int = 3) -> TVRInteractive:
+    env = make(setting="event")
+    env.reset(seed=seed)
+    return env
+
+
+def test_illegal_noop_and_unreadable_turns_change_nothing_and_say_why():
+    env = _env_with_objects()
+    state = env.current
+    objs = list(state.objects)
+    lim = SPEC.grid_limit
+    edge = next(i for i, o in enumerate(objs) if abs(o.position[0]) >= lim - 15) if any(
+        abs(o.position[0]) >= lim - 15 for o in objs
+    ) else None
+    cases = {
+        "unreadable": ("no idea", "unreadable"),
+        "several": ("0.color.red, 1.color.blue", "unreadable"),
+        "noop": (f"0.color.{objs[0].color}", "no change"),
+    }
+    if edge is not None:
+        direction = "behind" if objs[edge].position[0] > 0 else "front"
+        cases["offgrid"] = (f"{edge}.position.{direction}.2", "off the grid")
+    for name, (action, words) in cases.items():
+        before = env.get_state()
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert env.current == state, name
+        assert info["progress"] == 0.0 and reward < 0, name
+        assert words in obs["feedback"], (name, obs["feedback"])
+        assert env.get_state() != before  # a turn was used
+
+
+
+def test_a_step_into_another_object_is_illegal():
+    for seed in range(50):  # the first scene where growing or moving an object hits a neighbour
+        env = _env_with_objects(seed)
+        for i in range(SPEC.n_objects):
+            for attr, value in PAIRS:
+                if attr not in ("size", "position"):
+                    continue
+                trial = env.spawn()
+                obs, reward, _, _, info = trial.step(format_item((i, attr, value)))
+                if info["outcome"] == "illegal" and "overlap" in obs["feedback"]:
+                    assert trial.current == env.current and reward == -DEFAULT_COSTS["illegal"]
+                    return
+    pytest.fail("no overlapping step found in 50 scenes")
+
+
+def test_truncated_after_the_turn_limit_with_the_terminal_reward():
+    env = make(slack=0)
+    env.reset(seed=9)
+    limit = env.turn_limit
+    assert limit == len(env.problem.transformations) + 1
+    for k in range(limit):
+        obs, _, terminated, truncated, info = env.step("0.color.gray" if k % 2 else "0.color.red")
+        if truncated:
+            break
+    assert truncated and not terminated and k == limit - 1
+    assert "terminal" in info and "interactive" in info and "No turns left" in obs["feedback"]
+    with pytest.raises(RuntimeError):
+        env.step("done")
+    env = make(max_turns=2)
+    env.reset(seed=9)
+    assert env.turn_limit == 2
+
+
+def test_truncate_ends_an_episode_with_its_terminal_reward():
+    env = make()
+    env.reset(seed=4)
+    env.step(truth(env)[0])
+    reward, info = env.truncate()
+    assert info["outcome"] == "truncated" and reward == info["terminal"]
+    with pytest.raises(RuntimeError):
+        env.step("done")
+
+
+# -- state, groups, determinism -------------------------------------------------------------------------
+
+
+@settings(max_examples=examples(15), deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS)
+def test_set_state_and_spawn_restore_the_episode(seed, codes):
+    env = make()
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for k, code in enumerate(codes[:4]):
+        if code == 9:
+            break
+        env.step(_action(code, env, rng, k))
+    state = env.get_state()
+    twin, copy = make(), env.spawn()
+    twin.set_state(state)
+    for other in (twin, copy):
+        assert other.current == env.current and other.problem == env.problem
+        assert other.get_state() == state
+        assert np.array_equal(other._observation()["current"], env._observation()["current"])
+    if not env._done:
+        _, r1, *_ = copy.step("done")
+        assert env.get_state() == state  # the copy is its own episode
+        _, r2, *_ = env.step("done")
+        assert r1 == r2
+
+
+def test_same_seed_same_episode_pixels_and_rewards():
+    runs = []
+    for _ in range(2):
+        env = make(setting="crossview")
+        obs, _ = env.reset(seed=77, options={"index": 2})
+        steps = [env.step(a) for a in [*truth(env)[:1], "1.position.front.1", "done"]]
+        runs.append((obs, [(s[1], s[4]["progress"]) for s in steps], env.get_state()))
+    (a, ra, sa), (b, rb, sb) = runs
+    assert np.array_equal(a["target"], b["target"]) and np.array_equal(a["current"], b["current"])
+    assert ra == rb and sa == sb
+
+
+def test_the_target_is_the_final_state_from_its_camera_and_current_starts_at_the_initial_state():
+    from tvr_gym.cache import RenderCache, render_view
+
+    env = make(setting="crossview")
+    obs, info = env.reset(seed=3)
+    p = env.problem
+    cache = RenderCache()
+    def seen(state, view):
+        return render_view(state, view, p.render_seed, "numpy", (32, 24), cache)
+
+    assert np.array_equal(obs["target"], seen(p.final, info["final_view"]))
+    assert np.array_equal(obs["current"], seen(p.initial, "center"))
+    obs, *_ = env.step(truth(env)[0])
+    assert not np.array_equal(obs["current"], seen(p.initial, "center"))
+
+
+def test_pickled_mid_episode_it_goes_on_the_same():
+    env = make()
+    env.reset(seed=21)
+    env.step(truth(env)[0])
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.step("done")[1] == env.step("done")[1]
+
+
+def test_the_gymnasium_checker_passes():
+    check_env(make(), skip_render_check=True)
+    env = gym.make("TVR-Interactive-v0", renderer="numpy", render_size=(32, 24), render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.render().shape == (24, 2 * 32 + 4, 3)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="setting"):
+        make(setting="nope")
+    with pytest.raises(ValueError, match="slack"):
+        make(slack=-1)
+    env = make()
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("done")
+    with pytest.raises(ValueError, match="options"):
+        env.reset(seed=0, options={"bogus": 1})
+
+
+def test_read_turn_reads_one_step_or_done_and_never_raises():
+    assert read_turn("<think>x</think><answer>Done.</answer>").kind == "done"
+    assert read_turn("2.color.cyan").step == (2, "color", "cyan")
+    assert read_turn("2.color.cyan, 3.size.small").kind == "several"
+    for junk in (None, b"\xff", 12, "", "<answer></answer>", "x" * 100000):
+        assert read_turn(junk).kind in ("unreadable", "several", "step")
+
+
+# -- the chat contract ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(turns=st.integers(0, 9), window=st.integers(0, 12), images=st.booleans())
+def test_every_image_block_has_its_image_in_order(turns, window, images):
+    pic = (lambda k: np.full((2, 2, 3), k, np.uint8)) if images else (lambda k: None)
+    history = [Exchange(f"a{k}", f"f{k}", pic(10 + k)) for k in range(turns)]
+    chat, shown = interactive_messages("prompt", pic(1), pic(2), history, window)
+    assert count_images(chat) == len(shown)
+    if images:
+        kept = list(range(max(0, turns - window), turns))
+        assert [int(a[0, 0, 0]) for a in shown] == [1, 2, *(10 + k for k in kept)]
+        assert len(shown) == ImageBudget().images_after(turns, window)
+    roles = [m["role"] for m in chat]
+    assert roles == ["user"] + ["assistant", "user"] * turns
+    texts = [b["text"] for m in chat[1:] for b in m["content"] if b["type"] == "text"]
+    assert texts == [x for k in range(turns) for x in (f"a{k}", f"f{k}")]  # text is never dropped
+
+
+def test_the_image_budget_counts_what_the_chat_holds():
+    budget = ImageBudget(max_images=5, tokens_per_image=99)
+    assert [budget.allows(t, 4) for t in range(6)] == [True, True, True, True, False, False]
+    assert budget.tokens(2, 4) == 4 * 99
+    assert ImageBudget().allows(10**6)
+
+
+# -- async facade and resources ---------------------------------------------------------------------------
+
+
+def test_the_async_facade_steps_off_the_event_loop_with_the_same_results():
+    async def episode(env):
+        obs, _ = await env.reset(seed=13)
+        out = [await env.step(a) for a in [truth(env.env)[0], "done"]]
+        return obs, [(o[1], o[2]) for o in out]
+
+    sync = make()
+    sync.reset(seed=13)
+    expected = [sync.step(a)[1:3] for a in [truth(sync)[0], "done"]]
+
+    async def main():
+        a, b = AsyncTVRInteractive(**FAST), AsyncTVRInteractive(**FAST)
+        return await asyncio.gather(episode(a), episode(b))
+
+    (obs_a, ra), (obs_b, rb) = asyncio.run(main())
+    assert ra == rb == [tuple(e) for e in expected]
+    assert obs_a["current"].dtype == np.uint8 and np.array_equal(obs_a["current"], obs_b["current"])
+
+
+def test_close_frees_the_gl_context_when_no_renderer_is_open():
+    pytest.importorskip("moderngl")
+    from tvr_gym.render import gl_available
+
+    if not gl_available():
+        pytest.skip("gl renderer needs an EGL context (Mesa: libegl1 libegl-mesa0 libgl1-mesa-dri)")
+    import tvr_gym.render.gl as gl
+
+    env = TVRInteractive(renderer="gl", render_size=(32, 24))
+    env.reset(seed=1)
+    assert gl._SHARED is not None
+    env.close()
+    assert gl._SHARED is None
+    obs, _ = env.reset(seed=1)  # a new context on demand
+    assert obs["current"].shape == (24, 32, 3)
+    env.close()
