@@ -52,6 +52,9 @@ class Samples:
     texts: list[str]
     """Decoded completions."""
 
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
     @property
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(dim=1)
