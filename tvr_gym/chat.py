@@ -185,9 +185,15 @@ def image_tokens(
     max_pixels: int = QWEN_MAX_PIXELS,
 ) -> int:
     """Image tokens a Qwen-VL processor spends on an image of ``size`` = (width, height): the sides
-    rounded to multiples of ``patch`` (scaled into [min_pixels, max_pixels] first), one token per cell."""
+    rounded to multiples of ``patch`` (scaled into [min_pixels, max_pixels] when the rounded area falls
+    outside), one token per cell. The same arithmetic as the processors' ``smart_resize``, which also
+    refuses an aspect ratio above 200 (a ``ValueError`` here too)."""
     w, h = (int(v) for v in size)
-    hb, wb = max(patch, round(h / patch) * patch), max(patch, round(w / patch) * patch)
+    if w < 1 or h < 1:
+        raise ValueError(f"size: expected a positive (width, height), got {tuple(size)!r}")
+    if max(w, h) / min(w, h) > 200:
+        raise ValueError(f"size: aspect ratio {max(w, h) / min(w, h):g} is above 200, which Qwen-VL refuses")
+    hb, wb = round(h / patch) * patch, round(w / patch) * patch
     if hb * wb > max_pixels:
         beta = math.sqrt(h * w / max_pixels)
         hb, wb = max(patch, math.floor(h / beta / patch) * patch), max(patch, math.floor(w / beta / patch) * patch)
