@@ -4,6 +4,11 @@
 :meth:`PPOAgent.load` rebuilds the same encoding), checkpoints in ``OUT/checkpoints``, TensorBoard logs in
 ``OUT/tensorboard`` and Monitor CSVs in ``OUT/monitor``. :class:`PPOAgent` answers raw environment
 observations, so ``agents.make_agent("ppo:OUT")`` plugs into the evaluator. See ``docs/ppo.md``.
+
+On ``TVR-Interactive-v0`` (:mod:`tvr_gym.interactive_sb3`: one discrete step per turn, action masks,
+symbolic observations) :func:`train_ppo` trains sb3-contrib's ``MaskablePPO`` instead and returns an
+:class:`InteractivePPOAgent`, which plays whole episodes (:meth:`InteractivePPOAgent.play`); loading
+such a directory with :meth:`PPOAgent.load` gives that agent too. See ``docs/interactive.md``.
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ import numpy as np
 import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
 from tvr_gym.agents.base import Agent, Observation
 from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.interactive_sb3 import (
+    N_ACTIONS,
+    InteractiveSB3,
+    action_text,
+    legal_mask,
+    make_interactive_sb3_env,
+    observation_size,
+    play_episode,
+    symbolic_observation,
+)
 from tvr_gym.options import check_choice, check_int
-from tvr_gym.registration import check_env_id
+from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.scene import State
 from tvr_gym.wrappers import (
     OBS_KINDS,
@@ -36,7 +51,16 @@ from tvr_gym.wrappers import (
     wrap_for_sb3,
 )
 
-__all__ = ["MODEL_FILE", "SETTINGS_FILE", "PPOAgent", "PPOConfig", "PPOSettings", "train_from_config", "train_ppo"]
+__all__ = [
+    "MODEL_FILE",
+    "SETTINGS_FILE",
+    "InteractivePPOAgent",
+    "PPOAgent",
+    "PPOConfig",
+    "PPOSettings",
+    "train_from_config",
+    "train_ppo",
+]
 
 MODEL_FILE = "model.zip"
 SETTINGS_FILE = "ppo_settings.json"
@@ -45,6 +69,8 @@ DEFAULT_RENDER_SIZE = {"image": (160, 120), "symbolic": (32, 24)}
 DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 64, "ent_coef": 0.01}
 """Overrides of SB3's PPO defaults suited to one-step episodes (every step ends an episode)."""
 VEC_ENVS = ("dummy", "subproc")
+ALGOS = ("ppo", "maskable_ppo")
+"""SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
 
 
 @dataclass
@@ -60,6 +86,7 @@ class PPOSettings:
     timesteps: int = 0
     n_envs: int = 1
     ppo_kwargs: dict[str, Any] = field(default_factory=dict)
+    algo: str = "ppo"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
@@ -74,6 +101,8 @@ class PPOSettings:
             raise ValueError(f"{path}: not a valid PPO settings file ({type(exc).__name__}: {exc})") from None
         if settings.obs not in OBS_KINDS:
             raise ValueError(f"{path}: obs: unknown value {settings.obs!r}; valid: {', '.join(OBS_KINDS)}")
+        if settings.algo not in ALGOS:
+            raise ValueError(f"{path}: algo: unknown value {settings.algo!r}; valid: {', '.join(ALGOS)}")
         return settings
 
 
@@ -108,20 +137,19 @@ class PPOAgent(Agent):
             raise ValueError(f"model: action space {model.action_space} does not match max_items={settings.max_items}")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "cpu", deterministic: bool = True) -> PPOAgent:
+    def load(
+        cls, path: str | os.PathLike[str], device: str = "cpu", deterministic: bool = True
+    ) -> PPOAgent | InteractivePPOAgent:
         """Load ``OUT`` (a training directory), ``OUT/model.zip`` or a checkpoint ``OUT/checkpoints/*.zip``.
 
+        A ``TVR-Interactive-v0`` run (``algo: maskable_ppo``) loads as an :class:`InteractivePPOAgent`.
         SB3 model zips unpickle on load, so a crafted one can run code: load only models you trust.
         """
-        from stable_baselines3 import PPO
-
         model_path, settings_path = _locate(Path(path))
         settings = PPOSettings.from_file(settings_path)
-        try:
-            model = PPO.load(model_path, device=device)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{model_path}: not a readable SB3 PPO model ({type(exc).__name__}: {exc})") from None
-        return cls(model, settings, deterministic)
+        if settings.algo == "maskable_ppo":
+            return InteractivePPOAgent(_load_model(model_path, settings, device), settings, deterministic)
+        return cls(_load_model(model_path, settings, device), settings, deterministic)
 
     def reset(self, seed: int | None = None) -> None:
         self._tables.clear()
@@ -167,6 +195,98 @@ class PPOAgent(Agent):
             images = {k: _fit(np.asarray(obs.get(k)), (w, h), k) for k in ("initial", "final")}
             out.append(stack_images(images))
         return np.stack(out)
+
+
+class InteractivePPOAgent:
+    """A trained ``MaskablePPO`` policy for ``TVR-Interactive-v0``: one masked-in step per turn, then ``done``.
+
+    It reads object tables (the current and the target state), so it plays through an
+    :class:`~tvr_gym.interactive_sb3.InteractiveSB3` environment (:meth:`play`, :meth:`evaluate`) or is
+    asked for one turn's text with :meth:`act_state`. It answers no single-shot observation (:meth:`act`).
+    """
+
+    name = "ppo"
+    interactive = True
+    privileged = False
+
+    def __init__(self, model: Any, settings: PPOSettings, deterministic: bool = True) -> None:
+        self.model = model
+        self.settings = settings
+        self.deterministic = deterministic
+        shape = tuple(model.observation_space.shape or ())
+        if shape != (observation_size(),):
+            raise ValueError(f"model: observation shape {shape} is not the interactive one ({observation_size()},)")
+        if getattr(model.action_space, "n", None) != N_ACTIONS:
+            raise ValueError(f"model: action space {model.action_space} is not the interactive Discrete({N_ACTIONS})")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "cpu", deterministic: bool = True) -> InteractivePPOAgent:
+        """Load a ``TVR-Interactive-v0`` training directory or model zip (see :meth:`PPOAgent.load`)."""
+        agent = PPOAgent.load(path, device, deterministic)
+        if not isinstance(agent, cls):
+            raise ValueError(f"{path}: a {agent.settings.env_id} PPO model, not a {INTERACTIVE_ID} one")
+        return agent
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.model.set_random_seed(seed)
+
+    def make_env(self, **env_kwargs: Any) -> InteractiveSB3:
+        """The wrapped environment of the training settings; ``env_kwargs`` override them (e.g. ``source``)."""
+        kwargs = {**self.settings.env_kwargs, **env_kwargs}
+        kwargs.setdefault("render_size", self.settings.render_size)
+        return make_interactive_sb3_env(**kwargs)
+
+    def act_state(self, current: State, target: State, turn: int, turn_limit: int) -> str:
+        """The text of this turn's action (``obj.attr.value`` or ``done``) for the given states."""
+        obs = symbolic_observation(current, target, turn, turn_limit)
+        action, _ = self.model.predict(obs, action_masks=legal_mask(current), deterministic=self.deterministic)
+        return action_text(int(np.asarray(action).reshape(())))
+
+    def act(self, obs: Observation) -> str:
+        raise RuntimeError(
+            "InteractivePPOAgent plays whole TVR-Interactive-v0 episodes from object tables: use play(), "
+            "evaluate() or act_state()"
+        )
+
+    def play(
+        self, env: InteractiveSB3 | None = None, seed: int | None = None, index: int | None = None
+    ) -> dict[str, Any]:
+        """Play one episode (:func:`tvr_gym.interactive_sb3.play_episode`): ``index`` picks a problem of the source."""
+        env = self.make_env() if env is None else env
+        options = None if index is None else {"index": index}
+        return play_episode(env, self.model, seed=seed, options=options, deterministic=self.deterministic)
+
+    def evaluate(self, episodes: int, seed: int = 0, **env_kwargs: Any) -> dict[str, Any]:
+        """``episodes`` episodes (episode ``i`` is ``reset(seed=seed + i)``): the records and their means."""
+        check_int("episodes", episodes, 1)
+        env = self.make_env(**env_kwargs)
+        try:
+            records = [self.play(env, seed=seed + i) for i in range(episodes)]
+        finally:
+            env.close()
+        return {"records": records, "summary": interactive_summary(records)}
+
+
+def interactive_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Means over :func:`~tvr_gym.interactive_sb3.play_episode` records: reward, the interactive scores, Acc."""
+    keys = ("success", "misplaced", "fixed_strict", "turns", "applied")
+    out = {"episodes": float(len(records)), "reward": float(np.mean([r["reward"] for r in records]))}
+    out.update({k: float(np.mean([r["interactive"][k] for r in records])) for k in keys})
+    for key in ("acc", "loose_acc", "dist", "norm_dist"):
+        out[key] = float(np.mean([r["metrics"][key] for r in records]))
+    return out
+
+
+def _load_model(model_path: Path, settings: PPOSettings, device: str) -> Any:
+    if settings.algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO as algo
+    else:
+        from stable_baselines3 import PPO as algo
+    try:
+        return algo.load(model_path, device=device)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{model_path}: not a readable SB3 PPO model ({type(exc).__name__}: {exc})") from None
 
 
 def _fit(image: np.ndarray, size: tuple[int, int], key: str) -> np.ndarray:
@@ -237,7 +357,7 @@ def _callbacks(out: Path, checkpoint_every: int, n_envs: int) -> list[Any]:
                 if not done or "metrics" not in info:
                     continue
                 self.count += 1
-                values = {**info.get("reward_terms", {}), **info["metrics"]}
+                values = {**info.get("reward_terms", {}), **info["metrics"], **info.get("interactive", {})}
                 for key, value in values.items():
                     if isinstance(value, (bool, int, float, np.number)):
                         self.sums[key] = self.sums.get(key, 0.0) + float(value)
@@ -259,7 +379,7 @@ def train_ppo(
     timesteps: int,
     out: str | os.PathLike[str],
     seed: int = 0,
-    obs: str = "image",
+    obs: str | None = None,
     render_size: tuple[int, int] | None = None,
     n_envs: int = 1,
     max_items: int | None = None,
@@ -271,8 +391,12 @@ def train_ppo(
     verbose: int = 0,
     torch_threads: int | None = 1,
     **ppo_kwargs: Any,
-) -> PPOAgent:
+) -> PPOAgent | InteractivePPOAgent:
     """Train SB3 PPO on ``env_id`` (CnnPolicy for ``obs="image"``, MlpPolicy for ``"symbolic"``).
+
+    ``obs`` defaults to ``image``. On ``TVR-Interactive-v0`` it trains sb3-contrib's ``MaskablePPO``
+    (MlpPolicy) on :class:`~tvr_gym.interactive_sb3.InteractiveSB3` instead: symbolic observations only,
+    no ``max_items``; the result is an :class:`InteractivePPOAgent`.
 
     ``render_size`` defaults to 160x120 for images and 32x24 for symbolic runs (pixels unused);
     ``env_kwargs`` go to ``gym.make`` (e.g. ``max_visible``, ``reward``, ``source``); ``ppo_kwargs``
@@ -286,9 +410,12 @@ def train_ppo(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-
-    check_choice("obs", obs, OBS_KINDS)
-    check_env_id(env_id)
+    interactive = check_env_id(env_id) == INTERACTIVE_ID
+    obs = check_choice("obs", ("symbolic" if interactive else "image") if obs is None else obs, OBS_KINDS)
+    if interactive and obs != "symbolic":
+        raise ValueError(f"obs: {INTERACTIVE_ID} trains on symbolic observations only (the object tables)")
+    if interactive and max_items not in (None, 1):
+        raise ValueError(f"max_items: {INTERACTIVE_ID} takes one step per turn; leave max_items unset")
     check_choice("vec_env", vec_env, VEC_ENVS)
     timesteps = check_int("timesteps", timesteps, 1)
     n_envs = check_int("n_envs", n_envs, 1)
@@ -303,11 +430,12 @@ def train_ppo(
     kwargs["render_size"] = size
     probe = _base_env(env_id, **kwargs)  # validates env_kwargs and gives the default max_items
     try:
-        items = DiscreteAnswer(probe, max_items).encoding.max_items
+        items = 1 if interactive else DiscreteAnswer(probe, max_items).encoding.max_items
     finally:
         probe.close()
     ppo = {**DEFAULT_PPO_KWARGS, **ppo_kwargs}
-    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo)
+    algo = "maskable_ppo" if interactive else "ppo"
+    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,19 +446,23 @@ def train_ppo(
         seed=seed,
         env_kwargs=kwargs,
         monitor_dir=str(out / "monitor"),
-        wrapper_class=wrap_for_sb3,
-        wrapper_kwargs={"obs": obs, "max_items": items},
+        wrapper_class=InteractiveSB3 if interactive else wrap_for_sb3,
+        wrapper_kwargs=None if interactive else {"obs": obs, "max_items": items},
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
     )
     try:
         policy = "CnnPolicy" if obs == "image" else "MlpPolicy"
         logs = str(out / "tensorboard")
-        model = PPO(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs, **ppo)
+        if interactive:
+            from sb3_contrib import MaskablePPO as algo_class
+        else:
+            algo_class = PPO
+        model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs, **ppo)
         model.learn(timesteps, callback=_callbacks(out, checkpoint_every, n_envs), progress_bar=progress_bar)
         _atomic_save(model, out / MODEL_FILE)
     finally:
         vec.close()
-    return PPOAgent(model, settings)
+    return (InteractivePPOAgent if interactive else PPOAgent)(model, settings)
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -340,11 +472,18 @@ def train_ppo(
 class PPOConfig:
     """The options of ``tvr-gym train ppo``, one flag per field; :func:`train_from_config` runs them."""
 
-    env: str = field(default="TVR-Basic-v0", metadata={"help": "a registered TVR environment id"})
+    env: str = field(
+        default="TVR-Basic-v0",
+        metadata={"help": f"a registered TVR environment id ({INTERACTIVE_ID}: MaskablePPO on object tables)"},
+    )
     timesteps: int = field(default=100_000, metadata={"help": "environment steps (= episodes)"})
     out: str = field(default="runs/ppo", metadata={"help": "output directory: model.zip, settings, checkpoints"})
-    obs_mode: str = field(
-        default="image", metadata={"help": "stacked images (CnnPolicy) or object tables", "choices": OBS_KINDS}
+    obs_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": f"stacked images (CnnPolicy) or object tables (default image; symbolic on {INTERACTIVE_ID})",
+            "choices": OBS_KINDS,
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the environments and the policy"})
     n_envs: int = field(default=1, metadata={"help": "parallel environments"})
@@ -361,11 +500,17 @@ class PPOConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "further environment keywords"})
 
 
-def train_from_config(cfg: PPOConfig) -> PPOAgent:
-    """:func:`train_ppo` with the options of a :class:`PPOConfig`."""
+def train_from_config(cfg: PPOConfig) -> PPOAgent | InteractivePPOAgent:
+    """:func:`train_ppo` with the options of a :class:`PPOConfig`.
+
+    On ``TVR-Interactive-v0`` the ``reward`` keyword (``--reward``) names the terminal reward.
+    """
+    env_kwargs = dict(cfg.env_kwargs)
+    if cfg.env == INTERACTIVE_ID and "reward" in env_kwargs:
+        env_kwargs["terminal_reward"] = env_kwargs.pop("reward")
     return train_ppo(
         cfg.env, cfg.timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
-        max_items=cfg.max_items, env_kwargs=cfg.env_kwargs, checkpoint_every=cfg.checkpoint_every,
+        max_items=cfg.max_items, env_kwargs=env_kwargs, checkpoint_every=cfg.checkpoint_every,
         vec_env="subproc" if cfg.subproc else "dummy", device=cfg.device, progress_bar=not cfg.quiet,
         learning_rate=cfg.lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef,
     )  # fmt: skip

@@ -87,9 +87,14 @@ def run_grpo(args: argparse.Namespace) -> int:
 def run_ppo(args: argparse.Namespace) -> int:
     cfg = dataclass_from_args(PPOConfig, args, env_kwargs=env_kwargs(args))
     agent = train_from_config(cfg)
-    w, h = agent.settings.render_size
+    settings = agent.settings
+    w, h = settings.render_size
+    algo = "MaskablePPO" if settings.algo == "maskable_ppo" else "PPO"
+    print(f"done: {cfg.timesteps} steps of {algo} on {cfg.env} ({settings.obs}); model in {cfg.out}/{MODEL_FILE}")
+    if settings.algo == "maskable_ppo":
+        print(f"evaluate with: InteractivePPOAgent.load({str(cfg.out)!r}).evaluate(100) (tvr_gym.agents.ppo)")
+        return 0
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.env_kwargs.items())
-    print(f"done: {cfg.timesteps} steps of PPO on {cfg.env} ({cfg.obs_mode}); model in {cfg.out}/{MODEL_FILE}")
     print(f"evaluate with: tvr-gym eval --env {cfg.env} --agent ppo:{cfg.out} --size {w} {h}{flags}")
     return 0
 

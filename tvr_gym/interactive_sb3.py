@@ -1,0 +1,238 @@
+"""Stable-Baselines3 spaces for :class:`~tvr_gym.interactive.TVRInteractive`: one discrete action per turn.
+
+* Action: ``Discrete(331)``. Action ``a < 330`` is object ``a // 33`` with the pair
+  ``PAIRS[a % 33]`` (:data:`tvr_gym.transform.PAIRS`), sent to the environment as the text
+  ``obj.attr.value``; action ``330`` (:data:`DONE_ACTION`) is ``done``.
+* Action masks (:meth:`InteractiveSB3.action_masks`, as sb3-contrib's ``MaskablePPO`` reads them): a
+  step is masked out when the environment would refuse it as illegal (a move off the grid; a move or
+  size change that overlaps another object) or as a no-op (the scene looks the same), judged on the
+  current state with the environment's own functions (:func:`~tvr_gym.transform.applied`,
+  :func:`~tvr_gym.scene.overlaps`, :func:`~tvr_gym.transform.changed_entries`); ``done`` is always allowed.
+* Observation: ``float32 Box(-1, 1, (401,))``: the current state's object table, the target's
+  (:func:`tvr_gym.wrappers.encode_state`, world frame) and the fraction of the turn limit used.
+
+:func:`make_interactive_sb3_env` builds ``TVR-Interactive-v0`` and wraps it; :func:`play_episode` plays
+one episode with any SB3-style policy (``predict(obs, action_masks=...)``). See ``docs/interactive.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from tvr_gym.answer import DONE, format_item
+from tvr_gym.interactive import TVRInteractive
+from tvr_gym.options import is_int
+from tvr_gym.registration import INTERACTIVE_ID
+from tvr_gym.scene import SceneObject, State, overlaps
+from tvr_gym.spec import SPEC
+from tvr_gym.transform import PAIRS, applied, changed_entries, pair_index
+from tvr_gym.wrappers import FEATURES_PER_OBJECT, encode_state
+
+__all__ = [
+    "DONE_ACTION",
+    "N_ACTIONS",
+    "InteractiveSB3",
+    "MaskedRandomPolicy",
+    "action_of",
+    "action_text",
+    "legal_mask",
+    "make_interactive_sb3_env",
+    "observation_size",
+    "play_episode",
+    "step_of",
+    "symbolic_observation",
+]
+
+_N_OBJECTS = SPEC.n_objects
+_N_PAIRS = len(PAIRS)
+N_ACTIONS = _N_OBJECTS * _N_PAIRS + 1
+"""Object x pair steps, then ``done``."""
+DONE_ACTION = N_ACTIONS - 1
+"""The action that ends the episode."""
+_GEOMETRIC = ("position", "size")
+
+
+def step_of(action: Any) -> tuple | None:
+    """The (object, attribute, value) step of an action, or ``None`` for :data:`DONE_ACTION`."""
+    a = _check_action(action)
+    if a == DONE_ACTION:
+        return None
+    attr, value = PAIRS[a % _N_PAIRS]
+    return (a // _N_PAIRS, attr, value)
+
+
+def action_text(action: Any) -> str:
+    """The environment's text for an action: ``obj.attr.value`` or ``done``."""
+    step = step_of(action)
+    return DONE if step is None else format_item(step)
+
+
+def action_of(step: tuple | str | None) -> int:
+    """The action of an (object, attribute, value) step; ``None`` or ``"done"`` give :data:`DONE_ACTION`."""
+    if step is None or step == DONE:
+        return DONE_ACTION
+    obj, attr, value = step
+    if not is_int(obj) or not 0 <= obj < _N_OBJECTS:
+        raise ValueError(f"step: object {obj!r} out of range 0..{_N_OBJECTS - 1}")
+    return int(obj) * _N_PAIRS + pair_index(attr, tuple(value) if isinstance(value, list) else value)
+
+
+def _check_action(action: Any) -> int:
+    arr = np.asarray(action)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"action: expected one integer in 0..{N_ACTIONS - 1}, got {action!r}")
+    a = int(arr.reshape(()))
+    if not 0 <= a < N_ACTIONS:
+        raise ValueError(f"action: {a} out of range 0..{N_ACTIONS - 1}")
+    return a
+
+
+class _Objects(NamedTuple):
+    """The one object a step touches, in the shape :func:`changed_entries` reads (``.objects``)."""
+
+    objects: tuple[SceneObject, ...]
+
+
+def legal_mask(state: State) -> np.ndarray:
+    """``bool (N_ACTIONS,)``: True for the steps that would change ``state`` legally, and for ``done``.
+
+    The environment's rules (``TVRInteractive._apply``): a step is illegal when :func:`applied` gives
+    ``None`` (off the grid) or, for a position or size change, the new object :func:`overlaps` another;
+    it is a no-op when :func:`changed_entries` finds no difference. Only the touched object can differ,
+    so the no-op test compares that object alone.
+    """
+    mask = np.zeros(N_ACTIONS, dtype=bool)
+    mask[DONE_ACTION] = True
+    objs = state.objects
+    for i, obj in enumerate(objs):
+        before = _Objects((obj,))
+        others = objs[:i] + objs[i + 1 :]
+        base = i * _N_PAIRS
+        for k, (attr, value) in enumerate(PAIRS):
+            new = applied(obj, attr, value)
+            if new is None:
+                continue
+            if attr in _GEOMETRIC and any(overlaps(new, o) for o in others):
+                continue
+            if changed_entries(before, _Objects((new,))):
+                mask[base + k] = True
+    return mask
+
+
+def observation_size() -> int:
+    """Length of the observation: two object tables and the turn fraction."""
+    return 2 * _N_OBJECTS * FEATURES_PER_OBJECT + 1
+
+
+def symbolic_observation(current: State, target: State, turn: int, turn_limit: int) -> np.ndarray:
+    """The observation: the current then the target object table, then ``turn / turn_limit`` (at most 1)."""
+    fraction = np.float32([min(turn / turn_limit, 1.0)])
+    return np.concatenate([encode_state(current), encode_state(target), fraction])
+
+
+def _unwrapped_interactive(env: gym.Env) -> TVRInteractive:
+    base = env.unwrapped
+    if not isinstance(base, TVRInteractive):
+        raise ValueError(f"env: expected a TVRInteractive env ({INTERACTIVE_ID}), not {type(base).__name__}")
+    return base
+
+
+class InteractiveSB3(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """``Discrete(331)`` actions, a symbolic ``Box`` observation and :meth:`action_masks` (module docstring).
+
+    Rewards, ``terminated``/``truncated`` and ``info`` are the environment's; ``info["action_text"]``
+    holds the text each action stood for. The images the environment renders are not used: give it a
+    small ``render_size``.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self._base = _unwrapped_interactive(env)
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(observation_size(),), dtype=np.float32)
+        self._mask: tuple[State, np.ndarray] | None = None  # (state, its mask)
+
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        _, info = self.env.reset(seed=seed, options=options)
+        return self._observation(info), info
+
+    def step(self, action: Any):
+        text = action_text(action)
+        _, reward, terminated, truncated, info = self.env.step(text)
+        info["action_text"] = text
+        return self._observation(info), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """The legal, state-changing steps of the current state, and ``done`` (see :func:`legal_mask`)."""
+        state = self._base.current
+        if state is None:
+            raise RuntimeError("action_masks() needs an episode: call reset() first")
+        if self._mask is None or self._mask[0] is not state:
+            self._mask = (state, legal_mask(state))
+        return self._mask[1].copy()
+
+    def _observation(self, info: Mapping[str, Any]) -> np.ndarray:
+        problem, state = self._base.problem, self._base.current
+        assert problem is not None and state is not None
+        return symbolic_observation(state, problem.final, info["turn"], info["turn_limit"])
+
+
+def make_interactive_sb3_env(render_size: tuple[int, int] = (16, 12), **env_kwargs: Any) -> InteractiveSB3:
+    """``gym.make("TVR-Interactive-v0", render_size=..., **env_kwargs)`` wrapped by :class:`InteractiveSB3`.
+
+    ``render_size`` defaults to 16x12: the observation holds no pixels, so the renders only cost time.
+    """
+    return InteractiveSB3(gym.make(INTERACTIVE_ID, render_size=render_size, **env_kwargs))
+
+
+class MaskedRandomPolicy:
+    """The random reference: a uniform choice among the masked-in actions (``done`` included)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
+        return int(self.rng.choice(np.flatnonzero(action_masks))), None
+
+
+def play_episode(
+    env: InteractiveSB3,
+    policy: Any,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    deterministic: bool = True,
+) -> dict[str, Any]:
+    """Play one episode of ``env`` with ``policy`` (e.g. a ``MaskablePPO`` model) and return its record.
+
+    ``policy.predict(obs, action_masks=mask, deterministic=...)`` picks each action from the masked
+    ones. The record holds the summed ``reward``, the ``actions`` as text, and the environment's final
+    ``interactive`` (success, misplaced, fixed_strict, turns, applied) and ``metrics`` (TVR's metrics of
+    the applied sequence), ``applied`` and ``truth``.
+    """
+    if not isinstance(env, InteractiveSB3):
+        raise ValueError(f"env: expected an InteractiveSB3 env, not {type(env).__name__}")
+    obs, info = env.reset(seed=seed, options=options)
+    total, actions = 0.0, []
+    while True:
+        action, _ = policy.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
+        obs, reward, terminated, truncated, info = env.step(int(np.asarray(action).reshape(())))
+        total += float(reward)
+        actions.append(info["action_text"])
+        if terminated or truncated:
+            break
+    return {
+        "reward": total,
+        "actions": actions,
+        "terminated": bool(terminated),
+        "interactive": info["interactive"],
+        "metrics": info["metrics"],
+        "applied": info["applied"],
+        "truth": info["truth"],
+        "key": info["key"],
+    }
