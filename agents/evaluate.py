@@ -22,7 +22,7 @@ from tvr_gym.agents.base import act_batch
 from tvr_gym.atomic import Journal, atomic_write_text, check_writable
 from tvr_gym.metrics import summarize
 from tvr_gym.options import check_int
-from tvr_gym.registration import check_env_id
+from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -109,6 +109,11 @@ def evaluate(
     check_int("episodes", episodes, 0)
     check_int("batch_size", batch_size, 1)
     check_env_id(env_id)
+    if env_id == INTERACTIVE_ID:
+        raise ValueError(
+            f"{env_id} is multi-turn, and this evaluator answers single-shot problems: evaluate chat policies with "
+            "tvr_gym.agents.interactive.evaluate_interactive, MaskablePPO with InteractivePPOAgent.evaluate"
+        )
     env_kwargs = dict(env_kwargs or {})
     if "obs_mode" not in env_kwargs and getattr(agent, "obs_mode", None) is not None:
         env_kwargs["obs_mode"] = agent.obs_mode

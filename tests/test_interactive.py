@@ -366,3 +366,30 @@ def test_close_frees_the_gl_context_when_no_renderer_is_open():
     obs, _ = env.reset(seed=1)  # a new context on demand
     assert obs["current"].shape == (24, 32, 3)
     env.close()
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_the_single_shot_evaluator_refuses_the_interactive_id(tmp_path, capsys):
+    from tvr_gym.apps.cli import main
+
+    argv = ["eval", "--env", "TVR-Interactive-v0", "--agent", "random", "--episodes", "2", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    assert "multi-turn" in capsys.readouterr().err
+    assert not (tmp_path / "eval" / "episodes.jsonl").exists()
+
+
+def test_setting_flag_is_for_the_interactive_id_only(capsys):
+    import argparse
+
+    from tvr_gym.apps.cliargs import add_env_options, env_kwargs
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env")
+    add_env_options(parser)
+    args = parser.parse_args(["--env", "TVR-Interactive-v0", "--setting", "basic"])
+    assert env_kwargs(args) == {"setting": "basic"}
+    assert env_kwargs(parser.parse_args(["--env", "TVR-Interactive-v0"])) == {}  # the env's default (event)
+    with pytest.raises(ValueError, match="--setting is for TVR-Interactive-v0"):
+        env_kwargs(parser.parse_args(["--env", "TVR-Event-v0", "--setting", "basic"]))

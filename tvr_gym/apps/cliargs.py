@@ -12,9 +12,10 @@ import copy
 import dataclasses
 from typing import Any, TypeVar, get_type_hints
 
-from tvr_gym.options import VIEWS
+from tvr_gym.options import SETTINGS, VIEWS
 from tvr_gym.prompt import OBS_MODES
 from tvr_gym.render import RENDERERS
+from tvr_gym.registration import INTERACTIVE_ID
 from tvr_gym.reward import REWARD_NAMES
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ VOCABULARY: dict[str, str] = {
     "disable_tqdm": "--quiet",
     "index": "--index",
     "seed": "--seed",
+    "setting": "--setting",
     "env": "--env",
     "reward": "--reward",
     "renderer": "--renderer",
@@ -103,6 +105,7 @@ def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = 
     """
     group = parser.add_argument_group("environment")
     options = {
+        "setting": (["--setting"], {"choices": SETTINGS, "help": f"{INTERACTIVE_ID} only (default event)"}),
         "size": (["--size"], {"nargs": 2, "type": int, "metavar": ("W", "H"), "help": "image size (default 320 240)"}),
         "renderer": (["--renderer"], {"choices": RENDERERS, "help": "default auto: gl, else numpy"}),
         "obs_mode": (["--obs-mode"], {"choices": OBS_MODES, "help": "image, or text (both object tables)"}),
@@ -126,6 +129,8 @@ _ENV_KEYWORDS = {"size": "render_size", "transformations": "steps"}
 def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The environment keywords of the flags :func:`add_env_options` added and the user gave."""
     out: dict[str, Any] = {}
+    if getattr(args, "setting", None) is not None and getattr(args, "env", None) != INTERACTIVE_ID:
+        raise ValueError(f"--setting is for {INTERACTIVE_ID}; {args.env} has its setting in its id")
     for dest in getattr(args, "env_options", ()):
         value = getattr(args, dest, None)
         if value is not None:
