@@ -14,8 +14,8 @@ from typing import Any, TypeVar, get_type_hints
 
 from tvr_gym.options import SETTINGS, VIEWS
 from tvr_gym.prompt import OBS_MODES
-from tvr_gym.render import RENDERERS
 from tvr_gym.registration import INTERACTIVE_ID
+from tvr_gym.render import RENDERERS
 from tvr_gym.reward import REWARD_NAMES
 
 T = TypeVar("T")
