@@ -71,6 +71,9 @@ DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 64, "ent_coe
 VEC_ENVS = ("dummy", "subproc")
 ALGOS = ("ppo", "maskable_ppo")
 """SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
+ARCHS = {"symbolic": ("objects", "mlp"), "image": ("cnn",)}
+"""Policy networks per observation, the first the default: ``objects`` is the per-object, shared-weight
+extractor of :mod:`tvr_gym.agents.ppo_objects`, ``mlp`` SB3's flat ``MlpPolicy``, ``cnn`` its ``CnnPolicy``."""
 
 
 @dataclass
@@ -87,6 +90,8 @@ class PPOSettings:
     n_envs: int = 1
     ppo_kwargs: dict[str, Any] = field(default_factory=dict)
     algo: str = "ppo"
+    arch: str | None = None
+    """The policy network (:data:`ARCHS`); ``None`` in settings written before it was recorded."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
@@ -103,6 +108,9 @@ class PPOSettings:
             raise ValueError(f"{path}: obs: unknown value {settings.obs!r}; valid: {', '.join(OBS_KINDS)}")
         if settings.algo not in ALGOS:
             raise ValueError(f"{path}: algo: unknown value {settings.algo!r}; valid: {', '.join(ALGOS)}")
+        if settings.arch is not None and settings.arch not in ARCHS[settings.obs]:
+            valid = ", ".join(ARCHS[settings.obs])
+            raise ValueError(f"{path}: arch: {settings.arch!r} is not a {settings.obs} policy ({valid})")
         return settings
 
 
@@ -278,6 +286,15 @@ def interactive_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float
     return out
 
 
+def _policy_of(arch: str) -> tuple[str, dict[str, Any] | None]:
+    """SB3's policy name and ``policy_kwargs`` for an :data:`ARCHS` entry."""
+    if arch == "objects":
+        from tvr_gym.agents.ppo_objects import POLICY_KWARGS
+
+        return "MlpPolicy", dict(POLICY_KWARGS)
+    return ("CnnPolicy" if arch == "cnn" else "MlpPolicy"), None
+
+
 def _load_model(model_path: Path, settings: PPOSettings, device: str) -> Any:
     if settings.algo == "maskable_ppo":
         from sb3_contrib import MaskablePPO as algo
@@ -390,9 +407,11 @@ def train_ppo(
     progress_bar: bool = False,
     verbose: int = 0,
     torch_threads: int | None = 1,
+    arch: str | None = None,
     **ppo_kwargs: Any,
 ) -> PPOAgent | InteractivePPOAgent:
-    """Train SB3 PPO on ``env_id`` (CnnPolicy for ``obs="image"``, MlpPolicy for ``"symbolic"``).
+    """Train SB3 PPO on ``env_id``: ``arch`` (:data:`ARCHS`) is ``cnn`` for ``obs="image"`` and, for
+    ``"symbolic"``, the per-object extractor ``objects`` (default) or the flat ``mlp``.
 
     ``obs`` defaults to ``image``. On ``TVR-Interactive-v0`` it trains sb3-contrib's ``MaskablePPO``
     (MlpPolicy) on :class:`~tvr_gym.interactive_sb3.InteractiveSB3` instead: symbolic observations only,
@@ -416,6 +435,9 @@ def train_ppo(
         raise ValueError(f"obs: {INTERACTIVE_ID} trains on symbolic observations only (the object tables)")
     if interactive and max_items not in (None, 1):
         raise ValueError(f"max_items: {INTERACTIVE_ID} takes one step per turn; leave max_items unset")
+    arch = ARCHS[obs][0] if arch is None else check_choice("arch", arch, ARCHS[obs])
+    if "policy_kwargs" in ppo_kwargs:
+        raise ValueError("ppo_kwargs: policy_kwargs is set by arch (objects, mlp or cnn)")
     check_choice("vec_env", vec_env, VEC_ENVS)
     timesteps = check_int("timesteps", timesteps, 1)
     n_envs = check_int("n_envs", n_envs, 1)
@@ -435,7 +457,7 @@ def train_ppo(
         probe.close()
     ppo = {**DEFAULT_PPO_KWARGS, **ppo_kwargs}
     algo = "maskable_ppo" if interactive else "ppo"
-    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo)
+    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo, arch)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,13 +473,14 @@ def train_ppo(
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
     )
     try:
-        policy = "CnnPolicy" if obs == "image" else "MlpPolicy"
+        policy, policy_kwargs = _policy_of(arch)
         logs = str(out / "tensorboard")
         if interactive:
             from sb3_contrib import MaskablePPO as algo_class
         else:
             algo_class = PPO
-        model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs, **ppo)
+        model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs,
+                           policy_kwargs=policy_kwargs, **ppo)  # fmt: skip
         model.learn(timesteps, callback=_callbacks(out, checkpoint_every, n_envs), progress_bar=progress_bar)
         _atomic_save(model, out / MODEL_FILE)
     finally:
@@ -485,6 +508,11 @@ class PPOConfig:
             "choices": OBS_KINDS,
         },
     )
+    arch: str | None = field(
+        default=None,
+        metadata={"help": "policy network: objects (per-object extractor, symbolic default), mlp, cnn (image)",
+                  "choices": ("objects", "mlp", "cnn")},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of the environments and the policy"})
     n_envs: int = field(default=1, metadata={"help": "parallel environments"})
     subproc: bool = field(default=False, metadata={"help": "run the environments in subprocesses"})
@@ -512,5 +540,5 @@ def train_from_config(cfg: PPOConfig) -> PPOAgent | InteractivePPOAgent:
         cfg.env, cfg.timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
         max_items=cfg.max_items, env_kwargs=env_kwargs, checkpoint_every=cfg.checkpoint_every,
         vec_env="subproc" if cfg.subproc else "dummy", device=cfg.device, progress_bar=not cfg.quiet,
-        learning_rate=cfg.lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef,
+        learning_rate=cfg.lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef, arch=cfg.arch,
     )  # fmt: skip

@@ -249,6 +249,9 @@ def test_load_errors_are_clear(tmp_path, image_run):
         PPOAgent.load(broken)
     settings_json = json.loads((out / SETTINGS_FILE).read_text())
     (broken / SETTINGS_FILE).write_text(json.dumps({**settings_json, "obs": "symbolic"}))
+    with pytest.raises(ValueError, match="'cnn' is not a symbolic policy"):
+        PPOAgent.load(broken)
+    (broken / SETTINGS_FILE).write_text(json.dumps({**settings_json, "obs": "symbolic", "arch": None}))
     with pytest.raises(ValueError, match="observation shape"):
         PPOAgent.load(broken)
     (broken / SETTINGS_FILE).write_text(json.dumps({**settings_json, "max_items": 4}))
@@ -317,11 +320,85 @@ def test_ppo_learns_the_easy_symbolic_variant_on_held_out_problems(tmp_path):
               "checkpoint_every": 0, "n_steps": 128, "batch_size": 32, "n_epochs": 10, "ent_coef": 0.0}  # fmt: skip
     # learning_rate=0 keeps the initial weights of the same seed: the policy before training
     before = train_ppo("TVR-Basic-v0", 64, tmp_path / "before", learning_rate=0.0, **common)
-    after = train_ppo("TVR-Basic-v0", 3072, tmp_path / "after", learning_rate=3e-3, **common)
+    after = train_ppo("TVR-Basic-v0", 6144, tmp_path / "after", learning_rate=1e-3, **common)
     r_before, attr_before = _held_out_scores(before, held_out)
     r_after, attr_after = _held_out_scores(after, held_out)
-    # measured (seeds 0-2): untrained 0.13-0.18 reward, AttrAcc 0.16-0.23; trained 0.42-0.50 reward, AttrAcc
-    # 0.95-1.0. Numerics differ between machines, so the reward is checked for its direction only and AttrAcc
-    # with a margin of more than half the measured gain.
-    assert r_after > r_before, (r_before, r_after)
+    # measured with the default per-object network (seeds 0-2): trained 3.07-3.43 reward, AttrAcc 1.0 (the flat
+    # MlpPolicy reached 0.42-0.50 and 0.95-1.0 in half the steps at 3e-3, and the per-object network is unstable
+    # there). Numerics differ between machines, so both gains are checked with a margin of a third or more.
+    assert r_after > r_before + 1.0, (r_before, r_after)
     assert attr_after > attr_before + 0.4, (attr_before, attr_after)  # it learned the changed attribute
+
+
+# ---------------------------------------------------------------------------- the per-object extractor
+
+
+def _extractor(extra: int = 0, hidden: int = 16):
+    import torch
+    from gymnasium import spaces
+
+    from tvr_gym.agents.ppo_objects import ObjectTableExtractor
+
+    torch.manual_seed(0)
+    size = 2 * SPEC.n_objects * FEATURES_PER_OBJECT + extra
+    return ObjectTableExtractor(spaces.Box(-1.0, 1.0, (size,), np.float32), hidden=hidden)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+@settings(max_examples=examples(25), deadline=None)
+@given(seed=st.integers(0, 2**16), order=st.permutations(range(SPEC.n_objects)))
+def test_the_extractor_treats_every_object_slot_alike(extra, seed, order):
+    """Shared weights: reordering the objects (the same way in both tables) reorders the scores and leaves
+    the pooled features as they are, so no slot is learned separately."""
+    import torch
+
+    net = _extractor(extra)
+    n, f = SPEC.n_objects, FEATURES_PER_OBJECT
+    obs = torch.as_tensor(np.random.default_rng(seed).uniform(-1, 1, (1, net.table_size + extra)), dtype=torch.float32)
+    tables = obs[:, : net.table_size].reshape(1, 2, n, f)
+    permuted = torch.cat([tables[:, :, list(order)].reshape(1, -1), obs[:, net.table_size :]], dim=1)
+    with torch.no_grad():
+        a, b = net(obs), net(permuted)
+    assert a.shape == (1, net.features_dim) == (1, n + 2 * 16 + extra)
+    torch.testing.assert_close(b[:, :n], a[:, list(order)])  # the scores follow their objects
+    torch.testing.assert_close(b[:, n:], a[:, n:])  # pooled, max and the trailing numbers do not move
+
+
+def test_the_extractor_sees_the_change_between_the_tables():
+    """An object whose two rows differ is read differently from one whose rows are equal."""
+    import torch
+
+    net = _extractor()
+    same = torch.zeros(1, net.table_size)
+    changed = same.clone()
+    changed[0, net.table_size // 2 + 3] = 1.0  # object 0, feature 3 of the second table
+    with torch.no_grad():
+        scores_same, scores_changed = net(same)[0, : SPEC.n_objects], net(changed)[0, : SPEC.n_objects]
+    assert torch.allclose(scores_same, scores_same[0])  # equal objects, equal scores
+    assert scores_changed[0] != scores_same[0] and torch.allclose(scores_changed[1:], scores_same[1:])
+
+
+def test_the_extractor_refuses_an_observation_without_two_tables():
+    from gymnasium import spaces
+
+    from tvr_gym.agents.ppo_objects import ObjectTableExtractor
+
+    with pytest.raises(ValueError, match="fewer than two object tables"):
+        ObjectTableExtractor(spaces.Box(-1.0, 1.0, (10,), np.float32))
+
+
+def test_symbolic_runs_default_to_the_extractor_and_record_it(tmp_path):
+    from tvr_gym.agents.ppo_objects import ObjectTableExtractor
+
+    common = {"obs": "symbolic", "render_size": TINY, "checkpoint_every": 0, "n_steps": 32, "batch_size": 32}
+    agent = train_ppo("TVR-Basic-v0", 32, tmp_path / "objects", **common)
+    assert isinstance(agent.model.policy.features_extractor, ObjectTableExtractor)
+    assert json.loads((tmp_path / "objects" / SETTINGS_FILE).read_text())["arch"] == "objects"
+    loaded = PPOAgent.load(tmp_path / "objects")
+    assert isinstance(loaded.model.policy.features_extractor, ObjectTableExtractor)
+    flat = train_ppo("TVR-Basic-v0", 32, tmp_path / "mlp", arch="mlp", **common)
+    assert not isinstance(flat.model.policy.features_extractor, ObjectTableExtractor)
+    with pytest.raises(ValueError, match="arch"):
+        train_ppo("TVR-Basic-v0", 32, tmp_path / "bad", arch="cnn", **common)
+    with pytest.raises(ValueError, match="policy_kwargs"):
+        train_ppo("TVR-Basic-v0", 32, tmp_path / "bad", policy_kwargs={}, **common)
