@@ -1,7 +1,8 @@
 """Learning curves: MaskablePPO on interactive Event against PPO on single-shot Event, same budget of env steps.
 
-Both are symbolic (object tables, MlpPolicy) with the PPO settings of ``benchmarks/bench_ppo.py``
-(:data:`LEARN_KWARGS`) and the same number of environment steps, 3 seeds each:
+Both are symbolic (object tables, the policy network ``--arch``: by default the per-object extractor of
+:mod:`tvr_gym.agents.ppo_objects`) with the same PPO settings (:data:`LEARN_KWARGS`) and the same number
+of environment steps, 3 seeds each:
 
 * **interactive**: sb3-contrib's ``MaskablePPO`` on ``TVR-Interactive-v0`` (setting ``event``) through
   :class:`tvr_gym.interactive_sb3.InteractiveSB3` (one step per turn, masks, progress rewards and the
@@ -41,8 +42,8 @@ from benchmarks import cpu_model, report
 from tvr_gym.atomic import atomic_write_text
 
 TINY = (16, 12)
-LEARN_KWARGS = {"learning_rate": 3e-3, "n_steps": 128, "batch_size": 32, "n_epochs": 10, "ent_coef": 0.0}
-"""bench_ppo.py's symbolic PPO settings, for both interfaces."""
+LEARN_KWARGS = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 32, "n_epochs": 10, "ent_coef": 0.0}
+"""The PPO settings of both interfaces (bench_ppo.py's, at the per-object network's learning rate)."""
 HELD_OUT_SEED = 10**6
 METHODS = {
     "interactive": ("TVR-Interactive-v0", "MaskablePPO, interactive Event (one step per turn, masks)"),
@@ -71,7 +72,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     method, seed, out = job["method"], job["seed"], Path(job["work"]) / f"{job['method']}-{job['seed']}"
     env_id = METHODS[method][0]
-    common = {"obs": "symbolic", "render_size": TINY, "seed": seed, **LEARN_KWARGS}
+    common = {"obs": "symbolic", "render_size": TINY, "seed": seed, "arch": job["arch"], **LEARN_KWARGS}
     # learning_rate=0 keeps the initial weights of the same seed: the point at step 0
     train_ppo(env_id, LEARN_KWARGS["n_steps"], out / "before", checkpoint_every=0, **{**common, "learning_rate": 0})
     t0, c0 = time.time(), time.process_time()
@@ -140,7 +141,7 @@ def plot(runs: list[dict], refs: dict[str, dict], path: Path, title: str) -> Non
             ax.axhline(scores[key], color=color, linestyle=style, linewidth=1.2, label=ref_name)
         ax.set(title=name, xlabel="environment steps", ylabel=ylabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(bottom=-0.02)
+    axes[0].set_ylim(-0.02, max(0.1, axes[0].get_ylim()[1]))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=10)
@@ -172,7 +173,7 @@ def to_markdown(runs, refs, args, command: str, wall: float, png: Path) -> str:
         f"- Budget: {args.timesteps:,} environment steps per run, {len(args.seeds)} seeds (`{args.seeds}`), "
         f"checkpoints scored every {args.eval_every:,} steps on {args.episodes} held-out problems "
         f"(episode seeds from {HELD_OUT_SEED:,}; the same problems for both interfaces)",
-        f"- PPO settings (both): `{LEARN_KWARGS}`, MlpPolicy, symbolic observations; interactive: "
+        f"- PPO settings (both): `{LEARN_KWARGS}`, arch `{args.arch}`, symbolic observations; interactive: "
         "`TVR-Interactive-v0` defaults (setting event, terminal reward `state`, slack 3, costs illegal 0.1 / "
         "no-op 0.05); single-shot: `TVR-Event-v0` defaults (STAR reward)",
         f"- Plot: `{png.name}`",
@@ -224,12 +225,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200, help="held-out problems per evaluation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2, help="runs at a time")
+    parser.add_argument("--arch", choices=("objects", "mlp"), default="objects", help="the policy network")
     parser.add_argument("--out", type=Path, help="write the markdown here (PNG and JSON beside it)")
     args = parser.parse_args()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="bench_interactive_ppo_") as tmp:
         jobs = [{"method": m, "seed": s, "work": tmp, "timesteps": args.timesteps, "eval_every": args.eval_every,
-                 "episodes": args.episodes} for s in args.seeds for m in METHODS]  # fmt: skip
+                 "episodes": args.episodes, "arch": args.arch} for s in args.seeds for m in METHODS]  # fmt: skip
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
             pending = [pool.submit(run_one, job) for job in jobs]
             refs = references(args.episodes)  # here, while the workers train
@@ -241,7 +243,8 @@ def main() -> None:
     atomic_write_text(raw, json.dumps({"args": {**vars(args), "out": str(args.out)}, "wall": wall, "refs": refs,
                                        "runs": runs}, indent=1) + "\n")  # fmt: skip
     command = ".venv/bin/python -m benchmarks.bench_interactive_ppo"
-    defaults = {"timesteps": 20_000, "eval_every": 2_500, "episodes": 200, "seeds": [0, 1, 2], "workers": 2}
+    defaults = {"timesteps": 20_000, "eval_every": 2_500, "episodes": 200, "seeds": [0, 1, 2], "workers": 2,
+                "arch": "objects"}  # fmt: skip
     for key, default in defaults.items():
         value = getattr(args, key)
         if value != default:
