@@ -7,6 +7,7 @@ log-probabilities used for training mask them the same way, so sampling and scor
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -240,18 +241,33 @@ class MLLMAgent:
             for ids, m in zip(completion_ids, mask)
         ]
 
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """The model in eval mode for the block, then back in the mode it was in."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def _greedy(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int | None) -> list[str]:
+        with self._evaluating():
+            ids = self._generate(inputs, max_new_tokens, do_sample=False)
+        return self.decode(ids, self.completion_mask(ids))
+
+    def _sampled_ids(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int | None, **sampling: Any):
+        """Sampled completion ids (padded after the first end-of-turn token) and their mask."""
+        ids = self._generate(inputs, max_new_tokens, do_sample=True, **sampling)
+        mask = self.completion_mask(ids)
+        return torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id)), mask
+
     @torch.no_grad()
     def act_batch(self, obs_list: Sequence[Mapping[str, Any]], max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers for a batch of observations."""
         if not obs_list:
             return []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            ids = self._generate(self.encode(obs_list), max_new_tokens, do_sample=False)
-        finally:
-            self.model.train(was_training)
-        return self.decode(ids, self.completion_mask(ids))
+        return self._greedy(self.encode(obs_list), max_new_tokens)
 
     def act(self, obs: Mapping[str, Any]) -> str:
         """The greedy answer for one observation."""
@@ -262,13 +278,7 @@ class MLLMAgent:
         """Greedy next turns for a batch of chats (:func:`tvr_gym.chat.interactive_messages`)."""
         if not chats:
             return []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            ids = self._generate(self.encode_chats(chats), None, do_sample=False)
-        finally:
-            self.model.train(was_training)
-        return self.decode(ids, self.completion_mask(ids))
+        return self._greedy(self.encode_chats(chats), None)
 
     @torch.no_grad()
     def sample_chats(
@@ -282,14 +292,8 @@ class MLLMAgent:
         if temperature <= 0:
             raise ValueError(f"temperature: expected > 0, got {temperature}")
         inputs = self.encode_chats(chats)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            ids = self._generate(inputs, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
-        finally:
-            self.model.train(was_training)
-        mask = self.completion_mask(ids)
-        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
+        with self._evaluating():
+            ids, mask = self._sampled_ids(inputs, max_new_tokens, temperature=temperature, top_p=top_p)
         return Samples(inputs, ids, mask, None, self.decode(ids, mask))
 
     @torch.no_grad()
@@ -314,17 +318,9 @@ class MLLMAgent:
             raise ValueError(f"temperature: expected > 0, got {temperature}")
         expanded = [obs for obs in obs_list for _ in range(G)]
         inputs = self.encode(expanded)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            ids = self._generate(
-                inputs, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k
-            )
-            mask = self.completion_mask(ids)
-            ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id))
+        with self._evaluating():
+            ids, mask = self._sampled_ids(inputs, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
             logprobs = self.token_logprobs(inputs, ids, mask, temperature=temperature) if with_logprobs else None
-        finally:
-            self.model.train(was_training)
         return Samples(inputs, ids, mask, logprobs, self.decode(ids, mask))
 
     # ---------------------------------------------------------------- scoring
