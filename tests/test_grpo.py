@@ -172,7 +172,8 @@ def test_clipped_surrogate_stops_gradients_outside_the_trust_region():
 
 
 def test_config_rejects_bad_options_naming_the_field():
-    for field, value in (("loss", "ppo"), ("reward", "dense"), ("obs_mode", "audio"), ("group_size", 0)):
+    bad = (("loss", "ppo"), ("reward", "dense"), ("obs_mode", "audio"), ("group_size", 0), ("max_images", 1))
+    for field, value in bad:
         with pytest.raises(ValueError, match=field):
             GRPOConfig(**{field: value})
     with pytest.raises(ValueError, match="grad_accum"):

@@ -393,3 +393,11 @@ def test_setting_flag_is_for_the_interactive_id_only(capsys):
     assert env_kwargs(parser.parse_args(["--env", "TVR-Interactive-v0"])) == {}  # the env's default (event)
     with pytest.raises(ValueError, match="--setting is for TVR-Interactive-v0"):
         env_kwargs(parser.parse_args(["--env", "TVR-Event-v0", "--setting", "basic"]))
+
+
+def test_an_image_budget_holds_at_least_the_target_and_the_first_render():
+    with pytest.raises(ValueError, match="max_images"):
+        ImageBudget(max_images=1)
+    with pytest.raises(ValueError, match="tokens_per_image"):
+        ImageBudget(max_images=None, tokens_per_image=-1)
+    assert ImageBudget(max_images=2).allows(0) and not ImageBudget(max_images=2).allows(1)

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tvr_gym.options import check_int
+
 __all__ = [
     "DEFAULT_WINDOW",
     "Exchange",
@@ -213,6 +215,11 @@ class ImageBudget:
 
     max_images: int | None = None
     tokens_per_image: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_images is not None:  # at least the target and the first render
+            object.__setattr__(self, "max_images", check_int("max_images", self.max_images, 2))
+        object.__setattr__(self, "tokens_per_image", check_int("tokens_per_image", self.tokens_per_image, 0))
 
     def images_after(self, turns: int, window: int = DEFAULT_WINDOW) -> int:
         """Images in the chat after ``turns`` exchanges: the target, the first render and at most ``window`` replies."""

@@ -120,6 +120,7 @@ class GRPOConfig:
         for name in ("save_every", "eval_every", "eval_episodes", "window", "max_images"):
             check_int(name, getattr(self, name), 0)
         self.size = list(check_size(self.size))
+        self.budget()  # checks max_images: 0 (no limit), else at least the target and the first render
         if self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum: {self.grad_accum} must divide batch_size {self.batch_size}")
         if self.beta < 0 or self.clip < 0 or self.temperature <= 0:

@@ -104,8 +104,6 @@ class TVRToolEnv:
     ) -> None:
         self.setting = check_choice("setting", setting, SETTINGS)
         self.use_images = bool(use_images)
-        if max_images is not None:
-            check_int("max_images", max_images, 2)
         self.budget = ImageBudget(max_images=max_images)
         if "obs_mode" in env_kwargs:
             raise ValueError("obs_mode: set use_images instead (True: image, False: text)")

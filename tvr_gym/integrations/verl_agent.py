@@ -101,6 +101,7 @@ import numpy as np
 from PIL import Image
 
 from tvr_gym.chat import Exchange, ImageBudget, interactive_messages, placeholder_messages
+from tvr_gym.options import check_int
 
 __all__ = [
     "AGENT_NAME",
@@ -440,12 +441,8 @@ class TVRInteractiveAgentLoop(_Base):
         rollout = self.config.actor_rollout_ref.rollout
         self.prompt_length = int(rollout.prompt_length)
         self.response_length = int(rollout.response_length)
-        if max_images is not None and (isinstance(max_images, bool) or int(max_images) < 2):
-            raise ValueError(f"max_images: expected an int >= 2 (the target and the first render), got {max_images!r}")
-        if max_turn_tokens is not None and int(max_turn_tokens) < 1:
-            raise ValueError(f"max_turn_tokens: expected an int >= 1, got {max_turn_tokens!r}")
-        self.budget = ImageBudget(None if max_images is None else int(max_images))
-        self.max_turn_tokens = None if max_turn_tokens is None else int(max_turn_tokens)
+        self.budget = ImageBudget(max_images)
+        self.max_turn_tokens = None if max_turn_tokens is None else check_int("max_turn_tokens", max_turn_tokens, 1)
         self.messages: list[dict[str, Any]] = []
         """The chat of the last :meth:`run` (the row's prompt, then the turns), for inspection."""
 
@@ -598,8 +595,6 @@ def episode_rows(
     rows are built on another machine than the rollouts, so the first images and the later renders
     come from the same renderer.
     """
-    from tvr_gym.options import check_int
-
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         check_int(name, value, 0)
     env_kwargs = json.loads(json.dumps(env_kwargs))  # as the loop will see them (tuples become lists)
