@@ -145,11 +145,7 @@ class TVRGym(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        bad = sorted(set(options) - {"index"})
-        if bad:
-            raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
-        problem = self.source.sample(self.np_random, options.get("index"))
+        problem = self.source.sample(self.np_random, _reset_index(options))
         self._problem = problem
         self._obs = {
             "initial": self._image(problem, "initial", _CENTRE),
@@ -220,6 +216,15 @@ class TVRGym(gym.Env):
 
 KEYWORDS = tuple(name for name in inspect.signature(TVRGym.__init__).parameters if name not in ("self", "unknown"))
 """The keyword arguments of :class:`TVRGym`, in order."""
+
+
+def _reset_index(options: Mapping[str, Any] | None) -> Any:
+    """The ``index`` of ``reset(options=...)`` (``None`` when absent); any other key is an error."""
+    options = dict(options or {})
+    bad = sorted(set(options) - {"index"})
+    if bad:
+        raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
+    return options.get("index")
 
 
 def _as_text(action: Any) -> str:

@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from tvr_gym.answer import DONE, Turn, format_answer, format_item, parse_answer, read_turn
 from tvr_gym.cache import LRU, RenderCache, render_view, shared_lru
-from tvr_gym.env import ACTION_CHARSET, ACTION_MAX_LENGTH, _make_source, _weights_dict
+from tvr_gym.env import ACTION_CHARSET, ACTION_MAX_LENGTH, RENDER_MODES, _make_source, _reset_index, _weights_dict
 from tvr_gym.metrics import episode_metrics
 from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_int, check_size, episode_options
 from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
@@ -137,7 +137,7 @@ class TVRInteractive(gym.Env):
         self.slack = check_int("slack", slack, 0)
         self.renderer_name = check_choice("renderer", renderer, RENDERERS)
         self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
-        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, ("rgb_array",))
+        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, RENDER_MODES)
         self.render_size = check_size(render_size, "render_size")
         self.options = episode_options(
             setting, steps=steps, max_visible=max_visible, attributes=attributes, final_views=final_views
@@ -188,11 +188,7 @@ class TVRInteractive(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        bad = sorted(set(options) - {"index"})
-        if bad:
-            raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
-        key, problem = self.source.draw(self.np_random, options.get("index"))
+        key, problem = self.source.draw(self.np_random, _reset_index(options))
         self._start(key, problem, [], 0)
         return self._observation(), self._info()
 
