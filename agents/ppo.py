@@ -66,8 +66,18 @@ MODEL_FILE = "model.zip"
 SETTINGS_FILE = "ppo_settings.json"
 DEFAULT_RENDER_SIZE = {"image": (160, 120), "symbolic": (32, 24)}
 """Image observations use TRANCE's released size; symbolic ones ignore pixels, so the env renders tiny images."""
-DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 64, "ent_coef": 0.01}
-"""Overrides of SB3's PPO defaults suited to one-step episodes (every step ends an episode)."""
+DEFAULT_PPO_KWARGS: dict[str, dict[str, Any]] = {
+    "symbolic": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
+    "image": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
+    "interactive": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
+}
+"""Overrides of SB3's PPO defaults per run kind (:func:`run_kind`), for one-step episodes (every step
+ends an episode). The symbolic ones are the measured recipe of ``benchmarks/learning.py``: with
+``ent_coef`` 0 every attribute's value collapses to one constant (held-out Acc stops near 0.5)."""
+DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "interactive": 1}
+"""Parallel environments per run kind: 8 symbolic ones give rollouts of 1,024 one-step episodes."""
+DEFAULT_TIMESTEPS = {"symbolic": 200_000, "image": 100_000, "interactive": 100_000}
+"""Steps of ``tvr-gym train ppo`` per run kind when ``--timesteps`` is not given."""
 VEC_ENVS = ("dummy", "subproc")
 ALGOS = ("ppo", "maskable_ppo")
 """SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
@@ -286,6 +296,13 @@ def interactive_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float
     return out
 
 
+def run_kind(env_id: str, obs: str | None) -> str:
+    """``interactive`` (``TVR-Interactive-v0``), else the observation kind (``symbolic`` when ``obs`` is None)."""
+    if check_env_id(env_id) == INTERACTIVE_ID:
+        return "interactive"
+    return check_choice("obs", obs or "symbolic", OBS_KINDS)
+
+
 def _policy_of(arch: str) -> tuple[str, dict[str, Any] | None]:
     """SB3's policy name and ``policy_kwargs`` for an :data:`ARCHS` entry."""
     if arch == "objects":
@@ -339,7 +356,6 @@ def _locate(path: Path) -> tuple[Path, Path]:
 
 def _base_env(env_id: str, **env_kwargs: Any):
     import gymnasium as gym
-
 
     return gym.make(env_id, **env_kwargs)
 
@@ -398,7 +414,7 @@ def train_ppo(
     seed: int = 0,
     obs: str | None = None,
     render_size: tuple[int, int] | None = None,
-    n_envs: int = 1,
+    n_envs: int | None = None,
     max_items: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     checkpoint_every: int = 10_000,
@@ -408,21 +424,24 @@ def train_ppo(
     verbose: int = 0,
     torch_threads: int | None = 1,
     arch: str | None = None,
+    callbacks: Sequence[Any] = (),
     **ppo_kwargs: Any,
 ) -> PPOAgent | InteractivePPOAgent:
     """Train SB3 PPO on ``env_id``: ``arch`` (:data:`ARCHS`) is ``cnn`` for ``obs="image"`` and, for
     ``"symbolic"``, the per-object extractor ``objects`` (default) or the flat ``mlp``.
 
-    ``obs`` defaults to ``image``. On ``TVR-Interactive-v0`` it trains sb3-contrib's ``MaskablePPO``
+    ``obs`` defaults to ``symbolic`` (the object tables: the recipe that learns the task, see
+    ``docs/ppo.md``). On ``TVR-Interactive-v0`` it trains sb3-contrib's ``MaskablePPO``
     (MlpPolicy) on :class:`~tvr_gym.interactive_sb3.InteractiveSB3` instead: symbolic observations only,
     no ``max_items``; the result is an :class:`InteractivePPOAgent`.
 
     ``render_size`` defaults to 160x120 for images and 32x24 for symbolic runs (pixels unused);
     ``env_kwargs`` go to ``gym.make`` (e.g. ``max_visible``, ``reward``, ``source``); ``ppo_kwargs``
-    override :data:`DEFAULT_PPO_KWARGS` and SB3's defaults. ``torch_threads`` sets torch's CPU threads
-    for the process (1 by default: small PPO networks run far faster single-threaded, especially on a
-    busy machine; ``None`` leaves torch's setting). Writes the files listed in the module docstring and
-    returns the trained agent.
+    override :data:`DEFAULT_PPO_KWARGS` (per :func:`run_kind`) and SB3's defaults; ``n_envs=None`` takes
+    :data:`DEFAULT_N_ENVS`. ``callbacks`` are further SB3 callbacks, run after the built-in ones.
+    ``torch_threads`` sets torch's CPU threads for the process (1 by default: small PPO networks run far
+    faster single-threaded, especially on a busy machine; ``None`` leaves torch's setting).
+    Writes the files listed in the module docstring and returns the trained agent.
     """
     import torch
     from stable_baselines3 import PPO
@@ -430,7 +449,7 @@ def train_ppo(
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     interactive = check_env_id(env_id) == INTERACTIVE_ID
-    obs = check_choice("obs", ("symbolic" if interactive else "image") if obs is None else obs, OBS_KINDS)
+    obs = check_choice("obs", "symbolic" if obs is None else obs, OBS_KINDS)
     if interactive and obs != "symbolic":
         raise ValueError(f"obs: {INTERACTIVE_ID} trains on symbolic observations only (the object tables)")
     if interactive and max_items not in (None, 1):
@@ -440,7 +459,8 @@ def train_ppo(
         raise ValueError("ppo_kwargs: policy_kwargs is set by arch (objects, mlp or cnn)")
     check_choice("vec_env", vec_env, VEC_ENVS)
     timesteps = check_int("timesteps", timesteps, 1)
-    n_envs = check_int("n_envs", n_envs, 1)
+    kind = run_kind(env_id, obs)
+    n_envs = check_int("n_envs", DEFAULT_N_ENVS[kind] if n_envs is None else n_envs, 1)
     seed = check_int("seed", seed, 0)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
     if torch_threads is not None:
@@ -455,7 +475,7 @@ def train_ppo(
         items = 1 if interactive else DiscreteAnswer(probe, max_items).encoding.max_items
     finally:
         probe.close()
-    ppo = {**DEFAULT_PPO_KWARGS, **ppo_kwargs}
+    ppo = {**DEFAULT_PPO_KWARGS[kind], **ppo_kwargs}
     algo = "maskable_ppo" if interactive else "ppo"
     settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo, arch)
 
@@ -481,7 +501,9 @@ def train_ppo(
             algo_class = PPO
         model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs,
                            policy_kwargs=policy_kwargs, **ppo)  # fmt: skip
-        model.learn(timesteps, callback=_callbacks(out, checkpoint_every, n_envs), progress_bar=progress_bar)
+        model.learn(
+            timesteps, callback=[*_callbacks(out, checkpoint_every, n_envs), *callbacks], progress_bar=progress_bar
+        )
         _atomic_save(model, out / MODEL_FILE)
     finally:
         vec.close()
@@ -489,6 +511,12 @@ def train_ppo(
 
 
 # ---------------------------------------------------------------------------- configuration
+
+
+def _defaults_help(text: str, table: Mapping[str, Any], key: str | None = None) -> dict[str, str]:
+    """A flag's help ending with its per-kind defaults, read from ``table`` (so no number is repeated)."""
+    values = ", ".join(f"{kind} {(v[key] if key else v):,}" for kind, v in table.items())
+    return {"help": f"{text} (default: {values})"}
 
 
 @dataclass
@@ -499,12 +527,15 @@ class PPOConfig:
         default="TVR-Basic-v0",
         metadata={"help": f"a registered TVR environment id ({INTERACTIVE_ID}: MaskablePPO on object tables)"},
     )
-    timesteps: int = field(default=100_000, metadata={"help": "environment steps (= episodes)"})
+    timesteps: int | None = field(
+        default=None, metadata=_defaults_help("environment steps (= episodes)", DEFAULT_TIMESTEPS)
+    )
     out: str = field(default="runs/ppo", metadata={"help": "output directory: model.zip, settings, checkpoints"})
     obs_mode: str | None = field(
         default=None,
         metadata={
-            "help": f"stacked images (CnnPolicy) or object tables (default image; symbolic on {INTERACTIVE_ID})",
+            "help": "object tables (default; per-object network) or stacked images (CnnPolicy; not on "
+            f"{INTERACTIVE_ID})",
             "choices": OBS_KINDS,
         },
     )
@@ -514,15 +545,23 @@ class PPOConfig:
                   "choices": ("objects", "mlp", "cnn")},
     )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of the environments and the policy"})
-    n_envs: int = field(default=1, metadata={"help": "parallel environments"})
+    n_envs: int | None = field(default=None, metadata=_defaults_help("parallel environments", DEFAULT_N_ENVS))
     subproc: bool = field(default=False, metadata={"help": "run the environments in subprocesses"})
     size: list[int] | None = field(default=None, metadata={"help": "image size W H (default 160 120; 32 24 symbolic)"})
     max_items: int | None = field(default=None, metadata={"help": "answer items an action can hold (default: env max)"})
     checkpoint_every: int = field(default=10_000, metadata={"help": "steps between checkpoints (0: off)"})
-    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
-    n_steps: int = field(default=DEFAULT_PPO_KWARGS["n_steps"], metadata={"help": "rollout steps per environment"})
-    batch_size: int = field(default=DEFAULT_PPO_KWARGS["batch_size"], metadata={"help": "minibatch size"})
-    ent_coef: float = field(default=DEFAULT_PPO_KWARGS["ent_coef"], metadata={"help": "entropy coefficient"})
+    lr: float | None = field(
+        default=None, metadata=_defaults_help("learning rate", DEFAULT_PPO_KWARGS, "learning_rate")
+    )
+    n_steps: int | None = field(
+        default=None, metadata=_defaults_help("rollout steps per environment", DEFAULT_PPO_KWARGS, "n_steps")
+    )
+    batch_size: int | None = field(
+        default=None, metadata=_defaults_help("minibatch size", DEFAULT_PPO_KWARGS, "batch_size")
+    )
+    ent_coef: float | None = field(
+        default=None, metadata=_defaults_help("entropy coefficient", DEFAULT_PPO_KWARGS, "ent_coef")
+    )
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, auto)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "further environment keywords"})
@@ -536,9 +575,13 @@ def train_from_config(cfg: PPOConfig) -> PPOAgent | InteractivePPOAgent:
     env_kwargs = dict(cfg.env_kwargs)
     if cfg.env == INTERACTIVE_ID and "reward" in env_kwargs:
         env_kwargs["terminal_reward"] = env_kwargs.pop("reward")
+    kind = run_kind(cfg.env, cfg.obs_mode)
+    chosen = {"learning_rate": cfg.lr, "n_steps": cfg.n_steps, "batch_size": cfg.batch_size, "ent_coef": cfg.ent_coef}
+    ppo_kwargs = {key: value for key, value in chosen.items() if value is not None}
+    timesteps = DEFAULT_TIMESTEPS[kind] if cfg.timesteps is None else cfg.timesteps
     return train_ppo(
-        cfg.env, cfg.timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
+        cfg.env, timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
         max_items=cfg.max_items, env_kwargs=env_kwargs, checkpoint_every=cfg.checkpoint_every,
         vec_env="subproc" if cfg.subproc else "dummy", device=cfg.device, progress_bar=not cfg.quiet,
-        learning_rate=cfg.lr, n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef, arch=cfg.arch,
+        arch=cfg.arch, **ppo_kwargs,
     )  # fmt: skip

@@ -80,7 +80,7 @@ def throughput(work: Path, n: int) -> list[tuple[str, float]]:
     rows = list(_episodes_per_s(cases, n).items())
     t0 = time.process_time()
     train_ppo("TVR-Basic-v0", n, work / "speed", obs="symbolic", render_size=SIZE, env_kwargs={"source": source},
-              checkpoint_every=0, n_steps=256)  # fmt: skip
+              checkpoint_every=0, n_steps=256, n_envs=1, arch="mlp")  # fmt: skip
     rows.append(("PPO training, symbolic (MlpPolicy)", n / (time.process_time() - t0)))
     m = max(n // 4, 256)
     t0 = time.process_time()
@@ -116,7 +116,7 @@ def learning(work: Path, variant: str, timesteps: int, seed: int, episodes: int)
         eval_kw, eval_seed = {"source": _color_dataset(work / "held_out", 2, 256)}, 0
     else:  # the full procedural TVR-Basic-v0
         train_kw, eval_kw, eval_seed = {}, {}, HELD_OUT_SEED
-    common = {"obs": "symbolic", "render_size": TINY, "env_kwargs": train_kw, "seed": seed,
+    common = {"obs": "symbolic", "render_size": TINY, "env_kwargs": train_kw, "seed": seed, "n_envs": 1, "arch": "mlp",
               "checkpoint_every": 0, **LEARN_KWARGS}  # fmt: skip
     before = train_ppo("TVR-Basic-v0", 64, work / f"{variant}_before", **{**common, "learning_rate": 0.0})
     t0 = time.process_time()

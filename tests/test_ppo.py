@@ -17,7 +17,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import tvr_gym  # noqa: F401  (registers the ids)
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.evaluate import evaluate
-from tvr_gym.agents.ppo import MODEL_FILE, SETTINGS_FILE, PPOAgent, train_ppo
+from tvr_gym.agents.ppo import MODEL_FILE, SETTINGS_FILE, PPOAgent, train_from_config, train_ppo
 from tvr_gym.answer import parse_answer
 from tvr_gym.generator import generate
 from tvr_gym.reward import star_reward
@@ -316,7 +316,7 @@ def _held_out_scores(agent: PPOAgent, source: Path) -> tuple[float, float]:
 def test_ppo_learns_the_easy_symbolic_variant_on_held_out_problems(tmp_path):
     train = _color_dataset(tmp_path / "train", seed=1, n=256)
     held_out = _color_dataset(tmp_path / "held_out", seed=2, n=64)
-    common = {"obs": "symbolic", "render_size": TINY, "env_kwargs": {"source": train}, "seed": 0,
+    common = {"obs": "symbolic", "render_size": TINY, "env_kwargs": {"source": train}, "seed": 0, "n_envs": 1,
               "checkpoint_every": 0, "n_steps": 128, "batch_size": 32, "n_epochs": 10, "ent_coef": 0.0}  # fmt: skip
     # learning_rate=0 keeps the initial weights of the same seed: the policy before training
     before = train_ppo("TVR-Basic-v0", 64, tmp_path / "before", learning_rate=0.0, **common)
@@ -390,7 +390,14 @@ def test_the_extractor_refuses_an_observation_without_two_tables():
 def test_symbolic_runs_default_to_the_extractor_and_record_it(tmp_path):
     from tvr_gym.agents.ppo_objects import ObjectTableExtractor
 
-    common = {"obs": "symbolic", "render_size": TINY, "checkpoint_every": 0, "n_steps": 32, "batch_size": 32}
+    common = {
+        "obs": "symbolic",
+        "render_size": TINY,
+        "checkpoint_every": 0,
+        "n_steps": 32,
+        "batch_size": 32,
+        "n_envs": 1,
+    }
     agent = train_ppo("TVR-Basic-v0", 32, tmp_path / "objects", **common)
     assert isinstance(agent.model.policy.features_extractor, ObjectTableExtractor)
     assert json.loads((tmp_path / "objects" / SETTINGS_FILE).read_text())["arch"] == "objects"
@@ -402,3 +409,24 @@ def test_symbolic_runs_default_to_the_extractor_and_record_it(tmp_path):
         train_ppo("TVR-Basic-v0", 32, tmp_path / "bad", arch="cnn", **common)
     with pytest.raises(ValueError, match="policy_kwargs"):
         train_ppo("TVR-Basic-v0", 32, tmp_path / "bad", policy_kwargs={}, **common)
+
+
+def test_train_ppo_defaults_are_the_symbolic_recipe_and_each_kind_keeps_its_own(tmp_path):
+    """`tvr-gym train ppo` with no options trains the measured symbolic recipe (docs/ppo.md)."""
+    from tvr_gym.agents.ppo import DEFAULT_N_ENVS, DEFAULT_PPO_KWARGS, DEFAULT_TIMESTEPS, PPOConfig, run_kind
+
+    cfg = PPOConfig(out=str(tmp_path / "default"), checkpoint_every=0, quiet=True, env_kwargs={"max_visible": 2})
+    assert cfg.timesteps is None and run_kind(cfg.env, cfg.obs_mode) == "symbolic"
+    assert DEFAULT_TIMESTEPS["symbolic"] >= 150_000  # the learning curves reach Acc 0.9 after about 120k steps
+    cfg.timesteps = 16
+    agent = train_from_config(cfg)
+    saved = json.loads((tmp_path / "default" / SETTINGS_FILE).read_text())
+    assert (saved["obs"], saved["arch"], saved["n_envs"]) == ("symbolic", "objects", DEFAULT_N_ENVS["symbolic"])
+    assert saved["ppo_kwargs"] == DEFAULT_PPO_KWARGS["symbolic"] and agent.model.ent_coef > 0
+    assert agent.model.n_envs == 8 and agent.model.learning_rate == DEFAULT_PPO_KWARGS["symbolic"]["learning_rate"]
+    image = PPOConfig(out=str(tmp_path / "image"), obs_mode="image", size=[36, 36], timesteps=8, n_steps=8,
+                      batch_size=8, checkpoint_every=0, quiet=True)  # fmt: skip
+    train_from_config(image)
+    saved = json.loads((tmp_path / "image" / SETTINGS_FILE).read_text())
+    assert saved["n_envs"] == DEFAULT_N_ENVS["image"] and saved["arch"] == "cnn"
+    assert saved["ppo_kwargs"] == {**DEFAULT_PPO_KWARGS["image"], "n_steps": 8, "batch_size": 8}
