@@ -172,7 +172,8 @@ def test_clipped_surrogate_stops_gradients_outside_the_trust_region():
 
 
 def test_config_rejects_bad_options_naming_the_field():
-    bad = (("loss", "ppo"), ("reward", "dense"), ("obs_mode", "audio"), ("group_size", 0), ("max_images", 1))
+    bad = (("loss", "ppo"), ("reward", "dense"), ("obs_mode", "audio"), ("group_size", 0), ("max_images", 1),
+           ("max_minutes", -1.0), ("max_minutes", float("inf")), ("max_minutes", "10"))  # fmt: skip
     for field, value in bad:
         with pytest.raises(ValueError, match=field):
             GRPOConfig(**{field: value})
@@ -180,6 +181,15 @@ def test_config_rejects_bad_options_naming_the_field():
         GRPOConfig(batch_size=3, grad_accum=2)
     assert GRPOConfig(loss="dr_grpo").scale_std is False and GRPOConfig().scale_std is True
     assert GRPOConfig(model="tiny").lr > GRPOConfig(model="/some/checkpoint").lr
+
+
+def test_a_time_budget_stops_after_the_step_that_spends_it_with_an_exact_checkpoint(tiny_dir, tmp_path):
+    cfg = small_config(tiny_dir, tmp_path / "run", steps=10**6, max_minutes=0.02)
+    history = train(cfg)
+    spent = [h["step_time"] for h in history]
+    assert 0 < len(history) < 10**6
+    assert sum(spent) >= 0.02 * 60 > sum(spent[:-1])  # stopped after the first step past the budget
+    assert (tmp_path / "run" / f"checkpoint-{len(history)}").is_dir() and (tmp_path / "run" / "final").is_dir()
 
 
 def test_unknown_env_id_is_rejected_with_the_valid_ids(tiny_dir, tmp_path):

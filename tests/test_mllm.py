@@ -68,8 +68,8 @@ def test_canonical_answers_round_trip_through_the_tokenizer(agent, steps):
 def test_every_fixture_prompt_is_known_words(agent, trance_problems):
     tok = agent.tokenizer
     for problem in trance_problems[:40]:
-        for mode in ("image", "text"):
-            prompt = build_prompt(problem, mode)
+        for mode, layout in (("image", "tables"), ("text", "tables"), ("text", "compact")):
+            prompt = build_prompt(problem, mode, layout)
             ids = tok(prompt)["input_ids"]
             assert tok.unk_token_id not in ids, prompt
             assert tok.decode(ids) == prompt
@@ -284,3 +284,35 @@ def test_make_tiny_model_cli_runs_the_warmup(tmp_path):
     assert MLLMAgent.from_pretrained(tmp_path / "m", device="cpu").use_images is False
     assert main(["make-tiny-model", str(tmp_path / "n")]) == 0
     assert not (tmp_path / "n" / "tvr_warmup.json").exists()
+
+
+def test_supervised_finetuning_learns_the_true_answers_of_its_episodes(tiny_dir, tmp_path):
+    """SFT's targets are the truths: two training episodes are answered exactly after a short fit."""
+    import json
+
+    from tvr_gym.agents.mllm.warmup import sample_episodes, supervised_finetune
+
+    out = supervised_finetune(tiny_dir, tmp_path / "sft", steps=120, batch_size=2, lr=6e-3, episodes=2, save_every=50,
+                              env_kwargs={"prompt_layout": "compact"})  # fmt: skip
+    record = json.loads((out / "tvr_warmup.json").read_text())
+    assert record["done"] == 120 and record["targets"] == "the true answers of the training episodes"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-50"]
+    assert json.loads((out / "checkpoint-50" / "tvr_warmup.json").read_text())["done"] == 50
+    pairs = sample_episodes("TVR-Basic-v0", 2, render_size=(32, 24), prompt_layout="compact")
+    sft = MLLMAgent.from_pretrained(out, device="cpu", max_new_tokens=16)
+    assert sft.act_batch([obs for obs, _ in pairs]) == [truth for _, truth in pairs]
+    assert sft.prompt_layout == "compact"  # recorded with the checkpoint, for the evaluator
+
+
+def test_finetuning_stops_at_its_time_budget_and_checks_its_options(tiny_dir, tmp_path):
+    import json
+
+    from tvr_gym.agents.mllm.warmup import finetune
+
+    out = finetune(tiny_dir, tmp_path / "t", "truth", steps=10**6, batch_size=1, episodes=1, max_seconds=0.5)
+    record = json.loads((out / "tvr_warmup.json").read_text())
+    assert 0 < record["done"] < 10**6 and record["seconds"] >= 0.5
+    for bad in ({"targets": "labels"}, {"max_seconds": 0}, {"save_every": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            finetune(tiny_dir, tmp_path / "bad", **{"targets": "truth", "steps": 1, **bad})
+    assert not (tmp_path / "bad").exists()

@@ -75,6 +75,9 @@ class GRPOConfig:
     env: str = field(default="TVR-Basic-v0", metadata=_help("a registered TVR environment id"))
     out: str = field(default="runs/grpo", metadata=_help("output directory: checkpoints, TensorBoard, evals"))
     steps: int = field(default=100, metadata=_help("GRPO steps"))
+    max_minutes: float = field(
+        default=0.0, metadata=_help("also stop after the step that spends this much training time (0: no limit)")
+    )
     batch_size: int = field(default=4, metadata=_help("episodes per step (per process)"))
     group_size: int = field(default=4, metadata=_help("completions per episode (G)"))
     reward: str = field(default="star", metadata=_help("star | state | sparse | a STAR ablation", choices=REWARD_NAMES))
@@ -123,6 +126,8 @@ class GRPOConfig:
         self.budget()  # checks max_images: 0 (no limit), else at least the target and the first render
         if self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum: {self.grad_accum} must divide batch_size {self.batch_size}")
+        if not (isinstance(self.max_minutes, (int, float)) and 0 <= self.max_minutes < math.inf):
+            raise ValueError(f"max_minutes: expected a finite number >= 0, got {self.max_minutes!r}")
         if self.beta < 0 or self.clip < 0 or self.temperature <= 0:
             raise ValueError("beta and clip must be >= 0 and temperature > 0")
         if self.scale_std is None:
@@ -507,7 +512,8 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     # ---- policy, frozen reference, optimizer
     model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
-    agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens)
+    agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens,
+                      prompt_layout=cfg.env_kwargs.get("prompt_layout"))  # fmt: skip
     ref_model = None
     if cfg.beta > 0 and not cfg.lora:
         ref_model = AutoModelForImageTextToText.from_pretrained(
@@ -546,7 +552,8 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     step = start_step
     stop = GracefulStop()
     try:
-        while step < cfg.steps and not stop.requested:
+        budget = cfg.max_minutes * 60 or math.inf  # training seconds (steps only, not evals or checkpoints)
+        while step < cfg.steps and not stop.requested and sum(h["step_time"] for h in history) < budget:
             t0 = time.perf_counter()
             # ---- 1. episodes: B seeds per process from the shared stream, one environment each
             seeds = seed_stream.integers(0, EVAL_SEED_BASE, size=B * world)[rank * B : (rank + 1) * B].tolist()

@@ -1,4 +1,4 @@
-"""Format warm-up: teach a (tiny) checkpoint the answer grammar, but not the task.
+"""Supervised fine-tuning of a (tiny) checkpoint: the format warm-up, and SFT on true answers.
 
 A real Qwen2.5-VL starts GRPO from an instruct model that already writes
 ``<think>…</think><answer>obj.attr.value</answer>``; the tiny preset starts from random weights and
@@ -7,12 +7,18 @@ well-formed answers with RANDOM valid items (:class:`tvr_gym.agents.baselines.Ra
 every prompt and independent of the episode: never the truth. The model learns the grammar and to
 stop after ``</answer>``, and learns nothing about which item is right, so its accuracy stays at
 chance level and any later gain comes from the reward.
+
+:func:`supervised_finetune` is the same loop on the true answers of training episodes: STAR-R1's SFT
+stage, the start of the SFT-then-RL comparison and its continued-SFT control (``benchmarks/learning.py``).
+Both are :func:`finetune` with other targets.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +55,30 @@ def sample_observations(
     env_id: str, n: int, obs_mode: str = "text", render_size: tuple[int, int] = (160, 120), seed: int = 0, **env_kwargs
 ) -> list[dict[str, Any]]:
     """``n`` observations of ``env_id`` via ``gym.make``/``reset``, seeds ``EPISODE_SEED_BASE + seed * n + i``."""
+    return [obs for obs, _ in sample_episodes(env_id, n, obs_mode, render_size, seed, **env_kwargs)]
+
+
+def sample_episodes(
+    env_id: str,
+    n: int,
+    obs_mode: str = "text",
+    render_size: tuple[int, int] = (160, 120),
+    seed: int = 0,
+    progress: bool = False,
+    **env_kwargs: Any,
+) -> list[tuple[dict[str, Any], str]]:
+    """``n`` (observation, true answer) pairs of ``env_id``, reset seeds ``EPISODE_SEED_BASE + seed * n + i``
+    (all below the held-out seeds of :data:`tvr_gym.agents.mllm.grpo.EVAL_SEED_BASE`)."""  # fmt: skip
+    from tqdm.auto import tqdm
+
     max_items_of(env_id)  # validates the id
     env = gym.make(env_id, obs_mode=obs_mode, render_size=render_size, **env_kwargs)
     try:
-        return [env.reset(seed=EPISODE_SEED_BASE + seed * n + i)[0] for i in range(n)]
+        pairs = []
+        for i in tqdm(range(n), desc="episodes", disable=not progress):
+            obs, info = env.reset(seed=EPISODE_SEED_BASE + seed * n + i)
+            pairs.append((obs, info["truth"]))
+        return pairs
     finally:
         env.close()
 
@@ -69,9 +95,30 @@ def _target_batch(agent: MLLMAgent, answers: list[str]) -> tuple[torch.Tensor, t
     return ids, mask
 
 
-def warmup_format(
+def warmup_format(model_dir: str | Path, out_dir: str | Path, env_id: str = "TVR-Basic-v0", **options: Any) -> Path:
+    """Fine-tune ``model_dir`` on (prompt, random well-formed answer) pairs: :func:`finetune` with ``targets="random"``.
+
+    Each visit of an episode gets a fresh random answer of 1..``max_items`` items (default: the
+    setting's maximum), never the truth.
+    """
+    return finetune(model_dir, out_dir, "random", env_id, **options)
+
+
+def supervised_finetune(
+    model_dir: str | Path, out_dir: str | Path, env_id: str = "TVR-Basic-v0", **options: Any
+) -> Path:
+    """Fine-tune ``model_dir`` on (prompt, true answer) pairs of training episodes (SFT): :func:`finetune`
+    with ``targets="truth"``. The episodes' seeds never meet the held-out ones."""
+    return finetune(model_dir, out_dir, "truth", env_id, **options)
+
+
+TARGETS = ("random", "truth")
+
+
+def finetune(
     model_dir: str | Path,
     out_dir: str | Path,
+    targets: str = "random",
     env_id: str = "TVR-Basic-v0",
     steps: int = 150,
     batch_size: int = 8,
@@ -83,64 +130,88 @@ def warmup_format(
     seed: int = 0,
     max_new_tokens: int = 32,
     env_kwargs: dict[str, Any] | None = None,
+    max_seconds: float | None = None,
+    save_every: int = 0,
+    progress: bool = False,
+    shuffle_seed: int | None = None,
 ) -> Path:
-    """Fine-tune ``model_dir`` on (prompt, random well-formed answer) pairs; save the result to ``out_dir``.
+    """Supervised fine-tuning of ``model_dir`` on prompts of ``episodes`` episodes of ``env_id``; saves to ``out_dir``.
 
-    Prompts come from ``episodes`` episodes of ``env_id`` (cycled; each visit gets a fresh random
-    answer of 1..``max_items`` items, default: the setting's maximum). ``render_size`` defaults to a
-    thumbnail in text mode, where the images are not read, and to 160x120 in image mode. The loss is
-    the mean negative log-likelihood of the answer tokens and the end-of-turn token. ``out_dir`` (may
-    equal ``model_dir``) is written atomically: model, processor, ``tvr_policy.json`` and
-    ``tvr_warmup.json`` with the loss curve. Returns ``out_dir``.
+    ``targets``: ``"random"`` (a fresh random well-formed answer per visit: the format warm-up) or
+    ``"truth"`` (each episode's true answer: SFT). Episodes are visited in shuffled passes,
+    ``batch_size`` per step, for ``steps`` steps or until ``max_seconds`` of training time, whichever
+    comes first. ``render_size`` defaults to a thumbnail in text mode, where the images are not read,
+    and to 160x120 in image mode. The loss is the mean negative log-likelihood of the answer tokens and
+    the end-of-turn token. With ``save_every``, ``out_dir/checkpoint-STEP`` is written every that many
+    steps. ``seed`` picks the episodes (reset seeds ``EPISODE_SEED_BASE + seed * episodes + i``) and the
+    initialisation of randomness; ``shuffle_seed`` (default: ``seed``) the order of the visits, so runs
+    on the same episodes can differ. ``out_dir`` (may equal ``model_dir``) is written atomically: model, processor,
+    ``tvr_policy.json`` and ``tvr_warmup.json`` (settings, loss curve, steps done, training seconds).
+    Returns ``out_dir``.
     """
+    from tqdm.auto import tqdm
+
     for name, value in (("steps", steps), ("batch_size", batch_size), ("episodes", episodes)):
         check_int(name, value, 1)
+    check_int("save_every", save_every, 0)
+    check_choice("targets", targets, TARGETS)
     check_choice("obs_mode", obs_mode, OBS_MODES)
     if not lr > 0:
         raise ValueError(f"lr: expected > 0, got {lr!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds: expected > 0 or None, got {max_seconds!r}")
     items = max_items if max_items is not None else max_items_of(env_id)
     if render_size is None:
         render_size = TEXT_RENDER_SIZE if obs_mode == "text" else (160, 120)
-    observations = sample_observations(env_id, episodes, obs_mode, render_size, seed, **(env_kwargs or {}))
+    pairs = sample_episodes(env_id, episodes, obs_mode, render_size, seed, progress, **(env_kwargs or {}))
     agent = MLLMAgent.from_pretrained(
         model_dir, device="cpu", dtype="float32", use_images=obs_mode == "image", max_new_tokens=max_new_tokens
     )
+    agent.prompt_layout = (env_kwargs or {}).get("prompt_layout")  # recorded with the checkpoint
     guesser = RandomAgent(seed=seed, max_items=items)
     torch.manual_seed(seed)
-    order = np.random.default_rng(seed)
+    order = np.random.default_rng(seed if shuffle_seed is None else shuffle_seed)
     model = agent.model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     model.train()
     losses: list[float] = []
     queue: list[int] = []
-    for _ in range(steps):
+    record = {
+        "base": str(Path(model_dir).resolve()), "env": env_id, "obs_mode": obs_mode, "steps": steps,
+        "batch_size": batch_size, "lr": lr, "episodes": episodes, "max_items": items, "seed": seed,
+        "max_seconds": max_seconds, "env_kwargs": env_kwargs or {}, "shuffle_seed": shuffle_seed,
+        "targets": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth"
+        if targets == "random" else "the true answers of the training episodes",
+    }  # fmt: skip
+    seconds = 0.0
+    bar = tqdm(total=steps, desc=f"finetune ({targets})", disable=not progress)
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
         while len(queue) < batch_size:
             queue.extend(order.permutation(episodes).tolist())
         picked, queue = queue[:batch_size], queue[batch_size:]
-        batch = [observations[i] for i in picked]
-        targets, mask = _target_batch(agent, [guesser.act(obs) for obs in batch])
-        logp = agent.token_logprobs(agent.encode(batch), targets, mask)
+        batch = [pairs[i] for i in picked]
+        answers = [guesser.act(obs) if targets == "random" else truth for obs, truth in batch]
+        target_ids, mask = _target_batch(agent, answers)
+        logp = agent.token_logprobs(agent.encode([obs for obs, _ in batch]), target_ids, mask)
         loss = -(logp.sum() / mask.sum())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))
+        seconds += time.perf_counter() - t0
+        bar.update(1)
+        out_of_time = max_seconds is not None and seconds >= max_seconds
+        if save_every and step % save_every == 0 and not out_of_time and step < steps:
+            model.eval()
+            _save(agent, Path(out_dir) / f"checkpoint-{step}", {**record, "done": step, "seconds": seconds})
+            model.train()
+        if out_of_time:
+            break
+    bar.close()
     model.eval()
-    record = {
-        "base": str(Path(model_dir).resolve()),
-        "env": env_id,
-        "obs_mode": obs_mode,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "episodes": episodes,
-        "max_items": items,
-        "seed": seed,
-        "targets": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth",
-        "loss": losses,
-    }
-    return _save(agent, Path(out_dir), record)
+    return _save(agent, Path(out_dir), {**record, "done": len(losses), "seconds": seconds, "loss": losses})
 
 
 def _save(agent: MLLMAgent, out: Path, record: dict[str, Any]) -> Path:
@@ -154,4 +225,6 @@ def _save(agent: MLLMAgent, out: Path, record: dict[str, Any]) -> Path:
     agent.processor.save_pretrained(tmp)
     (tmp / POLICY_FILE).write_text(json.dumps(agent.settings(), indent=1) + "\n")
     (tmp / WARMUP_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    for kept in sorted(out.glob("checkpoint-*")) if out.is_dir() else []:  # this run's intermediate checkpoints
+        os.replace(kept, tmp / kept.name)
     return replace_dir(tmp, out)
