@@ -101,8 +101,8 @@ def evaluate(
 
     ``batch_size`` episodes are reset together and answered with one ``act_batch`` call. Agents
     with ``privileged = True`` receive each reset ``info`` through ``observe_privileged`` first. An
-    agent with an ``obs_mode`` attribute (e.g. a trained MLLM policy) sets the environment's
-    observation mode unless ``env_kwargs`` does. With ``out``, episodes stream to
+    agent with an ``obs_mode`` or ``prompt_layout`` attribute (e.g. a trained MLLM policy) sets the
+    environment's observation mode or prompt layout unless ``env_kwargs`` does. With ``out``, episodes stream to
     ``out/episodes.jsonl`` and the summary is written to ``out/summary.json``; ``resume`` continues
     an interrupted run of the same agent, environment and seed.
     """
@@ -115,8 +115,9 @@ def evaluate(
             "tvr_gym.agents.interactive.evaluate_interactive, MaskablePPO with InteractivePPOAgent.evaluate"
         )
     env_kwargs = dict(env_kwargs or {})
-    if "obs_mode" not in env_kwargs and getattr(agent, "obs_mode", None) is not None:
-        env_kwargs["obs_mode"] = agent.obs_mode
+    for key in ("obs_mode", "prompt_layout"):  # what the agent was trained to read, unless the caller says
+        if key not in env_kwargs and getattr(agent, key, None) is not None:
+            env_kwargs[key] = getattr(agent, key)
     name = str(getattr(agent, "name", type(agent).__name__))
     journal, done = None, {}
     if out is not None:

@@ -95,3 +95,22 @@ def test_make_agent():
     for bad in ("gpt", "mllm", "random:x", "", 3):
         with pytest.raises(ValueError, match="valid: random, oracle, noop"):
             make_agent(bad)
+
+
+def test_evaluate_serves_the_observation_mode_and_prompt_layout_an_agent_was_trained_on():
+    class TextReader:
+        obs_mode, prompt_layout = "text", "compact"
+
+        def __init__(self) -> None:
+            self.prompts: list[str] = []
+
+        def act(self, obs) -> str:
+            self.prompts.append(obs["prompt"])
+            return ""
+
+    reader = TextReader()
+    evaluate(reader, "TVR-Basic-v0", 2, env_kwargs={"render_size": (32, 24)}, progress=False)
+    assert len(reader.prompts) == 2 and all(">" in p.splitlines()[1] for p in reader.prompts)  # paired rows
+    told = TextReader()  # the caller's keywords win
+    evaluate(told, "TVR-Basic-v0", 1, env_kwargs={"render_size": (32, 24), "prompt_layout": "tables"}, progress=False)
+    assert "Initial objects" in told.prompts[0] and "Final objects" in told.prompts[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -23,7 +24,7 @@ from tvr_gym.registration import ENV_IDS
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, load_trance
 
-from props import examples
+from props import examples, problems
 
 SMALL = (64, 48)
 IDS = list(ENV_IDS)
@@ -263,6 +264,48 @@ def test_prompt_is_a_pure_function_of_the_problem(trance_problems, trance_dir):
     assert obs["prompt"] == build_prompt(env.unwrapped.problem)
     with pytest.raises(ValueError, match="valid: image, text"):
         build_prompt(p, "audio")
+
+
+def _read_compact(prompt: str) -> tuple[list[dict], list[dict]]:
+    """Both object tables back from a compact prompt (an independent reader of its documented rows)."""
+    rows = prompt.splitlines()[1:]
+    assert [int(r.split(":")[0]) for r in rows] == list(range(SPEC.n_objects))
+    states: tuple[list[dict], list[dict]] = ([], [])
+    for row in rows:
+        words = row.split(": ", 1)[1].split(" ")
+        pairs = [w.split(">") for w in words if ">" in w]
+        assert len(pairs) == 7 and all(len(p) == 2 for p in pairs)  # 4 attributes, x, y, visibility
+        for k, state in enumerate(states):
+            color, material, shape, size, x, y, seen = (p[k] for p in pairs)
+            state.append({"color": color, "material": material, "shape": shape, "size": size,
+                          "position": [int(x), int(y)], "seen": seen})  # fmt: skip
+    return states
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(problem=problems())
+def test_the_compact_layout_shows_both_whole_states_and_nothing_more(problem):
+    prompt = build_prompt(problem, "text", "compact")
+    assert set(prompt) <= set(PROMPT_CHARSET)
+    for state, shown in zip((problem.initial, problem.final), _read_compact(prompt)):
+        for obj, row in zip(state.objects, shown):
+            assert row["position"] == list(obj.position) and row["seen"] == ("visible" if obj.visible else "hidden")
+            assert [row[a] for a in ("color", "material", "shape", "size")] == [
+                obj.color, obj.material, obj.shape, obj.size]  # fmt: skip
+    # nothing more: the prompt is a function of the two states alone, whatever the transformations were
+    other = dataclasses.replace(problem, transformations=())
+    assert build_prompt(other, "text", "compact") == prompt
+
+
+def test_the_compact_layout_is_text_only_and_flows_from_the_env():
+    env = make(obs_mode="text", prompt_layout="compact")
+    obs, _ = env.reset(seed=3)
+    assert obs["prompt"] == build_prompt(env.unwrapped.problem, "text", "compact")
+    assert len(obs["prompt"]) < len(build_prompt(env.unwrapped.problem, "text")) / 2
+    with pytest.raises(ValueError, match="prompt_layout: 'compact' .* needs obs_mode='text'"):
+        make(prompt_layout="compact")
+    with pytest.raises(ValueError, match="prompt_layout: unknown value 'grid'; valid: tables, compact"):
+        make(obs_mode="text", prompt_layout="grid")
 
 
 # ---------------------------------------------------------------------------- keywords

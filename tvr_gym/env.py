@@ -16,7 +16,7 @@ from tvr_gym.answer import format_answer, parse_answer
 from tvr_gym.cache import LRU, RenderCache, observed_image, shared_lru
 from tvr_gym.metrics import episode_metrics
 from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_size, episode_options
-from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
+from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, check_layout
 from tvr_gym.render import RENDERERS
 from tvr_gym.reward import REWARD_NAMES, get_reward
 from tvr_gym.sources import ProceduralSource, TranceSource
@@ -76,8 +76,10 @@ class TVRGym(gym.Env):
     (``"procedural"`` or a TRANCE directory), ``max_visible``, ``steps`` (int or (lo, hi)),
     ``attributes`` (the attributes the steps may change; default all five), ``obs_mode``
     (``image|text``), ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir`` (on-disk render
-    cache) and ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
-    turns it off). Episode options are checked by :func:`tvr_gym.options.episode_options`.
+    cache), ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
+    turns it off) and ``prompt_layout`` (``tables``, or ``compact`` in text mode: one line per object
+    pairing its initial and final values; :data:`tvr_gym.prompt.PROMPT_LAYOUTS`).
+    Episode options are checked by :func:`tvr_gym.options.episode_options`.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
@@ -98,6 +100,7 @@ class TVRGym(gym.Env):
         render_mode: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size: int | None = None,
+        prompt_layout: str = "tables",
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -106,6 +109,7 @@ class TVRGym(gym.Env):
         self.reward_name = check_choice("reward", reward, REWARD_NAMES)
         self.renderer_name = check_choice("renderer", renderer, RENDERERS)
         self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
+        self.prompt_layout = check_layout(prompt_layout, self.obs_mode)
         self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, RENDER_MODES)
         self.render_size = check_size(render_size, "render_size")
         self.options = episode_options(
@@ -150,7 +154,7 @@ class TVRGym(gym.Env):
         self._obs = {
             "initial": self._image(problem, "initial", _CENTRE),
             "final": self._image(problem, "final", problem.final_view or _CENTRE),
-            "prompt": build_prompt(problem, self.obs_mode),
+            "prompt": build_prompt(problem, self.obs_mode, self.prompt_layout),
         }
         self._truth = format_answer(problem.transformations)
         self._done = False

@@ -24,6 +24,13 @@ from tvr_gym.trance import Problem
 OBS_MODES = ("image", "text")
 """``image``: the final state is only shown as an image; ``text``: the prompt also holds its table."""
 
+PROMPT_LAYOUTS = ("tables", "compact")
+"""``tables``: the task text (vocabulary, direction convention, answer format) and one table per state;
+``compact`` (text mode only): one line of task, then one line per object that pairs each attribute's
+initial and final value (``initial>final``). Both show the two whole states and nothing more (no
+difference, no marker of what changed); ``compact`` is about a quarter of the tokens and puts the two
+values of an attribute side by side, for small models trained from scratch."""
+
 PROMPT_CHARSET = string.ascii_letters + string.digits + " \n.,:;()<>/-_"
 """Every character a prompt may contain."""
 
@@ -124,13 +131,49 @@ def state_table(state: State, title: str) -> str:
     return "\n".join(rows)
 
 
-def build_prompt(problem: Problem, obs_mode: str = "image") -> str:
-    """The prompt of ``problem``; ``obs_mode="text"`` adds the final state's table."""
+_COMPACT_ATTRIBUTES = ("color", "material", "shape", "size")
+
+
+def _compact_header() -> str:
+    n = SPEC.n_objects
+    return (
+        f"Name the transformations obj.attr.value that turn the initial state into the final state. "
+        f"Objects 0 to {n - 1}, each as number: color material shape size x y visibility, initial>final:"
+    )
+
+
+def paired_row(i: int, initial: SceneObject, final: SceneObject) -> str:
+    """One compact row, e.g. ``2: yellow>yellow glass>rubber cube>cube small>small x 0>0 y -14>-14 visible>visible``."""
+    pairs = [f"{getattr(initial, attr)}>{getattr(final, attr)}" for attr in _COMPACT_ATTRIBUTES]
+    (x0, y0), (x1, y1) = initial.position, final.position
+    seen = ("visible" if o.visible else "hidden" for o in (initial, final))
+    return f"{i}: " + " ".join([*pairs, f"x {x0}>{x1}", f"y {y0}>{y1}", ">".join(seen)])
+
+
+def compact_prompt(problem: Problem) -> str:
+    """The ``compact`` layout of :data:`PROMPT_LAYOUTS` (text mode)."""
+    rows = (paired_row(i, a, b) for i, (a, b) in enumerate(zip(problem.initial.objects, problem.final.objects)))
+    return "\n".join([_compact_header(), *rows])
+
+
+def build_prompt(problem: Problem, obs_mode: str = "image", layout: str = "tables") -> str:
+    """The prompt of ``problem``; ``obs_mode="text"`` adds the final state (see :data:`PROMPT_LAYOUTS`)."""
     check_choice("obs_mode", obs_mode, OBS_MODES)
+    check_layout(layout, obs_mode)
+    if layout == "compact":
+        return compact_prompt(problem)
     parts = [_header(obs_mode), state_table(problem.initial, "Initial objects")]
     if obs_mode == "text":
         parts.append(state_table(problem.final, "Final objects"))
     return "\n".join(parts)
+
+
+def check_layout(layout: str, obs_mode: str) -> str:
+    """``layout`` if it is a :data:`PROMPT_LAYOUTS` name that ``obs_mode`` allows, else a ``ValueError``."""
+    check_choice("prompt_layout", layout, PROMPT_LAYOUTS)
+    if layout == "compact" and obs_mode != "text":
+        raise ValueError("prompt_layout: 'compact' pairs the initial and final values, so it needs obs_mode='text'")
+    return layout
 
 
 def interactive_prompt(problem: Problem, obs_mode: str = "image") -> str:
@@ -150,6 +193,7 @@ def prompt_vocabulary() -> list[str]:
         tokens.update(TOKEN_PATTERN.findall(_header(mode)))
         tokens.update(TOKEN_PATTERN.findall(_interactive_header(mode)))
     tokens.update(TOKEN_PATTERN.findall(state_table(_any_state(), "Initial objects Final objects Target Current")))
+    tokens.update(TOKEN_PATTERN.findall(_compact_header()))
     for attr in SPEC.attributes:
         for value in SPEC.directions if attr == "position" else SPEC.values[attr]:
             tokens.update(TOKEN_PATTERN.findall(value))

@@ -115,8 +115,11 @@ class MLLMAgent:
         max_new_tokens: int = 128,
         system_prompt: str | None = None,
         name: str = "mllm",
+        prompt_layout: str | None = None,
     ) -> None:
         self.model = model
+        self.prompt_layout = prompt_layout
+        """The prompt layout it was trained on (:data:`tvr_gym.prompt.PROMPT_LAYOUTS`; ``None``: the default)."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.use_images = use_images
@@ -146,7 +149,8 @@ class MLLMAgent:
 
         Never touches the network (``local_files_only``), never runs remote code, reads safetensors.
         ``use_images`` and ``max_new_tokens`` default to the checkpoint's ``tvr_policy.json`` (written
-        by tvr-gym's trainers), else to images on and 128 tokens. ``obs_mode`` (``image`` or ``text``)
+        by tvr-gym's trainers), else to images on and 128 tokens; its ``prompt_layout`` (if any) becomes
+        :attr:`prompt_layout`, which the evaluator passes to the environment. ``obs_mode`` (``image`` or ``text``)
         must agree with that file when both are given.
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -177,7 +181,8 @@ class MLLMAgent:
             use_images = wanted if use_images is None else use_images
         use_images = saved.get("use_images", True) if use_images is None else use_images
         max_new_tokens = saved.get("max_new_tokens", 128) if max_new_tokens is None else max_new_tokens
-        return cls(model, processor, use_images, max_new_tokens, system_prompt, name=f"mllm:{path}")
+        layout = saved.get("prompt_layout")
+        return cls(model, processor, use_images, max_new_tokens, system_prompt, f"mllm:{path}", layout)
 
     @property
     def obs_mode(self) -> str:
@@ -186,7 +191,8 @@ class MLLMAgent:
 
     def settings(self) -> dict[str, Any]:
         """What :data:`POLICY_FILE` records: how this policy reads observations."""
-        return {"use_images": self.use_images, "max_new_tokens": self.max_new_tokens}
+        found = {"use_images": self.use_images, "max_new_tokens": self.max_new_tokens}
+        return found if self.prompt_layout is None else {**found, "prompt_layout": self.prompt_layout}
 
     def reset(self, seed: int | None = None) -> None:
         """Reseed the sampling RNG (greedy ``act`` is deterministic anyway)."""

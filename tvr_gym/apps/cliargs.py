@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, TypeVar, get_type_hints
 
 from tvr_gym.options import SETTINGS, VIEWS
-from tvr_gym.prompt import OBS_MODES
+from tvr_gym.prompt import OBS_MODES, PROMPT_LAYOUTS
 from tvr_gym.registration import INTERACTIVE_ID
 from tvr_gym.render import RENDERERS
 from tvr_gym.reward import REWARD_NAMES
@@ -109,6 +109,7 @@ def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = 
         "size": (["--size"], {"nargs": 2, "type": int, "metavar": ("W", "H"), "help": "image size (default 320 240)"}),
         "renderer": (["--renderer"], {"choices": RENDERERS, "help": "default auto: gl, else numpy"}),
         "obs_mode": (["--obs-mode"], {"choices": OBS_MODES, "help": "image, or text (both object tables)"}),
+        "prompt_layout": (["--prompt-layout"], {"choices": PROMPT_LAYOUTS, "help": "tables (default); compact: text"}),
         "reward": (["--reward"], {"choices": REWARD_NAMES, "help": "default star"}),
         "final_views": (["--final-views"], {"nargs": "+", "choices": VIEWS, "help": "cameras of the final image"}),
         "source": (["--source"], {"help": "'procedural' (default) or a TRANCE-format directory"}),
