@@ -27,7 +27,7 @@ OBS_MODES = ("image", "text")
 PROMPT_LAYOUTS = ("tables", "compact")
 """``tables``: the task text (vocabulary, direction convention, answer format) and one table per state;
 ``compact`` (text mode only): one line of task, then one line per object that pairs each attribute's
-initial and final value (``initial>final``). Both show the two whole states and nothing more (no
+initial and final value (``initial > final``). Both show the two whole states and nothing more (no
 difference, no marker of what changed); ``compact`` is about a quarter of the tokens and puts the two
 values of an attribute side by side, for small models trained from scratch."""
 
@@ -138,16 +138,17 @@ def _compact_header() -> str:
     n = SPEC.n_objects
     return (
         f"Name the transformations obj.attr.value that turn the initial state into the final state. "
-        f"Objects 0 to {n - 1}, each as number: color material shape size x y visibility, initial>final:"
+        f"Objects 0 to {n - 1}, each as number: color material shape size x y visibility, as initial > final:"
     )
 
 
 def paired_row(i: int, initial: SceneObject, final: SceneObject) -> str:
-    """One compact row, e.g. ``2: yellow>yellow glass>rubber cube>cube small>small x 0>0 y -14>-14 visible>visible``."""
-    pairs = [f"{getattr(initial, attr)}>{getattr(final, attr)}" for attr in _COMPACT_ATTRIBUTES]
+    """One compact row, e.g. ``2: yellow > yellow glass > rubber cube > cube small > small x 0 > 0 y -14 > -14
+    visible > visible``. The spaces around ``>`` give both values of a pair the same token."""
+    pairs = [f"{getattr(initial, attr)} > {getattr(final, attr)}" for attr in _COMPACT_ATTRIBUTES]
     (x0, y0), (x1, y1) = initial.position, final.position
     seen = ("visible" if o.visible else "hidden" for o in (initial, final))
-    return f"{i}: " + " ".join([*pairs, f"x {x0}>{x1}", f"y {y0}>{y1}", ">".join(seen)])
+    return f"{i}: " + " ".join([*pairs, f"x {x0} > {x1}", f"y {y0} > {y1}", " > ".join(seen)])
 
 
 def compact_prompt(problem: Problem) -> str:
