@@ -46,7 +46,7 @@ class FavourTokenEnv(gym.Env):
 
     def __init__(
         self, obs_mode="text", render_size=(32, 24), reward="star", nan_at=None, interrupt_at=None, signals=None,
-        run="default",
+        run="default", signal_until=None,
     ):  # fmt: skip
         w, h = render_size
         image = spaces.Box(0, 255, (h, w, 3), np.uint8)
@@ -55,6 +55,7 @@ class FavourTokenEnv(gym.Env):
         self.size = (h, w, 3)
         self.run = run
         self.nan_at = nan_at
+        self.signal_until = signal_until  # answers after this one all score 0: flat groups
         self.signals = dict(signals or {}) | ({interrupt_at: signal.SIGINT} if interrupt_at else {})
         self.seeds: list[int] = []
         FavourTokenEnv.instances.append(self)
@@ -73,6 +74,8 @@ class FavourTokenEnv(gym.Env):
         if calls in self.signals:
             os.kill(os.getpid(), self.signals[calls])
         reward = float("nan") if calls == self.nan_at else float(text.count(FAVOURED))
+        if self.signal_until is not None:
+            reward = float(calls) if calls <= self.signal_until else 0.0
         acc = float(reward > 0)
         metrics = {"dist": 1 - acc, "norm_dist": 1 - acc, "loose_acc": acc, "acc": acc, "n_steps": 2}
         return reward, {"reward_terms": {"count": reward}, "metrics": metrics, "final_view": "center"}
@@ -190,6 +193,26 @@ def test_a_time_budget_stops_after_the_step_that_spends_it_with_an_exact_checkpo
     assert 0 < len(history) < 10**6
     assert sum(spent) >= 0.02 * 60 > sum(spent[:-1])  # stopped after the first step past the budget
     assert (tmp_path / "run" / f"checkpoint-{len(history)}").is_dir() and (tmp_path / "run" / "final").is_dir()
+
+
+@pytest.mark.parametrize(
+    "optimizer,skip_flat,still", [("adamw", False, False), ("adamw", True, True), ("sgd", False, True)]
+)
+def test_flat_steps_move_adam_weights_unless_skipped(tiny_dir, tmp_path, optimizer, skip_flat, still):
+    """One step with a signal, then flat groups (zero gradient): Adam's momentum keeps changing the weights;
+    skip_flat, or plain SGD, leaves them where the signal put them."""
+    from safetensors.torch import load_file
+
+    run = f"flat-{optimizer}-{skip_flat}"
+    FavourTokenEnv.scored.pop(run, None)
+    cfg = small_config(tiny_dir, tmp_path / run, steps=3, save_every=1, skip_flat=skip_flat, optimizer=optimizer,
+                       env_kwargs={"run": run, "signal_until": 8})  # fmt: skip
+    history = train(cfg)
+    assert [h["flat"] for h in history] == [0.0, 1.0, 1.0]
+    weights = [load_file(tmp_path / run / f"checkpoint-{k}" / "model.safetensors") for k in (1, 3)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0]) is still
+    with pytest.raises(ValueError, match="optimizer: unknown value 'adam'; valid: adamw, sgd"):
+        GRPOConfig(optimizer="adam")
 
 
 def test_unknown_env_id_is_rejected_with_the_valid_ids(tiny_dir, tmp_path):

@@ -55,6 +55,7 @@ from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.reward import REWARD_NAMES
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "bfloat16", "float16")
 EVAL_SEED_BASE = 2**31
 """Held-out evaluation seeds start here; training seeds are drawn below it, so the two never meet."""
@@ -94,6 +95,11 @@ class GRPOConfig:
     grad_accum: int = field(default=1, metadata=_help("micro-batches per update"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    optimizer: str = field(default="adamw", metadata=_help("adamw, or plain sgd (no momentum)", choices=OPTIMIZERS))
+    skip_flat: bool = field(
+        default=False,
+        metadata=_help("no update when every advantage is zero: Adam's moments stay put (the KL term is skipped too)"),
+    )
     lora: bool = field(default=False, metadata=_help("train LoRA adapters (peft) instead of all weights"))
     lora_r: int = field(default=16, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
@@ -114,6 +120,7 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         check_choice("loss", self.loss, LOSS_TYPES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("reward", self.reward, REWARD_NAMES)
         check_choice("obs_mode", self.obs_mode, OBS_MODES)
         if self.dtype is not None:
@@ -521,7 +528,10 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
         )
         ref_model.requires_grad_(False).eval().to(accelerator.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     agent.model = accelerator.unwrap_model(model)
 
@@ -591,8 +601,12 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
                 lengths = batch.lengths.float()
             ref_logp = reference_logprobs(cfg, agent, batch, ref_model)
 
-            # ---- 5. mu inner updates of the clipped surrogate
-            stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, batch, advantages, ref_logp)
+            # ---- 5. mu inner updates of the clipped surrogate (none, with skip_flat, when no group has a signal)
+            flat = bool(accelerator.gather(advantages.abs().max().reshape(1)).max() == 0)  # the same on every rank
+            if cfg.skip_flat and flat:
+                stats, dropped = {"loss": [0.0], "kl": [0.0], "clip_frac": [0.0]}, 0
+            else:
+                stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, batch, advantages, ref_logp)
             skipped += dropped
             step += 1
 
@@ -607,6 +621,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
                 "clip_frac": float(np.mean(stats["clip_frac"])),
                 "completion_len": float(lengths.mean()),
                 "skipped": float(skipped),
+                "flat": float(flat),
                 "step_time": time.perf_counter() - t0,
                 "wall_time": time.time(),
                 **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in terms.items()},
