@@ -1,16 +1,31 @@
-"""Learning curves: GRPO on the format-warmed tiny model with the star, state and sparse rewards.
+"""Agents that learn TVR: every learning experiment of issue 13, as one command.
 
-One tiny Qwen2.5-VL is built and given a short format warm-up (:mod:`tvr_gym.agents.mllm.warmup`: random
-well-formed answers, never the truth), so it starts where a real instruct model starts: it writes the
-answer grammar but knows nothing about the task. From that one checkpoint, every run gets the same
-budget (steps, B, G, lr, completion length) on ``TVR-Basic-v0``, 3 seeds per reward. Every
-``--eval-every`` steps the checkpoint answers fixed held-out episodes greedily (seeds disjoint from
-training) and is scored with the common yardstick whatever it trained on: TVR Acc, the STAR reward,
-Basic ObjAcc/AttrAcc/ValAcc and the well-formed rate. The random agent on the same episodes gives
-chance level. Runs go two at a time (one thread each).
-Writes ``benchmarks/results/learning.png`` and the raw curves to ``OUT/curves-MODE.json``.
+Parts (``--parts``, comma-separated; default all):
 
-    .venv/bin/python -m benchmarks.learning [--steps 300 --eval-every 50] [--obs-mode text] [--out runs/learning]
+- ``ppo``: SB3 PPO from scratch on TVR-Basic, symbolic (per-object network) and image observations,
+  ``--seeds`` seeds each (:mod:`benchmarks.learning_ppo`);
+- ``grpo-sft``: the SFT-then-RL comparison on text TVR-Basic: one SFT start, then GRPO with ``star``,
+  ``sparse``, ``state`` and two STAR ablations, and continued SFT, each for the same training time
+  (:mod:`benchmarks.learning_grpo`);
+- ``grpo-format``: RL from a format-only start (random answers, never the truth) with ``star``,
+  ``sparse`` and ``state``;
+- ``adam``: why the sparse reward loses the answer format: the setting of the earlier 300-step
+  experiment (the 64-wide, 2-layer tiny model, the ``tables`` layout, lr 2e-3) with ``sparse`` under
+  AdamW as is, and with ``skip_flat`` (no optimizer step when every advantage is zero, so Adam's
+  moments cannot keep moving the weights after a rare signal).
+
+Every run lands in ``learning.json`` as ``{"algo", "task", "start", "obs_mode", "reward", "seed",
+"wall_s": [...], "steps": [...], "acc": [...], "obj_acc": [...], "star": [...], ...}`` with ``acc[0]``
+the start, beside the random agent's scores on the same held-out episodes (``chance``). Runs of the
+same key are replaced, so parts can be run (and re-run) separately. Plots are redrawn from the file.
+
+    .venv/bin/python -m benchmarks.learning                      # everything: hours on 2 cores
+    .venv/bin/python -m benchmarks.learning --parts ppo          # one part
+    .venv/bin/python -m benchmarks.learning --quick              # < 5 minutes, shows the direction
+    .venv/bin/python -m benchmarks.learning --replot             # plots and tables from learning.json
+
+``--quick`` shrinks every budget and writes into ``runs/learning-quick`` only, never into
+``benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -27,241 +42,296 @@ import numpy as np
 
 from tvr_gym.atomic import atomic_write_text
 
-REWARDS = ("star", "state", "sparse")
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = (
-    ("acc", "held-out TVR Acc"),
-    ("star", "held-out STAR reward"),
-    ("obj", "held-out Basic ObjAcc"),
-    ("attr", "held-out Basic AttrAcc"),
-    ("val", "held-out Basic ValAcc"),
-    ("format", "held-out well-formed with an item"),
-)
-"""The held-out curves (key in an eval point, panel title)."""
+PARTS = ("ppo", "grpo-sft", "grpo-format", "adam")
+SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
+FORMAT_ARMS = ("star", "sparse", "state")
+KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
+"""The fields that name a run: a new run replaces the stored run with the same values."""
+
+FULL: dict[str, Any] = {
+    "ppo": {"timesteps": {"symbolic": 200_000, "image": 100_000}, "episodes": 300},
+    "model": {"hidden_size": 128, "layers": 4},
+    "sft": {"lr": 3e-3, "batch_size": 16, "episodes": 8192},
+    "sft_minutes": 30,
+    "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
+    "format_steps": 300,
+    "minutes": {"grpo-sft": 30, "grpo-format": 60},
+    "save_every": 100,
+    "episodes": 200,
+    "adam": {
+        "model": {"hidden_size": 64, "layers": 2}, "layout": "tables", "format_steps": 300, "steps": 100,
+        "save_every": 10, "episodes": 64, "grpo": {"batch_size": 4, "group_size": 8, "lr": 2e-3, "max_new_tokens": 16},
+        "variants": {"adamw": {}, "skip_flat": {"skip_flat": True}},
+    },
+}  # fmt: skip
+"""The budgets of a full run (``--minutes`` overrides the per-arm training time)."""
+QUICK: dict[str, Any] = {
+    **FULL,
+    "ppo": {"timesteps": {"symbolic": 12_288, "image": 0}, "episodes": 100},
+    "sft": {**FULL["sft"], "episodes": 1024},
+    "sft_minutes": 0.5,
+    "format_steps": 60,
+    "minutes": {"grpo-sft": 0.3, "grpo-format": 0.3},
+    "save_every": 10,
+    "episodes": 40,
+    "adam": {**FULL["adam"], "format_steps": 60, "steps": 20, "episodes": 24},
+}
+"""``--quick``: one seed, a PPO run long enough to leave chance, and seconds of GRPO and SFT."""
 
 
-def held_out_scores(agent: Any, env: Any, episodes: int, batch: int = 16) -> dict[str, float]:
-    """Greedy answers of ``agent`` on the held-out seeds, scored through ``env`` (a STAR-reward env)."""
-    from tvr_gym.agents.base import act_batch
-    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
-    from tvr_gym.metrics import summarize
-
-    records, formats = [], []
-    seeds = [EVAL_SEED_BASE + i for i in range(episodes)]
-    for start in range(0, episodes, batch):
-        chunk = seeds[start : start + batch]
-        answers = act_batch(agent, [env.reset(seed=s)[0] for s in chunk])
-        for seed, answer in zip(chunk, answers):
-            env.reset(seed=seed)
-            _, reward, _, _, info = env.step(answer)
-            parsed = info["parsed"]
-            formats.append(float(parsed["well_formed"] and len(parsed["steps"]) > 0))
-            records.append({**info["metrics"], "reward": float(reward)})
-    summary = summarize(records)
-    basic = summary["basic"]
-    return {
-        "acc": summary["overall"]["Acc"],
-        "star": summary["overall"]["reward"],
-        "obj": basic["ObjAcc"],
-        "attr": basic["AttrAcc"],
-        "val": basic["ValAcc"],
-        "format": float(np.mean(formats)),
-    }
+# ---------------------------------------------------------------------------- the store
 
 
-def _star_env(obs_mode: str):
-    import gymnasium as gym
-
-    import tvr_gym  # noqa: F401
-
-    return gym.make("TVR-Basic-v0", obs_mode=obs_mode, render_size=(160, 120), reward="star")
+def load(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"runs": [], "chance": {}}
 
 
-def _load(path: Path, obs_mode: str, max_new_tokens: int):
-    from tvr_gym.agents.mllm.policy import MLLMAgent
-
-    return MLLMAgent.from_pretrained(path, device="cpu", use_images=obs_mode == "image", max_new_tokens=max_new_tokens)
+def key_of(run: dict[str, Any]) -> tuple:
+    return tuple(run.get(k, "") for k in KEY)
 
 
-def run_one(job: dict) -> dict:
+def merge(store: dict[str, Any], runs: list[dict[str, Any]], chance: dict[str, Any]) -> dict[str, Any]:
+    """``store`` with ``runs`` replacing any stored run of the same :data:`KEY`, and ``chance`` added."""
+    new_keys = {key_of(r) for r in runs}
+    kept = [r for r in store["runs"] if key_of(r) not in new_keys]
+    order = sorted(kept + runs, key=lambda r: tuple(str(v) for v in key_of(r)))
+    return {"runs": order, "chance": {**store.get("chance", {}), **chance}}
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _run(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from tvr_gym.agents.mllm.grpo import GRPOConfig, train
-
-    cfg = GRPOConfig(**job["config"])
-    t0 = time.time()
-    history = train(cfg)
-    train_seconds = time.time() - t0
-    env = _star_env(cfg.obs_mode)
-    out = Path(cfg.out)
-    curve = [{"step": 0, **job["start"]}]
-    for step, path in sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")):
-        scores = held_out_scores(_load(path, cfg.obs_mode, cfg.max_new_tokens), env, cfg.eval_episodes)
-        curve.append({"step": step, **scores})
-    keys = ("step", "reward", "acc", "completion_len")
-    return {
-        "reward": job["reward"],
-        "seed": cfg.seed,
-        "train": [{k: h[k] for k in keys} for h in history],
-        "eval": curve,
-        "train_seconds": train_seconds,
-        "seconds": time.time() - t0,
-    }
+    if job["kind"] == "ppo":
+        from benchmarks.learning_ppo import run
+    else:
+        from benchmarks.learning_grpo import run_arm as run
+    return run(job)
 
 
-def plot(runs: list[dict], chance: dict[str, float], path: Path, title: str) -> None:
-    import matplotlib
+def ppo_jobs(out: Path, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    from benchmarks.learning_ppo import jobs
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 4, figsize=(19, 8.4))
-    flat = axes.ravel()
-    colors = {"star": "tab:blue", "state": "tab:orange", "sparse": "tab:green"}
-    styles = {"star": ("-", "o"), "state": ("--", "s"), "sparse": (":", "^")}
-    for reward in REWARDS:
-        mine = [r for r in runs if r["reward"] == reward]
-        if not mine:
-            continue
-        line, marker = styles[reward]
-        steps = [e["step"] for e in mine[0]["eval"]]
-        for ax, (key, _) in zip(flat, METRICS):
-            values = np.array([[e[key] for e in r["eval"]] for r in mine], dtype=float)
-            label = f"{reward} reward (mean of {len(mine)} seeds, band: min-max)"
-            mean = values.mean(0)
-            ax.plot(steps, mean, linestyle=line, marker=marker, markersize=5, color=colors[reward], label=label)
-            ax.fill_between(steps, values.min(0), values.max(0), color=colors[reward], alpha=0.12)
-        for ax, key in ((flat[6], "reward"), (flat[7], "completion_len")):
-            train_steps = [h["step"] for h in mine[0]["train"]]
-            values = np.array([[h[key] for h in r["train"]] for r in mine], dtype=float)
-            k = min(10, len(train_steps))
-            smooth = np.array([np.convolve(v, np.ones(k) / k, mode="valid") for v in values])
-            x = train_steps[k - 1 :]
-            ax.plot(x, smooth.mean(0), linestyle=line, color=colors[reward], label=f"{reward} (mean of {len(mine)})")
-            ax.fill_between(x, smooth.min(0), smooth.max(0), color=colors[reward], alpha=0.12)
-    for ax, (key, name) in zip(flat, METRICS):
-        ax.axhline(chance[key], color="black", linestyle="-.", linewidth=1, label="random agent, same episodes")
-        ax.set(
-            title=f"{name} (greedy)", xlabel="GRPO step (0 = warmed-up start)", ylabel=name.removeprefix("held-out ")
-        )
-        if key != "star":
-            ax.set_ylim(-0.02, 1.02 if key == "format" else max(0.3, ax.get_ylim()[1]))
-    flat[6].set(title="training reward (own reward, 10-step mean)", xlabel="GRPO step", ylabel="reward")
-    flat[7].set(title="sampled completion length (10-step mean)", xlabel="GRPO step", ylabel="tokens")
-    for ax in flat:
-        ax.grid(alpha=0.3)
-    handles, labels = flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=10, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=100)
+    timesteps = budget["ppo"]["timesteps"]
+    modes = [m for m in ("symbolic", "image") if timesteps[m] > 0]
+    return [{"kind": "ppo", **j} for j in jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"])]
 
 
-def title_of(args: argparse.Namespace) -> str:
-    return (
-        f"tiny Qwen2.5-VL after a {args.warmup_steps}-step format warm-up (random answers), GRPO on TVR-Basic-v0 "
-        f"({args.obs_mode} obs): {args.steps} steps, B={args.batch_size} G={args.group_size} lr={args.lr}, "
-        f"{args.seeds} seeds, {args.eval_episodes} held-out episodes"
-    )
+def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """Build the part's start (in this process, 2 threads), score it, and list its arms."""
+    from benchmarks.learning_grpo import build_start, held_out
+
+    start = "sft" if part == "grpo-sft" else "format"
+    t0 = time.perf_counter()
+    start_dir = build_start(out, start, "text", budget["model"], budget)
+    print(f"{part}: start {start_dir} ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    start_scores = held_out(start_dir, "text", budget["episodes"])
+    print(f"{part}: start scores {start_scores}", flush=True)
+    arms = SFT_ARMS if part == "grpo-sft" else FORMAT_ARMS
+    made = []
+    for seed in range(seeds):
+        for reward in arms:
+            made.append({
+                "kind": "grpo", "start": start, "start_dir": str(start_dir), "start_scores": start_scores,
+                "obs_mode": "text", "reward": reward, "seed": seed, "minutes": budget["minutes"][part],
+                "save_every": budget["save_every"], "episodes": budget["episodes"],
+                "settings": budget["sft"] if reward == "sft" else budget["grpo"],
+                "out": str(out / f"{part}-{reward}-{seed}"),
+            })  # fmt: skip
+    return made
 
 
-def build_start(out: Path, args: argparse.Namespace) -> Path:
-    """The shared starting checkpoint: a tiny model with a format warm-up on Basic prompts."""
-    import torch
+def adam_jobs(out: Path, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """The format-loss question: sparse GRPO from the small format start, AdamW with and without skip_flat."""
+    from benchmarks.learning_grpo import build_start, held_out
 
-    from tvr_gym.agents.mllm.tiny import make_tiny_model
-    from tvr_gym.agents.mllm.warmup import warmup_format
+    adam = budget["adam"]
+    start_dir = build_start(out, "format", "text", adam["model"], adam, adam["layout"])
+    start_scores = held_out(start_dir, "text", adam["episodes"], layout=adam["layout"])
+    print(f"adam: start scores {start_scores}", flush=True)
+    return [
+        {
+            "kind": "grpo", "start": "format", "start_dir": str(start_dir), "start_scores": start_scores,
+            "obs_mode": "text", "layout": adam["layout"], "reward": "sparse", "variant": variant, "seed": seed,
+            "minutes": 0.0, "steps": adam["steps"], "save_every": adam["save_every"], "episodes": adam["episodes"],
+            "settings": {**adam["grpo"], **options}, "out": str(out / f"adam-{variant}-{seed}"),
+        }
+        for seed in range(seeds)
+        for variant, options in adam["variants"].items()
+    ]  # fmt: skip
 
-    start = out / "warm-base"
-    if (start / "tvr_warmup.json").is_file():
-        return start
-    torch.set_num_threads(2)
-    raw = make_tiny_model(out / "raw-base", seed=0)
-    return warmup_format(raw, start, "TVR-Basic-v0", steps=args.warmup_steps, obs_mode=args.obs_mode, seed=0)
+
+def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks import learning_grpo, learning_ppo
+
+    found = {}
+    if "ppo" in parts:
+        for mode in ("symbolic", "image"):
+            if budget["ppo"]["timesteps"][mode] > 0:
+                found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
+    if any(p.startswith("grpo") for p in parts):
+        found["grpo/text"] = learning_grpo.chance("text", budget["episodes"])
+    if "adam" in parts:
+        found["adam/text"] = learning_grpo.chance("text", budget["adam"]["episodes"])
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--eval-episodes", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup-steps", type=int, default=300)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--obs-mode", choices=("text", "image"), default="text")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default="runs/learning")
-    parser.add_argument("--png", default=str(RESULTS / "learning.png"))
-    parser.add_argument("--replot", action="store_true", help="only redraw the plot from OUT/curves-MODE.json")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; 1 with --quick)")
+    parser.add_argument("--minutes", type=float, default=None, help="training minutes per GRPO/SFT arm")
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, < 5 minutes, results in OUT only")
+    parser.add_argument("--out", default=None, help="work directory (default runs/learning or runs/learning-quick)")
+    parser.add_argument("--json", default=None, help="results file (default benchmarks/results/learning.json)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plots and tables from the file")
     args = parser.parse_args()
-    out = Path(args.out).resolve()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+    budget = {**(QUICK if args.quick else FULL)}
+    if args.minutes is not None:
+        budget["minutes"] = {part: args.minutes for part in budget["minutes"]}
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    out = Path(args.out or ("runs/learning-quick" if args.quick else "runs/learning")).resolve()
+    store_path = Path(args.json) if args.json else (out / "learning.json" if args.quick else RESULTS / "learning.json")
+    figures = out if args.quick else RESULTS
     if args.replot:
-        saved = json.loads((out / f"curves-{args.obs_mode}.json").read_text())
-        plot(saved["runs"], saved["chance"], Path(args.png), title_of(argparse.Namespace(**saved["args"])))
+        store = load(store_path)
+        plot_all(store, figures)
+        report(store)
         return
-    t0 = time.time()
+
+    t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    start = build_start(out, args)
-    warm_seconds = time.time() - t0
-
-    from tvr_gym.agents.baselines import RandomAgent
-
-    env = _star_env(args.obs_mode)
-    start_scores = held_out_scores(_load(start, args.obs_mode, args.max_new_tokens), env, args.eval_episodes)
-    chance = held_out_scores(RandomAgent(seed=0, max_items=1), env, args.eval_episodes)
-    print(f"warm-up {warm_seconds:.0f} s; start {start_scores}; random agent {chance}", flush=True)
-    jobs = []
-    for reward in REWARDS:
-        for seed in range(args.seeds):
-            config = dict(
-                model=str(start),
-                env="TVR-Basic-v0",
-                out=str(out / f"{args.obs_mode}-{reward}-{seed}"),
-                steps=args.steps,
-                batch_size=args.batch_size,
-                group_size=args.group_size,
-                reward=reward,
-                obs_mode=args.obs_mode,
-                lr=args.lr,
-                max_new_tokens=args.max_new_tokens,
-                save_every=args.eval_every,
-                eval_every=0,
-                eval_episodes=args.eval_episodes,
-                seed=seed,
-                device="cpu",
-                quiet=True,
-            )
-            jobs.append({"reward": reward, "config": config, "start": start_scores})
+    chance = chances(parts, budget)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        runs = list(pool.map(run_one, jobs))
-    wall = time.time() - t0
-    payload = {"args": vars(args), "wall": wall, "warm_seconds": warm_seconds, "chance": chance, "runs": runs}
-    atomic_write_text(out / f"curves-{args.obs_mode}.json", json.dumps(payload))
-    plot(runs, chance, Path(args.png), title_of(args))
-    print(f"wall time {wall:.0f} s; plot {args.png}")
-    report(runs, chance)
+        # PPO runs start at once; the GRPO starts are built meanwhile (in this process), then their arms queue up
+        futures = [pool.submit(_run, job) for job in (ppo_jobs(out, budget, seeds) if "ppo" in parts else [])]
+        if "adam" in parts:
+            futures += [pool.submit(_run, job) for job in adam_jobs(out, budget, seeds)]
+        for part in ("grpo-sft", "grpo-format"):
+            if part in parts:
+                futures += [pool.submit(_run, job) for job in grpo_jobs(out, part, budget, seeds)]
+        print(f"{len(futures)} runs, {args.workers} at a time", flush=True)
+        for future in as_completed(futures):
+            run = {**future.result(), "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
+            print(_line(run), flush=True)
+            store = merge(load(store_path), [run], chance)  # saved after every run: nothing finished is lost
+            atomic_write_text(store_path, json.dumps(store, indent=1) + "\n")
+    store = load(store_path)
+    plot_all(store, figures)
+    report(store)
+    print(f"wall time {time.perf_counter() - t0:.0f} s; results {store_path}; plots in {figures}")
 
 
-def report(runs: list[dict], chance: dict[str, float]) -> None:
-    """Print first -> last held-out scores (mean and per seed) and the training reward per reward."""
-    print("random agent: " + ", ".join(f"{k} {v:.3f}" for k, v in chance.items()))
-    for reward in REWARDS:
-        mine = [r for r in runs if r["reward"] == reward]
-        parts = []
-        for key, _ in METRICS:
-            first = np.mean([r["eval"][0][key] for r in mine])
-            last = [r["eval"][-1][key] for r in mine]
-            parts.append(f"{key} {first:.3f} -> {np.mean(last):.3f} ({', '.join(f'{v:.3f}' for v in last)})")
-        tr = [np.mean([h["reward"] for h in r["train"][:20]]) for r in mine]
-        tr_last = [np.mean([h["reward"] for h in r["train"][-20:]]) for r in mine]
+# ---------------------------------------------------------------------------- reading the results
+
+
+def _line(run: dict[str, Any]) -> str:
+    return (
+        f"{run['algo']} {run['start']} {run['obs_mode']} {run['reward']} {run.get('variant', '')} seed {run['seed']}: "
+        f"Acc {run['acc'][0]:.3f} -> {run['acc'][-1]:.3f}, ObjAcc {run['obj_acc'][0]:.3f} -> {run['obj_acc'][-1]:.3f}, "
+        f"STAR {run['star'][0]:.2f} -> {run['star'][-1]:.2f} ({run['wall_s'][-1]:.0f} s of training)"
+    )
+
+
+def groups(store: dict[str, Any]) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs grouped by everything but the seed."""
+    found: dict[tuple, list[dict[str, Any]]] = {}
+    for run in store["runs"]:
+        found.setdefault(key_of(run)[:-1], []).append(run)
+    return found
+
+
+def report(store: dict[str, Any]) -> None:
+    """A Markdown table: start and final held-out scores per arm, mean and per seed."""
+    head = ("algo", "start", "obs", "reward", "seeds", "Acc start", "Acc final (per seed)", "ObjAcc final",
+            "STAR final", "Event Acc")  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---|---|---:|---:|---|---:|---:|---:|")
+    for (algo, _, start, obs, reward, variant), runs in sorted(groups(store).items()):
+        reward = f"{reward} ({variant})" if variant else reward
+        finals = [r["acc"][-1] for r in runs]
+        event = [r["event"]["acc"] for r in runs if "event" in r]
+        event_text = f"{np.mean(event):.3f}" if event else "–"
         print(
-            f"{reward}: " + "; ".join(parts) + f"; train reward first/last 20 steps {np.mean(tr):.2f} -> "
-            f"{np.mean(tr_last):.2f}; train time {np.mean([r['train_seconds'] for r in mine]):.0f} s"
+            f"| {algo} | {start} | {obs} | {reward} | {len(runs)} | {np.mean([r['acc'][0] for r in runs]):.3f} | "
+            f"{np.mean(finals):.3f} ({', '.join(f'{v:.3f}' for v in finals)}) | "
+            f"{np.mean([r['obj_acc'][-1] for r in runs]):.3f} | {np.mean([r['star'][-1] for r in runs]):.2f} | "
+            f"{event_text} |"
         )
+    for name, values in sorted(store.get("chance", {}).items()):
+        print(f"random agent ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+
+
+FIGURES = {
+    "ppo": ("PPO from scratch on TVR-Basic", "steps", "environment steps", ("acc", "obj_acc", "star")),
+    "sft": ("tiny Qwen2.5-VL from the SFT start, text TVR-Basic", "wall_s", "training minutes",
+            ("acc", "obj_acc", "star")),
+    "format": ("tiny Qwen2.5-VL from the format start, text TVR-Basic", "wall_s", "training minutes",
+               ("acc", "obj_acc", "star")),
+    "adam": ("sparse GRPO from the small format start: AdamW with and without skip_flat", "steps", "GRPO steps",
+             ("star", "format", "obj_acc")),
+}  # fmt: skip
+"""Each figure: title, x axis (key, label) and the three held-out metrics drawn."""
+TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star": "held-out STAR reward",
+          "format": "held-out well-formed share"}  # fmt: skip
+CHANCE = {"ppo": "ppo/", "sft": "grpo/", "format": "grpo/", "adam": "adam/"}
+
+
+def figure_of(run: dict[str, Any]) -> str:
+    """Which figure of :data:`FIGURES` a run belongs to."""
+    if run["algo"] == "ppo":
+        return "ppo"
+    return "adam" if run.get("variant") else run["start"]
+
+
+def plot_all(store: dict[str, Any], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name in FIGURES:
+        if any(figure_of(r) == name for r in store["runs"]):
+            _plot(store, name, folder / f"learning_{name}.png")
+
+
+def _plot(store: dict[str, Any], name: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    title, x_key, x_label, metrics = FIGURES[name]
+    chosen = {k: v for k, v in groups(store).items() if figure_of(v[0]) == name}
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, ((algo, _, _start, obs, reward, variant), runs) in enumerate(sorted(chosen.items())):
+        label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
+        label += f" ({variant})" if variant else ""
+        for ax, key in zip(axes, metrics):
+            for i, run in enumerate(runs):
+                x = np.array(run[x_key], dtype=float) / (60.0 if x_key == "wall_s" else 1.0)
+                ax.plot(x, run[key], color=colors[n % len(colors)], alpha=0.85, marker="o", markersize=3,
+                        label=f"{label} ({len(runs)} seeds)" if i == 0 else None)  # fmt: skip
+    for ax, key in zip(axes, metrics):
+        for chance_name, values in store.get("chance", {}).items():
+            if chance_name.startswith(CHANCE[name]) and key in values:
+                ax.axhline(
+                    values[key], color="black", linestyle="--", linewidth=1, label=f"random agent ({chance_name})"
+                )
+        ax.set(title=TITLES[key], xlabel=x_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: held-out episodes, greedy answers (one line per seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""GRPO and SFT learning curves for ``benchmarks.learning``: the tiny Qwen2.5-VL on TVR-Basic.
+
+Two starts, each built once and shared by every arm that begins from it:
+
+- ``sft``: SFT on the true answers of training episodes (``warmup.supervised_finetune``);
+- ``format``: the format warm-up (random well-formed answers, never the truth; ``warmup.warmup_format``).
+
+From a start, every arm gets the same training time (``minutes``; evaluations and checkpoints are not
+counted) on the same machine: GRPO with one reward (``star``, ``sparse``, ``state`` or a STAR ablation),
+or ``sft``, continued SFT on the same training episodes (the control). Checkpoints are scored afterwards
+on held-out episodes (reset seeds from :data:`~tvr_gym.agents.mllm.grpo.EVAL_SEED_BASE`; training seeds
+lie below it), greedily, with one yardstick whatever the arm trained on; the final policy is also
+scored on TVR-Event (1-4 steps) to see what transfers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+ENV_ID = "TVR-Basic-v0"
+TRANSFER_ENV_ID = "TVR-Event-v0"
+TEXT_ENV = {"obs_mode": "text", "render_size": (32, 24), "prompt_layout": "compact"}
+"""Text observations: both states in the compact layout (one line per object, each value as
+``initial > final``), and thumbnails for the (unread) images."""
+IMAGE_ENV = {"obs_mode": "image", "render_size": (160, 120), "prompt_layout": "tables"}
+SFT_EPISODES = 8192
+"""Training episodes of the SFT start and of the continued-SFT arm (reset seeds below the held-out ones)."""
+
+
+def env_kwargs(obs_mode: str, layout: str | None = None) -> dict[str, Any]:
+    """The environment keywords of a run: :data:`TEXT_ENV` or :data:`IMAGE_ENV`, with another layout if given."""
+    found = dict(TEXT_ENV if obs_mode == "text" else IMAGE_ENV)
+    return found if layout is None else {**found, "prompt_layout": layout}
+
+
+def layout_only(obs_mode: str, layout: str | None = None) -> dict[str, Any]:
+    """The environment keywords beyond ``obs_mode`` and ``render_size`` (which the trainers take themselves)."""
+    return {"prompt_layout": env_kwargs(obs_mode, layout)["prompt_layout"]}
+
+
+def held_out(
+    model_dir: Path, obs_mode: str, episodes: int, env_id: str = ENV_ID, layout: str | None = None
+) -> dict[str, float]:
+    """Greedy answers of the checkpoint on the held-out episodes, scored with the STAR reward."""
+    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
+    from tvr_gym.agents.mllm.policy import MLLMAgent
+
+    agent = MLLMAgent.from_pretrained(model_dir, device="cpu", use_images=obs_mode == "image", max_new_tokens=48)
+    return scores(agent, obs_mode, episodes, env_id, EVAL_SEED_BASE, layout)
+
+
+def scores(
+    agent: Any, obs_mode: str, episodes: int, env_id: str, seed: int, layout: str | None = None
+) -> dict[str, float]:
+    """TVR Acc, Basic Obj/Attr/ValAcc, the STAR reward and the well-formed share of ``agent``'s answers."""
+    from tvr_gym.agents.evaluate import evaluate
+    from tvr_gym.answer import parse_answer
+
+    result = evaluate(agent, env_id, episodes, seed=seed, env_kwargs={**env_kwargs(obs_mode, layout), "reward": "star"},
+                      progress=False, batch_size=25)  # fmt: skip
+    overall, basic = result.summary["overall"], result.summary["basic"]
+    parsed = [parse_answer(r["answer"]) for r in result.records]
+    formats = [float(p.well_formed and bool(p.steps)) for p in parsed]
+    return {
+        "acc": overall["Acc"], "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],
+        "star": overall["reward"], "format": sum(formats) / max(len(formats), 1),
+    }  # fmt: skip
+
+
+def chance(obs_mode: str, episodes: int) -> dict[str, float]:
+    """The random agent on the same held-out episodes."""
+    from tvr_gym.agents.baselines import RandomAgent
+    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
+
+    return scores(RandomAgent(seed=0, max_items=1), obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
+
+
+def build_start(
+    out: Path, start: str, obs_mode: str, model: dict[str, int], budget: dict[str, Any], layout: str | None = None
+) -> Path:
+    """The shared start of one kind (``sft`` or ``format``), built once: ``OUT/start-KIND-MODE-LAYOUT-WIDTHxLAYERS``."""
+    import torch
+
+    from tvr_gym.agents.mllm.tiny import make_tiny_model
+    from tvr_gym.agents.mllm.warmup import WARMUP_FILE, supervised_finetune, warmup_format
+
+    shown = env_kwargs(obs_mode, layout)["prompt_layout"]
+    target = out / f"start-{start}-{obs_mode}-{shown}-{model['hidden_size']}x{model['layers']}"
+    if (target / WARMUP_FILE).is_file():
+        return target
+    torch.set_num_threads(1)  # the other core runs the PPO jobs meanwhile
+    raw = out / f"raw-base-{model['hidden_size']}x{model['layers']}"
+    if not (raw / "config.json").is_file():
+        make_tiny_model(raw, seed=0, **model)
+    common = {"obs_mode": obs_mode, "render_size": env_kwargs(obs_mode)["render_size"], "seed": 0, "progress": True,
+              "env_kwargs": layout_only(obs_mode, layout)}  # fmt: skip
+    if start == "format":
+        return warmup_format(raw, target, ENV_ID, steps=budget["format_steps"], **common)
+    sft = budget["sft"]
+    return supervised_finetune(raw, target, ENV_ID, steps=10**9, batch_size=sft["batch_size"], lr=sft["lr"],
+                               episodes=sft["episodes"], max_seconds=budget["sft_minutes"] * 60, **common)  # fmt: skip
+
+
+def run_arm(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm for ``job["minutes"]`` of training time (or ``job["steps"]`` GRPO steps), then score its
+    checkpoints."""
+    import torch
+
+    torch.set_num_threads(1)
+    out, start = Path(job["out"]), Path(job["start_dir"])
+    minutes, obs_mode, seed, layout = job["minutes"], job["obs_mode"], job["seed"], job.get("layout")
+    t0 = time.perf_counter()
+    if job["reward"] == "sft":
+        points = _continued_sft(start, out, job)
+    else:
+        points = _grpo(start, out, job)
+    train_s = time.perf_counter() - t0
+    curve: dict[str, list] = {"wall_s": [0.0], "steps": [0]}
+    for key, value in job["start_scores"].items():
+        curve[key] = [value]
+    for step, wall, path in points:
+        curve["wall_s"].append(round(wall, 1))
+        curve["steps"].append(step)
+        for key, value in held_out(path, obs_mode, job["episodes"], layout=layout).items():
+            curve[key].append(value)
+    final = points[-1][2]
+    event = held_out(final, obs_mode, job["episodes"], TRANSFER_ENV_ID, layout)
+    return {
+        "algo": "sft" if job["reward"] == "sft" else "grpo", "task": "basic", "start": job["start"],
+        "obs_mode": obs_mode, "reward": job["reward"], "seed": seed, **curve, "minutes": minutes,
+        "event": {"acc": event["acc"], "star": event["star"]}, "train_total_s": round(train_s, 1),
+        "settings": job["settings"], "variant": job.get("variant", ""),
+        "layout": env_kwargs(obs_mode, layout)["prompt_layout"],
+    }  # fmt: skip
+
+
+def _grpo(start: Path, out: Path, job: dict[str, Any]) -> list[tuple[int, float, Path]]:
+    """GRPO from ``start``; returns (step, training seconds, checkpoint) of every checkpoint."""
+    from tvr_gym.agents.mllm.grpo import GRPOConfig, train
+
+    size = list(env_kwargs(job["obs_mode"])["render_size"])
+    steps, minutes = (job["steps"], 0.0) if job.get("steps") else (10**9, job["minutes"])
+    cfg = GRPOConfig(model=str(start), env=ENV_ID, out=str(out), steps=steps, max_minutes=minutes,
+                     reward=job["reward"], seed=job["seed"], save_every=job["save_every"], eval_every=0,
+                     device="cpu", quiet=True, obs_mode=job["obs_mode"], size=size,
+                     env_kwargs=layout_only(job["obs_mode"], job.get("layout")), **job["settings"])  # fmt: skip
+    history = train(cfg) if not (out / "final").is_dir() else _history(out)
+    elapsed, wall = 0.0, {}
+    for record in history:
+        elapsed += record["step_time"]
+        wall[record["step"]] = elapsed
+    found = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*"))
+    return [(step, wall[step], path) for step, path in found]
+
+
+def _history(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _continued_sft(start: Path, out: Path, job: dict[str, Any]) -> list[tuple[int, float, Path]]:
+    """Continued SFT from ``start`` on the start's training episodes; returns its checkpoints and the end."""
+    from tvr_gym.agents.mllm.warmup import WARMUP_FILE, finetune
+
+    if not (out / WARMUP_FILE).is_file():
+        sft = job["settings"]
+        finetune(start, out, "truth", ENV_ID, steps=10**9, batch_size=sft["batch_size"], lr=sft["lr"],
+                 obs_mode=job["obs_mode"], episodes=sft["episodes"], seed=0, shuffle_seed=1000 + job["seed"],
+                 render_size=env_kwargs(job["obs_mode"])["render_size"], max_seconds=job["minutes"] * 60,
+                 save_every=job["save_every"], env_kwargs=layout_only(job["obs_mode"]))  # fmt: skip
+    points = []
+    for path in [*out.glob("checkpoint-*"), out]:
+        record = json.loads((path / WARMUP_FILE).read_text())
+        points.append((record["done"], record["seconds"], path))
+    return sorted(points)

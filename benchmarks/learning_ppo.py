@@ -1,0 +1,115 @@
+"""PPO learning curves for ``benchmarks.learning``: SB3 PPO on TVR-Basic, symbolic and image observations.
+
+Each run trains with :func:`tvr_gym.agents.ppo.train_ppo` (the ``tvr-gym train ppo`` recipe for its
+observation kind unless a setting overrides it) and, every ``eval_every`` steps, answers the same
+held-out episodes greedily (reset seeds from :data:`HELD_OUT_SEED`, never used for training: the training
+environments are seeded from ``seed`` upwards). The time spent evaluating is not counted in ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
+
+HELD_OUT_SEED = EVAL_SEED_BASE
+"""The first held-out reset seed (the same base as the GRPO runs'); training envs use seeds ``seed + i``."""
+ENV_ID = "TVR-Basic-v0"
+IMAGE_SIZE = (64, 48)
+"""Image runs render at 64x48: 2.7x faster per step than TRANCE's 160x120, and the objects stay visible."""
+
+
+def held_out(agent: Any, episodes: int, render_size: tuple[int, int]) -> dict[str, float]:
+    """Greedy answers of ``agent`` on the held-out episodes: TVR Acc, Basic Obj/Attr/ValAcc, STAR reward."""
+    from tvr_gym.agents.evaluate import evaluate
+
+    result = evaluate(agent, ENV_ID, episodes, seed=HELD_OUT_SEED, env_kwargs={"render_size": render_size},
+                      progress=False, batch_size=50)  # fmt: skip
+    overall, basic = result.summary["overall"], result.summary["basic"]
+    return {
+        "acc": overall["Acc"], "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],
+        "star": overall["reward"],
+    }  # fmt: skip
+
+
+def _curve_callback(settings_box: dict, every: int, episodes: int, render_size: tuple[int, int], curve: dict):
+    """An SB3 callback that fills ``curve`` (lists per key) at step 0, after the first update past each
+    multiple of ``every`` steps, and at the end."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from tvr_gym.agents.ppo import PPOAgent, PPOSettings
+
+    class HeldOutCurve(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.start = time.perf_counter()
+            self.paused = 0.0
+            self.next = 0
+            self._record()
+
+        def _record(self) -> None:
+            wall = time.perf_counter() - self.start - self.paused
+            t0 = time.perf_counter()
+            settings = PPOSettings.from_file(settings_box["path"])
+            scores = held_out(PPOAgent(self.model, settings), episodes, render_size)
+            self.paused += time.perf_counter() - t0
+            curve.setdefault("steps", []).append(int(self.num_timesteps))
+            curve.setdefault("wall_s", []).append(round(wall, 2))
+            for key, value in scores.items():
+                curve.setdefault(key, []).append(value)
+            self.next += every
+
+        def _on_rollout_start(self) -> None:  # after each update: the policy of these steps
+            if self.num_timesteps >= self.next:
+                self._record()
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_training_end(self) -> None:
+            if curve["steps"][-1] != self.num_timesteps:
+                self._record()
+
+    return HeldOutCurve()
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """One PPO run (a ``job`` from :func:`jobs`), returned as a ``learning.json`` record."""
+    from tvr_gym.agents.ppo import SETTINGS_FILE, train_ppo
+
+    out = Path(job["out"])
+    render_size = tuple(job["render_size"])
+    curve: dict[str, list] = {}
+    callback = _curve_callback({"path": out / SETTINGS_FILE}, job["eval_every"], job["episodes"], render_size, curve)
+    t0 = time.perf_counter()
+    train_ppo(ENV_ID, job["timesteps"], out, seed=job["seed"], obs=job["obs_mode"], render_size=render_size,
+              checkpoint_every=0, callbacks=[callback], **job["ppo_kwargs"])  # fmt: skip
+    return {
+        "algo": "ppo", "task": "basic", "start": "scratch", "obs_mode": job["obs_mode"], "reward": "star",
+        "seed": job["seed"], **curve, "settings": job["ppo_kwargs"], "total_s": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
+def jobs(out: Path, obs_modes: list[str], seeds: int, timesteps: dict[str, int], episodes: int) -> list[dict]:
+    """The runs of the PPO part: ``seeds`` seeds per observation kind, ten curve points each."""
+    from tvr_gym.agents.ppo import DEFAULT_RENDER_SIZE
+
+    made = []
+    for obs_mode in obs_modes:
+        size = IMAGE_SIZE if obs_mode == "image" else DEFAULT_RENDER_SIZE[obs_mode]
+        steps = timesteps[obs_mode]
+        for seed in range(seeds):
+            made.append({
+                "obs_mode": obs_mode, "seed": seed, "timesteps": steps, "eval_every": max(steps // 10, 1),
+                "episodes": episodes, "render_size": list(size), "out": str(out / f"ppo-{obs_mode}-{seed}"),
+                "ppo_kwargs": {},
+            })  # fmt: skip
+    return made
+
+
+def chance(obs_mode: str, episodes: int) -> dict[str, float]:
+    """The random agent's scores on the same held-out episodes."""
+    from tvr_gym.agents.baselines import RandomAgent
+
+    return held_out(RandomAgent(seed=0, max_items=1), episodes, IMAGE_SIZE if obs_mode == "image" else (16, 12))
