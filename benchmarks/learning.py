@@ -2,8 +2,8 @@
 
 Parts (``--parts``, comma-separated; default all):
 
-- ``ppo``: SB3 PPO from scratch on TVR-Basic, symbolic (per-object network) and image observations,
-  ``--seeds`` seeds each (:mod:`benchmarks.learning_ppo`);
+- ``ppo-symbolic``, ``ppo-image``: SB3 PPO from scratch on TVR-Basic, symbolic (per-object network)
+  and image observations, ``--seeds`` seeds each (:mod:`benchmarks.learning_ppo`);
 - ``grpo-sft``: the SFT-then-RL comparison on text TVR-Basic: one SFT start, then GRPO with ``star``,
   ``sparse``, ``state`` and two STAR ablations, and continued SFT, each for the same training time
   (:mod:`benchmarks.learning_grpo`);
@@ -20,7 +20,7 @@ the start, beside the random agent's scores on the same held-out episodes (``cha
 same key are replaced, so parts can be run (and re-run) separately. Plots are redrawn from the file.
 
     .venv/bin/python -m benchmarks.learning                      # everything: hours on 2 cores
-    .venv/bin/python -m benchmarks.learning --parts ppo          # one part
+    .venv/bin/python -m benchmarks.learning --parts ppo-symbolic # one part
     .venv/bin/python -m benchmarks.learning --quick              # < 5 minutes, shows the direction
     .venv/bin/python -m benchmarks.learning --replot             # plots and tables from learning.json
 
@@ -43,7 +43,7 @@ import numpy as np
 from tvr_gym.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("ppo", "grpo-sft", "grpo-format", "adam")
+PARTS = ("ppo-symbolic", "ppo-image", "grpo-sft", "grpo-format", "adam")
 SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
 FORMAT_ARMS = ("star", "sparse", "state")
 KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
@@ -57,6 +57,8 @@ FULL: dict[str, Any] = {
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
     "format_steps": 300,
     "minutes": {"grpo-sft": 30, "grpo-format": 60},
+    "parts": PARTS,
+    "arms": {"grpo-sft": SFT_ARMS, "grpo-format": FORMAT_ARMS},
     "save_every": 100,
     "episodes": 200,
     "adam": {
@@ -68,16 +70,19 @@ FULL: dict[str, Any] = {
 """The budgets of a full run (``--minutes`` overrides the per-arm training time)."""
 QUICK: dict[str, Any] = {
     **FULL,
-    "ppo": {"timesteps": {"symbolic": 12_288, "image": 0}, "episodes": 100},
+    "ppo": {"timesteps": {"symbolic": 20_480, "image": 2_048}, "episodes": 100},
+    "parts": ("ppo-symbolic", "adam", "grpo-sft"),
+    "arms": {"grpo-sft": ("star", "sparse", "sft"), "grpo-format": FORMAT_ARMS},
     "sft": {**FULL["sft"], "episodes": 1024},
     "sft_minutes": 0.5,
     "format_steps": 60,
-    "minutes": {"grpo-sft": 0.3, "grpo-format": 0.3},
+    "minutes": {"grpo-sft": 0.25, "grpo-format": 0.25},
     "save_every": 10,
     "episodes": 40,
     "adam": {**FULL["adam"], "format_steps": 60, "steps": 20, "episodes": 24},
 }
-"""``--quick``: one seed, a PPO run long enough to leave chance, and seconds of GRPO and SFT."""
+"""``--quick``: one seed, a PPO run long enough to leave chance, the format-loss check, and seconds of
+GRPO and SFT from a seconds-old SFT start (which only shows that the arms run)."""
 
 
 # ---------------------------------------------------------------------------- the store
@@ -101,6 +106,17 @@ def merge(store: dict[str, Any], runs: list[dict[str, Any]], chance: dict[str, A
     return {"runs": order, "chance": {**store.get("chance", {}), **chance}}
 
 
+def save(path: Path, runs: list[dict[str, Any]], chance: dict[str, Any]) -> None:
+    """Merge ``runs`` into the file at ``path`` under a lock, so that two commands running parts side by side
+    never lose each other's runs; the file is replaced atomically."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        atomic_write_text(path, json.dumps(merge(load(path), runs, chance), indent=1) + "\n")
+
+
 # ---------------------------------------------------------------------------- running
 
 
@@ -115,11 +131,11 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     return run(job)
 
 
-def ppo_jobs(out: Path, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+def ppo_jobs(out: Path, parts: list[str], budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
     from benchmarks.learning_ppo import jobs
 
     timesteps = budget["ppo"]["timesteps"]
-    modes = [m for m in ("symbolic", "image") if timesteps[m] > 0]
+    modes = [m for m in ("symbolic", "image") if f"ppo-{m}" in parts]
     return [{"kind": "ppo", **j} for j in jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"])]
 
 
@@ -133,7 +149,7 @@ def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: int) -> list[
     print(f"{part}: start {start_dir} ready in {time.perf_counter() - t0:.0f} s", flush=True)
     start_scores = held_out(start_dir, "text", budget["episodes"])
     print(f"{part}: start scores {start_scores}", flush=True)
-    arms = SFT_ARMS if part == "grpo-sft" else FORMAT_ARMS
+    arms = budget["arms"][part]
     made = []
     for seed in range(seeds):
         for reward in arms:
@@ -171,10 +187,9 @@ def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
     from benchmarks import learning_grpo, learning_ppo
 
     found = {}
-    if "ppo" in parts:
-        for mode in ("symbolic", "image"):
-            if budget["ppo"]["timesteps"][mode] > 0:
-                found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
+    for mode in ("symbolic", "image"):
+        if f"ppo-{mode}" in parts:
+            found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
     if any(p.startswith("grpo") for p in parts):
         found["grpo/text"] = learning_grpo.chance("text", budget["episodes"])
     if "adam" in parts:
@@ -184,7 +199,8 @@ def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
+    parser.add_argument("--parts", default=None, help=f"comma-separated: {', '.join(PARTS)} (default: all; "
+                        "with --quick ppo, adam, grpo-sft)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; 1 with --quick)")
     parser.add_argument("--minutes", type=float, default=None, help="training minutes per GRPO/SFT arm")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
@@ -193,11 +209,11 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="results file (default benchmarks/results/learning.json)")
     parser.add_argument("--replot", action="store_true", help="only redraw the plots and tables from the file")
     args = parser.parse_args()
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    budget = {**(QUICK if args.quick else FULL)}
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else list(budget["parts"])
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}")
-    budget = {**(QUICK if args.quick else FULL)}
     if args.minutes is not None:
         budget["minutes"] = {part: args.minutes for part in budget["minutes"]}
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
@@ -215,7 +231,7 @@ def main() -> None:
     chance = chances(parts, budget)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         # PPO runs start at once; the GRPO starts are built meanwhile (in this process), then their arms queue up
-        futures = [pool.submit(_run, job) for job in (ppo_jobs(out, budget, seeds) if "ppo" in parts else [])]
+        futures = [pool.submit(_run, job) for job in ppo_jobs(out, parts, budget, seeds)]
         if "adam" in parts:
             futures += [pool.submit(_run, job) for job in adam_jobs(out, budget, seeds)]
         for part in ("grpo-sft", "grpo-format"):
@@ -225,8 +241,7 @@ def main() -> None:
         for future in as_completed(futures):
             run = {**future.result(), "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
             print(_line(run), flush=True)
-            store = merge(load(store_path), [run], chance)  # saved after every run: nothing finished is lost
-            atomic_write_text(store_path, json.dumps(store, indent=1) + "\n")
+            save(store_path, [run], chance)  # after every run: nothing finished is lost
     store = load(store_path)
     plot_all(store, figures)
     report(store)
