@@ -78,6 +78,28 @@ DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "interactive": 1}
 """Parallel environments per run kind: 8 symbolic ones give rollouts of 1,024 one-step episodes."""
 DEFAULT_TIMESTEPS = {"symbolic": 200_000, "image": 100_000, "interactive": 100_000}
 """Steps of ``tvr-gym train ppo`` per run kind when ``--timesteps`` is not given."""
+LR_SCHEDULES = ("constant", "decay")
+"""``constant``, or ``decay``: the learning rate for the first half of training, then linearly to 0
+(:class:`DecayingRate`)."""
+DEFAULT_LR_SCHEDULE = {"symbolic": "decay", "image": "constant", "interactive": "constant"}
+"""With a constant 1e-3, symbolic runs peaked at held-out Acc 0.92 after 120k-160k steps and fell to
+0.76 by 200k (seed 0); the decay keeps what was learned."""
+
+
+@dataclass(frozen=True)
+class DecayingRate:
+    """An SB3 learning-rate schedule: ``lr`` over the first ``hold`` of training, then linearly to 0.
+
+    SB3 calls it with ``progress_remaining``, from 1 at the start to 0 at the end. A module-level class,
+    so saved models load again.
+    """
+
+    lr: float
+    hold: float = 0.5
+
+    def __call__(self, progress_remaining: float) -> float:
+        done = 1.0 - progress_remaining
+        return self.lr if done <= self.hold else self.lr * max(0.0, 1.0 - done) / (1.0 - self.hold)
 VEC_ENVS = ("dummy", "subproc")
 ALGOS = ("ppo", "maskable_ppo")
 """SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
@@ -102,6 +124,8 @@ class PPOSettings:
     algo: str = "ppo"
     arch: str | None = None
     """The policy network (:data:`ARCHS`); ``None`` in settings written before it was recorded."""
+    lr_schedule: str = "constant"
+    """:data:`LR_SCHEDULES`; settings written before it was recorded were constant."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
@@ -425,6 +449,7 @@ def train_ppo(
     torch_threads: int | None = 1,
     arch: str | None = None,
     callbacks: Sequence[Any] = (),
+    lr_schedule: str | None = None,
     **ppo_kwargs: Any,
 ) -> PPOAgent | InteractivePPOAgent:
     """Train SB3 PPO on ``env_id``: ``arch`` (:data:`ARCHS`) is ``cnn`` for ``obs="image"`` and, for
@@ -439,6 +464,8 @@ def train_ppo(
     ``env_kwargs`` go to ``gym.make`` (e.g. ``max_visible``, ``reward``, ``source``); ``ppo_kwargs``
     override :data:`DEFAULT_PPO_KWARGS` (per :func:`run_kind`) and SB3's defaults; ``n_envs=None`` takes
     :data:`DEFAULT_N_ENVS`. ``callbacks`` are further SB3 callbacks, run after the built-in ones.
+    ``lr_schedule`` (:data:`LR_SCHEDULES`; default :data:`DEFAULT_LR_SCHEDULE` of the kind) shapes the
+    ``learning_rate``.
     ``torch_threads`` sets torch's CPU threads for the process (1 by default: small PPO networks run far
     faster single-threaded, especially on a busy machine; ``None`` leaves torch's setting).
     Writes the files listed in the module docstring and returns the trained agent.
@@ -477,7 +504,10 @@ def train_ppo(
         probe.close()
     ppo = {**DEFAULT_PPO_KWARGS[kind], **ppo_kwargs}
     algo = "maskable_ppo" if interactive else "ppo"
-    settings = PPOSettings(env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo, arch)
+    schedule = check_choice("lr_schedule", lr_schedule or DEFAULT_LR_SCHEDULE[kind], LR_SCHEDULES)
+    settings = PPOSettings(
+        env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo, arch, schedule
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -499,8 +529,10 @@ def train_ppo(
             from sb3_contrib import MaskablePPO as algo_class
         else:
             algo_class = PPO
+        rate = ppo.get("learning_rate", 3e-4)  # SB3's default when none is given
+        shaped = {**ppo, "learning_rate": DecayingRate(rate) if schedule == "decay" else rate}
         model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs,
-                           policy_kwargs=policy_kwargs, **ppo)  # fmt: skip
+                           policy_kwargs=policy_kwargs, **shaped)  # fmt: skip
         model.learn(
             timesteps, callback=[*_callbacks(out, checkpoint_every, n_envs), *callbacks], progress_bar=progress_bar
         )
@@ -515,7 +547,8 @@ def train_ppo(
 
 def _defaults_help(text: str, table: Mapping[str, Any], key: str | None = None) -> dict[str, str]:
     """A flag's help ending with its per-kind defaults, read from ``table`` (so no number is repeated)."""
-    values = ", ".join(f"{kind} {(v[key] if key else v):,}" for kind, v in table.items())
+    shown = {kind: v[key] if key else v for kind, v in table.items()}
+    values = ", ".join(f"{kind} {v:,}" if isinstance(v, (int, float)) else f"{kind} {v}" for kind, v in shown.items())
     return {"help": f"{text} (default: {values})"}
 
 
@@ -559,6 +592,11 @@ class PPOConfig:
     batch_size: int | None = field(
         default=None, metadata=_defaults_help("minibatch size", DEFAULT_PPO_KWARGS, "batch_size")
     )
+    lr_schedule: str | None = field(
+        default=None,
+        metadata={**_defaults_help("constant, or decay (held for half the run, then linearly to 0)",
+                                   DEFAULT_LR_SCHEDULE), "choices": LR_SCHEDULES},
+    )  # fmt: skip
     ent_coef: float | None = field(
         default=None, metadata=_defaults_help("entropy coefficient", DEFAULT_PPO_KWARGS, "ent_coef")
     )
@@ -583,5 +621,5 @@ def train_from_config(cfg: PPOConfig) -> PPOAgent | InteractivePPOAgent:
         cfg.env, timesteps, cfg.out, seed=cfg.seed, obs=cfg.obs_mode, render_size=cfg.size, n_envs=cfg.n_envs,
         max_items=cfg.max_items, env_kwargs=env_kwargs, checkpoint_every=cfg.checkpoint_every,
         vec_env="subproc" if cfg.subproc else "dummy", device=cfg.device, progress_bar=not cfg.quiet,
-        arch=cfg.arch, **ppo_kwargs,
+        arch=cfg.arch, lr_schedule=cfg.lr_schedule, **ppo_kwargs,
     )  # fmt: skip

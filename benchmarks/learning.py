@@ -50,7 +50,7 @@ KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
 """The fields that name a run: a new run replaces the stored run with the same values."""
 
 FULL: dict[str, Any] = {
-    "ppo": {"timesteps": {"symbolic": 200_000, "image": 100_000}, "episodes": 300},
+    "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000}, "episodes": 300},
     "model": {"hidden_size": 128, "layers": 4},
     "sft": {"lr": 3e-3, "batch_size": 16, "episodes": 8192},
     "sft_minutes": 30,
