@@ -423,10 +423,15 @@ def test_train_ppo_defaults_are_the_symbolic_recipe_and_each_kind_keeps_its_own(
     saved = json.loads((tmp_path / "default" / SETTINGS_FILE).read_text())
     assert (saved["obs"], saved["arch"], saved["n_envs"]) == ("symbolic", "objects", DEFAULT_N_ENVS["symbolic"])
     assert saved["ppo_kwargs"] == DEFAULT_PPO_KWARGS["symbolic"] and agent.model.ent_coef > 0
-    assert agent.model.n_envs == 8 and agent.model.learning_rate == DEFAULT_PPO_KWARGS["symbolic"]["learning_rate"]
+    assert agent.model.n_envs == 8 and saved["lr_schedule"] == "decay"
+    lr = DEFAULT_PPO_KWARGS["symbolic"]["learning_rate"]  # held for the first half, then linearly to 0
+    schedule = agent.model.lr_schedule
+    assert [schedule(r) for r in (1.0, 0.6, 0.5, 0.25, 0.0)] == pytest.approx([lr, lr, lr, lr / 2, 0.0])
+    reloaded = PPOAgent.load(tmp_path / "default")  # the schedule object survives SB3's save and load
+    assert reloaded.model.lr_schedule(0.25) == pytest.approx(lr / 2)
     image = PPOConfig(out=str(tmp_path / "image"), obs_mode="image", size=[36, 36], timesteps=8, n_steps=8,
                       batch_size=8, checkpoint_every=0, quiet=True)  # fmt: skip
     train_from_config(image)
     saved = json.loads((tmp_path / "image" / SETTINGS_FILE).read_text())
-    assert saved["n_envs"] == DEFAULT_N_ENVS["image"] and saved["arch"] == "cnn"
+    assert saved["n_envs"] == DEFAULT_N_ENVS["image"] and saved["arch"] == "cnn" and saved["lr_schedule"] == "constant"
     assert saved["ppo_kwargs"] == {**DEFAULT_PPO_KWARGS["image"], "n_steps": 8, "batch_size": 8}
