@@ -51,8 +51,8 @@ KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
 
 FULL: dict[str, Any] = {
     "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000}, "episodes": 300},
-    "model": {"hidden_size": 128, "layers": 4},
-    "sft": {"lr": 3e-3, "batch_size": 16, "episodes": 8192},
+    "model": {"hidden_size": 64, "layers": 2},
+    "sft": {"lr": 3e-3, "batch_size": 32, "episodes": 8192, "lr_warmup": 100},
     "sft_minutes": 30,
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
     "format_steps": 300,

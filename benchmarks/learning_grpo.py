@@ -101,7 +101,8 @@ def build_start(
         return warmup_format(raw, target, ENV_ID, steps=budget["format_steps"], **common)
     sft = budget["sft"]
     return supervised_finetune(raw, target, ENV_ID, steps=10**9, batch_size=sft["batch_size"], lr=sft["lr"],
-                               episodes=sft["episodes"], max_seconds=budget["sft_minutes"] * 60, **common)  # fmt: skip
+                               episodes=sft["episodes"], max_seconds=budget["sft_minutes"] * 60,
+                               lr_warmup=sft.get("lr_warmup", 0), **common)  # fmt: skip
 
 
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:

@@ -312,7 +312,23 @@ def test_finetuning_stops_at_its_time_budget_and_checks_its_options(tiny_dir, tm
     out = finetune(tiny_dir, tmp_path / "t", "truth", steps=10**6, batch_size=1, episodes=1, max_seconds=0.5)
     record = json.loads((out / "tvr_warmup.json").read_text())
     assert 0 < record["done"] < 10**6 and record["seconds"] >= 0.5
-    for bad in ({"targets": "labels"}, {"max_seconds": 0}, {"save_every": -1}):
+    for bad in ({"targets": "labels"}, {"max_seconds": 0}, {"save_every": -1}, {"lr_warmup": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             finetune(tiny_dir, tmp_path / "bad", **{"targets": "truth", "steps": 1, **bad})
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_learning_rate_warmup_scales_the_first_steps(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from tvr_gym.agents.mllm.warmup import finetune
+
+    base = load_file(tiny_dir / "model.safetensors")
+
+    def moved(**options) -> float:
+        out = finetune(tiny_dir, tmp_path / str(len(options)), "truth", steps=1, batch_size=2, episodes=2, **options)
+        after = load_file(out / "model.safetensors")
+        return max(float((after[k] - base[k]).abs().max()) for k in base)
+
+    # Adam's first step moves each weight by about the learning rate: 1/1000 of it during a 1000-step warm-up
+    assert 0 < moved(lr_warmup=1000) < moved() / 100

@@ -134,6 +134,7 @@ def finetune(
     save_every: int = 0,
     progress: bool = False,
     shuffle_seed: int | None = None,
+    lr_warmup: int = 0,
 ) -> Path:
     """Supervised fine-tuning of ``model_dir`` on prompts of ``episodes`` episodes of ``env_id``; saves to ``out_dir``.
 
@@ -143,7 +144,8 @@ def finetune(
     comes first. ``render_size`` defaults to a thumbnail in text mode, where the images are not read,
     and to 160x120 in image mode. The loss is the mean negative log-likelihood of the answer tokens and
     the end-of-turn token. With ``save_every``, ``out_dir/checkpoint-STEP`` is written every that many
-    steps. ``seed`` picks the episodes (reset seeds ``EPISODE_SEED_BASE + seed * episodes + i``) and the
+    steps. ``lr_warmup`` raises the learning rate linearly from 0 over that many first steps. ``seed`` picks the
+    episodes (reset seeds ``EPISODE_SEED_BASE + seed * episodes + i``) and the
     initialisation of randomness; ``shuffle_seed`` (default: ``seed``) the order of the visits, so runs
     on the same episodes can differ. ``out_dir`` (may equal ``model_dir``) is written atomically: model, processor,
     ``tvr_policy.json`` and ``tvr_warmup.json`` (settings, loss curve, steps done, training seconds).
@@ -154,6 +156,7 @@ def finetune(
     for name, value in (("steps", steps), ("batch_size", batch_size), ("episodes", episodes)):
         check_int(name, value, 1)
     check_int("save_every", save_every, 0)
+    check_int("lr_warmup", lr_warmup, 0)
     check_choice("targets", targets, TARGETS)
     check_choice("obs_mode", obs_mode, OBS_MODES)
     if not lr > 0:
@@ -180,6 +183,7 @@ def finetune(
         "base": str(Path(model_dir).resolve()), "env": env_id, "obs_mode": obs_mode, "steps": steps,
         "batch_size": batch_size, "lr": lr, "episodes": episodes, "max_items": items, "seed": seed,
         "max_seconds": max_seconds, "env_kwargs": env_kwargs or {}, "shuffle_seed": shuffle_seed,
+        "lr_warmup": lr_warmup,
         "targets": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth"
         if targets == "random" else "the true answers of the training episodes",
     }  # fmt: skip
@@ -192,6 +196,9 @@ def finetune(
         picked, queue = queue[:batch_size], queue[batch_size:]
         batch = [pairs[i] for i in picked]
         answers = [guesser.act(obs) if targets == "random" else truth for obs, truth in batch]
+        if lr_warmup:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, step / lr_warmup)
         target_ids, mask = _target_batch(agent, answers)
         logp = agent.token_logprobs(agent.encode([obs for obs, _ in batch]), target_ids, mask)
         loss = -(logp.sum() / mask.sum())
