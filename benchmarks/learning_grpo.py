@@ -26,8 +26,6 @@ TEXT_ENV = {"obs_mode": "text", "render_size": (32, 24), "prompt_layout": "compa
 """Text observations: both states in the compact layout (one line per object, each value as
 ``initial > final``), and thumbnails for the (unread) images."""
 IMAGE_ENV = {"obs_mode": "image", "render_size": (160, 120), "prompt_layout": "tables"}
-SFT_EPISODES = 8192
-"""Training episodes of the SFT start and of the continued-SFT arm (reset seeds below the held-out ones)."""
 
 
 def env_kwargs(obs_mode: str, layout: str | None = None) -> dict[str, Any]:
