@@ -328,12 +328,12 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, ((algo, _, _start, obs, reward, variant), runs) in enumerate(sorted(chosen.items())):
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
-        label += f" ({variant})" if variant else ""
+        label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
         for ax, key in zip(axes, metrics):
             for i, run in enumerate(runs):
                 x = np.array(run[x_key], dtype=float) / (60.0 if x_key == "wall_s" else 1.0)
                 ax.plot(x, run[key], color=colors[n % len(colors)], alpha=0.85, marker="o", markersize=3,
-                        label=f"{label} ({len(runs)} seeds)" if i == 0 else None)  # fmt: skip
+                        label=label if i == 0 else None)  # fmt: skip
     for ax, key in zip(axes, metrics):
         for chance_name, values in store.get("chance", {}).items():
             if chance_name.startswith(CHANCE[name]) and key in values:
