@@ -1,0 +1,56 @@
+"""The learning results file (benchmarks/results/learning.json) and the store that writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.learning import KEY, groups, key_of, merge
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning.json"
+CURVES = ("wall_s", "steps", "acc", "obj_acc", "star")
+
+
+def _run(reward: str, seed: int, acc: float) -> dict:
+    curves = {"wall_s": [0.0, 1.0], "steps": [0, 5], "acc": [0.1, acc], "obj_acc": [0.5, 0.6], "star": [1.0, 2.0]}
+    return {
+        "algo": "grpo",
+        "task": "basic",
+        "start": "sft",
+        "obs_mode": "text",
+        "reward": reward,
+        "seed": seed,
+        **curves,
+    }
+
+
+def test_a_new_run_replaces_the_stored_run_of_its_key_and_keeps_the_others():
+    store = {"runs": [_run("star", 0, 0.2), _run("star", 1, 0.3), _run("sparse", 0, 0.1)], "chance": {"a": {}}}
+    merged = merge(store, [_run("star", 1, 0.9), _run("state", 0, 0.4)], {"b": {}})
+    by_key = {(r["reward"], r["seed"]): r["acc"][-1] for r in merged["runs"]}
+    assert by_key == {("star", 0): 0.2, ("star", 1): 0.9, ("sparse", 0): 0.1, ("state", 0): 0.4}
+    assert set(merged["chance"]) == {"a", "b"}
+    assert len({key_of(r) for r in merged["runs"]}) == len(merged["runs"])
+    # a variant is part of the key: the same reward and seed under another variant is another run
+    variant = {**_run("sparse", 0, 0.0), "variant": "skip_flat"}
+    assert len(merge(merged, [variant], {})["runs"]) == len(merged["runs"]) + 1
+
+
+def test_the_committed_results_rebuild_every_curve_from_its_start():
+    store = json.loads(RESULTS.read_text())
+    assert store["runs"], "benchmarks/results/learning.json holds no run"
+    for run in store["runs"]:
+        name = " ".join(str(run.get(k, "")) for k in KEY)
+        assert {"task", "start", "obs_mode", "reward", "seed", *CURVES} <= set(run), name
+        lengths = {len(run[k]) for k in CURVES}
+        assert len(lengths) == 1 and lengths.pop() >= 2, name  # the start and at least one point after it
+        assert run["steps"][0] == 0 and run["wall_s"][0] == 0, name  # acc[0] is the start
+        assert run["steps"] == sorted(run["steps"]) and run["wall_s"] == sorted(run["wall_s"]), name
+        assert all(0.0 <= v <= 1.0 for k in ("acc", "obj_acc") for v in run[k] if v is not None), name
+        assert not run.get("quick"), f"{name}: a --quick run does not belong in the results"
+    starts: dict[tuple, set] = {}
+    for run in store["runs"]:
+        if run["algo"] != "ppo":  # every arm of one start begins from the same checkpoint, so from the same scores
+            starts.setdefault((run["start"], run["obs_mode"], run.get("layout")), set()).add(run["acc"][0])
+    assert all(len(values) == 1 for values in starts.values()), starts
+    assert groups(store)
