@@ -91,8 +91,16 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def jobs(out: Path, obs_modes: list[str], seeds: int, timesteps: dict[str, int], episodes: int) -> list[dict]:
-    """The runs of the PPO part: ``seeds`` seeds per observation kind, ten curve points each."""
+def jobs(
+    out: Path,
+    obs_modes: list[str],
+    seeds: int,
+    timesteps: dict[str, int],
+    episodes: int,
+    overrides: dict[str, Any] | None = None,
+) -> list[dict]:
+    """The runs of the PPO part: ``seeds`` seeds per observation kind, ten curve points each; ``overrides``
+    change ``train_ppo``'s defaults (none in the full run)."""
     from tvr_gym.agents.ppo import DEFAULT_RENDER_SIZE
 
     made = []
@@ -103,7 +111,7 @@ def jobs(out: Path, obs_modes: list[str], seeds: int, timesteps: dict[str, int],
             made.append({
                 "obs_mode": obs_mode, "seed": seed, "timesteps": steps, "eval_every": max(steps // 10, 1),
                 "episodes": episodes, "render_size": list(size), "out": str(out / f"ppo-{obs_mode}-{seed}"),
-                "ppo_kwargs": {},
+                "ppo_kwargs": dict(overrides or {}),
             })  # fmt: skip
     return made
 
