@@ -558,7 +558,8 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             exact.add(step)
         return target
 
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="grpo", disable=cfg.quiet or not accelerator.is_main_process)
+    bar = tqdm(total=None if cfg.max_minutes else cfg.steps, initial=start_step, desc="grpo",  # a budget: no ETA
+               disable=cfg.quiet or not accelerator.is_main_process)  # fmt: skip
     step = start_step
     stop = GracefulStop()
     try:

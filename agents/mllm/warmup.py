@@ -188,7 +188,8 @@ def finetune(
         if targets == "random" else "the true answers of the training episodes",
     }  # fmt: skip
     seconds = 0.0
-    bar = tqdm(total=steps, desc=f"finetune ({targets})", disable=not progress)
+    # with a time budget the step count is an upper bound only, so the bar counts steps without an ETA
+    bar = tqdm(total=steps if max_seconds is None else None, desc=f"finetune ({targets})", disable=not progress)
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         while len(queue) < batch_size:
