@@ -261,6 +261,9 @@ def save_checkpoint(
     state_dict = accelerator.get_state_dict(model)  # the full weights, gathered from ZeRO-3 / FSDP shards
     if trainer_state is not None:
         accelerator.save_state(str(tmp / ACCELERATE_STATE), safe_serialization=True)
+    # save_state returns on each process once its own files are written (every rank writes its
+    # random_states_RANK.pkl): the rename below must wait for all of them, or a late rank's file is lost
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         processor.save_pretrained(tmp)
