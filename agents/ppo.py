@@ -100,6 +100,8 @@ class DecayingRate:
     def __call__(self, progress_remaining: float) -> float:
         done = 1.0 - progress_remaining
         return self.lr if done <= self.hold else self.lr * max(0.0, 1.0 - done) / (1.0 - self.hold)
+
+
 VEC_ENVS = ("dummy", "subproc")
 ALGOS = ("ppo", "maskable_ppo")
 """SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
@@ -529,7 +531,7 @@ def train_ppo(
             from sb3_contrib import MaskablePPO as algo_class
         else:
             algo_class = PPO
-        rate = ppo.get("learning_rate", 3e-4)  # SB3's default when none is given
+        rate = ppo["learning_rate"]  # every kind's defaults name one
         shaped = {**ppo, "learning_rate": DecayingRate(rate) if schedule == "decay" else rate}
         model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs,
                            policy_kwargs=policy_kwargs, **shaped)  # fmt: skip

@@ -54,18 +54,15 @@ def scores(
     agent: Any, obs_mode: str, episodes: int, env_id: str, seed: int, layout: str | None = None
 ) -> dict[str, float]:
     """TVR Acc, Basic Obj/Attr/ValAcc, the STAR reward and the well-formed share of ``agent``'s answers."""
+    from benchmarks.learning_ppo import summary_scores
     from tvr_gym.agents.evaluate import evaluate
     from tvr_gym.answer import parse_answer
 
     result = evaluate(agent, env_id, episodes, seed=seed, env_kwargs={**env_kwargs(obs_mode, layout), "reward": "star"},
                       progress=False, batch_size=25)  # fmt: skip
-    overall, basic = result.summary["overall"], result.summary["basic"]
     parsed = [parse_answer(r["answer"]) for r in result.records]
     formats = [float(p.well_formed and bool(p.steps)) for p in parsed]
-    return {
-        "acc": overall["Acc"], "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],
-        "star": overall["reward"], "format": sum(formats) / max(len(formats), 1),
-    }  # fmt: skip
+    return {**summary_scores(result.summary), "format": sum(formats) / max(len(formats), 1)}
 
 
 def chance(obs_mode: str, episodes: int) -> dict[str, float]:

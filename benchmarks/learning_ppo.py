@@ -27,7 +27,12 @@ def held_out(agent: Any, episodes: int, render_size: tuple[int, int]) -> dict[st
 
     result = evaluate(agent, ENV_ID, episodes, seed=HELD_OUT_SEED, env_kwargs={"render_size": render_size},
                       progress=False, batch_size=50)  # fmt: skip
-    overall, basic = result.summary["overall"], result.summary["basic"]
+    return summary_scores(result.summary)
+
+
+def summary_scores(summary: dict[str, Any]) -> dict[str, float]:
+    """The curve keys of ``learning.json`` from an evaluator summary (:func:`tvr_gym.metrics.summarize`)."""
+    overall, basic = summary["overall"], summary["basic"]
     return {
         "acc": overall["Acc"], "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],
         "star": overall["reward"],

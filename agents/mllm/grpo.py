@@ -567,7 +567,8 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     stop = GracefulStop()
     try:
         budget = cfg.max_minutes * 60 or math.inf  # training seconds (steps only, not evals or checkpoints)
-        while step < cfg.steps and not stop.requested and sum(h["step_time"] for h in history) < budget:
+        spent = sum(h["step_time"] for h in history)  # a resumed run counts its earlier steps
+        while step < cfg.steps and not stop.requested and spent < budget:
             t0 = time.perf_counter()
             # ---- 1. episodes: B seeds per process from the shared stream, one environment each
             seeds = seed_stream.integers(0, EVAL_SEED_BASE, size=B * world)[rank * B : (rank + 1) * B].tolist()
@@ -631,6 +632,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
                 **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in terms.items()},
             }
             history.append(record)
+            spent += record["step_time"]
             if writer is not None:
                 for key, value in record.items():
                     if key != "step":
