@@ -46,6 +46,7 @@ from tvr_gym.wrappers import (
     AnswerEncoding,
     DiscreteAnswer,
     encode_states,
+    image_table_observation,
     stack_images,
     symbolic_size,
     wrap_for_sb3,
@@ -64,24 +65,26 @@ __all__ = [
 
 MODEL_FILE = "model.zip"
 SETTINGS_FILE = "ppo_settings.json"
-DEFAULT_RENDER_SIZE = {"image": (160, 120), "symbolic": (32, 24)}
-"""Image observations use TRANCE's released size; symbolic ones ignore pixels, so the env renders tiny images."""
+DEFAULT_RENDER_SIZE = {"image": (160, 120), "symbolic": (32, 24), "image-table": (64, 48)}
+"""Image observations use TRANCE's released size; symbolic ones ignore pixels, so the env renders tiny
+images; ``image-table`` runs use 64x48, where the glimpse CNN trains at a few hundred steps a second."""
 DEFAULT_PPO_KWARGS: dict[str, dict[str, Any]] = {
     "symbolic": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
     "image": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
+    "image-table": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
     "interactive": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
 }
 """Overrides of SB3's PPO defaults per run kind (:func:`run_kind`), for one-step episodes (every step
 ends an episode). The symbolic ones are the measured recipe of ``benchmarks/learning.py``: with
 ``ent_coef`` 0 every attribute's value collapses to one constant (held-out Acc stops near 0.5)."""
-DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "interactive": 1}
+DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "image-table": 8, "interactive": 1}
 """Parallel environments per run kind: 8 symbolic ones give rollouts of 1,024 one-step episodes."""
-DEFAULT_TIMESTEPS = {"symbolic": 200_000, "image": 100_000, "interactive": 100_000}
+DEFAULT_TIMESTEPS = {"symbolic": 200_000, "image": 100_000, "image-table": 100_000, "interactive": 100_000}
 """Steps of ``tvr-gym train ppo`` per run kind when ``--timesteps`` is not given."""
 LR_SCHEDULES = ("constant", "decay")
 """``constant``, or ``decay``: the learning rate for the first half of training, then linearly to 0
 (:class:`DecayingRate`)."""
-DEFAULT_LR_SCHEDULE = {"symbolic": "decay", "image": "constant", "interactive": "constant"}
+DEFAULT_LR_SCHEDULE = {"symbolic": "decay", "image": "constant", "image-table": "decay", "interactive": "constant"}
 """With a constant 1e-3, symbolic runs peaked at held-out Acc 0.92 after 120k-160k steps and fell to
 0.76 by 200k (seed 0); the decay keeps what was learned."""
 
@@ -105,9 +108,10 @@ class DecayingRate:
 VEC_ENVS = ("dummy", "subproc")
 ALGOS = ("ppo", "maskable_ppo")
 """SB3's ``PPO`` (single-shot ids) or sb3-contrib's ``MaskablePPO`` (``TVR-Interactive-v0``)."""
-ARCHS = {"symbolic": ("objects", "mlp"), "image": ("cnn",)}
+ARCHS = {"symbolic": ("objects", "mlp"), "image": ("cnn",), "image-table": ("glimpses",)}
 """Policy networks per observation, the first the default: ``objects`` is the per-object, shared-weight
-extractor of :mod:`tvr_gym.agents.ppo_objects`, ``mlp`` SB3's flat ``MlpPolicy``, ``cnn`` its ``CnnPolicy``."""
+extractor of :mod:`tvr_gym.agents.ppo_objects`, ``mlp`` SB3's flat ``MlpPolicy``, ``cnn`` its ``CnnPolicy``,
+``glimpses`` the per-object extractor reading a CNN feature map at each object's glimpse points."""
 
 
 @dataclass
@@ -159,6 +163,8 @@ class PPOAgent(Agent):
     Image agents read ``initial`` and ``final`` (resized to the training size when they differ).
     Symbolic agents are ``privileged``: the evaluator hands them each reset ``info`` and they read only
     the initial and final object tables of ``info["problem"]``, never its transformations.
+    ``image-table`` agents read the images and, from ``info["problem"]``, only the initial table (what the
+    task's prompt shows beside the images).
     """
 
     name = "ppo"
@@ -168,10 +174,13 @@ class PPOAgent(Agent):
         self.settings = settings
         self.deterministic = deterministic
         self.encoding = AnswerEncoding(settings.max_items)
-        self.privileged = settings.obs == "symbolic"
-        self._tables: deque[np.ndarray] = deque()
+        self.privileged = settings.obs in ("symbolic", "image-table")
+        self._tables: deque[Any] = deque()
         expected = _observation_shape(settings)
-        shape = tuple(model.observation_space.shape)
+        space = model.observation_space
+        shape = tuple(
+            space["images"].shape if settings.obs == "image-table" and "images" in space.spaces else space.shape or ()
+        )
         if shape != expected and shape != expected[-1:] + expected[:-1]:  # SB3 may store images channel-first
             raise ValueError(
                 f"model: observation shape {shape} does not match the settings "
@@ -201,7 +210,10 @@ class PPOAgent(Agent):
             self.model.set_random_seed(seed)
 
     def observe_privileged(self, info: Mapping[str, Any]) -> None:
-        """Symbolic agents: queue the object tables of the next episode (only the states are read)."""
+        """Queue the object tables of the next episode: both (symbolic) or the initial one (image-table).
+
+        Only ``info["problem"]["states"]`` is read, never the transformations.
+        """
         if not self.privileged:
             return
         problem = info.get("problem") if isinstance(info, Mapping) else None
@@ -209,9 +221,10 @@ class PPOAgent(Agent):
             initial, final = (State.from_dicts(s["objects"]) for s in problem["states"])
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(
-                f"info.problem: a symbolic PPO agent needs a TRANCE sample dict with states[0..1].objects ({exc})"
+                f"info.problem: a {self.settings.obs} PPO agent needs a TRANCE sample dict with "
+                f"states[0..1].objects ({exc})"
             ) from None
-        self._tables.append(encode_states(initial, final))
+        self._tables.append(encode_states(initial, final) if self.settings.obs == "symbolic" else initial)
 
     def act(self, obs: Observation) -> str:
         return self.act_batch([obs])[0]
@@ -219,26 +232,35 @@ class PPOAgent(Agent):
     def act_batch(self, observations: Sequence[Observation]) -> list[str]:
         if not observations:
             return []
-        batch = self._symbolic_batch(len(observations)) if self.privileged else self._image_batch(observations)
+        if self.settings.obs == "symbolic":
+            batch: Any = np.stack(self._queued(len(observations)))
+        elif self.settings.obs == "image-table":
+            rows = [
+                image_table_observation(images, initial)
+                for images, initial in zip(self._images(observations), self._queued(len(observations)))
+            ]
+            batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+        else:
+            batch = np.stack([stack_images(images) for images in self._images(observations)])
         actions, _ = self.model.predict(batch, deterministic=self.deterministic)
         return [self.encoding.text(a) for a in np.asarray(actions).reshape(len(observations), -1)]
 
-    def _symbolic_batch(self, n: int) -> np.ndarray:
+    def _queued(self, n: int) -> list[Any]:
         if len(self._tables) < n:
             raise RuntimeError(
-                "PPOAgent (symbolic): no object tables; the evaluator must call observe_privileged(info) first"
+                f"PPOAgent ({self.settings.obs}): no object tables; the evaluator must call "
+                "observe_privileged(info) first"
             )
-        return np.stack([self._tables.popleft() for _ in range(n)])
+        return [self._tables.popleft() for _ in range(n)]
 
-    def _image_batch(self, observations: Sequence[Observation]) -> np.ndarray:
+    def _images(self, observations: Sequence[Observation]) -> list[dict[str, np.ndarray]]:
         w, h = self.settings.render_size
         out = []
         for obs in observations:
             if not isinstance(obs, Mapping):
                 raise ValueError(f"observation: expected a dict with initial and final, got {type(obs).__name__}")
-            images = {k: _fit(np.asarray(obs.get(k)), (w, h), k) for k in ("initial", "final")}
-            out.append(stack_images(images))
-        return np.stack(out)
+            out.append({k: _fit(np.asarray(obs.get(k)), (w, h), k) for k in ("initial", "final")})
+        return out
 
 
 class InteractivePPOAgent:
@@ -335,6 +357,10 @@ def _policy_of(arch: str) -> tuple[str, dict[str, Any] | None]:
         from tvr_gym.agents.ppo_objects import POLICY_KWARGS
 
         return "MlpPolicy", dict(POLICY_KWARGS)
+    if arch == "glimpses":
+        from tvr_gym.agents.ppo_objects import GLIMPSE_POLICY_KWARGS
+
+        return "MultiInputPolicy", dict(GLIMPSE_POLICY_KWARGS)
     return ("CnnPolicy" if arch == "cnn" else "MlpPolicy"), None
 
 
@@ -361,9 +387,9 @@ def _fit(image: np.ndarray, size: tuple[int, int], key: str) -> np.ndarray:
 
 
 def _observation_shape(settings: PPOSettings) -> tuple[int, ...]:
-
+    """The model's observation shape (of ``images`` for ``image-table``), channel-last."""
     w, h = settings.render_size
-    return (h, w, 6) if settings.obs == "image" else (symbolic_size(),)
+    return (symbolic_size(),) if settings.obs == "symbolic" else (h, w, 6)
 
 
 def _locate(path: Path) -> tuple[Path, Path]:
@@ -569,20 +595,28 @@ class PPOConfig:
     obs_mode: str | None = field(
         default=None,
         metadata={
-            "help": "object tables (default; per-object network) or stacked images (CnnPolicy; not on "
-            f"{INTERACTIVE_ID})",
+            "help": "object tables (default; per-object network), stacked images (CnnPolicy) or image-table "
+            f"(the images and the initial table; per-object glimpse network); images not on {INTERACTIVE_ID}",
             "choices": OBS_KINDS,
         },
     )
     arch: str | None = field(
         default=None,
-        metadata={"help": "policy network: objects (per-object extractor, symbolic default), mlp, cnn (image)",
-                  "choices": ("objects", "mlp", "cnn")},
+        metadata={"help": "policy network: objects (per-object extractor, symbolic default), mlp, cnn (image), "
+                          "glimpses (image-table)",
+                  "choices": tuple(dict.fromkeys(a for archs in ARCHS.values() for a in archs))},
     )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of the environments and the policy"})
     n_envs: int | None = field(default=None, metadata=_defaults_help("parallel environments", DEFAULT_N_ENVS))
     subproc: bool = field(default=False, metadata={"help": "run the environments in subprocesses"})
-    size: list[int] | None = field(default=None, metadata={"help": "image size W H (default 160 120; 32 24 symbolic)"})
+    size: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "image size W H (default: "
+            + ", ".join(f"{k} {w} {h}" for k, (w, h) in DEFAULT_RENDER_SIZE.items())
+            + ")"
+        },
+    )
     max_items: int | None = field(default=None, metadata={"help": "answer items an action can hold (default: env max)"})
     checkpoint_every: int = field(default=10_000, metadata={"help": "steps between checkpoints (0: off)"})
     lr: float | None = field(

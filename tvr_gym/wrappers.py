@@ -10,6 +10,10 @@
 * :class:`SymbolicObservation` replaces the pixels with the object tables of the current problem (a
   perception-free ablation): per state and object, one-hot color, material, shape and size, the grid
   position scaled to ``[-1, 1]`` and a visible flag.
+* :class:`ImageTableObservation` gives what the task's prompt gives beside the pixels: the stacked images,
+  the initial object table (never the final one) and, per object, where to look (:func:`glimpse_points`:
+  the image points of its initial centre and of every position one move away, through the nominal
+  centre camera). Basic and Event only: their final image is taken from the centre camera too.
 
 :func:`wrap_for_sb3` applies both; :func:`make_sb3_env` builds a registered id and wraps it. See ``docs/ppo.md``.
 """
@@ -25,8 +29,9 @@ from gymnasium import spaces
 
 from tvr_gym.answer import Step, format_answer
 from tvr_gym.env import TVRGym
-from tvr_gym.options import check_choice, check_int, is_int
+from tvr_gym.options import VIEWS, check_choice, check_int, is_int
 from tvr_gym.registration import check_env_id
+from tvr_gym.render.rig import camera_rig, object_center
 from tvr_gym.scene import ATTRIBUTES, State
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, pair_index
@@ -35,17 +40,21 @@ __all__ = [
     "OBS_KINDS",
     "AnswerEncoding",
     "DiscreteAnswer",
+    "GLIMPSE_OFFSETS",
+    "ImageTableObservation",
     "StackedImages",
     "SymbolicObservation",
     "encode_state",
     "encode_states",
+    "glimpse_points",
+    "image_table_observation",
     "stack_images",
     "make_sb3_env",
     "symbolic_size",
     "wrap_for_sb3",
 ]
 
-OBS_KINDS = ("image", "symbolic")
+OBS_KINDS = ("image", "symbolic", "image-table")
 """Observation encodings of :func:`wrap_for_sb3`."""
 
 MAX_ITEMS_LIMIT = 16
@@ -62,6 +71,17 @@ _POSITION_OFFSET = _offset
 FEATURES_PER_OBJECT = _offset + 3
 """One-hot color, material, shape and size, then x, y (scaled to [-1, 1]) and the visible flag."""
 _VALUE_INDEX = {attr: {v: i for i, v in enumerate(SPEC.values[attr])} for attr in ATTRIBUTES}
+_REACH = max(SPEC.steps)
+GLIMPSE_OFFSETS = tuple(
+    (dx * SPEC.cells_per_step, dy * SPEC.cells_per_step)
+    for dx in range(-_REACH, _REACH + 1)
+    for dy in range(-_REACH, _REACH + 1)
+)
+"""Grid-cell offsets of an object's glimpse points: every whole number of moves up to the longest step
+along both axes, so the 16 places a position step can reach and the object's own place (index
+``len // 2``) are among them (25 points)."""
+_GLIMPSE_LIMIT = 4.0
+"""Glimpse points far outside the image are clipped to this many half-widths (still outside it)."""
 
 
 def _unwrapped_tvr(env: gym.Env) -> Any:
@@ -224,14 +244,79 @@ class SymbolicObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArg
         return self._cached[1].copy()
 
 
+def glimpse_points(state: State, size: tuple[int, int]) -> np.ndarray:
+    """Where each object's glimpses fall in an image of ``size = (W, H)``: ``(10, 25, 2)`` float32.
+
+    Point ``(i, k)`` is the nominal centre camera's projection of object ``i``'s centre moved by
+    :data:`GLIMPSE_OFFSETS` ``[k]``, as ``(x, y)`` in ``[-1, 1]`` across the image (``torch``'s
+    ``grid_sample`` convention with ``align_corners=False``: -1 and 1 are the outer pixel edges).
+    A function of the initial table alone; the episode's camera jitter is not used.
+    """
+    w, h = size
+    camera = camera_rig(VIEWS[0])
+    centres = np.stack([object_center(obj) for obj in state.objects])  # (N, 3)
+    shift = np.asarray(GLIMPSE_OFFSETS, dtype=np.float64) * SPEC.cell  # (G, 2)
+    points = np.repeat(centres[:, None, :], len(GLIMPSE_OFFSETS), axis=1)
+    points[..., :2] += shift[None]
+    u, v = camera.project(points, (w, h))
+    xy = np.stack([2.0 * u / w - 1.0, 2.0 * v / h - 1.0], axis=-1)
+    return np.clip(xy, -_GLIMPSE_LIMIT, _GLIMPSE_LIMIT).astype(np.float32)
+
+
+def image_table_observation(observation: dict[str, Any], initial: State) -> dict[str, np.ndarray]:
+    """The ``image-table`` observation of an env observation and the episode's initial state."""
+    images = stack_images(observation)
+    h, w = images.shape[:2]
+    points = glimpse_points(initial, (w, h)).reshape(-1)
+    return {"images": images, "table": encode_state(initial), "points": points}
+
+
+class ImageTableObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The stacked images with what the prompt tells beside them: ``Dict(images, table, points)``.
+
+    ``images`` is :class:`StackedImages`' ``uint8 (H, W, 6)``; ``table`` the initial object table
+    (:func:`encode_state`; the final one is only in the pixels); ``points`` the glimpse points of
+    :func:`glimpse_points`, computed from that table and flattened (a vector, so SB3 does not take it
+    for an image; reshape to ``(10, 25, 2)``). TVR-Basic and TVR-Event only: CrossView's final
+    camera differs, so its points would be wrong.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        self._base = _unwrapped_tvr(env)
+        if any(view != VIEWS[0] for view in self._base.final_views):
+            raise ValueError(
+                f"obs: image-table needs the final image from the {VIEWS[0]} camera (TVR-Basic or TVR-Event); "
+                f"this env shows it from {', '.join(self._base.final_views)}"
+            )
+        h, w = env.observation_space["initial"].shape[:2]
+        self.observation_space = spaces.Dict(
+            {
+                "images": spaces.Box(0, 255, shape=(h, w, 6), dtype=np.uint8),
+                "table": spaces.Box(-1.0, 1.0, shape=(_N_OBJECTS * FEATURES_PER_OBJECT,), dtype=np.float32),
+                "points": spaces.Box(
+                    -_GLIMPSE_LIMIT, _GLIMPSE_LIMIT, shape=(_N_OBJECTS * len(GLIMPSE_OFFSETS) * 2,), dtype=np.float32
+                ),
+            }
+        )
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+        problem = self._base.problem
+        if problem is None:
+            raise RuntimeError("ImageTableObservation: the environment has no problem; call reset() first")
+        return image_table_observation(observation, problem.initial)
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
 def wrap_for_sb3(env: gym.Env, obs: str = "image", max_items: int | None = None) -> gym.Env:
-    """``env`` with a ``MultiDiscrete`` answer action and an ``image`` or ``symbolic`` Box observation."""
+    """``env`` with a ``MultiDiscrete`` answer action and an :data:`OBS_KINDS` observation."""
     check_choice("obs", obs, OBS_KINDS)
     env = DiscreteAnswer(env, max_items)
-    return StackedImages(env) if obs == "image" else SymbolicObservation(env)
+    wrapper = {"image": StackedImages, "symbolic": SymbolicObservation, "image-table": ImageTableObservation}[obs]
+    return wrapper(env)
 
 
 def make_sb3_env(env_id: str, obs: str = "image", max_items: int | None = None, **env_kwargs: Any) -> gym.Env:
