@@ -2,8 +2,9 @@
 
 Parts (``--parts``, comma-separated; default all):
 
-- ``ppo-symbolic``, ``ppo-image``: SB3 PPO from scratch on TVR-Basic, symbolic (per-object network)
-  and image observations, ``--seeds`` seeds each (:mod:`benchmarks.learning_ppo`);
+- ``ppo-symbolic``, ``ppo-image``, ``ppo-image-table``: SB3 PPO from scratch on TVR-Basic, symbolic
+  (per-object network), image (``CnnPolicy``) and image-table observations (the images with the
+  initial object table, per-object glimpse network), ``--seeds`` seeds each (:mod:`benchmarks.learning_ppo`);
 - ``grpo-sft``: the SFT-then-RL comparison on text TVR-Basic: one SFT start, then GRPO with ``star``,
   ``sparse``, ``state`` and two STAR ablations, and continued SFT, each for the same training time
   (:mod:`benchmarks.learning_grpo`);
@@ -43,14 +44,15 @@ import numpy as np
 from tvr_gym.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("ppo-symbolic", "ppo-image", "grpo-sft", "grpo-format", "adam")
+PPO_MODES = ("symbolic", "image", "image-table")
+PARTS = (*(f"ppo-{mode}" for mode in PPO_MODES), "grpo-sft", "grpo-format", "adam")
 SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
 FORMAT_ARMS = ("star", "sparse", "state")
 KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
 """The fields that name a run: a new run replaces the stored run with the same values."""
 
 FULL: dict[str, Any] = {
-    "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000}, "episodes": 300},
+    "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000, "image-table": 100_000}, "episodes": 300},
     "model": {"hidden_size": 64, "layers": 2},
     "sft": {"lr": 3e-3, "batch_size": 32, "episodes": 8192, "lr_warmup": 100},
     "sft_minutes": 30,
@@ -71,7 +73,7 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     **FULL,
     "ppo": {
-        "timesteps": {"symbolic": 32_768, "image": 2_048},
+        "timesteps": {"symbolic": 32_768, "image": 2_048, "image-table": 2_048},
         "episodes": 100,
         "overrides": {"lr_schedule": "constant"},
     },
@@ -136,16 +138,16 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     return run(job)
 
 
-def ppo_jobs(out: Path, parts: list[str], budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+def ppo_jobs(out: Path, parts: list[str], budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     from benchmarks.learning_ppo import jobs
 
     timesteps = budget["ppo"]["timesteps"]
-    modes = [m for m in ("symbolic", "image") if f"ppo-{m}" in parts]
+    modes = [m for m in PPO_MODES if f"ppo-{m}" in parts]
     made = jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"], budget["ppo"].get("overrides"))
     return [{"kind": "ppo", **j} for j in made]
 
 
-def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     """Build the part's start (in this process, 2 threads), score it, and list its arms."""
     from benchmarks.learning_grpo import build_start, held_out
 
@@ -157,7 +159,7 @@ def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: int) -> list[
     print(f"{part}: start scores {start_scores}", flush=True)
     arms = budget["arms"][part]
     made = []
-    for seed in range(seeds):
+    for seed in seeds:
         for reward in arms:
             made.append({
                 "kind": "grpo", "start": start, "start_dir": str(start_dir), "start_scores": start_scores,
@@ -169,7 +171,7 @@ def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: int) -> list[
     return made
 
 
-def adam_jobs(out: Path, budget: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+def adam_jobs(out: Path, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     """The format-loss question: sparse GRPO from the small format start, AdamW with and without skip_flat."""
     from benchmarks.learning_grpo import build_start, held_out
 
@@ -184,7 +186,7 @@ def adam_jobs(out: Path, budget: dict[str, Any], seeds: int) -> list[dict[str, A
             "minutes": 0.0, "steps": adam["steps"], "save_every": adam["save_every"], "episodes": adam["episodes"],
             "settings": {**adam["grpo"], **options}, "out": str(out / f"adam-{variant}-{seed}"),
         }
-        for seed in range(seeds)
+        for seed in seeds
         for variant, options in adam["variants"].items()
     ]  # fmt: skip
 
@@ -193,7 +195,7 @@ def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
     from benchmarks import learning_grpo, learning_ppo
 
     found = {}
-    for mode in ("symbolic", "image"):
+    for mode in PPO_MODES:
         if f"ppo-{mode}" in parts:
             found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
     if any(p.startswith("grpo") for p in parts):
@@ -208,6 +210,8 @@ def main() -> None:
     parser.add_argument("--parts", default=None, help=f"comma-separated: {', '.join(PARTS)} (default: all; "
                         "with --quick ppo-symbolic, adam)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; 1 with --quick)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (run seeds 1 and 2 of an arm "
+                        "later with --first-seed 1 --seeds 2; the store merges them)")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=None, help="training minutes per GRPO/SFT arm")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, < 5 minutes, results in OUT only")
@@ -222,7 +226,10 @@ def main() -> None:
         parser.error(f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}")
     if args.minutes is not None:
         budget["minutes"] = {part: args.minutes for part in budget["minutes"]}
-    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    count = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    if count < 1 or args.first_seed < 0:
+        parser.error("--seeds must be at least 1 and --first-seed at least 0")
+    seeds = list(range(args.first_seed, args.first_seed + count))
     out = Path(args.out or ("runs/learning-quick" if args.quick else "runs/learning")).resolve()
     store_path = Path(args.json) if args.json else (out / "learning.json" if args.quick else RESULTS / "learning.json")
     figures = out if args.quick else RESULTS

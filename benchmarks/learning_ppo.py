@@ -1,4 +1,4 @@
-"""PPO learning curves for ``benchmarks.learning``: SB3 PPO on TVR-Basic, symbolic and image observations.
+"""PPO learning curves for ``benchmarks.learning``: SB3 PPO on TVR-Basic, symbolic, image and image-table observations.
 
 Each run trains with :func:`tvr_gym.agents.ppo.train_ppo` (the ``tvr-gym train ppo`` recipe for its
 observation kind unless a setting overrides it) and, every ``eval_every`` steps, answers the same
@@ -99,20 +99,20 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 def jobs(
     out: Path,
     obs_modes: list[str],
-    seeds: int,
+    seeds: list[int],
     timesteps: dict[str, int],
     episodes: int,
     overrides: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """The runs of the PPO part: ``seeds`` seeds per observation kind, ten curve points each; ``overrides``
+    """The runs of the PPO part: the ``seeds`` per observation kind, ten curve points each; ``overrides``
     change ``train_ppo``'s defaults (none in the full run)."""
     from tvr_gym.agents.ppo import DEFAULT_RENDER_SIZE
 
     made = []
     for obs_mode in obs_modes:
-        size = IMAGE_SIZE if obs_mode == "image" else DEFAULT_RENDER_SIZE[obs_mode]
+        size = DEFAULT_RENDER_SIZE[obs_mode] if obs_mode == "symbolic" else IMAGE_SIZE
         steps = timesteps[obs_mode]
-        for seed in range(seeds):
+        for seed in seeds:
             made.append({
                 "obs_mode": obs_mode, "seed": seed, "timesteps": steps, "eval_every": max(steps // 10, 1),
                 "episodes": episodes, "render_size": list(size), "out": str(out / f"ppo-{obs_mode}-{seed}"),
@@ -125,4 +125,4 @@ def chance(obs_mode: str, episodes: int) -> dict[str, float]:
     """The random agent's scores on the same held-out episodes."""
     from tvr_gym.agents.baselines import RandomAgent
 
-    return held_out(RandomAgent(seed=0, max_items=1), episodes, IMAGE_SIZE if obs_mode == "image" else (16, 12))
+    return held_out(RandomAgent(seed=0, max_items=1), episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)
