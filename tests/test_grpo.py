@@ -522,3 +522,63 @@ def test_interactive_run_trains_on_model_turns_with_episode_advantages(tiny_dir,
         for k, (chat, _) in enumerate(e.chats):
             said = [b["text"] for m in chat if m["role"] == "assistant" for b in m["content"]]
             assert said == [x.action for x in e.history[:k]]
+
+
+class TwoRankAccelerator:
+    """The main process of a two-process run, with rank 1 made as slow as accelerate allows.
+
+    ``save_state`` writes rank 0's files at once and leaves rank 1's RNG state pending; like a real
+    collective, ``wait_for_everyone`` returns only once every rank has caught up, so the pending write
+    lands there (``os.makedirs`` as a late rank would: recreating the directory if it was moved away).
+    """
+
+    is_main_process = True
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.pending: list[Path] = []
+
+    def get_state_dict(self, model):
+        return model.state_dict()
+
+    def unwrap_model(self, model):
+        return model
+
+    def save_state(self, folder: str, safe_serialization: bool = True) -> None:
+        os.makedirs(folder, exist_ok=True)
+        (Path(folder) / "random_states_0.pkl").write_bytes(b"rank 0")
+        self.pending.append(Path(folder))
+
+    def wait_for_everyone(self) -> None:
+        for folder in self.pending:
+            os.makedirs(folder, exist_ok=True)
+            (folder / "random_states_1.pkl").write_bytes(b"rank 1")
+        self.pending.clear()
+
+
+def test_a_checkpoint_holds_every_ranks_state_even_when_a_rank_is_late(tmp_path):
+    """The rename into place waits for every rank's accelerate state (a lost random_states_1.pkl made
+    two-process resumes fail under load)."""
+    from tvr_gym.agents.mllm.grpo import ACCELERATE_STATE, save_checkpoint
+
+    class Weights(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def save_pretrained(self, folder, state_dict, safe_serialization):
+            torch.save(state_dict, Path(folder) / "weights.pt")
+
+    class Processor:
+        def save_pretrained(self, folder):
+            (Path(folder) / "processor.json").write_text("{}")
+
+    model = Weights()
+    target = tmp_path / "checkpoint-2"
+    save_checkpoint(TwoRankAccelerator(model), model, Processor(), target, {"obs_mode": "text"}, {"step": 2})
+    assert sorted(p.name for p in (target / ACCELERATE_STATE).iterdir()) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    assert (target / "weights.pt").is_file() and (target / "processor.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]  # no temporary left behind
