@@ -18,8 +18,10 @@ function for every slot.
 :class:`ObjectGlimpseExtractor` does the same from pixels (the ``image-table`` observation of
 :class:`tvr_gym.wrappers.ImageTableObservation`): a small CNN turns the stacked initial and final images
 into a feature map, which is sampled at each object's 25 glimpse points (its initial place and every place
-one move away); object ``i``'s row is its initial table row and those 25 feature vectors. The final state
-is seen only through the pixels.
+one move away), beside the raw colours of both images there; object ``i``'s row is its initial table row and
+those 25 samples. The final state is seen only through the pixels. The raw colours give the per-object
+MLP the change at once (a supervised probe reached held-out object accuracy 0.66 after 3 epochs of 4,000
+episodes with them, 0.61 without); the CNN learns the rest.
 """
 
 from __future__ import annotations
@@ -100,16 +102,18 @@ class ObjectGlimpseExtractor(BaseFeaturesExtractor):
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
         )  # fmt: skip
         self.object_net = nn.Sequential(
-            nn.Linear(f + g * channels, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+            nn.Linear(f + g * (channels + 6), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.score = nn.Linear(hidden, 1)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        maps = self.cnn(observations["images"].float())  # (B, C, h, w)
+        images = observations["images"].float()
+        maps = self.cnn(images)  # (B, C, h, w)
         batch, n, g = maps.shape[0], self.n_objects, self.n_points
         points = observations["points"].reshape(batch, n, g, 2)
-        sampled = nn.functional.grid_sample(maps, points, align_corners=False)  # (B, C, N, G), zeros outside
-        glimpses = sampled.permute(0, 2, 3, 1).reshape(batch, n, -1)
+        # the learned features and the raw colours of both images at every point (zeros outside the image)
+        sampled = torch.cat([nn.functional.grid_sample(x, points, align_corners=False) for x in (maps, images)], 1)
+        glimpses = sampled.permute(0, 2, 3, 1).reshape(batch, n, -1)  # (B, N, G * (C + 6))
         table = observations["table"].reshape(batch, n, self.n_features)
         hidden = self.object_net(torch.cat([table, glimpses], dim=-1))
         return pool_objects(hidden, self.score, maps.new_zeros(batch, 0))
