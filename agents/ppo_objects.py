@@ -16,12 +16,14 @@ logits off the scores and the pair logits off the pooled features, so the object
 function for every slot.
 
 :class:`ObjectGlimpseExtractor` does the same from pixels (the ``image-table`` observation of
-:class:`tvr_gym.wrappers.ImageTableObservation`): a small CNN turns the stacked initial and final images
-into a feature map, which is sampled at each object's 25 glimpse points (its initial place and every place
-one move away), beside the raw colours of both images there; object ``i``'s row is its initial table row and
-those 25 samples. The final state is seen only through the pixels. The raw colours give the per-object
-MLP the change at once (a supervised probe reached held-out object accuracy 0.66 after 3 epochs of 4,000
-episodes with them, 0.61 without); the CNN learns the rest.
+:class:`tvr_gym.wrappers.ImageTableObservation`): one small CNN turns each image into a feature map, and
+both maps (with the raw colours) are sampled at each object's 25 glimpse points (its initial place and
+every place one move away). Object ``i``'s row is its initial table row and, per point, the initial
+sample, the final sample and their difference, as the symbolic extractor reads ``[a_i, b_i, b_i - a_i]``.
+The final state is seen only through the pixels. The explicit difference is what let PPO learn: with
+one CNN over the six stacked channels and no difference, the ObjAcc of the training episodes stayed at
+chance for 55k steps (four settings tried); with it, it left chance after about 25k
+(``benchmarks/results/learning.md``).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class ObjectGlimpseExtractor(BaseFeaturesExtractor):
     """Per-object features of the ``image-table`` observation, sampled from a CNN feature map (module docstring).
 
     ``observation_space`` is the Dict of :class:`~tvr_gym.wrappers.ImageTableObservation` as SB3 hands it
-    over (images channel-first and scaled to [0, 1] by SB3's preprocessing). The CNN has three 3x3
-    layers of ``channels`` maps, the first with stride 2; ``hidden`` is the per-object MLP's width.
+    over (images channel-first and scaled to [0, 1] by SB3's preprocessing). The CNN, shared by both
+    images, has three 3x3 layers of ``channels`` maps, the first with stride 2; ``hidden`` is the
+    per-object MLP's width.
     """
 
     def __init__(self, observation_space: spaces.Dict, hidden: int = 128, channels: int = 16) -> None:
@@ -97,23 +100,27 @@ class ObjectGlimpseExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=n + 2 * hidden)
         self.n_objects, self.n_features, self.n_points = n, f, g
         self.cnn = nn.Sequential(
-            nn.Conv2d(6, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
         )  # fmt: skip
         self.object_net = nn.Sequential(
-            nn.Linear(f + g * (channels + 6), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+            nn.Linear(f + 3 * g * (channels + 3), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.score = nn.Linear(hidden, 1)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         images = observations["images"].float()
-        maps = self.cnn(images)  # (B, C, h, w)
-        batch, n, g = maps.shape[0], self.n_objects, self.n_points
+        batch, n, g = images.shape[0], self.n_objects, self.n_points
+        first, second = images[:, :3], images[:, 3:]
+        maps = self.cnn(torch.cat([first, second]))  # one CNN for both images: (2B, C, h, w)
         points = observations["points"].reshape(batch, n, g, 2)
-        # the learned features and the raw colours of both images at every point (zeros outside the image)
-        sampled = torch.cat([nn.functional.grid_sample(x, points, align_corners=False) for x in (maps, images)], 1)
-        glimpses = sampled.permute(0, 2, 3, 1).reshape(batch, n, -1)  # (B, N, G * (C + 6))
+        # per image, the learned features and the raw colours at every point (zeros outside the image)
+        a, b = (
+            torch.cat([nn.functional.grid_sample(x, points, align_corners=False) for x in (m, rgb)], 1)
+            for m, rgb in ((maps[:batch], first), (maps[batch:], second))
+        )
+        glimpses = torch.cat([a, b, b - a], 1).permute(0, 2, 3, 1).reshape(batch, n, -1)  # (B, N, G * 3(C + 3))
         table = observations["table"].reshape(batch, n, self.n_features)
         hidden = self.object_net(torch.cat([table, glimpses], dim=-1))
         return pool_objects(hidden, self.score, maps.new_zeros(batch, 0))
