@@ -178,9 +178,8 @@ class PPOAgent(Agent):
         self._tables: deque[Any] = deque()
         expected = _observation_shape(settings)
         space = model.observation_space
-        shape = tuple(
-            space["images"].shape if settings.obs == "image-table" and "images" in space.spaces else space.shape or ()
-        )
+        images = getattr(space, "spaces", {}).get("images") if settings.obs == "image-table" else None
+        shape = tuple((images or space).shape or ())
         if shape != expected and shape != expected[-1:] + expected[:-1]:  # SB3 may store images channel-first
             raise ValueError(
                 f"model: observation shape {shape} does not match the settings "

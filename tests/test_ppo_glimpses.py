@@ -80,6 +80,10 @@ def test_observation_holds_the_images_the_initial_table_and_its_points_but_not_t
         np.testing.assert_array_equal(obs["table"], encode_state(initial))
         assert not np.array_equal(obs["table"], encode_state(final))  # the final table is only in the pixels
         np.testing.assert_array_equal(obs["points"], glimpse_points(initial, SMALL).reshape(-1))
+        obs["table"][:] = 9.0  # the wrapper hands out copies: the step's observation is still the episode's
+        after, *_ = env.step(env.action_space.sample())
+        np.testing.assert_array_equal(after["table"], encode_state(initial))
+        np.testing.assert_array_equal(after["points"], glimpse_points(initial, SMALL).reshape(-1))
 
 
 visible = st.integers(-SPEC.visible_limit + 3, SPEC.visible_limit - 3)
@@ -213,6 +217,9 @@ def test_a_trained_agent_sees_in_evaluation_what_it_saw_in_training(tmp_path):
 
     with pytest.raises(RuntimeError, match="observe_privileged"):
         agent.act(raw)
+    with pytest.raises(ValueError, match="does not match the settings"):  # a Box model under image-table settings
+        PPOAgent(train_ppo("TVR-Basic-v0", 8, tmp_path / "sym", obs="symbolic", render_size=(16, 12), n_envs=1,
+                           n_steps=8, batch_size=8, checkpoint_every=0).model, agent.settings)  # fmt: skip
     result = evaluate(agent, "TVR-Basic-v0", 3, env_kwargs={"render_size": SMALL}, progress=False)
     assert len(result.records) == 3 and all(parse_answer(r["answer"]).well_formed for r in result.records)
 

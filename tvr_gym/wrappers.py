@@ -263,12 +263,23 @@ def glimpse_points(state: State, size: tuple[int, int]) -> np.ndarray:
     return np.clip(xy, -_GLIMPSE_LIMIT, _GLIMPSE_LIMIT).astype(np.float32)
 
 
-def image_table_observation(observation: dict[str, Any], initial: State) -> dict[str, np.ndarray]:
-    """The ``image-table`` observation of an env observation and the episode's initial state."""
+def image_table_observation(
+    observation: dict[str, Any], initial: State, table_and_points: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The ``image-table`` observation of an env observation and the episode's initial state.
+
+    ``table_and_points`` are :func:`table_and_points_of` of ``initial`` when the caller already has them.
+    """
     images = stack_images(observation)
     h, w = images.shape[:2]
-    points = glimpse_points(initial, (w, h)).reshape(-1)
-    return {"images": images, "table": encode_state(initial), "points": points}
+    table, points = table_and_points if table_and_points is not None else table_and_points_of(initial, (w, h))
+    return {"images": images, "table": table.copy(), "points": points.copy()}
+
+
+def table_and_points_of(initial: State, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the ``image-table`` observation that depend on the episode alone: the initial table and
+    the flattened glimpse points for images of ``size = (W, H)``."""
+    return encode_state(initial), glimpse_points(initial, size).reshape(-1)
 
 
 class ImageTableObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -291,6 +302,8 @@ class ImageTableObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
                 f"this env shows it from {', '.join(self._base.final_views)}"
             )
         h, w = env.observation_space["initial"].shape[:2]
+        self._size = (w, h)
+        self._cached: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None  # (problem, its table and points)
         self.observation_space = spaces.Dict(
             {
                 "images": spaces.Box(0, 255, shape=(h, w, 6), dtype=np.uint8),
@@ -305,7 +318,9 @@ class ImageTableObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
         problem = self._base.problem
         if problem is None:
             raise RuntimeError("ImageTableObservation: the environment has no problem; call reset() first")
-        return image_table_observation(observation, problem.initial)
+        if self._cached is None or self._cached[0] is not problem:  # reset and step share them
+            self._cached = (problem, table_and_points_of(problem.initial, self._size))
+        return image_table_observation(observation, problem.initial, self._cached[1])
 
 
 # ---------------------------------------------------------------------------- helpers
