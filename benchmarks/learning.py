@@ -10,6 +10,9 @@ Parts (``--parts``, comma-separated; default all):
   (:mod:`benchmarks.learning_grpo`);
 - ``grpo-format``: RL from a format-only start (random answers, never the truth) with ``star``,
   ``sparse`` and ``state``;
+- ``grpo-image``: image TVR-Basic: SFT from random weights on the true answers (a tiny Qwen2.5-VL
+  whose processor keeps a 160x120 render at 24 vision tokens; its checkpoints make the SFT curve),
+  then GRPO ``star`` from it;
 - ``adam``: why the sparse reward loses the answer format: the setting of the earlier 300-step
   experiment (the 64-wide, 2-layer tiny model, the ``tables`` layout, lr 2e-3) with ``sparse`` under
   AdamW as is, and with ``skip_flat`` (no optimizer step when every advantage is zero, so Adam's
@@ -45,7 +48,9 @@ from tvr_gym.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PPO_MODES = ("symbolic", "image", "image-table")
-PARTS = (*(f"ppo-{mode}" for mode in PPO_MODES), "grpo-sft", "grpo-format", "adam")
+PARTS = (*(f"ppo-{mode}" for mode in PPO_MODES), "grpo-sft", "grpo-format", "grpo-image", "adam")
+GRPO_PARTS = {"grpo-sft": ("sft", "text"), "grpo-format": ("format", "text"), "grpo-image": ("sft", "image")}
+"""Each GRPO part's start kind and observation mode."""
 SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
 FORMAT_ARMS = ("star", "sparse", "state")
 KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
@@ -58,9 +63,11 @@ FULL: dict[str, Any] = {
     "sft_minutes": 30,
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
     "format_steps": 300,
-    "minutes": {"grpo-sft": 30, "grpo-format": 60},
+    "minutes": {"grpo-sft": 30, "grpo-format": 60, "grpo-image": 60},
+    "image_model": {"hidden_size": 64, "layers": 2, "image_tokens": 24},
+    "start_save_every": 500,
     "parts": PARTS,
-    "arms": {"grpo-sft": SFT_ARMS, "grpo-format": FORMAT_ARMS},
+    "arms": {"grpo-sft": SFT_ARMS, "grpo-format": FORMAT_ARMS, "grpo-image": ("star",)},
     "save_every": 100,
     "episodes": 200,
     "adam": {
@@ -78,12 +85,13 @@ QUICK: dict[str, Any] = {
         "overrides": {"lr_schedule": "constant"},
     },
     "parts": ("ppo-symbolic", "adam"),
-    "arms": {"grpo-sft": ("star", "sparse", "sft"), "grpo-format": FORMAT_ARMS},
+    "arms": {"grpo-sft": ("star", "sparse", "sft"), "grpo-format": FORMAT_ARMS, "grpo-image": ("star",)},
     "sft": {**FULL["sft"], "episodes": 1024},
     "sft_minutes": 0.5,
     "format_steps": 60,
-    "minutes": {"grpo-sft": 0.25, "grpo-format": 0.25},
+    "minutes": {"grpo-sft": 0.25, "grpo-format": 0.25, "grpo-image": 0.25},
     "save_every": 10,
+    "start_save_every": 20,
     "episodes": 40,
     "adam": {**FULL["adam"], "format_steps": 60, "steps": 20, "episodes": 24},
 }
@@ -147,28 +155,33 @@ def ppo_jobs(out: Path, parts: list[str], budget: dict[str, Any], seeds: list[in
     return [{"kind": "ppo", **j} for j in made]
 
 
-def grpo_jobs(out: Path, part: str, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
-    """Build the part's start (in this process, 2 threads), score it, and list its arms."""
-    from benchmarks.learning_grpo import build_start, held_out
+def grpo_jobs(
+    out: Path, part: str, budget: dict[str, Any], seeds: list[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Build the part's start (in this process, 1 thread), score it, and list its arms; for images, also the
+    start's own SFT curve (returned as a finished run)."""
+    from benchmarks.learning_grpo import build_start, held_out, start_curve
 
-    start = "sft" if part == "grpo-sft" else "format"
+    start, obs_mode = GRPO_PARTS[part]
+    model = budget["image_model"] if obs_mode == "image" else budget["model"]
+    save_every = budget["start_save_every"] if obs_mode == "image" else 0
     t0 = time.perf_counter()
-    start_dir = build_start(out, start, "text", budget["model"], budget)
+    start_dir = build_start(out, start, obs_mode, model, budget, save_every=save_every)
     print(f"{part}: start {start_dir} ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    start_scores = held_out(start_dir, "text", budget["episodes"])
+    start_scores = held_out(start_dir, obs_mode, budget["episodes"])
     print(f"{part}: start scores {start_scores}", flush=True)
-    arms = budget["arms"][part]
+    finished = [start_curve(out, start_dir, obs_mode, model, budget["episodes"])] if save_every else []
     made = []
     for seed in seeds:
-        for reward in arms:
+        for reward in budget["arms"][part]:
             made.append({
                 "kind": "grpo", "start": start, "start_dir": str(start_dir), "start_scores": start_scores,
-                "obs_mode": "text", "reward": reward, "seed": seed, "minutes": budget["minutes"][part],
+                "obs_mode": obs_mode, "reward": reward, "seed": seed, "minutes": budget["minutes"][part],
                 "save_every": budget["save_every"], "episodes": budget["episodes"],
                 "settings": budget["sft"] if reward == "sft" else budget["grpo"],
                 "out": str(out / f"{part}-{reward}-{seed}"),
             })  # fmt: skip
-    return made
+    return made, finished
 
 
 def adam_jobs(out: Path, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
@@ -198,8 +211,8 @@ def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
     for mode in PPO_MODES:
         if f"ppo-{mode}" in parts:
             found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
-    if any(p.startswith("grpo") for p in parts):
-        found["grpo/text"] = learning_grpo.chance("text", budget["episodes"])
+    for obs_mode in sorted({GRPO_PARTS[p][1] for p in parts if p in GRPO_PARTS}):
+        found[f"grpo/{obs_mode}"] = learning_grpo.chance(obs_mode, budget["episodes"])
     if "adam" in parts:
         found["adam/text"] = learning_grpo.chance("text", budget["adam"]["episodes"])
     return found
@@ -247,9 +260,13 @@ def main() -> None:
         futures = [pool.submit(_run, job) for job in ppo_jobs(out, parts, budget, seeds)]
         if "adam" in parts:
             futures += [pool.submit(_run, job) for job in adam_jobs(out, budget, seeds)]
-        for part in ("grpo-sft", "grpo-format"):
+        for part in GRPO_PARTS:
             if part in parts:
-                futures += [pool.submit(_run, job) for job in grpo_jobs(out, part, budget, seeds)]
+                made, finished = grpo_jobs(out, part, budget, seeds)
+                for run in finished:
+                    print(_line(run), flush=True)
+                    save(store_path, [{**run, "quick": args.quick, "date": time.strftime("%Y-%m-%d")}], chance)
+                futures += [pool.submit(_run, job) for job in made]
         print(f"{len(futures)} runs, {args.workers} at a time", flush=True)
         for future in as_completed(futures):
             run = {**future.result(), "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
@@ -307,19 +324,23 @@ FIGURES = {
             ("acc", "obj_acc", "star")),
     "format": ("tiny Qwen2.5-VL from the format start, text TVR-Basic", "wall_s", "training minutes",
                ("acc", "obj_acc", "star")),
+    "image": ("tiny Qwen2.5-VL on image TVR-Basic: SFT from random weights, then GRPO", "wall_s",
+              "training minutes (GRPO counted from the end of SFT)", ("acc", "obj_acc", "star")),
     "adam": ("sparse GRPO from the small format start: AdamW with and without skip_flat", "steps", "GRPO steps",
              ("star", "format", "obj_acc")),
 }  # fmt: skip
 """Each figure: title, x axis (key, label) and the three held-out metrics drawn."""
 TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star": "held-out STAR reward",
           "format": "held-out well-formed share"}  # fmt: skip
-CHANCE = {"ppo": "ppo/", "sft": "grpo/", "format": "grpo/", "adam": "adam/"}
+CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/"}
 
 
 def figure_of(run: dict[str, Any]) -> str:
     """Which figure of :data:`FIGURES` a run belongs to."""
     if run["algo"] == "ppo":
         return "ppo"
+    if run["obs_mode"] == "image":
+        return "image"
     return "adam" if run.get("variant") else run["start"]
 
 

@@ -73,21 +73,34 @@ def chance(obs_mode: str, episodes: int) -> dict[str, float]:
     return scores(RandomAgent(seed=0, max_items=1), obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
 
 
+def model_name(model: dict[str, int]) -> str:
+    """``WIDTHxLAYERS``, with ``-Ntok`` when the model caps its vision tokens per image."""
+    tokens = model.get("image_tokens")
+    return f"{model['hidden_size']}x{model['layers']}" + (f"-{tokens}tok" if tokens else "")
+
+
 def build_start(
-    out: Path, start: str, obs_mode: str, model: dict[str, int], budget: dict[str, Any], layout: str | None = None
+    out: Path,
+    start: str,
+    obs_mode: str,
+    model: dict[str, int],
+    budget: dict[str, Any],
+    layout: str | None = None,
+    save_every: int = 0,
 ) -> Path:
-    """The shared start of one kind (``sft`` or ``format``), built once: ``OUT/start-KIND-MODE-LAYOUT-WIDTHxLAYERS``."""
+    """The shared start of one kind (``sft`` or ``format``), built once: ``OUT/start-KIND-MODE-LAYOUT-MODEL``
+    (``save_every``: SFT checkpoints along the way, for :func:`start_curve`)."""
     import torch
 
     from tvr_gym.agents.mllm.tiny import make_tiny_model
     from tvr_gym.agents.mllm.warmup import WARMUP_FILE, supervised_finetune, warmup_format
 
     shown = env_kwargs(obs_mode, layout)["prompt_layout"]
-    target = out / f"start-{start}-{obs_mode}-{shown}-{model['hidden_size']}x{model['layers']}"
+    target = out / f"start-{start}-{obs_mode}-{shown}-{model_name(model)}"
     if (target / WARMUP_FILE).is_file():
         return target
     torch.set_num_threads(1)  # the other core runs the PPO jobs meanwhile
-    raw = out / f"raw-base-{model['hidden_size']}x{model['layers']}"
+    raw = raw_dir(out, model)
     if not (raw / "config.json").is_file():
         make_tiny_model(raw, seed=0, **model)
     common = {"obs_mode": obs_mode, "render_size": env_kwargs(obs_mode)["render_size"], "seed": 0, "progress": True,
@@ -97,7 +110,35 @@ def build_start(
     sft = budget["sft"]
     return supervised_finetune(raw, target, ENV_ID, steps=10**9, batch_size=sft["batch_size"], lr=sft["lr"],
                                episodes=sft["episodes"], max_seconds=budget["sft_minutes"] * 60,
-                               lr_warmup=sft.get("lr_warmup", 0), **common)  # fmt: skip
+                               lr_warmup=sft.get("lr_warmup", 0), save_every=save_every, **common)  # fmt: skip
+
+
+def raw_dir(out: Path, model: dict[str, int]) -> Path:
+    """The random-weight checkpoint the starts of ``model`` are trained from."""
+    return out / f"raw-base-{model_name(model)}"
+
+
+def start_curve(out: Path, start_dir: Path, obs_mode: str, model: dict[str, int], episodes: int) -> dict[str, Any]:
+    """The SFT start's own learning curve, as a ``learning.json`` record: the random-weight model
+    (``acc[0]``), each checkpoint written while the start trained, and the start itself."""
+    from tvr_gym.agents.mllm.warmup import WARMUP_FILE
+
+    points = [(0, 0.0, raw_dir(out, model))]
+    for path in [*start_dir.glob("checkpoint-*"), start_dir]:
+        record = json.loads((path / WARMUP_FILE).read_text())
+        points.append((record["done"], record["seconds"], path))
+    curve: dict[str, list] = {"wall_s": [], "steps": []}
+    for step, wall, path in sorted(points):
+        curve["wall_s"].append(round(wall, 1))
+        curve["steps"].append(step)
+        for key, value in held_out(path, obs_mode, episodes).items():
+            curve.setdefault(key, []).append(value)
+    record = json.loads((start_dir / WARMUP_FILE).read_text())
+    return {
+        "algo": "sft", "task": "basic", "start": "scratch", "obs_mode": obs_mode, "reward": "sft", "seed": 0,
+        **curve, "minutes": round(record["seconds"] / 60, 1), "settings": {k: record[k] for k in ("lr", "batch_size",
+        "episodes")}, "model": model, "variant": "", "layout": env_kwargs(obs_mode)["prompt_layout"],
+    }  # fmt: skip
 
 
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:

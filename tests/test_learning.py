@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.learning import KEY, groups, key_of, merge
+from benchmarks.learning import KEY, figure_of, groups, key_of, merge
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning.json"
 CURVES = ("wall_s", "steps", "acc", "obj_acc", "star")
@@ -54,3 +54,13 @@ def test_the_committed_results_rebuild_every_curve_from_its_start():
             starts.setdefault((run["start"], run["obs_mode"], run.get("layout")), set()).add(run["acc"][0])
     assert all(len(values) == 1 for values in starts.values()), starts
     assert groups(store)
+
+
+def test_each_run_is_drawn_in_the_figure_of_its_start_and_observation():
+    assert figure_of({**_run("star", 0, 0.1), "algo": "ppo"}) == "ppo"
+    assert figure_of(_run("star", 0, 0.1)) == "sft"
+    assert figure_of({**_run("star", 0, 0.1), "start": "format"}) == "format"
+    assert figure_of({**_run("sparse", 0, 0.1), "variant": "skip_flat"}) == "adam"
+    # image runs, the SFT start's own curve (start "scratch") and GRPO from it, share the image figure
+    assert figure_of({**_run("star", 0, 0.1), "obs_mode": "image"}) == "image"
+    assert figure_of({**_run("sft", 0, 0.1), "algo": "sft", "start": "scratch", "obs_mode": "image"}) == "image"

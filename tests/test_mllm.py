@@ -273,6 +273,25 @@ def test_warmup_bad_inputs_get_clear_errors(tiny_dir, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_image_tokens_sets_how_many_vision_tokens_an_image_gets(tmp_path):
+    """A 160x120 render keeps its full 168x112 grid (24 tokens) under ``image_tokens=24``, as Qwen's resize
+    arithmetic (:func:`tvr_gym.chat.image_tokens`) says; too few tokens is refused before anything is written."""
+    from transformers import AutoProcessor
+
+    from tvr_gym.agents.mllm.tiny import make_tiny_model
+    from tvr_gym.chat import image_tokens
+
+    processor = AutoProcessor.from_pretrained(make_tiny_model(tmp_path / "m", image_tokens=24), local_files_only=True)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "object"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[np.zeros((120, 160, 3), dtype=np.uint8)], return_tensors="pt")
+    found = int((inputs["input_ids"] == processor.image_token_id).sum())
+    assert found == image_tokens((160, 120), min_pixels=28 * 28 * 2, max_pixels=28 * 28 * 24) == 24
+    with pytest.raises(ValueError, match="image_tokens"):
+        make_tiny_model(tmp_path / "few", image_tokens=1)
+    assert not (tmp_path / "few").exists()
+
+
 def test_make_tiny_model_cli_runs_the_warmup(tmp_path):
     import json
 

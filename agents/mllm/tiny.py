@@ -258,11 +258,13 @@ def make_tiny_model(
     layers: int = 2,
     heads: int = 4,
     extra_texts: Iterable[str] | None = None,
+    image_tokens: int = 6,
 ) -> Path:
     """Build and save a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) in ``out_dir``.
 
     The vocabulary covers the prompt builder's words and the answer grammar; ``extra_texts`` adds
-    the words of more texts. Returns the directory.
+    the words of more texts. ``image_tokens`` caps the vision tokens per image (one per 28x28 pixels
+    after resizing; 24 keeps a 160x120 render at 168x112). Returns the directory.
     """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
@@ -272,7 +274,9 @@ def make_tiny_model(
     out = Path(out_dir)
     texts = [" ".join(prompt_words()), *(extra_texts or ())]
     tokenizer = make_tokenizer(build_vocab(texts))
-    processor = make_processor(tokenizer)
+    if image_tokens < 2:
+        raise ValueError(f"image_tokens: expected at least 2, got {image_tokens!r}")
+    processor = make_processor(tokenizer, (28 * 28 * 2, 28 * 28 * image_tokens))
     config = make_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
