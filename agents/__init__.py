@@ -6,16 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from tvr_gym.agents.base import Agent, act_batch
-from tvr_gym.agents.baselines import NoOpAgent, OracleAgent, RandomAgent
+from tvr_gym.agents.baselines import NoOpAgent, OracleAgent, RandomAgent, VisibleGuessAgent
 
-__all__ = ["AGENT_NAMES", "Agent", "NoOpAgent", "OracleAgent", "RandomAgent", "act_batch", "make_agent"]
+__all__ = [
+    "AGENT_NAMES", "Agent", "NoOpAgent", "OracleAgent", "RandomAgent", "VisibleGuessAgent", "act_batch", "make_agent",
+]  # fmt: skip
 
-AGENT_NAMES = ("random", "oracle", "noop", "mllm:PATH", "ppo:PATH", "openai:MODEL@URL")
+AGENT_NAMES = ("random", "visible", "oracle", "noop", "mllm:PATH", "ppo:PATH", "openai:MODEL@URL")
 """Agent specs accepted by :func:`make_agent`."""
 
 
 def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> Any:
-    """Build an agent from a spec: ``random``, ``oracle``, ``noop``, ``mllm:PATH``, ``ppo:PATH``, ``openai:MODEL@URL``.
+    """Build an agent from a spec: ``random``, ``visible`` (a random guess on the objects in view),
+    ``oracle``, ``noop``, ``mllm:PATH``, ``ppo:PATH``, ``openai:MODEL@URL``.
 
     ``obs_mode`` (``image`` or ``text``) says what a policy sees. A checkpoint trained by tvr-gym records
     it in ``tvr_policy.json``; one trained elsewhere (verl, EasyR1, another TRL script) has none and must
@@ -28,6 +31,8 @@ def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> 
     name, _, path = spec.partition(":")
     if name == "random" and not path:
         return RandomAgent(seed=seed)
+    if name == "visible" and not path:
+        return VisibleGuessAgent(seed=seed)
     if name == "oracle" and not path:
         return OracleAgent()
     if name == "noop" and not path:

@@ -1,4 +1,5 @@
-"""Baseline agents: random guesses, the privileged oracle and the empty answer."""
+"""Baseline agents: random guesses (blind, or reading which objects the table shows), the privileged oracle
+and the empty answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from tvr_gym.agents.base import Agent, Observation
 from tvr_gym.answer import format_answer
+from tvr_gym.prompt import initial_visible
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS
 
@@ -34,12 +36,26 @@ class RandomAgent(Agent):
     def act(self, obs: Observation) -> str:
         prompt = str(obs.get("prompt", "")) if isinstance(obs, Mapping) else ""
         rng = np.random.default_rng([self.seed, zlib.crc32(prompt.encode("utf-8", errors="replace"))])
+        objects = self.candidates(prompt)
         n = int(rng.integers(1, self.max_items + 1))
         steps = []
         for _ in range(n):
             attr, value = PAIRS[int(rng.integers(len(PAIRS)))]
-            steps.append((int(rng.integers(SPEC.n_objects)), attr, value))
+            steps.append((objects[int(rng.integers(len(objects)))], attr, value))
         return format_answer(steps, think="a random guess")
+
+    def candidates(self, prompt: str) -> list[int]:
+        """The objects a guess may name: all of them."""
+        return list(range(SPEC.n_objects))
+
+
+class VisibleGuessAgent(RandomAgent):
+    """A random guess on the objects the prompt's initial table marks visible (all objects when it has no
+    table): what a policy reaches without looking at the images, since only objects in view are
+    transformed. The yardstick for image policies, which see that table too."""
+
+    def candidates(self, prompt: str) -> list[int]:
+        return initial_visible(prompt) or super().candidates(prompt)
 
 
 class OracleAgent(Agent):

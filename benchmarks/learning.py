@@ -211,10 +211,14 @@ def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
     for mode in PPO_MODES:
         if f"ppo-{mode}" in parts:
             found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
+            if mode != "image":  # the image observation holds no table to read
+                found[f"ppo/{mode}/visible"] = learning_ppo.chance(mode, budget["ppo"]["episodes"], "visible")
     for obs_mode in sorted({GRPO_PARTS[p][1] for p in parts if p in GRPO_PARTS}):
         found[f"grpo/{obs_mode}"] = learning_grpo.chance(obs_mode, budget["episodes"])
+        found[f"grpo/{obs_mode}/visible"] = learning_grpo.chance(obs_mode, budget["episodes"], "visible")
     if "adam" in parts:
         found["adam/text"] = learning_grpo.chance("text", budget["adam"]["episodes"])
+        found["adam/text/visible"] = learning_grpo.chance("text", budget["adam"]["episodes"], "visible")
     return found
 
 
@@ -315,7 +319,8 @@ def report(store: dict[str, Any]) -> None:
             f"{event_text} |"
         )
     for name, values in sorted(store.get("chance", {}).items()):
-        print(f"random agent ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        guess = "visible-object guess" if name.endswith("/visible") else "random agent"
+        print(f"{guess} ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
 
 
 FIGURES = {
@@ -369,11 +374,14 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
                 ax.plot(x, run[key], color=colors[n % len(colors)], alpha=0.85, marker="o", markersize=3,
                         label=label if i == 0 else None)  # fmt: skip
     for ax, key in zip(axes, metrics):
-        for chance_name, values in store.get("chance", {}).items():
+        lines: dict[tuple[str, float], list[str]] = {}  # one line per guess and value, naming every source
+        for chance_name, values in sorted(store.get("chance", {}).items()):
             if chance_name.startswith(CHANCE[name]) and key in values:
-                ax.axhline(
-                    values[key], color="black", linestyle="--", linewidth=1, label=f"random agent ({chance_name})"
-                )
+                guess = "visible-object guess" if chance_name.endswith("/visible") else "random agent"
+                lines.setdefault((guess, round(values[key], 6)), []).append(chance_name.removesuffix("/visible"))
+        for (guess, value), sources in lines.items():
+            ax.axhline(value, color="black", linestyle=":" if guess != "random agent" else "--", linewidth=1,
+                       label=f"{guess} ({', '.join(sources)})")  # fmt: skip
         ax.set(title=TITLES[key], xlabel=x_label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -65,12 +65,15 @@ def scores(
     return {**summary_scores(result.summary), "format": sum(formats) / max(len(formats), 1)}
 
 
-def chance(obs_mode: str, episodes: int) -> dict[str, float]:
-    """The random agent on the same held-out episodes."""
-    from tvr_gym.agents.baselines import RandomAgent
+def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
+    """A one-item guess on the same held-out episodes: ``random`` (any object) or ``visible`` (an object the
+    prompt's initial table shows, :class:`~tvr_gym.agents.baselines.VisibleGuessAgent`: what reading the
+    table alone reaches)."""
+    from tvr_gym.agents.baselines import RandomAgent, VisibleGuessAgent
     from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
 
-    return scores(RandomAgent(seed=0, max_items=1), obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
+    agent = {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
+    return scores(agent, obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
 
 
 def model_name(model: dict[str, int]) -> str:

@@ -121,8 +121,10 @@ def jobs(
     return made
 
 
-def chance(obs_mode: str, episodes: int) -> dict[str, float]:
-    """The random agent's scores on the same held-out episodes."""
-    from tvr_gym.agents.baselines import RandomAgent
+def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
+    """A one-item guess on the same held-out episodes: ``random`` (any object) or ``visible`` (an object the
+    initial table shows, which the symbolic and image-table observations hold)."""
+    from tvr_gym.agents.baselines import RandomAgent, VisibleGuessAgent
 
-    return held_out(RandomAgent(seed=0, max_items=1), episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)
+    agent = {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
+    return held_out(agent, episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)

@@ -19,7 +19,7 @@ import tvr_gym
 from tvr_gym.answer import format_answer, parse_answer
 from tvr_gym.cache import load_image, shared_renderer
 from tvr_gym.env import ACTION_CHARSET, TVRGym
-from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
+from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, initial_visible, interactive_prompt
 from tvr_gym.registration import ENV_IDS
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem, load_trance
@@ -252,6 +252,18 @@ def test_prompt_content_and_charset():
                 + ("hidden" if hidden else "visible")
             )
     assert "Final objects" not in make().reset(seed=0)[0]["prompt"]
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(problem=problems())
+def test_initial_visible_reads_back_the_initial_tables_visibility_in_every_layout(problem):
+    """Hidden in the final state but visible initially, or the other way round: the initial table decides."""
+    visible = [i for i, o in enumerate(problem.initial.objects) if o.visible]
+    shown = [build_prompt(problem, "image"), build_prompt(problem, "text"), build_prompt(problem, "text", "compact"),
+             interactive_prompt(problem, "image"), interactive_prompt(problem, "text")]  # fmt: skip
+    for prompt in shown:
+        assert initial_visible(prompt) == visible
+    assert initial_visible("") == [] and initial_visible("12: red at 0 0 visible") == []
 
 
 def test_prompt_is_a_pure_function_of_the_problem(trance_problems, trance_dir):

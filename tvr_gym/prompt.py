@@ -189,6 +189,21 @@ def interactive_prompt(problem: Problem, obs_mode: str = "image") -> str:
     return "\n".join(parts)
 
 
+_ROW_VISIBILITY = re.compile(r"^(\d+): .*?\b(visible|hidden)\b", re.MULTILINE)
+"""An object row (:func:`object_row` or :func:`paired_row`) and the first visibility word on it."""
+
+
+def initial_visible(prompt: str) -> list[int]:
+    """The objects the prompt's initial table marks visible, sorted (empty when the prompt has no table).
+
+    In every layout the initial state's row of an object comes before any other row of it, and its
+    visibility is the first ``visible``/``hidden`` on the row (``compact``: ``visible > hidden``)."""
+    seen: dict[int, bool] = {}
+    for match in _ROW_VISIBILITY.finditer(prompt):
+        seen.setdefault(int(match.group(1)), match.group(2) == "visible")
+    return sorted(i for i, shown in seen.items() if shown and 0 <= i < SPEC.n_objects)
+
+
 def prompt_vocabulary() -> list[str]:
     """Every token (per :data:`TOKEN_PATTERN`) of any prompt or canonical answer, sorted."""
     tokens: set[str] = set()
