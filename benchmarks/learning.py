@@ -25,6 +25,7 @@ same key are replaced, so parts can be run (and re-run) separately. Plots are re
 
     .venv/bin/python -m benchmarks.learning                      # everything: hours on 2 cores
     .venv/bin/python -m benchmarks.learning --parts ppo-symbolic # one part
+    .venv/bin/python -m benchmarks.learning --parts grpo-format --arms star --first-seed 1 --seeds 2  # some runs
     .venv/bin/python -m benchmarks.learning --quick              # < 5 minutes, shows the direction
     .venv/bin/python -m benchmarks.learning --replot             # plots and tables from learning.json
 
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; 1 with --quick)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first seed (run seeds 1 and 2 of an arm "
                         "later with --first-seed 1 --seeds 2; the store merges them)")  # fmt: skip
+    parser.add_argument("--arms", default=None, help="comma-separated rewards of the GRPO parts to run (default: "
+                        "each part's arms; e.g. star,sft)")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=None, help="training minutes per GRPO/SFT arm")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, < 5 minutes, results in OUT only")
@@ -241,6 +244,12 @@ def main() -> None:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+    if args.arms:
+        wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+        known = {arm for part in GRPO_PARTS for arm in budget["arms"][part]}
+        if set(wanted) - known:
+            parser.error(f"--arms: unknown {', '.join(sorted(set(wanted) - known))}; valid: {', '.join(sorted(known))}")
+        budget["arms"] = {part: tuple(a for a in arms if a in wanted) for part, arms in budget["arms"].items()}
     if args.minutes is not None:
         budget["minutes"] = {part: args.minutes for part in budget["minutes"]}
     count = args.seeds if args.seeds is not None else (1 if args.quick else 3)
