@@ -50,6 +50,32 @@ def held_out(
     return scores(agent, obs_mode, episodes, env_id, EVAL_SEED_BASE, layout)
 
 
+class NoChangeShown:
+    """The image ablation: ``agent`` answers with the final image replaced by the initial one, so the
+    images show the scene but not the change. A policy that reads the change drops to what the table
+    alone gives; one that does not keeps its scores."""
+
+    privileged = False
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+
+    def act_batch(self, observations: list[dict[str, Any]]) -> list[str]:
+        return self.agent.act_batch([{**obs, "final": obs["initial"]} for obs in observations])
+
+    def act(self, obs: dict[str, Any]) -> str:
+        return self.act_batch([obs])[0]
+
+
+def no_change_shown(model_dir: Path, episodes: int) -> dict[str, float]:
+    """:func:`held_out` of an image checkpoint under the :class:`NoChangeShown` ablation."""
+    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
+    from tvr_gym.agents.mllm.policy import MLLMAgent
+
+    agent = MLLMAgent.from_pretrained(model_dir, device="cpu", use_images=True, max_new_tokens=48)
+    return scores(NoChangeShown(agent), "image", episodes, ENV_ID, EVAL_SEED_BASE)
+
+
 def scores(
     agent: Any, obs_mode: str, episodes: int, env_id: str, seed: int, layout: str | None = None
 ) -> dict[str, float]:
@@ -137,10 +163,12 @@ def start_curve(out: Path, start_dir: Path, obs_mode: str, model: dict[str, int]
         for key, value in held_out(path, obs_mode, episodes).items():
             curve.setdefault(key, []).append(value)
     record = json.loads((start_dir / WARMUP_FILE).read_text())
+    ablation = {"no_change_shown": no_change_shown(start_dir, episodes)} if obs_mode == "image" else {}
     return {
         "algo": "sft", "task": "basic", "start": "scratch", "obs_mode": obs_mode, "reward": "sft", "seed": 0,
-        **curve, "minutes": round(record["seconds"] / 60, 1), "settings": {k: record[k] for k in ("lr", "batch_size",
-        "episodes")}, "model": model, "variant": "", "layout": env_kwargs(obs_mode)["prompt_layout"],
+        **ablation, **curve, "minutes": round(record["seconds"] / 60, 1), "model": model, "variant": "",
+        "settings": {k: record[k] for k in ("lr", "batch_size", "episodes")},
+        "layout": env_kwargs(obs_mode)["prompt_layout"],
     }  # fmt: skip
 
 
@@ -168,12 +196,13 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
             curve[key].append(value)
     final = points[-1][2]
     event = held_out(final, obs_mode, job["episodes"], TRANSFER_ENV_ID, layout)
+    ablation = {"no_change_shown": no_change_shown(final, job["episodes"])} if obs_mode == "image" else {}
     return {
         "algo": "sft" if job["reward"] == "sft" else "grpo", "task": "basic", "start": job["start"],
         "obs_mode": obs_mode, "reward": job["reward"], "seed": seed, **curve, "minutes": minutes,
         "event": {"acc": event["acc"], "star": event["star"]}, "train_total_s": round(train_s, 1),
         "settings": job["settings"], "variant": job.get("variant", ""),
-        "layout": env_kwargs(obs_mode, layout)["prompt_layout"],
+        "layout": env_kwargs(obs_mode, layout)["prompt_layout"], **ablation,
     }  # fmt: skip
 
 

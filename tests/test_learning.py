@@ -64,3 +64,22 @@ def test_each_run_is_drawn_in_the_figure_of_its_start_and_observation():
     # image runs, the SFT start's own curve (start "scratch") and GRPO from it, share the image figure
     assert figure_of({**_run("star", 0, 0.1), "obs_mode": "image"}) == "image"
     assert figure_of({**_run("sft", 0, 0.1), "algo": "sft", "start": "scratch", "obs_mode": "image"}) == "image"
+
+
+def test_the_image_ablation_shows_the_initial_image_twice_and_nothing_else_changes():
+    import numpy as np
+
+    from benchmarks.learning_grpo import NoChangeShown
+
+    seen = []
+
+    class Recorder:
+        def act_batch(self, observations):
+            seen.extend(observations)
+            return ["<think></think><answer>1.color.red</answer>"] * len(observations)
+
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    wrapped = NoChangeShown(Recorder())
+    assert wrapped.act({"initial": a, "final": b, "prompt": "p"}) == "<think></think><answer>1.color.red</answer>"
+    assert seen[0]["final"] is a and seen[0]["initial"] is a and seen[0]["prompt"] == "p"
+    assert not wrapped.privileged
