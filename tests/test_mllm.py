@@ -301,8 +301,10 @@ def test_make_tiny_model_cli_runs_the_warmup(tmp_path):
     record = json.loads((tmp_path / "m" / "tvr_warmup.json").read_text())
     assert record["steps"] == 3 and record["env"] == "TVR-Basic-v0" and len(record["loss"]) == 3
     assert MLLMAgent.from_pretrained(tmp_path / "m", device="cpu").use_images is False
-    assert main(["make-tiny-model", str(tmp_path / "n")]) == 0
+    assert main(["make-tiny-model", str(tmp_path / "n"), "--image-tokens", "24"]) == 0
     assert not (tmp_path / "n" / "tvr_warmup.json").exists()
+    size = json.loads((tmp_path / "n" / "processor_config.json").read_text())["image_processor"]["size"]
+    assert size["longest_edge"] == 24 * 28 * 28  # the flag reaches the processor's pixel cap
 
 
 def test_supervised_finetuning_learns_the_true_answers_of_its_episodes(tiny_dir, tmp_path):

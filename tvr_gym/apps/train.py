@@ -34,6 +34,8 @@ def register(subparsers: Any, train_subparsers: Any) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--hidden-size", type=int, default=64)
     tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--image-tokens", type=int, default=6, help="cap on vision tokens per image (6 keeps a 160x120 "
+                      "render at 4 tokens; 24 keeps it whole at 168x112)")  # fmt: skip
     tiny.add_argument(
         "--warmup-steps", type=int, default=0, help="format warm-up steps on random answers (0: none, random weights)"
     )
@@ -119,7 +121,8 @@ def run_make_tiny(args: argparse.Namespace) -> int:
     check_int("warmup_steps", args.warmup_steps, 0)
     if args.warmup_steps:
         max_items_of(args.env)  # an unknown id fails before anything is written
-    path = make_tiny_model(args.dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers)
+    path = make_tiny_model(args.dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers,
+                           image_tokens=args.image_tokens)  # fmt: skip
     print(f"tiny Qwen2.5-VL checkpoint written to {path}")
     if args.warmup_steps:
         warmup_format(
