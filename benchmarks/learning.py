@@ -393,7 +393,7 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
                        label=f"{guess} ({', '.join(sources)})")  # fmt: skip
         ax.set(title=TITLES[key], xlabel=x_label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{title}: held-out episodes, greedy answers (one line per seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
