@@ -339,7 +339,7 @@ FIGURES = {
     "format": ("tiny Qwen2.5-VL from the format start, text TVR-Basic", "wall_s", "training minutes",
                ("acc", "obj_acc", "star")),
     "image": ("tiny Qwen2.5-VL on image TVR-Basic: SFT from random weights, then GRPO", "wall_s",
-              "training minutes (GRPO counted from the end of SFT)", ("acc", "obj_acc", "star")),
+              "training minutes (SFT, then GRPO from its end)", ("acc", "obj_acc", "star")),
     "adam": ("sparse GRPO from the small format start: AdamW with and without skip_flat", "steps", "GRPO steps",
              ("star", "format", "obj_acc")),
 }  # fmt: skip
@@ -374,12 +374,17 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     chosen = {k: v for k, v in groups(store).items() if figure_of(v[0]) == name}
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, ((algo, _, _start, obs, reward, variant), runs) in enumerate(sorted(chosen.items())):
+    # in the image figure the SFT start's own curve comes first, and the arms from it continue where it ends
+    sft_end = max((r["wall_s"][-1] for r in store["runs"] if figure_of(r) == name and r["start"] == "scratch"),
+                  default=0.0) if name == "image" else 0.0  # fmt: skip
+    for n, ((algo, _, start, obs, reward, variant), runs) in enumerate(sorted(chosen.items())):
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
+        label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
+        offset = sft_end if start == "sft" else 0.0
         for ax, key in zip(axes, metrics):
             for i, run in enumerate(runs):
-                x = np.array(run[x_key], dtype=float) / (60.0 if x_key == "wall_s" else 1.0)
+                x = (np.array(run[x_key], dtype=float) + offset) / (60.0 if x_key == "wall_s" else 1.0)
                 ax.plot(x, run[key], color=colors[n % len(colors)], alpha=0.85, marker="o", markersize=3,
                         label=label if i == 0 else None)  # fmt: skip
     for ax, key in zip(axes, metrics):
@@ -393,6 +398,10 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
                        label=f"{guess} ({', '.join(sources)})")  # fmt: skip
         ax.set(title=TITLES[key], xlabel=x_label)
         ax.grid(alpha=0.3)
+        if key == "star" and name == "image":  # the random-weight model's unreadable answers sit far below
+            low = min(v for r in store["runs"] if figure_of(r) == name for v in r[key])
+            ax.set_ylim(bottom=-1.0)
+            ax.set_title(f"{TITLES[key]} (random weights: {low:.1f}, off the axis)")
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{title}: held-out episodes, greedy answers (one line per seed)")
     fig.tight_layout()
