@@ -122,7 +122,7 @@ def test_make_agent():
     assert isinstance(make_agent("noop"), NoOpAgent)
     assert isinstance(make_agent("noop"), Agent)
     for bad in ("gpt", "mllm", "random:x", "", 3):
-        with pytest.raises(ValueError, match="valid: random, oracle, noop"):
+        with pytest.raises(ValueError, match="valid: random, visible, oracle, noop"):
             make_agent(bad)
 
 

@@ -29,7 +29,7 @@ def test_eval_writes_summary_and_episodes(tmp_path, capsys):
 def test_eval_bad_agent_is_a_clear_error(tmp_path, capsys):
     rc = main(["eval", "--agent", "genius", "--episodes", "1", "--out", str(tmp_path), "--quiet"])
     assert rc == 2
-    assert "valid: random, oracle, noop" in capsys.readouterr().err
+    assert "valid: random, visible, oracle, noop" in capsys.readouterr().err
 
 
 def test_show_writes_a_png(tmp_path, trance_dir):
