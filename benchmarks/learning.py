@@ -302,6 +302,11 @@ def _line(run: dict[str, Any]) -> str:
     )
 
 
+def guess_of(chance_name: str) -> str:
+    """The yardstick a ``chance`` entry holds: names ending in ``/visible`` are the visible-object guess."""
+    return "visible-object guess" if chance_name.endswith("/visible") else "random agent"
+
+
 def groups(store: dict[str, Any]) -> dict[tuple, list[dict[str, Any]]]:
     """Runs grouped by everything but the seed."""
     found: dict[tuple, list[dict[str, Any]]] = {}
@@ -328,8 +333,7 @@ def report(store: dict[str, Any]) -> None:
             f"{event_text} |"
         )
     for name, values in sorted(store.get("chance", {}).items()):
-        guess = "visible-object guess" if name.endswith("/visible") else "random agent"
-        print(f"{guess} ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        print(f"{guess_of(name)} ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
 
 
 FIGURES = {
@@ -391,8 +395,8 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
         lines: dict[tuple[str, float], list[str]] = {}  # one line per guess and value, naming every source
         for chance_name, values in sorted(store.get("chance", {}).items()):
             if chance_name.startswith(CHANCE[name]) and key in values:
-                guess = "visible-object guess" if chance_name.endswith("/visible") else "random agent"
-                lines.setdefault((guess, round(values[key], 6)), []).append(chance_name.removesuffix("/visible"))
+                source = chance_name.removesuffix("/visible")
+                lines.setdefault((guess_of(chance_name), round(values[key], 6)), []).append(source)
         for (guess, value), sources in lines.items():
             ax.axhline(value, color="black", linestyle=":" if guess != "random agent" else "--", linewidth=1,
                        label=f"{guess} ({', '.join(sources)})")  # fmt: skip

@@ -40,14 +40,20 @@ def layout_only(obs_mode: str, layout: str | None = None) -> dict[str, Any]:
 
 
 def held_out(
-    model_dir: Path, obs_mode: str, episodes: int, env_id: str = ENV_ID, layout: str | None = None
+    model_dir: Path,
+    obs_mode: str,
+    episodes: int,
+    env_id: str = ENV_ID,
+    layout: str | None = None,
+    no_change: bool = False,
 ) -> dict[str, float]:
-    """Greedy answers of the checkpoint on the held-out episodes, scored with the STAR reward."""
+    """Greedy answers of the checkpoint on the held-out episodes, scored with the STAR reward
+    (``no_change``: under the :class:`NoChangeShown` ablation)."""
     from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
     from tvr_gym.agents.mllm.policy import MLLMAgent
 
     agent = MLLMAgent.from_pretrained(model_dir, device="cpu", use_images=obs_mode == "image", max_new_tokens=48)
-    return scores(agent, obs_mode, episodes, env_id, EVAL_SEED_BASE, layout)
+    return scores(NoChangeShown(agent) if no_change else agent, obs_mode, episodes, env_id, EVAL_SEED_BASE, layout)
 
 
 class NoChangeShown:
@@ -69,11 +75,7 @@ class NoChangeShown:
 
 def no_change_shown(model_dir: Path, episodes: int) -> dict[str, float]:
     """:func:`held_out` of an image checkpoint under the :class:`NoChangeShown` ablation."""
-    from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
-    from tvr_gym.agents.mllm.policy import MLLMAgent
-
-    agent = MLLMAgent.from_pretrained(model_dir, device="cpu", use_images=True, max_new_tokens=48)
-    return scores(NoChangeShown(agent), "image", episodes, ENV_ID, EVAL_SEED_BASE)
+    return held_out(model_dir, "image", episodes, no_change=True)
 
 
 def scores(
@@ -92,14 +94,12 @@ def scores(
 
 
 def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
-    """A one-item guess on the same held-out episodes: ``random`` (any object) or ``visible`` (an object the
-    prompt's initial table shows, :class:`~tvr_gym.agents.baselines.VisibleGuessAgent`: what reading the
-    table alone reaches)."""
-    from tvr_gym.agents.baselines import RandomAgent, VisibleGuessAgent
+    """A one-item guess (:func:`benchmarks.learning_ppo.one_item_guess`: ``random``, or ``visible``, which
+    reads the prompt's initial table) on the same held-out episodes."""
+    from benchmarks.learning_ppo import one_item_guess
     from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
 
-    agent = {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
-    return scores(agent, obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
+    return scores(one_item_guess(guess), obs_mode, episodes, ENV_ID, EVAL_SEED_BASE)
 
 
 def model_name(model: dict[str, int]) -> str:
@@ -152,8 +152,9 @@ def start_curve(out: Path, start_dir: Path, obs_mode: str, model: dict[str, int]
     (``acc[0]``), each checkpoint written while the start trained, and the start itself."""
     from tvr_gym.agents.mllm.warmup import WARMUP_FILE
 
-    points = [(0, 0.0, raw_dir(out, model))]
-    for path in [*start_dir.glob("checkpoint-*"), start_dir]:
+    final = json.loads((start_dir / WARMUP_FILE).read_text())
+    points = [(0, 0.0, raw_dir(out, model)), (final["done"], final["seconds"], start_dir)]
+    for path in start_dir.glob("checkpoint-*"):
         record = json.loads((path / WARMUP_FILE).read_text())
         points.append((record["done"], record["seconds"], path))
     curve: dict[str, list] = {"wall_s": [], "steps": []}
@@ -162,12 +163,11 @@ def start_curve(out: Path, start_dir: Path, obs_mode: str, model: dict[str, int]
         curve["steps"].append(step)
         for key, value in held_out(path, obs_mode, episodes).items():
             curve.setdefault(key, []).append(value)
-    record = json.loads((start_dir / WARMUP_FILE).read_text())
     ablation = {"no_change_shown": no_change_shown(start_dir, episodes)} if obs_mode == "image" else {}
     return {
         "algo": "sft", "task": "basic", "start": "scratch", "obs_mode": obs_mode, "reward": "sft", "seed": 0,
-        **ablation, **curve, "minutes": round(record["seconds"] / 60, 1), "model": model, "variant": "",
-        "settings": {k: record[k] for k in ("lr", "batch_size", "episodes")},
+        **ablation, **curve, "minutes": round(final["seconds"] / 60, 1), "model": model, "variant": "",
+        "settings": {k: final[k] for k in ("lr", "batch_size", "episodes")},
         "layout": env_kwargs(obs_mode)["prompt_layout"],
     }  # fmt: skip
 

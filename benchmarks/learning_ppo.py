@@ -121,10 +121,18 @@ def jobs(
     return made
 
 
-def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
-    """A one-item guess on the same held-out episodes: ``random`` (any object) or ``visible`` (an object the
-    initial table shows, which the symbolic and image-table observations hold)."""
+GUESSES = ("random", "visible")
+"""The yardsticks: one random item on any object, or on an object the initial table shows."""
+
+
+def one_item_guess(guess: str) -> Any:
+    """The agent of a :data:`GUESSES` yardstick: ``RandomAgent`` or ``VisibleGuessAgent``, one item, seed 0."""
     from tvr_gym.agents.baselines import RandomAgent, VisibleGuessAgent
 
-    agent = {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
-    return held_out(agent, episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)
+    return {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
+
+
+def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
+    """A one-item guess (:func:`one_item_guess`) on the same held-out episodes; ``visible`` reads the initial
+    table, which the symbolic and image-table observations hold."""
+    return held_out(one_item_guess(guess), episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)

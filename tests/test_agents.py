@@ -9,6 +9,7 @@ import pytest
 from tvr_gym.agents import Agent, NoOpAgent, OracleAgent, RandomAgent, VisibleGuessAgent, make_agent
 from tvr_gym.agents.evaluate import EvalResult, evaluate
 from tvr_gym.answer import parse_answer
+from tvr_gym.scene import is_visible_position
 from tvr_gym.spec import SPEC
 
 KW = {"render_size": (32, 24)}
@@ -38,7 +39,8 @@ def test_visible_guess_names_only_objects_the_initial_table_shows_and_beats_the_
     agent, named = VisibleGuessAgent(seed=0), set()
     for seed in range(20):
         obs, info = env.reset(seed=seed)
-        visible = {i for i, o in enumerate(info["problem"]["states"][0]["objects"]) if _in_view(o["position"])}
+        objects = info["problem"]["states"][0]["objects"]
+        visible = {i for i, o in enumerate(objects) if is_visible_position(tuple(o["position"]))}
         parsed = parse_answer(agent.act(obs))
         assert parsed.well_formed and {obj for obj, _, _ in parsed.steps} <= visible
         named |= {obj for obj, _, _ in parsed.steps}
@@ -54,10 +56,6 @@ def test_visible_guess_names_only_objects_the_initial_table_shows_and_beats_the_
     blind = evaluate(RandomAgent(seed=0, max_items=1), "TVR-Basic-v0", 60, seed=7, env_kwargs=kwargs,
                      progress=False).summary["basic"]["ObjAcc"]  # fmt: skip
     assert guess > 2 * blind
-
-
-def _in_view(position) -> bool:
-    return all(abs(v) <= SPEC.visible_limit for v in position)
 
 
 def test_oracle_needs_the_privileged_hook():
