@@ -63,6 +63,7 @@ FULL: dict[str, Any] = {
     "sft": {"lr": 3e-3, "batch_size": 32, "episodes": 8192, "lr_warmup": 100},
     "sft_minutes": 30,
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
+    "grpo_by_part": {"grpo-sft": {"beta": 0.04}},
     "format_steps": 300,
     "minutes": {"grpo-sft": 30, "grpo-format": 60, "grpo-image": 60},
     "image_model": {"hidden_size": 64, "layers": 2, "image_tokens": 24},
@@ -179,10 +180,16 @@ def grpo_jobs(
                 "kind": "grpo", "start": start, "start_dir": str(start_dir), "start_scores": start_scores,
                 "obs_mode": obs_mode, "reward": reward, "seed": seed, "minutes": budget["minutes"][part],
                 "save_every": budget["save_every"], "episodes": budget["episodes"],
-                "settings": budget["sft"] if reward == "sft" else budget["grpo"],
+                "settings": budget["sft"] if reward == "sft" else grpo_settings(budget, part),
                 "out": str(out / f"{part}-{reward}-{seed}"),
             })  # fmt: skip
     return made, finished
+
+
+def grpo_settings(budget: dict[str, Any], part: str) -> dict[str, Any]:
+    """The GRPO settings of a part's arms: the shared ones, with the part's own on top (goal 1's arms keep a
+    KL to their SFT start, which keeps their groups from going flat)."""
+    return {**budget["grpo"], **budget.get("grpo_by_part", {}).get(part, {})}
 
 
 def adam_jobs(out: Path, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
@@ -359,7 +366,7 @@ def figure_of(run: dict[str, Any]) -> str:
         return "ppo"
     if run["obs_mode"] == "image":
         return "image"
-    return "adam" if run.get("variant") else run["start"]
+    return "adam" if run.get("variant") in FULL["adam"]["variants"] else run["start"]
 
 
 def plot_all(store: dict[str, Any], folder: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.learning import KEY, figure_of, groups, key_of, merge
+from benchmarks.learning import FULL, KEY, figure_of, groups, grpo_settings, key_of, merge
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning.json"
 CURVES = ("wall_s", "steps", "acc", "obj_acc", "star")
@@ -56,11 +56,18 @@ def test_the_committed_results_rebuild_every_curve_from_its_start():
     assert groups(store)
 
 
+def test_only_goal_1_arms_keep_a_kl_to_their_start():
+    assert grpo_settings(FULL, "grpo-sft") == {**FULL["grpo"], "beta": 0.04}
+    assert "beta" not in grpo_settings(FULL, "grpo-format")
+    assert "beta" not in grpo_settings(FULL, "grpo-image")
+
+
 def test_each_run_is_drawn_in_the_figure_of_its_start_and_observation():
     assert figure_of({**_run("star", 0, 0.1), "algo": "ppo"}) == "ppo"
     assert figure_of(_run("star", 0, 0.1)) == "sft"
     assert figure_of({**_run("star", 0, 0.1), "start": "format"}) == "format"
     assert figure_of({**_run("sparse", 0, 0.1), "variant": "skip_flat"}) == "adam"
+    assert figure_of({**_run("star", 0, 0.1), "variant": "no_kl"}) == "sft"  # an ablation stays with its arms
     # image runs, the SFT start's own curve (start "scratch") and GRPO from it, share the image figure
     assert figure_of({**_run("star", 0, 0.1), "obs_mode": "image"}) == "image"
     assert figure_of({**_run("sft", 0, 0.1), "algo": "sft", "start": "scratch", "obs_mode": "image"}) == "image"
