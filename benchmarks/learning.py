@@ -393,10 +393,12 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
         offset = sft_end if start == "sft" else 0.0
+        style = "--" if variant and name != "adam" else "-"  # an ablation, drawn thin beside the protocol
         for ax, key in zip(axes, metrics):
             for i, run in enumerate(runs):
                 x = (np.array(run[x_key], dtype=float) + offset) / (60.0 if x_key == "wall_s" else 1.0)
                 ax.plot(x, run[key], color=colors[n % len(colors)], alpha=0.85, marker="o", markersize=3,
+                        linestyle=style, linewidth=0.8 if style == "--" else 1.5,
                         label=label if i == 0 else None)  # fmt: skip
     for ax, key in zip(axes, metrics):
         lines: dict[tuple[str, float], list[str]] = {}  # one line per guess and value, naming every source
