@@ -26,8 +26,13 @@ same key are replaced, so parts can be run (and re-run) separately. Plots are re
     .venv/bin/python -m benchmarks.learning                      # everything: hours on 2 cores
     .venv/bin/python -m benchmarks.learning --parts ppo-symbolic # one part
     .venv/bin/python -m benchmarks.learning --parts grpo-format --arms star --first-seed 1 --seeds 2  # some runs
+    .venv/bin/python -m benchmarks.learning --parts grpo-sft --arms star --ablation no_kl  # an ablation
     .venv/bin/python -m benchmarks.learning --quick              # < 5 minutes, shows the direction
     .venv/bin/python -m benchmarks.learning --replot             # plots and tables from learning.json
+
+``--ablation NAME`` runs the chosen parts' arms with one lever of the protocol taken out (the parts'
+``ablations`` in :data:`FULL`: ``no_kl`` for ``grpo-sft``, ``constant-lr`` for ``ppo-symbolic``); its runs
+are stored with ``variant`` NAME beside the protocol's and drawn dashed.
 
 ``--quick`` shrinks every budget and writes into ``runs/learning-quick`` only, never into
 ``benchmarks/results``.
@@ -64,6 +69,7 @@ FULL: dict[str, Any] = {
     "sft_minutes": 30,
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
     "grpo_by_part": {"grpo-sft": {"beta": 0.04}},
+    "ablations": {"grpo-sft": {"no_kl": {"beta": 0.0}}, "ppo-symbolic": {"constant-lr": {"lr_schedule": "constant"}}},
     "format_steps": 300,
     "minutes": {"grpo-sft": 30, "grpo-format": 60, "grpo-image": 60},
     "image_model": {"hidden_size": 64, "layers": 2, "image_tokens": 24},
@@ -192,6 +198,31 @@ def grpo_settings(budget: dict[str, Any], part: str) -> dict[str, Any]:
     return {**budget["grpo"], **budget.get("grpo_by_part", {}).get(part, {})}
 
 
+def ablated(job: dict[str, Any], part: str, name: str) -> dict[str, Any]:
+    """``job`` with the ablation ``name`` of ``part`` (:data:`FULL` ``["ablations"]``): its settings changed,
+    stored as ``variant`` ``name``, in a directory of its own (``<part>-<arm>-<name>-<seed>``)."""
+    options = FULL["ablations"][part][name]
+    settings = "ppo_kwargs" if job["kind"] == "ppo" else "settings"
+    folder = Path(job["out"])
+    stem, seed = folder.name.rsplit("-", 1)
+    out = folder.with_name(f"{stem}-{name}-{seed}")
+    return {**job, settings: {**job[settings], **options}, "variant": name, "out": str(out)}
+
+
+def with_ablation(jobs: list[dict[str, Any]], name: str | None, part: str | None = None) -> list[dict[str, Any]]:
+    """``jobs`` under the ablation ``name`` (all of them when it is None); continued SFT has no GRPO lever to
+    take out and is left out. PPO jobs name their part by their observation kind."""
+    if not name:
+        return jobs
+    return [ablated(job, part or f"ppo-{job['obs_mode']}", name) for job in jobs if job.get("reward") != "sft"]
+
+
+def is_ablation(run: dict[str, Any]) -> bool:
+    """Whether a run is one of the protocol's ablations (drawn dashed beside the protocol's arms); the
+    ``adam`` experiment's variants are that experiment's own arms, not ablations."""
+    return any(run.get("variant") in names for names in FULL["ablations"].values())
+
+
 def adam_jobs(out: Path, budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     """The format-loss question: sparse GRPO from the small format start, AdamW with and without skip_flat."""
     from benchmarks.learning_grpo import build_start, held_out
@@ -239,6 +270,9 @@ def main() -> None:
                         "later with --first-seed 1 --seeds 2; the store merges them)")  # fmt: skip
     parser.add_argument("--arms", default=None, help="comma-separated rewards of the GRPO parts to run (default: "
                         "each part's arms; e.g. star,sft)")  # fmt: skip
+    ablations = sorted({name for names in FULL["ablations"].values() for name in names})
+    parser.add_argument("--ablation", default=None, choices=ablations, help="run the arms with this lever of the "
+                        "protocol taken out (default parts: those that have it); stored as its variant")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=None, help="training minutes per GRPO/SFT arm")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, < 5 minutes, results in OUT only")
@@ -247,10 +281,15 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="only redraw the plots and tables from the file")
     args = parser.parse_args()
     budget = {**(QUICK if args.quick else FULL)}
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else list(budget["parts"])
+    having = [part for part in PARTS if args.ablation in FULL["ablations"].get(part, {})]
+    default_parts = having if args.ablation else list(budget["parts"])
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else default_parts
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+    lacking = sorted(set(parts) - set(having))
+    if args.ablation and lacking:
+        parser.error(f"--ablation {args.ablation}: only for {', '.join(having)}, not {', '.join(lacking)}")
     if args.arms:
         wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
         known = {arm for part in GRPO_PARTS for arm in budget["arms"][part]}
@@ -277,7 +316,7 @@ def main() -> None:
     chance = chances(parts, budget)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         # PPO runs start at once; the GRPO starts are built meanwhile (in this process), then their arms queue up
-        futures = [pool.submit(_run, job) for job in ppo_jobs(out, parts, budget, seeds)]
+        futures = [pool.submit(_run, job) for job in with_ablation(ppo_jobs(out, parts, budget, seeds), args.ablation)]
         if "adam" in parts:
             futures += [pool.submit(_run, job) for job in adam_jobs(out, budget, seeds)]
         for part in GRPO_PARTS:
@@ -286,7 +325,7 @@ def main() -> None:
                 for run in finished:
                     print(_line(run), flush=True)
                     save(store_path, [{**run, "quick": args.quick, "date": time.strftime("%Y-%m-%d")}], chance)
-                futures += [pool.submit(_run, job) for job in made]
+                futures += [pool.submit(_run, job) for job in with_ablation(made, args.ablation, part)]
         print(f"{len(futures)} runs, {args.workers} at a time", flush=True)
         for future in as_completed(futures):
             run = {**future.result(), "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
@@ -393,7 +432,7 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
         offset = sft_end if start == "sft" else 0.0
-        style = "--" if variant and name != "adam" else "-"  # an ablation, drawn thin beside the protocol
+        style = "--" if is_ablation(runs[0]) else "-"  # an ablation, drawn thin beside the protocol
         for ax, key in zip(axes, metrics):
             for i, run in enumerate(runs):
                 x = (np.array(run[x_key], dtype=float) + offset) / (60.0 if x_key == "wall_s" else 1.0)

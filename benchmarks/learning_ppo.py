@@ -92,7 +92,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
               checkpoint_every=0, callbacks=[callback], **job["ppo_kwargs"])  # fmt: skip
     return {
         "algo": "ppo", "task": "basic", "start": "scratch", "obs_mode": job["obs_mode"], "reward": "star",
-        "seed": job["seed"], **curve, "settings": job["ppo_kwargs"], "total_s": round(time.perf_counter() - t0, 1),
+        "seed": job["seed"], **curve, "settings": job["ppo_kwargs"], "variant": job.get("variant", ""),
+        "total_s": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
 
 

@@ -5,7 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.learning import FULL, KEY, figure_of, groups, grpo_settings, key_of, merge
+import pytest
+
+from benchmarks.learning import (
+    FULL,
+    GRPO_PARTS,
+    KEY,
+    figure_of,
+    groups,
+    grpo_settings,
+    is_ablation,
+    key_of,
+    main,
+    merge,
+    with_ablation,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning.json"
 CURVES = ("wall_s", "steps", "acc", "obj_acc", "star")
@@ -60,6 +74,42 @@ def test_only_goal_1_arms_keep_a_kl_to_their_start():
     assert grpo_settings(FULL, "grpo-sft") == {**FULL["grpo"], "beta": 0.04}
     assert "beta" not in grpo_settings(FULL, "grpo-format")
     assert "beta" not in grpo_settings(FULL, "grpo-image")
+
+
+def test_an_ablation_takes_one_lever_out_of_the_arms_and_is_stored_apart():
+    star = {"kind": "grpo", "reward": "star", "settings": grpo_settings(FULL, "grpo-sft"), "out": "/r/grpo-sft-star-0"}
+    sft = {"kind": "grpo", "reward": "sft", "settings": FULL["sft"], "out": "/r/grpo-sft-sft-0"}
+    assert with_ablation([star, sft], None, "grpo-sft") == [star, sft]  # the protocol itself
+    (no_kl,) = with_ablation([star, sft], "no_kl", "grpo-sft")  # continued SFT has no KL to take out
+    assert no_kl["settings"] == {**star["settings"], "beta": 0.0}
+    assert no_kl["variant"] == "no_kl" and no_kl["out"] == "/r/grpo-sft-star-no_kl-0"  # beside, not over, the arm
+    ppo = {"kind": "ppo", "obs_mode": "symbolic", "seed": 0, "ppo_kwargs": {}, "out": "/r/ppo-symbolic-0"}
+    (constant,) = with_ablation([ppo], "constant-lr")
+    assert constant["ppo_kwargs"] == {"lr_schedule": "constant"} and constant["out"] == "/r/ppo-symbolic-constant-lr-0"
+
+
+def test_every_stored_variant_is_an_ablation_or_an_adam_arm_the_harness_can_run_again():
+    parts = {(start, obs): part for part, (start, obs) in GRPO_PARTS.items()}
+    for run in json.loads(RESULTS.read_text())["runs"]:
+        variant = run.get("variant")
+        if not variant or variant in FULL["adam"]["variants"]:
+            continue
+        part = f"ppo-{run['obs_mode']}" if run["algo"] == "ppo" else parts[(run["start"], run["obs_mode"])]
+        assert variant in FULL["ablations"].get(part, {}), f"{part} {run['reward']} {variant}: no --ablation runs it"
+
+
+def test_ablations_are_drawn_dashed_and_the_adam_experiments_variants_are_not():
+    assert is_ablation({"variant": "no_kl"}) and is_ablation({"variant": "constant-lr"})
+    assert not any(is_ablation({"variant": v}) for v in ("", "adamw", "skip_flat"))
+    assert not is_ablation({})
+
+
+@pytest.mark.parametrize("argv", [["--ablation", "no_kl", "--parts", "grpo-format"], ["--ablation", "no_such"]])
+def test_an_ablation_a_part_does_not_have_is_refused(argv, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["learning", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2 and "--ablation" in capsys.readouterr().err
 
 
 def test_each_run_is_drawn_in_the_figure_of_its_start_and_observation():
