@@ -417,17 +417,28 @@ def plot_all(store: dict[str, Any], folder: Path) -> None:
             _plot(store, name, folder / f"learning_{name}.png")
 
 
+def hues(chosen: dict[tuple, list[dict[str, Any]]]) -> dict[tuple, int]:
+    """A color number for each group of runs (:func:`groups`): an ablation takes its arm's color (it is
+    told apart by a dashed line), every other group has one of its own."""
+    arm_of = {key: (key[:-1], "" if is_ablation(runs[0]) else key[-1]) for key, runs in chosen.items()}
+    arms = sorted(set(arm_of.values()))
+    return {key: arms.index(arm) for key, arm in arm_of.items()}
+
+
 def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     title, x_key, x_label, metrics = FIGURES[name]
     chosen = {k: v for k, v in groups(store).items() if figure_of(v[0]) == name}
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6.4))
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     # in the image figure the SFT start's own curve comes first, and the arms from it continue where it ends
     sft_end = max((r["wall_s"][-1] for r in store["runs"] if figure_of(r) == name and r["start"] == "scratch"),
                   default=0.0) if name == "image" else 0.0  # fmt: skip
-    for n, ((algo, _, start, obs, reward, variant), runs) in enumerate(sorted(chosen.items())):
+    hue = hues(chosen)
+    for key, runs in sorted(chosen.items()):
+        algo, _, start, obs, reward, variant = key
+        n = hue[key]
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
@@ -454,9 +465,11 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
             low = min(v for r in store["runs"] if figure_of(r) == name for v in r[key])
             ax.set_ylim(bottom=-1.0)
             ax.set_title(f"{TITLES[key]} (random weights: {low:.1f}, off the axis)")
-    axes[0].legend(fontsize=8, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = -(-len(labels) // 4)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"{title}: held-out episodes, greedy answers (one line per seed)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -14,6 +14,7 @@ from benchmarks.learning import (
     figure_of,
     groups,
     grpo_settings,
+    hues,
     is_ablation,
     key_of,
     main,
@@ -102,6 +103,18 @@ def test_ablations_are_drawn_dashed_and_the_adam_experiments_variants_are_not():
     assert is_ablation({"variant": "no_kl"}) and is_ablation({"variant": "constant-lr"})
     assert not any(is_ablation({"variant": v}) for v in ("", "adamw", "skip_flat"))
     assert not is_ablation({})
+
+
+def test_an_ablation_is_drawn_in_its_arms_color_and_every_other_group_in_its_own():
+    runs = [_run(r, 0, 0.1) for r in ("star", "sparse", "sft")]
+    runs += [{**_run(r, 0, 0.1), "variant": "no_kl"} for r in ("star", "sparse")]
+    runs += [{**_run("sparse", 0, 0.1), "start": "format", "variant": v} for v in ("adamw", "skip_flat")]
+    hue = hues(groups({"runs": runs}))
+    by = {(key[2], key[4], key[5]): n for key, n in hue.items()}
+    assert by[("sft", "star", "no_kl")] == by[("sft", "star", "")]
+    assert by[("sft", "sparse", "no_kl")] == by[("sft", "sparse", "")]
+    arms = [n for (start, reward, variant), n in by.items() if variant != "no_kl"]
+    assert sorted(arms) == list(range(5))  # star, sparse, sft and both adam variants: five colors, none shared
 
 
 @pytest.mark.parametrize("argv", [["--ablation", "no_kl", "--parts", "grpo-format"], ["--ablation", "no_such"]])
