@@ -436,9 +436,9 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     sft_end = max((r["wall_s"][-1] for r in store["runs"] if figure_of(r) == name and r["start"] == "scratch"),
                   default=0.0) if name == "image" else 0.0  # fmt: skip
     hue = hues(chosen)
-    for key, runs in sorted(chosen.items()):
-        algo, _, start, obs, reward, variant = key
-        n = hue[key]
+    for group, runs in sorted(chosen.items()):
+        algo, _, start, obs, reward, variant = group
+        n = hue[group]
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
