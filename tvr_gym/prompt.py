@@ -80,7 +80,7 @@ def _header(obs_mode: str) -> str:
     shown = (
         "The first image shows the initial state and the second image shows the final state."
         if obs_mode == "image"
-        else "The initial state and the final state are given as tables below (the images show them too)."
+        else "The initial state and the final state are given as tables below."
     )
     example = (
         "<think>object 2 turned cyan and object 4 moved</think><answer>2.color.cyan, 4.position.front-left.1</answer>"
@@ -104,7 +104,7 @@ def _interactive_header(obs_mode: str) -> str:
         "image the current state (from the initial camera); after each turn a new image of the current "
         "state follows."
         if obs_mode == "image"
-        else "The target state and the current state are given as tables below (the images show them too)."
+        else "The target state and the current state are given as tables below."
     )
     lines = [
         f"A scene holds {n} objects, numbered 0 to {n - 1}. It starts in the initial state. {shown}",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # verl GRPO on TVR-CrossView for Qwen2.5-VL-7B-Instruct, 8 GPUs, vLLM rollouts (STAR-R1's settings:
-# G = 8, lr 1e-6, KL 0.04, clip 0.2). Option names checked against verl's
-# verl/trainer/config/_generated_ppo_trainer.yaml and examples/grpo_trainer/run_qwen2_5_vl-7b.sh
-# (volcengine/verl @ b178a3cd). verl reads clip_ratio_low/high, not clip_ratio alone.
+# G = 8, lr 1e-6, KL 0.04, clip 0.2). Tested with verl 0.9.1: tests/test_verl.py composes this command's
+# overrides with verl's own Hydra config, validates them as main_ppo does, and loads the reward through
+# verl's RewardLoopWorker. The reward lives under reward.custom_reward_function (verl >= 0.8; main_ppo
+# ignores the old top-level custom_reward_function). verl reads clip_ratio_low/high, not clip_ratio alone.
 set -euo pipefail
 DATA=${DATA:-data/tvr-cv-verl}
 tvr-gym export --format verl --env TVR-CrossView-v0 --n 20000 --seed 0 --split train --out "$DATA"
@@ -38,9 +39,9 @@ python3 -m verl.trainer.main_ppo \
     actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16 \
     actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16 \
     +actor_rollout_ref.rollout.engine_kwargs.vllm.disable_mm_preprocessor_cache=True \
-    custom_reward_function.path=pkg://tvr_gym.integrations.verl \
-    custom_reward_function.name=compute_score \
-    +custom_reward_function.reward_kwargs.reward=star \
+    reward.custom_reward_function.path=pkg://tvr_gym.integrations.verl \
+    reward.custom_reward_function.name=compute_score \
+    +reward.custom_reward_function.reward_kwargs.reward=star \
     trainer.n_gpus_per_node=8 \
     trainer.nnodes=1 \
     trainer.logger='["console","tensorboard"]' \

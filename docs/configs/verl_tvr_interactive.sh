@@ -17,9 +17,9 @@ DATA=${DATA:-data/tvr-interactive-verl}
 SETTING=${SETTING:-event}
 # Pin the renderer: the rows' first images and the rollouts' renders must come from the same one.
 ENV_KWARGS=${ENV_KWARGS:-'{"renderer": "gl"}'}
-python3 -m tvr_gym.integrations.verl_agent --out "$DATA" --n 20000 --seed 0 --split train \
+python3 -m tvr_gym.integrations.verl_episodes --out "$DATA" --n 20000 --seed 0 --split train \
     --setting "$SETTING" --env-kwargs "$ENV_KWARGS"
-python3 -m tvr_gym.integrations.verl_agent --out "$DATA" --n 500 --seed 1 --split val \
+python3 -m tvr_gym.integrations.verl_episodes --out "$DATA" --n 500 --seed 1 --split val \
     --setting "$SETTING" --env-kwargs "$ENV_KWARGS"
 
 python3 -m verl.trainer.main_ppo \
