@@ -1,9 +1,13 @@
-# The README's two commands. Each creates .venv on a fresh machine.
+# The README's two commands. Each creates its venvs on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# verl pins transformers to its own range, below what .venv resolves, so the verl and SkyRL tests run in a
+# second venv (docs/integrations.md, "Supported versions").
+VERL_VENV ?= .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-main test-verl verl-env lint bench clean
 
 $(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +21,25 @@ $(VENV)/.dev-installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.demo-installed
 
+$(VERL_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q --upgrade pip
+	$(VERL_PY) -m pip install -q -e ".[train,render,test,verl,skyrl]"
+	touch $@
+
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/tvr-gym demo
 
-test: $(VENV)/.dev-installed
+verl-env: $(VERL_VENV)/.installed
+
+test: test-main test-verl
+
+test-main: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 -m "not verl and not skyrl"
+
+test-verl: $(VERL_VENV)/.installed
+	$(VERL_PY) -m pytest -n 2 -m "verl or skyrl"
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
@@ -31,4 +48,4 @@ bench: $(VENV)/.dev-installed
 	$(VENV)/bin/tvr-gym bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) build dist *.egg-info

@@ -1,4 +1,4 @@
-"""``tvr-gym export``: environment episodes in the formats trainers read (TRL, verl, EasyR1) or as TRANCE data.
+"""``tvr-gym export``: environment episodes in the formats trainers read (TRL, verl, EasyR1, SkyRL) or as TRANCE data.
 
 Row ``i`` of an export is the episode ``env.reset(seed=seed, options={"index": i})``: the same seed and
 index always give the same problem and pixels, and any range of rows can be exported alone. Every
@@ -25,12 +25,12 @@ from tvr_gym import __version__, chat
 from tvr_gym.atomic import atomic_write_text, replace_dir
 from tvr_gym.dataset import DatasetWriter, write_sample
 from tvr_gym.options import check_choice, check_int
-from tvr_gym.registration import check_env_id
+from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.trance import Problem
 
-__all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
+__all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows", "interactive_export_rows"]
 
-FORMATS = ("hf", "verl", "easyr1", "trance")
+FORMATS = ("hf", "verl", "easyr1", "trance", "skyrl")
 COLUMNS: dict[str, dict[str, str]] = {
     "hf": {
         "prompt": "TRL conversational prompt: [{'role': 'user', 'content': <prompt text>}]; TRL puts the images "
@@ -57,11 +57,20 @@ COLUMNS: dict[str, dict[str, str]] = {
         "answer": "the problem as JSON: EasyR1 hands it to the reward as ground_truth",
         "images": "[initial, final] images (image observations only)",
     },
+    "skyrl": {
+        "data_source": "tvr/<setting>, e.g. tvr/crossview; tvr-interactive/<setting> for TVR-Interactive-v0",
+        "prompt": "[{'role': 'user', 'content': <prompt text>}], text only (both object tables)",
+        "env_class": "the skyrl_gym env: tvr, or tvr_interactive for TVR-Interactive-v0",
+        "reward_spec": "{'method': 'rule', 'ground_truth': <the problem as JSON>}",
+        "extra_info": "{'index', 'split', 'env_id', 'seed', 'answer', 'n_steps', 'final_view'}",
+    },
     "trance": {"data.jsonl": "TRANCE samples with final_view", "image/": "the observed initial and final images"},
 }
 """Every column of every format, with its meaning."""
 
 ABILITY = "visual-reasoning"
+SKYRL_ENV_CLASSES = {"single": "tvr", "interactive": "tvr_interactive"}
+"""The ``env_class`` of SkyRL rows: the ids :mod:`tvr_gym.integrations.skyrl` registers."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,36 @@ def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs
         env.close()
 
 
+def interactive_export_rows(
+    env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs: Any
+) -> Iterator[ExportRow]:
+    """The rows of ``TVR-Interactive-v0`` (``env_id``): row ``i`` is ``reset(seed=seed, options={"index": i})``,
+    its prompt the first observation's; ``initial`` and ``final`` hold the current and the target image."""
+    import gymnasium as gym
+
+    env = gym.make(check_env_id(env_id), **env_kwargs)
+    try:
+        for i in indices:
+            obs, info = env.reset(seed=seed, options={"index": i})
+            problem = env.unwrapped.problem
+            yield ExportRow(
+                index=i,
+                seed=seed,
+                env_id=env_id,
+                setting=env.unwrapped.setting,
+                prompt=obs["prompt"],
+                initial=obs["current"],
+                final=obs["target"],
+                use_images=env.unwrapped.obs_mode == "image",
+                answer=info["truth"],
+                problem=problem.to_dict(),
+                problem_object=problem,
+                final_view=info["final_view"],
+            )
+    finally:
+        env.close()
+
+
 def _pil(images: list[np.ndarray]) -> list[Image.Image]:
     return [Image.fromarray(im) for im in images]
 
@@ -164,6 +203,30 @@ def _easyr1_row(row: ExportRow) -> dict[str, Any]:
     return out
 
 
+def _skyrl_row(row: ExportRow, split: str) -> dict[str, Any]:
+    interactive = row.env_id == INTERACTIVE_ID
+    return {
+        "data_source": f"tvr-interactive/{row.setting}" if interactive else f"tvr/{row.setting}",
+        "prompt": chat.string_messages(row.prompt),
+        "env_class": SKYRL_ENV_CLASSES["interactive" if interactive else "single"],
+        "reward_spec": {"method": "rule", "ground_truth": row.problem_json},
+        "extra_info": {
+            "index": row.index, "split": split, "env_id": row.env_id, "seed": row.seed, "answer": row.answer,
+            "n_steps": row.n_steps, "final_view": row.final_view,
+        },  # fmt: skip
+    }
+
+
+def _skyrl_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SkyRL-gym's messages are text only, so its rows are too: ``obs_mode`` is ``text`` (the default here)."""
+    if env_kwargs.get("obs_mode", "text") != "text":
+        raise ValueError(
+            "obs_mode: the skyrl format is text only (SkyRL-gym messages are Dict[str, str]); "
+            "use obs_mode='text' (--obs-mode text), its default"
+        )
+    return {**env_kwargs, "obs_mode": "text"}
+
+
 def _features(fmt: str, with_images: bool):
     from datasets import Features, Image, List, Value
 
@@ -183,6 +246,14 @@ def _features(fmt: str, with_images: bool):
             },
         },
         "easyr1": {"problem": text, "answer": text},
+        "skyrl": {
+            "data_source": text, "prompt": List(message), "env_class": text,
+            "reward_spec": {"method": text, "ground_truth": text},
+            "extra_info": {
+                "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
+                "n_steps": Value("int32"), "final_view": text,
+            },
+        },
     }[fmt]  # fmt: skip
     if with_images:
         columns["images"] = List(Image())
@@ -199,8 +270,12 @@ def _shaped_rows(
     fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool
 ) -> Iterator[dict[str, Any]]:
     """The rows of a table format (a module-level generator, so ``datasets`` can fingerprint its arguments)."""
-    shape = {"hf": _hf_row, "verl": lambda r: _verl_row(r, split), "easyr1": _easyr1_row}[fmt]
-    rows = export_rows(env_id, range(start, start + n), seed, **env_kwargs)
+    shape = {
+        "hf": _hf_row, "verl": lambda r: _verl_row(r, split), "easyr1": _easyr1_row,
+        "skyrl": lambda r: _skyrl_row(r, split),
+    }[fmt]  # fmt: skip
+    make_rows = interactive_export_rows if fmt == "skyrl" and env_id == INTERACTIVE_ID else export_rows
+    rows = make_rows(env_id, range(start, start + n), seed, **env_kwargs)
     for row in _progress(rows, n, f"exporting {env_id} ({fmt})", progress):
         yield shape(row)
 
@@ -220,7 +295,8 @@ def export(
 
     - ``hf``: ``out/<split>/``, a ``datasets`` dataset (``save_to_disk``); ``out/dataset_dict.json``
       lists the splits, so ``load_from_disk(out)`` gives them all;
-    - ``verl`` and ``easyr1``: ``out/<split>.parquet``;
+    - ``verl``, ``easyr1`` and ``skyrl``: ``out/<split>.parquet`` (``skyrl``: text only; it also takes
+      ``TVR-Interactive-v0``, whose rows are for the ``tvr_interactive`` environment);
     - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``.
 
     Every argument is checked, and the environment built, before anything is written; the dataset
@@ -232,6 +308,8 @@ def export(
     if not isinstance(split, str) or not split or not split.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"split: expected a name of letters, digits, '-' or '_', got {split!r}")
     check_env_id(env_id)
+    if fmt == "skyrl":
+        env_kwargs = _skyrl_kwargs(env_kwargs)
     import gymnasium as gym
 
     gym.make(env_id, **env_kwargs).close()  # bad keywords fail here, before any directory exists

@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
 # verl GRPO on TVR-Interactive-v0 (multi-turn, a new render every turn) for Qwen2.5-VL-7B-Instruct,
 # 8 GPUs, vLLM async rollouts through tvr_gym's agent loop (tvr_gym/integrations/verl_agent.py).
-# Every option was checked against volcengine/verl @ b178a3cd:
-#   verl/trainer/config/_generated_ppo_trainer.yaml (data.*, actor_rollout_ref.*, algorithm.*, trainer.*),
-#   verl/trainer/config/rollout/rollout.yaml:208-230 (rollout.agent.*), verl/workers/config/rollout.py:227
-#   (limit_images: a RolloutConfig field missing from rollout.yaml, hence the +),
-#   verl/workers/rollout/vllm_rollout/vllm_async_server.py:209-210 (limit_images -> limit_mm_per_prompt).
-# No reward function is configured: the agent loop sets reward_score (the sum of the environment's
-# rewards), which verl writes into rm_scores and uses as is (agent_loop.py:707, 761-767;
-# ray_trainer.py:504-517).
+# Tested with verl 0.9.1: tests/test_verl.py composes these overrides with verl's own Hydra config and
+# validates them as main_ppo does (limit_images is a RolloutConfig field missing from rollout.yaml, hence
+# the +; vLLM gets it as limit_mm_per_prompt). No reward function is configured: the agent loop sets
+# reward_score (the sum of the environment's rewards), which verl writes into rm_scores and uses as is.
 # Lengths: a prompt is ~600 text tokens + 2 x 99 image tokens (320x240 renders, tvr_gym.chat.image_tokens);
 # a turn is <= 256 model tokens + ~135 reply tokens (one image + feedback), and max_images=8 allows 6 replies.
 set -euo pipefail
