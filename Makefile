@@ -36,10 +36,10 @@ test: test-main test-verl
 
 test-main: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 -m "not verl and not skyrl"
+	$(PY) -m pytest -n 2 --ignore=tests/verl
 
 test-verl: $(VERL_VENV)/.installed
-	$(VERL_PY) -m pytest -n 2 -m "verl or skyrl"
+	$(VERL_PY) -m pytest -n 2 tests/verl
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # verl GRPO on TVR-CrossView for Qwen2.5-VL-7B-Instruct, 8 GPUs, vLLM rollouts (STAR-R1's settings:
-# G = 8, lr 1e-6, KL 0.04, clip 0.2). Tested with verl 0.9.1: tests/test_verl.py composes this command's
+# G = 8, lr 1e-6, KL 0.04, clip 0.2). Tested with verl 0.9.1: tests/verl/test_verl.py composes this command's
 # overrides with verl's own Hydra config, validates them as main_ppo does, and loads the reward through
 # verl's RewardLoopWorker. The reward lives under reward.custom_reward_function (verl >= 0.8; main_ppo
 # ignores the old top-level custom_reward_function). verl reads clip_ratio_low/high, not clip_ratio alone.

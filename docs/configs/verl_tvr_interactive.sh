@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # verl GRPO on TVR-Interactive-v0 (multi-turn, a new render every turn) for Qwen2.5-VL-7B-Instruct,
 # 8 GPUs, vLLM async rollouts through tvr_gym's agent loop (tvr_gym/integrations/verl_agent.py).
-# Tested with verl 0.9.1: tests/test_verl.py composes these overrides with verl's own Hydra config and
+# Tested with verl 0.9.1: tests/verl/test_verl.py composes these overrides with verl's own Hydra config and
 # validates them as main_ppo does (limit_images is a RolloutConfig field missing from rollout.yaml, hence
 # the +; vLLM gets it as limit_mm_per_prompt). No reward function is configured: the agent loop sets
 # reward_score (the sum of the environment's rewards), which verl writes into rm_scores and uses as is.

@@ -18,7 +18,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.verl
 verl = pytest.importorskip("verl", reason="the verl tests run in the verl venv: make verl-env (docs/integrations.md)")
 
 from tvr_gym.answer import format_item  # noqa: E402
@@ -296,15 +295,17 @@ def test_a_batch_runs_through_verl_s_worker_postprocessing(worker, rows):
 
     chosen = [rows[0], rows[2], rows[4]]
     scripts = [truth_actions(chosen[0]), ["<answer>0.color.red</answer>", "done"], ["done"]]
-    # one server for the batch; each request id gets its row's script (the loops start in row order)
+    # one server for the batch; each request gets the script of the row whose prompt (its object tables) it holds
+    tables = [row["raw_prompt"][-1]["content"][-1]["text"][-300:] for row in chosen]
     texts = {}
 
     class BatchServer(ScriptedServer):
-        async def generate(self, request_id, **kwargs):
+        def script(self, request_id, prompt_ids):
             if request_id not in texts:
-                texts[request_id] = scripts[len(texts)]
-            self.texts = texts[request_id]
-            return await super().generate(request_id, **kwargs)
+                prompt = self.tokenizer.decode(prompt_ids)
+                (k,) = [k for k, table in enumerate(tables) if table in prompt]
+                texts[request_id] = scripts[k]
+            return texts[request_id]
 
     server = BatchServer(worker.tokenizer, [])
     worker.llm_client = server

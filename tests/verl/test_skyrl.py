@@ -22,7 +22,6 @@ from tvr_gym.transform import PAIRS
 
 from props import examples
 
-pytestmark = pytest.mark.skyrl
 skyrl_gym = pytest.importorskip(
     "skyrl_gym", reason="the SkyRL tests need skyrl-gym: the verl venv has it (make verl-env; docs/integrations.md)"
 )

@@ -15,7 +15,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.verl
 verl = pytest.importorskip("verl", reason="the verl tests run in the verl venv: make verl-env (docs/integrations.md)")
 
 from tvr_gym.answer import format_item, parse_answer  # noqa: E402

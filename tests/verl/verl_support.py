@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "docs" / "configs"
 FEEDBACK_WORDS = (
     "applied illegal moves object off the grid would overlap no change leaves the scene as it looks done "
@@ -74,14 +74,19 @@ class ScriptedServer:
             {"request_id": request_id, "prompt_ids": list(prompt_ids), "images": list(image_data or []),
              "params": dict(sampling_params)}
         )  # fmt: skip
+        texts = self.script(request_id, prompt_ids)
         await asyncio.sleep(0)
         turn = self._turn[request_id]
         self._turn[request_id] += 1
-        text = self.texts[min(turn, len(self.texts) - 1)]
+        text = texts[min(turn, len(texts) - 1)]
         ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
         ids = ids[: sampling_params["max_tokens"]]
         self.outputs.append(ids)
         return TokenOutput(token_ids=ids, log_probs=[self.logprob] * len(ids), num_preempted=0)
+
+    def script(self, request_id: str, prompt_ids: list[int]) -> list[str]:
+        """The texts the episode of ``request_id`` gets, turn by turn."""
+        return self.texts
 
 
 def worker_for(config, server: ScriptedServer | None = None):
@@ -115,7 +120,14 @@ def make_loop(worker, server: ScriptedServer, **entry: Any):
 
 
 def dataset(config, files, tokenizer, processor):
-    """verl's ``RLHFDataset`` on ``files`` with ``config.data``."""
+    """verl's ``RLHFDataset`` on ``files`` with ``config.data``, its over-long-prompt filter run in this process.
+
+    ``datasets`` 5 runs ``filter(num_proc=1)`` in a forked pool, which can hang in a process that already
+    holds threads (the environment thread, xdist's); ``filter_overlong_prompts_workers=None`` keeps the
+    same filter (the step that drops image rows without ``qwen-vl-utils``) in this process.
+    """
+    from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    return RLHFDataset([str(f) for f in files], tokenizer, config.data, processor)
+    data = OmegaConf.merge(config.data, {"filter_overlong_prompts_workers": None})
+    return RLHFDataset([str(f) for f in files], tokenizer, data, processor)
