@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 VERL_VENV ?= .venv-verl
 VERL_PY := $(VERL_VENV)/bin/python
 
-.PHONY: demo test test-main test-verl verl-env lint bench clean
+.PHONY: demo test test-main test-verl verl-env easyr1-check lint bench clean
 
 $(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-main: $(VENV)/.dev-installed
 
 test-verl: $(VERL_VENV)/.installed
 	$(VERL_PY) -m pytest -n 2 tests/verl
+
+# EasyR1 is not on the package index: EASYR1 is a git work tree of its source (docs/integrations.md).
+easyr1-check:
+	@test -n "$(EASYR1)" || { echo "usage: make easyr1-check EASYR1=path/to/EasyR1 (a git work tree)"; exit 2; }
+	bash scripts/easyr1_check.sh "$(EASYR1)"
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
