@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 # second venv (docs/integrations.md, "Supported versions").
 VERL_VENV ?= .venv-verl
 VERL_PY := $(VERL_VENV)/bin/python
+# vLLM's CPU build pins its own torch and transformers: tests/test_vllm.py serves the tiny model from a third
+# venv (scripts/vllm_env.sh; a second run returns at once).
+VLLM_VENV ?= .venv-vllm
 
-.PHONY: demo test test-main test-verl verl-env easyr1-check lint bench clean
+.PHONY: demo test test-main test-verl verl-env vllm-env easyr1-check lint bench clean
 
 $(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +35,14 @@ demo: $(VENV)/.demo-installed
 
 verl-env: $(VERL_VENV)/.installed
 
+vllm-env:
+	bash scripts/vllm_env.sh $(VLLM_VENV)
+
 test: test-main test-verl
 
-test-main: $(VENV)/.dev-installed
+test-main: $(VENV)/.dev-installed vllm-env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --ignore=tests/verl
+	TVR_GYM_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest -n 2 --ignore=tests/verl
 
 test-verl: $(VERL_VENV)/.installed
 	$(VERL_PY) -m pytest -n 2 tests/verl
@@ -53,4 +59,4 @@ bench: $(VENV)/.dev-installed
 	$(VENV)/bin/tvr-gym bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) $(VLLM_VENV) build dist *.egg-info

@@ -3,14 +3,15 @@
 With ``out``, every finished episode is appended to ``out/episodes.jsonl`` as it ends (a crash or Ctrl-C
 loses at most the batch in flight), and ``resume=True`` skips the episodes already there, so an eval of
 a large model that takes hours can be interrupted and continued; the summary is always rebuilt from
-the records of the file.
+the records of the file. ``max_tokens`` caps the tokens a model agent generates per answer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "eval.json"
+TOKEN_CAPS = ("max_tokens", "max_new_tokens")
+"""The attribute that caps a model agent's answer length: ``openai:`` agents' ``max_tokens`` (the request's),
+``mllm:`` agents' ``max_new_tokens`` (``generate``'s)."""
 
 
 @dataclass
@@ -96,6 +100,7 @@ def evaluate(
     batch_size: int = 1,
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    max_tokens: int | None = None,
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes of ``env_id``; episode ``i`` is ``reset(seed=seed + i)``.
 
@@ -104,11 +109,15 @@ def evaluate(
     agent with an ``obs_mode`` or ``prompt_layout`` attribute (e.g. a trained MLLM policy) sets the
     environment's observation mode or prompt layout unless ``env_kwargs`` does. With ``out``, episodes stream to
     ``out/episodes.jsonl`` and the summary is written to ``out/summary.json``; ``resume`` continues
-    an interrupted run of the same agent, environment and seed.
+    an interrupted run of the same agent, environment and seed. ``max_tokens`` caps the generated tokens
+    per answer for this run (:func:`token_cap`; ``None``: the agent's own cap). A served model left
+    uncapped can write its whole default budget (1,024 tokens for ``openai:``) on every episode.
     """
     check_int("episodes", episodes, 0)
     check_int("batch_size", batch_size, 1)
     check_env_id(env_id)
+    if max_tokens is not None:
+        _cap_attribute(agent, max_tokens)  # a bad cap fails before any environment is built
     if env_id == INTERACTIVE_ID:
         raise ValueError(
             f"{env_id} is multi-turn, and this evaluator answers single-shot problems: evaluate chat policies with "
@@ -123,6 +132,8 @@ def evaluate(
     if out is not None:
         kwargs = json.loads(json.dumps(env_kwargs, default=list))
         manifest = {"agent": name, "env": env_id, "seed": seed, "env_kwargs": kwargs}
+        if max_tokens is not None:  # another cap gives other answers: resuming under it would mix them
+            manifest["max_tokens"] = max_tokens
         journal, done = _open_log(Path(out), manifest, resume)
     todo = [i for i in range(episodes) if seed + i not in done]
     envs = [gym.make(env_id, **env_kwargs) for _ in range(min(batch_size, max(len(todo), 1)))]
@@ -130,36 +141,37 @@ def evaluate(
     records = dict(done)  # a resumed file keeps every record it holds
     bar = _progress(progress, episodes, f"{name} on {env_id}", len(records))
     try:
-        for start in range(0, len(todo), len(envs)):
-            batch = todo[start : start + len(envs)]
-            observations, infos = [], []
-            for env, i in zip(envs, batch):
-                obs, info = env.reset(seed=seed + i)
-                observations.append(obs)
-                infos.append(info)
-                if privileged:
-                    agent.observe_privileged(info)
-            answers = act_batch(agent, observations)
-            finished = []
-            for env, i, answer, info in zip(envs, batch, answers, infos):
-                _, reward, _, _, step_info = env.step(answer)
-                finished.append(
-                    {
-                        "seed": seed + i,
-                        "n_steps": len(info["problem"]["transformations"]),
-                        "final_view": info["final_view"],
-                        "answer": answer if isinstance(answer, str) else repr(answer),
-                        "truth": info["truth"],
-                        "reward": float(reward),
-                        "reward_terms": step_info["reward_terms"],
-                        "metrics": step_info["metrics"],
-                    }
-                )
-            if journal is not None:
-                journal.append(json.dumps(r, default=_jsonable) for r in finished)
-            records.update((r["seed"], r) for r in finished)
-            if bar is not None:
-                bar[0].advance(bar[1], len(batch))
+        with token_cap(agent, max_tokens):
+            for start in range(0, len(todo), len(envs)):
+                batch = todo[start : start + len(envs)]
+                observations, infos = [], []
+                for env, i in zip(envs, batch):
+                    obs, info = env.reset(seed=seed + i)
+                    observations.append(obs)
+                    infos.append(info)
+                    if privileged:
+                        agent.observe_privileged(info)
+                answers = act_batch(agent, observations)
+                finished = []
+                for env, i, answer, info in zip(envs, batch, answers, infos):
+                    _, reward, _, _, step_info = env.step(answer)
+                    finished.append(
+                        {
+                            "seed": seed + i,
+                            "n_steps": len(info["problem"]["transformations"]),
+                            "final_view": info["final_view"],
+                            "answer": answer if isinstance(answer, str) else repr(answer),
+                            "truth": info["truth"],
+                            "reward": float(reward),
+                            "reward_terms": step_info["reward_terms"],
+                            "metrics": step_info["metrics"],
+                        }
+                    )
+                if journal is not None:
+                    journal.append(json.dumps(r, default=_jsonable) for r in finished)
+                records.update((r["seed"], r) for r in finished)
+                if bar is not None:
+                    bar[0].advance(bar[1], len(batch))
     finally:
         if bar is not None:
             bar[0].stop()
@@ -170,6 +182,35 @@ def evaluate(
     if out is not None:
         result.save(out)  # sorted by seed, and the summary of every record in the file
     return result
+
+
+def _cap_attribute(agent: Any, max_tokens: int) -> str:
+    """The :data:`TOKEN_CAPS` attribute of ``agent``, once ``max_tokens`` is checked."""
+    check_int("max_tokens", max_tokens, 1)
+    attr = next((a for a in TOKEN_CAPS if hasattr(agent, a)), None)
+    if attr is None:
+        name = getattr(agent, "name", type(agent).__name__)
+        raise ValueError(f"max_tokens: {name} generates no tokens; the cap is for mllm: and openai: agents")
+    return attr
+
+
+@contextmanager
+def token_cap(agent: Any, max_tokens: int | None) -> Iterator[Any]:
+    """``agent`` generating at most ``max_tokens`` tokens per answer inside the block, its own cap after.
+
+    ``None`` leaves the agent as it is. An agent without a cap (:data:`TOKEN_CAPS`), e.g. a baseline,
+    is an error rather than silently uncapped.
+    """
+    if max_tokens is None:
+        yield agent
+        return
+    attr = _cap_attribute(agent, max_tokens)
+    before = getattr(agent, attr)
+    setattr(agent, attr, int(max_tokens))
+    try:
+        yield agent
+    finally:
+        setattr(agent, attr, before)
 
 
 def _progress(enabled: bool, total: int, label: str, completed: int = 0):

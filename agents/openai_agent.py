@@ -36,6 +36,7 @@ class OpenAIAgent:
     ``max_retries`` apply per request; ``concurrency`` requests of a batch are in flight at once. The
     API key is ``$OPENAI_API_KEY`` (``EMPTY`` when unset, as local servers accept). Servers that return
     the ``<think>`` part separately (``reasoning_content``) get it put back in front of the answer.
+    :attr:`usage` keeps the token counts the server reports for each reply (what a hosted model bills).
     """
 
     privileged = False
@@ -64,6 +65,8 @@ class OpenAIAgent:
         self.concurrency = concurrency
         self.system_prompt = system_prompt
         self.name = f"openai:{model}@{base_url}"
+        self.usage: list[dict[str, int]] = []
+        """One ``{"prompt_tokens", "completion_tokens"}`` per reply the server reported usage for, as replies arrive."""
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.client = OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
         if check:
@@ -105,6 +108,9 @@ class OpenAIAgent:
             )  # fmt: skip
         except openai.APIConnectionError as exc:
             raise ConnectionError(f"{self.name}: the server went away ({exc})") from None
+        used = reply.usage
+        if used is not None:  # list.append is atomic: the threads of act_batch may share the list
+            self.usage.append({"prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens})
         message = reply.choices[0].message
         content = message.content or ""
         reasoning = getattr(message, "reasoning_content", None) or (message.model_extra or {}).get("reasoning_content")

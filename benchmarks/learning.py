@@ -64,7 +64,7 @@ KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
 
 FULL: dict[str, Any] = {
     "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000, "image-table": 100_000}, "episodes": 300},
-    "model": {"hidden_size": 64, "layers": 2},
+    "model": {"hidden_size": 64, "layers": 2, "heads": 4},
     "sft": {"lr": 3e-3, "batch_size": 32, "episodes": 8192, "lr_warmup": 100},
     "sft_minutes": 30,
     "grpo": {"batch_size": 4, "group_size": 8, "lr": 1e-3, "max_new_tokens": 24},
@@ -72,14 +72,14 @@ FULL: dict[str, Any] = {
     "ablations": {"grpo-sft": {"no_kl": {"beta": 0.0}}, "ppo-symbolic": {"constant-lr": {"lr_schedule": "constant"}}},
     "format_steps": 300,
     "minutes": {"grpo-sft": 30, "grpo-format": 60, "grpo-image": 60},
-    "image_model": {"hidden_size": 64, "layers": 2, "image_tokens": 24},
+    "image_model": {"hidden_size": 64, "layers": 2, "heads": 4, "image_tokens": 24},
     "start_save_every": 500,
     "parts": PARTS,
     "arms": {"grpo-sft": SFT_ARMS, "grpo-format": FORMAT_ARMS, "grpo-image": ("star",)},
     "save_every": 100,
     "episodes": 200,
     "adam": {
-        "model": {"hidden_size": 64, "layers": 2}, "layout": "tables", "format_steps": 300, "steps": 100,
+        "model": {"hidden_size": 64, "layers": 2, "heads": 4}, "layout": "tables", "format_steps": 300, "steps": 100,
         "save_every": 10, "episodes": 64, "grpo": {"batch_size": 4, "group_size": 8, "lr": 2e-3, "max_new_tokens": 16},
         "variants": {"adamw": {}, "skip_flat": {"skip_flat": True}},
     },

@@ -210,10 +210,24 @@ def make_processor(tokenizer, image_pixels: tuple[int, int] = (28 * 28 * 2, 28 *
     )
 
 
-def make_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4, vision_hidden: int = 32):
-    """A ``Qwen2_5_VLConfig`` with a tiny text tower and a one-block vision tower."""
+HEAD_DIM = 32
+"""The decoder's default head size: the smallest that vLLM's CPU attention runs (16 fails at the first request)."""
+
+
+def default_heads(hidden_size: int) -> int:
+    """Attention heads of :data:`HEAD_DIM` each (one head when ``hidden_size`` is smaller)."""
+    return max(1, hidden_size // HEAD_DIM)
+
+
+def make_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int | None = None, vision_hidden: int = 32):
+    """A ``Qwen2_5_VLConfig`` with a tiny text tower and a one-block vision tower.
+
+    ``heads`` defaults to :func:`default_heads`, so the checkpoint also serves on vLLM's CPU build; the
+    key/value heads are half the query heads (grouped-query attention, as in Qwen2.5-VL), at least one.
+    """
     from transformers import Qwen2_5_VLConfig
 
+    heads = default_heads(hidden_size) if heads is None else heads
     head_dim = hidden_size // heads
     half = head_dim // 2
     mrope = [half - 2 * (half // 3), half // 3, half // 3]  # temporal, height, width; sums to head_dim / 2
@@ -256,7 +270,7 @@ def make_tiny_model(
     seed: int = 0,
     hidden_size: int = 64,
     layers: int = 2,
-    heads: int = 4,
+    heads: int | None = None,
     extra_texts: Iterable[str] | None = None,
     image_tokens: int = 6,
 ) -> Path:
@@ -264,11 +278,13 @@ def make_tiny_model(
 
     The vocabulary covers the prompt builder's words and the answer grammar; ``extra_texts`` adds
     the words of more texts. ``image_tokens`` caps the vision tokens per image (one per 28x28 pixels
-    after resizing; 24 keeps a 160x120 render at 168x112). Returns the directory.
+    after resizing; 24 keeps a 160x120 render at 168x112). ``heads`` defaults to heads of 32 dims
+    (:data:`HEAD_DIM`: 2 at the default width), which vLLM's CPU build can serve. Returns the directory.
     """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
+    heads = default_heads(hidden_size) if heads is None else heads
     if hidden_size % heads or (hidden_size // heads) % 2:
         raise ValueError(f"hidden_size: {hidden_size} must split into {heads} heads of even size")
     out = Path(out_dir)

@@ -25,7 +25,7 @@ from tvr_gym.dataset import generate_dataset, merge_datasets
 from tvr_gym.export import FORMATS, export
 from tvr_gym.generator import generate
 from tvr_gym.metrics import format_table
-from tvr_gym.options import SETTINGS
+from tvr_gym.options import SETTINGS, check_int
 from tvr_gym.reference import comparison_table
 from tvr_gym.registration import ENV_IDS, check_env_id
 from tvr_gym.render import RENDERERS
@@ -41,10 +41,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_env_id(args.env)
     default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
     out = check_writable(Path(args.out) if args.out else Path("out") / "eval" / default_name)
+    if args.max_tokens is not None:
+        check_int("--max-tokens", args.max_tokens, 1)  # before a model loads or a server is asked
     agent = make_agent(args.agent, seed=args.seed, obs_mode=args.obs_mode)
     result = evaluate(
         agent, args.env, args.episodes, seed=args.seed, env_kwargs=env_kwargs(args),
-        progress=not args.quiet, batch_size=args.batch_size, out=out, resume=args.resume,
+        progress=not args.quiet, batch_size=args.batch_size, out=out, resume=args.resume, max_tokens=args.max_tokens,
     )  # fmt: skip
     print(format_table(result.summary))
     print(comparison_table(result.summary, ENV_IDS.get(args.env), name=args.agent))
@@ -176,6 +178,11 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="episodes answered together (concurrent for openai:)")
     p.add_argument("--out", help="directory for summary.json and episodes.jsonl (default out/eval/AGENT-ENV)")
     p.add_argument("--resume", action="store_true", help="skip the episodes already in OUT/episodes.jsonl")
+    p.add_argument(
+        "--max-tokens", type=int, metavar="N",
+        help="cap on the tokens generated per answer, for mllm: and openai: agents (N >= 1; default: the agent's "
+        "own, 1024 for openai:, the checkpoint's max_new_tokens or 128 for mllm:)",
+    )  # fmt: skip
     p.add_argument("--quiet", **quiet)
     add_env_options(p)
     p.set_defaults(func=cmd_eval)
@@ -209,8 +216,8 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quiet", **quiet)
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("export", help="write episodes for TRL (hf), verl, EasyR1 or as TRANCE data")
-    p.add_argument("--format", default="hf", choices=FORMATS, help="hf | verl | easyr1 | trance (default hf)")
+    p = sub.add_parser("export", help="write episodes for TRL (hf), verl, EasyR1, SkyRL or as TRANCE data")
+    p.add_argument("--format", default="hf", choices=FORMATS, help=" | ".join(FORMATS) + " (default hf)")
     p.add_argument("--env", default="TVR-CrossView-v0", help=ids)
     p.add_argument("--n", type=int, required=True, help="number of rows")
     p.add_argument("--seed", type=int, default=0, help="row i is env.reset(seed=SEED, options={'index': i})")
