@@ -12,6 +12,7 @@ from tvr_gym.scene import SceneObject, State, is_visible_position, on_grid, over
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import (
     PAIRS,
+    STEP_KINDS,
     Transformation,
     apply,
     move_type,
@@ -21,9 +22,10 @@ from tvr_gym.transform import (
     replay,
     simulate,
     state_distance,
+    try_apply,
 )
 
-from props import examples
+from props import examples, random_state
 
 
 def obj(pos=(0, 0), **kw) -> SceneObject:
@@ -207,3 +209,40 @@ def test_fixture_move_types_and_options_match_our_rules(trance_problems):
                 expected = set(out_options(start)) if t.type == "out" else {t.value}
                 assert set(t.options) == expected, (p.idx, t)
             state = apply(state, t)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), obj_idx=st.integers(0, SPEC.n_objects - 1), pair=st.sampled_from(PAIRS))
+def test_try_apply_is_the_one_rule_behind_simulate(seed, obj_idx, pair):
+    """Each kind of :func:`try_apply` means what :func:`simulate` and TVR's distance say of the same step."""
+    state = random_state(random.Random(seed))
+    step = (obj_idx, *pair)
+    outcome = try_apply(state, step)
+    sim = simulate(state, [step])
+    assert outcome.kind in STEP_KINDS and outcome.legal == (outcome.kind == "applied")
+    # the rule, restated from the geometry: off the grid, else an overlap with any other object
+    old = state.objects[obj_idx]
+    if pair[0] == "position":
+        end = moved(old.position, pair[1])
+        moved_obj = old.changed("position", end) if on_grid(end) else None
+    else:
+        moved_obj = old.changed(*pair)
+    assert outcome.obj == moved_obj
+    assert (outcome.kind == "off_grid") == (moved_obj is None)
+    others = [o for j, o in enumerate(state.objects) if j != obj_idx]
+    expected_overlap = moved_obj is not None and pair[0] in ("position", "size") and any(
+        overlaps(moved_obj, o) for o in others
+    )  # fmt: skip
+    assert (outcome.kind == "overlap") == expected_overlap
+    assert sim.error_out == (outcome.kind == "off_grid") and (outcome.obj is None) == sim.error_out
+    assert sim.error_overlap == (outcome.kind == "overlap")
+    if outcome.kind == "overlap":
+        assert outcome.hit != obj_idx and overlaps(outcome.obj, state.objects[outcome.hit])
+        assert pair[0] in ("position", "size")
+    if outcome.obj is not None:
+        assert sim.state.objects[obj_idx] == outcome.obj  # the evaluator applies overlapping steps too
+        changed = state_distance(state, sim.state) > 0
+        assert (outcome.kind == "noop") == (not changed and outcome.kind != "overlap")
+        assert (outcome.kind == "applied") == (changed and not sim.error_overlap)
+    else:
+        assert sim.state == state

@@ -28,9 +28,9 @@ from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_int, check_size
 from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
 from tvr_gym.render import RENDERERS
 from tvr_gym.reward import REWARD_NAMES, get_reward
-from tvr_gym.scene import State, overlaps
+from tvr_gym.scene import State
 from tvr_gym.trance import Problem
-from tvr_gym.transform import applied, changed_entries, state_distance
+from tvr_gym.transform import changed_entries, state_distance, try_apply
 
 CENTRE = VIEWS[0]
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
@@ -291,21 +291,15 @@ class TVRInteractive(gym.Env):
 
     def _apply(self, step: tuple) -> Outcome:
         assert self._current is not None
-        obj_idx, attr, value = step
         text = format_item(step)
-        objs = list(self._current.objects)
-        new = applied(objs[obj_idx], attr, value)
-        if new is None:
-            return Outcome("illegal", f"illegal: {text} moves object {obj_idx} off the grid", step)
-        if attr in ("position", "size"):
-            hit = next((j for j, o in enumerate(objs) if j != obj_idx and overlaps(new, o)), None)
-            if hit is not None:
-                return Outcome("illegal", f"illegal: {text} would overlap object {hit}", step)
-        objs[obj_idx] = new
-        after = State(tuple(objs))
-        if not changed_entries(self._current, after):
+        result = try_apply(self._current, step)
+        if result.kind == "off_grid":
+            return Outcome("illegal", f"illegal: {text} moves object {step[0]} off the grid", step)
+        if result.kind == "overlap":
+            return Outcome("illegal", f"illegal: {text} would overlap object {result.hit}", step)
+        if result.kind == "noop":
             return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
-        self._current = after
+        self._current = self._current.with_object(step[0], result.obj)
         self._applied.append(step)
         return Outcome("applied", f"applied {text}", step)
 

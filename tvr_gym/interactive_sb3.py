@@ -6,8 +6,8 @@
 * Action masks (:meth:`InteractiveSB3.action_masks`, as sb3-contrib's ``MaskablePPO`` reads them): a
   step is masked out when the environment would refuse it as illegal (a move off the grid; a move or
   size change that overlaps another object) or as a no-op (the scene looks the same), judged on the
-  current state with the environment's own functions (:func:`~tvr_gym.transform.applied`,
-  :func:`~tvr_gym.scene.overlaps`, :func:`~tvr_gym.transform.changed_entries`); ``done`` is always allowed.
+  current state by the environment's own rule (:func:`~tvr_gym.transform.try_apply`); ``done`` is always
+  allowed.
 * Observation: ``float32 Box(-1, 1, (401,))``: the current state's object table, the target's
   (:func:`tvr_gym.wrappers.encode_state`, world frame) and the fraction of the turn limit used.
 
@@ -18,7 +18,7 @@ one episode with any SB3-style policy (``predict(obs, action_masks=...)``). See 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -28,9 +28,9 @@ from tvr_gym.answer import DONE, format_item
 from tvr_gym.interactive import TVRInteractive
 from tvr_gym.options import is_int
 from tvr_gym.registration import INTERACTIVE_ID
-from tvr_gym.scene import SceneObject, State, overlaps
+from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, applied, changed_entries, pair_index
+from tvr_gym.transform import PAIRS, pair_index, try_apply
 from tvr_gym.wrappers import FEATURES_PER_OBJECT, encode_state
 
 __all__ = [
@@ -54,7 +54,6 @@ N_ACTIONS = _N_OBJECTS * _N_PAIRS + 1
 """Object x pair steps, then ``done``."""
 DONE_ACTION = N_ACTIONS - 1
 """The action that ends the episode."""
-_GEOMETRIC = ("position", "size")
 
 
 def step_of(action: Any) -> tuple | None:
@@ -92,35 +91,18 @@ def _check_action(action: Any) -> int:
     return a
 
 
-class _Objects(NamedTuple):
-    """The one object a step touches, in the shape :func:`changed_entries` reads (``.objects``)."""
-
-    objects: tuple[SceneObject, ...]
-
-
 def legal_mask(state: State) -> np.ndarray:
     """``bool (N_ACTIONS,)``: True for the steps that would change ``state`` legally, and for ``done``.
 
-    The environment's rules (``TVRInteractive._apply``): a step is illegal when :func:`applied` gives
-    ``None`` (off the grid) or, for a position or size change, the new object :func:`overlaps` another;
-    it is a no-op when :func:`changed_entries` finds no difference. Only the touched object can differ,
-    so the no-op test compares that object alone.
+    The environment's one rule, :func:`~tvr_gym.transform.try_apply`: a step is masked in exactly when
+    the environment would apply it (not off the grid, no overlap, a visible change).
     """
     mask = np.zeros(N_ACTIONS, dtype=bool)
     mask[DONE_ACTION] = True
-    objs = state.objects
-    for i, obj in enumerate(objs):
-        before = _Objects((obj,))
-        others = objs[:i] + objs[i + 1 :]
+    for i in range(_N_OBJECTS):
         base = i * _N_PAIRS
         for k, (attr, value) in enumerate(PAIRS):
-            new = applied(obj, attr, value)
-            if new is None:
-                continue
-            if attr in _GEOMETRIC and any(overlaps(new, o) for o in others):
-                continue
-            if changed_entries(before, _Objects((new,))):
-                mask[base + k] = True
+            mask[base + k] = try_apply(state, (i, attr, value)).legal
     return mask
 
 

@@ -169,6 +169,62 @@ def replay(state: State, transformations: Iterable[Transformation]) -> State:
     return state
 
 
+GEOMETRIC = ("position", "size")
+"""The attributes whose change can make an object overlap another."""
+STEP_KINDS = ("applied", "off_grid", "overlap", "noop")
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What one step does to a state under TVR's rules (:func:`try_apply`).
+
+    ``kind`` is ``applied`` (a legal step that changes how the scene looks), ``off_grid`` (a move that
+    leaves the grid: no object), ``overlap`` (a move or size change that overlaps object ``hit``) or
+    ``noop`` (legal, but the scene looks the same). ``obj`` is the stepped object (``None`` off the grid).
+    """
+
+    kind: str
+    obj: SceneObject | None
+    hit: int | None = None
+
+    @property
+    def legal(self) -> bool:
+        """A step that changes the scene legally: what the interactive environment applies."""
+        return self.kind == "applied"
+
+
+def try_apply(state: State, step: tuple[int, str, Value]) -> StepOutcome:
+    """The one legality rule: the outcome of (obj, attr, value) on ``state``, checked in order off the grid,
+    overlap (against all 10 objects, visible or not), then no visible change.
+
+    TVR's evaluator (:func:`simulate`), the interactive environment's turn and its SB3 action mask all
+    judge a step by this function. The step must be well-typed (parsed or from :data:`PAIRS`).
+    """
+    return _judge(state.objects, step)
+
+
+def _judge(objs: Sequence[SceneObject], step: tuple[int, str, Value]) -> StepOutcome:
+    """:func:`try_apply` on a state's objects (a list while :func:`simulate` steps through a sequence)."""
+    obj_idx, attr, value = step
+    new = applied(objs[obj_idx], attr, value)
+    if new is None:
+        return StepOutcome("off_grid", None)
+    if attr in GEOMETRIC:
+        hit = next((j for j, o in enumerate(objs) if j != obj_idx and overlaps(new, o)), None)
+        if hit is not None:
+            return StepOutcome("overlap", new, hit)
+    if not _looks_changed(objs[obj_idx], new):
+        return StepOutcome("noop", new)
+    return StepOutcome("applied", new)
+
+
+def _looks_changed(a: SceneObject, b: SceneObject) -> bool:
+    """``bool(object_changes(a, b))``, written out: :func:`try_apply` runs it for every step of every answer."""
+    if a.color != b.color or a.material != b.material or a.shape != b.shape or a.size != b.size:
+        return True
+    return a.position != b.position and (is_visible_position(a.position) or is_visible_position(b.position))
+
+
 @dataclass(frozen=True, slots=True)
 class Simulation:
     """The outcome of simulating a predicted sequence as TVR's evaluator does (``docs/rewards.md#metrics``)."""
@@ -180,41 +236,42 @@ class Simulation:
 
 
 def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulation:
-    """Apply (obj, attr, value) steps, flagging off-grid moves and overlaps.
+    """Apply (obj, attr, value) steps, flagging off-grid moves and overlaps (:func:`try_apply`).
 
-    An off-grid move is flagged and skipped; a move or size change that overlaps another object
-    is flagged and still applied. Steps are assumed well-typed (as produced by the parser).
+    As TVR's evaluator does, an off-grid move is flagged and skipped, and a move or size change that
+    overlaps another object is flagged and still applied. Steps are assumed well-typed (as produced by
+    the parser).
     """
     objs = list(state.objects)
     error_out = error_overlap = False
     illegal = 0
-    for obj_idx, attr, value in steps:
-        new = applied(objs[obj_idx], attr, value)
-        if new is None:
+    for step in steps:
+        outcome = _judge(objs, step)
+        if outcome.obj is None:
             error_out = True
             illegal += 1
             continue
-        objs[obj_idx] = new
-        if attr in ("position", "size") and _overlaps_any(objs, obj_idx):
+        if outcome.kind == "overlap":
             error_overlap = True
             illegal += 1
+        objs[step[0]] = outcome.obj
     return Simulation(State(tuple(objs)), error_out, error_overlap, illegal)
 
 
-def _overlaps_any(objs: list[SceneObject], i: int) -> bool:
-    me = objs[i]
-    return any(j != i and overlaps(me, o) for j, o in enumerate(objs))
+def object_changes(a: SceneObject, b: SceneObject) -> list[str]:
+    """The attributes in which two versions of one object differ, with TVR's equality: two positions
+    outside the visible square are equal."""
+    changed = [attr for attr in ATTRIBUTES if getattr(a, attr) != getattr(b, attr)]
+    if a.position != b.position and (is_visible_position(a.position) or is_visible_position(b.position)):
+        changed.append("position")
+    return changed
 
 
 def changed_entries(initial: State, final: State) -> frozenset[tuple[int, str]]:
     """The (object, attribute) entries that differ between two states, with TVR's equality (as
     :func:`state_distance`: two positions outside the visible square are equal)."""
-    changed = []
-    for i, (a, b) in enumerate(zip(initial.objects, final.objects, strict=True)):
-        changed += [(i, attr) for attr in ATTRIBUTES if getattr(a, attr) != getattr(b, attr)]
-        if a.position != b.position and (is_visible_position(a.position) or is_visible_position(b.position)):
-            changed.append((i, "position"))
-    return frozenset(changed)
+    pairs = zip(initial.objects, final.objects, strict=True)
+    return frozenset((i, attr) for i, (a, b) in enumerate(pairs) for attr in object_changes(a, b))
 
 
 def state_distance(pred: State, true: State) -> int:
