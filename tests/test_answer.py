@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.answer import MAX_ANSWER_CHARS, Parsed, format_answer, format_item, parse_answer
+from tvr_gym.answer import MAX_ANSWER_CHARS, Parsed, canonical_parsed, format_answer, format_item, parse_answer
 from tvr_gym.spec import SPEC
 from tvr_gym.transform import PAIRS, Transformation
 
@@ -28,6 +28,7 @@ def test_format_then_parse_round_trips(steps, think):
     assert parsed.well_formed
     assert parsed.n_items == len(steps)
     assert not parsed.truncated
+    assert canonical_parsed(steps) == parsed  # what the code composes needs no text round trip
 
 
 def test_format_answer_canonical_text_and_inputs():

@@ -609,3 +609,32 @@ def test_export_round_trip_preserves_observations(tmp_path):
         np.testing.assert_array_equal(obs2["final"], obs["final"])
         assert obs2["prompt"] == obs["prompt"]
     assert format_answer([]) == "<think></think><answer></answer>"
+
+
+@pytest.mark.parametrize("reward", ["star", "state", "sparse"])
+def test_a_step_parses_once_and_simulates_at_most_once(reward, monkeypatch):
+    """One scorer: the reward and the metrics of an answer share its parse and its one simulation."""
+    import tvr_gym.answer
+    import tvr_gym.metrics
+
+    counts = {"parse": 0, "simulate": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(tvr_gym.metrics, "parse_answer", counting("parse", tvr_gym.metrics.parse_answer))
+    monkeypatch.setattr(tvr_gym.metrics, "simulate", counting("simulate", tvr_gym.metrics.simulate))
+    env = gym.make("TVR-Event-v0", render_size=(32, 24), renderer="numpy", reward=reward)
+    for seed in range(6):
+        env.reset(seed=seed)
+        truth = env.unwrapped.problem.transformations
+        before = dict(counts)
+        _, total, _, _, info = env.step(format_answer([*reversed(truth), (3, "size", "large")]))
+        assert counts["parse"] - before["parse"] == 1
+        assert counts["simulate"] - before["simulate"] == 1
+        assert info["metrics"]["n_pred"] == len(truth) + 1 and math.isfinite(total)
+    assert tvr_gym.answer.parse_answer is not tvr_gym.metrics.parse_answer

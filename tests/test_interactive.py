@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import pickle
 
 import gymnasium as gym
@@ -401,3 +402,38 @@ def test_an_image_budget_holds_at_least_the_target_and_the_first_render():
     with pytest.raises(ValueError, match="tokens_per_image"):
         ImageBudget(max_images=None, tokens_per_image=-1)
     assert ImageBudget(max_images=2).allows(0) and not ImageBudget(max_images=2).allows(1)
+
+
+@pytest.mark.parametrize("terminal", ["state", "star", "sparse", "none"])
+def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, monkeypatch):
+    """The terminal reward and the metrics share one judgement of the applied steps: no text is written
+    and parsed back, and the sequence is simulated once."""
+    import tvr_gym.interactive
+    import tvr_gym.metrics
+
+    env = gym.make("TVR-Interactive-v0", setting="event", render_size=(32, 24), renderer="numpy",
+                   terminal_reward=terminal)  # fmt: skip
+    env.reset(seed=4)
+    truth = env.unwrapped.problem.transformations
+    for step in truth:
+        env.step(f"<answer>{format_item(step)}</answer>")
+    simulations = []
+    real_simulate = tvr_gym.metrics.simulate
+
+    def counting(*args, **kwargs):
+        simulations.append(args)
+        return real_simulate(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the end re-parsed an answer the environment wrote")
+
+    monkeypatch.setattr(tvr_gym.metrics, "simulate", counting)
+    monkeypatch.setattr(tvr_gym.metrics, "parse_answer", refuse)
+    monkeypatch.setattr(tvr_gym.interactive, "parse_answer", refuse)
+    _, reward, terminated, _, info = env.step("done")
+    assert terminated and info["interactive"]["success"] == 1.0 and info["metrics"]["acc"] == 1.0
+    assert len(simulations) == 1
+    if terminal == "none":
+        assert info["terminal"] == 0.0 and info["terminal_terms"] == {}
+    else:
+        assert info["terminal"] > 0 and math.isclose(info["terminal"], sum(info["terminal_terms"].values()))

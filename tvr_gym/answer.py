@@ -24,6 +24,7 @@ __all__ = [
     "Parsed",
     "Step",
     "Turn",
+    "canonical_parsed",
     "format_answer",
     "format_item",
     "parse_answer",
@@ -152,6 +153,15 @@ class Parsed:
             "has_answer_block": self.has_answer_block,
             "canonical": ", ".join(_item_text(*s) for s in self.steps),
         }
+
+
+def canonical_parsed(steps: Iterable[Step]) -> Parsed:
+    """What :func:`parse_answer` reads from ``format_answer(steps)``, without writing and reading the text.
+
+    For answers the code itself composes from vocabulary steps, such as the steps an interactive episode
+    applied: a well-formed answer block holding exactly these steps.
+    """
+    return Parsed(steps=list(steps), well_formed=True, has_answer_block=True)
 
 
 def _coerce_text(text: Any) -> str:

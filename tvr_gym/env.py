@@ -12,13 +12,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import format_answer, parse_answer
+from tvr_gym.answer import format_answer
 from tvr_gym.cache import LRU, RenderCache, observed_image, shared_lru
-from tvr_gym.metrics import episode_metrics
 from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_size, episode_options
 from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, check_layout
 from tvr_gym.render import RENDERERS
-from tvr_gym.reward import REWARD_NAMES, get_reward
+from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
 from tvr_gym.sources import ProceduralSource, TranceSource
 from tvr_gym.trance import Problem
 
@@ -171,15 +170,14 @@ class TVRGym(gym.Env):
         """Score an answer against the current episode without ending it: (reward, step info)."""
         if self._problem is None:
             raise RuntimeError("score() needs an episode: call reset() first")
-        parsed = parse_answer(action if isinstance(action, str) else _as_text(action))
-        result = self._reward_fn(parsed, self._problem)
+        scored = score_answer(action if isinstance(action, str) else _as_text(action), self._problem, self._reward_fn)
         info = self._base_info()
-        info["reward_terms"] = {k: float(v) for k, v in result.terms.items()}
-        info["metrics"] = episode_metrics(parsed, self._problem)
-        info["parsed"] = parsed.to_dict()
+        info["reward_terms"] = scored.terms
+        info["metrics"] = scored.metrics
+        info["parsed"] = scored.parsed.to_dict()
         if not isinstance(action, str):
             info["parsed"]["errors"].insert(0, f"action: expected a str, got {type(action).__name__}")
-        return float(result.total), info
+        return scored.total, info
 
     def render(self):
         """``rgb_array``: the initial and final images side by side (``None`` without a render mode)."""

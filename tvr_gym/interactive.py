@@ -20,14 +20,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import DONE, Turn, format_answer, format_item, parse_answer, read_turn
+from tvr_gym.answer import DONE, Turn, canonical_parsed, format_answer, format_item, parse_answer, read_turn
 from tvr_gym.cache import LRU, RenderCache, render_view, shared_lru
 from tvr_gym.env import ACTION_CHARSET, ACTION_MAX_LENGTH, RENDER_MODES, _make_source, _reset_index, _weights_dict
-from tvr_gym.metrics import episode_metrics
 from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_int, check_size, episode_options
 from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
 from tvr_gym.render import RENDERERS
-from tvr_gym.reward import REWARD_NAMES, get_reward
+from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
 from tvr_gym.scene import State
 from tvr_gym.trance import Problem
 from tvr_gym.transform import changed_entries, state_distance, try_apply
@@ -207,9 +206,9 @@ class TVRInteractive(gym.Env):
         info.update({"turn_reward": reward, "progress": progress, "outcome": outcome.kind})
         if terminated or truncated:
             self._done = True
-            terminal, terms = self._terminal()
-            reward += terminal
-            info.update({"terminal": terminal, "terminal_terms": terms, **self._final_metrics()})
+            end = self._end()
+            reward += end["terminal"]
+            info.update(end)
         return self._observation(), float(reward), terminated, truncated, info
 
     def truncate(self) -> tuple[float, dict[str, Any]]:
@@ -221,10 +220,10 @@ class TVRInteractive(gym.Env):
         if self._problem is None or self._done:
             raise RuntimeError("truncate() needs a running episode")
         self._done = True
-        terminal, terms = self._terminal()
+        end = self._end()
         info = self._info()
-        info.update({"terminal": terminal, "terminal_terms": terms, "outcome": "truncated", **self._final_metrics()})
-        return terminal, info
+        info.update({**end, "outcome": "truncated"})
+        return end["terminal"], info
 
     def render(self):
         """``rgb_array``: the target and the current image side by side."""
@@ -306,20 +305,19 @@ class TVRInteractive(gym.Env):
     def _answer(self) -> str:
         return format_answer(self._applied)
 
-    def _terminal(self) -> tuple[float, dict[str, float]]:
-        if self._terminal_fn is None:
-            return 0.0, {}
-        result = self._terminal_fn(parse_answer(self._answer()), self._problem)
-        return float(result.total), {k: float(v) for k, v in result.terms.items()}
-
-    def _final_metrics(self) -> dict[str, Any]:
+    def _end(self) -> dict[str, Any]:
+        """The last turn's additions: the terminal reward of the applied sequence, its terms, TVR's metrics
+        of it and the interactive metrics. The applied steps are scored once, as steps (not re-read as text)."""
         problem, current = self._problem, self._current
         assert problem is not None and current is not None
+        scored = score_answer(canonical_parsed(self._applied), problem, self._terminal_fn)
         wrong_start = _wrong_objects(problem.initial, problem.final)
         wrong_end = _wrong_objects(current, problem.final)
         fixed = len(wrong_start - wrong_end) / len(wrong_start) if wrong_start else 1.0
         return {
-            "metrics": episode_metrics(parse_answer(self._answer()), problem),
+            "terminal": scored.total,
+            "terminal_terms": scored.terms,
+            "metrics": scored.metrics,
             "interactive": {
                 "success": float(not wrong_end),
                 "misplaced": len(wrong_end) / max(len(wrong_start), 1),

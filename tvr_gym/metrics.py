@@ -19,12 +19,15 @@ __all__ = [
     "BASIC_KEYS",
     "VIEWS",
     "EntryCounts",
+    "Judged",
     "as_parsed",
     "basic_scores",
     "entry_counts",
     "episode_metrics",
     "format_table",
+    "judge",
     "summarize",
+    "tvr_acc",
 ]
 
 STATE_KEYS = ("dist", "norm_dist", "loose_acc", "acc", "error_overlap", "error_out")
@@ -126,33 +129,69 @@ def changed_objects(problem: Problem) -> frozenset[int]:
     return frozenset(i for i, _ in problem.changed)
 
 
-def tvr_acc(text: Any, problem: Problem) -> float:
-    """TVR's Acc of one answer (``episode_metrics(...)["acc"]``), quicker for the commonest answers.
+class Judged:
+    """One answer on one problem, simulated at most once: what every reward term and metric reads.
 
-    The true sequence itself gets the problem's own (once simulated) Acc; an answer that leaves an
-    entry the truth changes untouched keeps its initial value there, so it is at distance >= 1 without
-    being simulated; any other answer is simulated.
+    Rewards (:mod:`tvr_gym.reward`) and :func:`episode_metrics` accept a :class:`Judged` wherever they
+    accept an answer, so scoring an answer with a reward and its metrics (:func:`tvr_gym.reward.score_answer`)
+    parses it once and simulates it at most once.
     """
-    parsed = as_parsed(text)
-    if len(parsed.steps) == problem.n_steps and tuple(parsed.steps) == problem.truth_steps:
-        return problem.truth_acc  # the true sequence itself: simulated once per problem
-    touched = {(obj, attr) for obj, attr, _ in parsed.steps}
-    if not problem.changed <= touched:
-        return 0.0
-    sim = simulate_parsed(parsed, problem)
-    if sim.error_out or sim.error_overlap:
-        return 0.0
-    counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
-    return float(counts.wrong + counts.missed == 0)
+
+    __slots__ = ("_counts", "_sim", "parsed", "problem")
+
+    def __init__(self, parsed: Parsed, problem: Problem) -> None:
+        self.parsed, self.problem = parsed, problem
+        self._sim: Simulation | None = None
+        self._counts: EntryCounts | None = None
+
+    @property
+    def sim(self) -> Simulation:
+        """The readable steps simulated on the problem's initial state (TVR's evaluator)."""
+        if self._sim is None:
+            self._sim = simulate(self.problem.initial, self.parsed.steps)
+        return self._sim
+
+    @property
+    def counts(self) -> EntryCounts:
+        """The simulated state's :func:`entry_counts` against the true final state."""
+        if self._counts is None:
+            p = self.problem
+            self._counts = entry_counts(p.initial, p.final, self.sim.state, changed_objects(p))
+        return self._counts
+
+    @property
+    def acc(self) -> float:
+        """TVR's Acc (``episode_metrics(...)["acc"]``), simulating only when it must.
+
+        The true sequence itself gets the problem's own (once simulated) Acc; an answer that leaves an
+        entry the truth changes untouched keeps its initial value there, so it is at distance >= 1
+        without being simulated; any other answer is simulated.
+        """
+        steps, problem = self.parsed.steps, self.problem
+        if self._counts is None:
+            if len(steps) == problem.n_steps and tuple(steps) == problem.truth_steps:
+                return problem.truth_acc  # the true sequence itself: simulated once per problem
+            if not problem.changed <= {(obj, attr) for obj, attr, _ in steps}:
+                return 0.0
+        sim, counts = self.sim, self.counts
+        return float(counts.wrong + counts.missed == 0 and not sim.error_out and not sim.error_overlap)
 
 
-def simulate_parsed(parsed: Parsed, problem: Problem) -> Simulation:
-    """Simulate the readable steps on the problem's initial state."""
-    return simulate(problem.initial, parsed.steps)
+def judge(text: Any, problem: Problem) -> Judged:
+    """``text`` as a :class:`Judged` answer on ``problem``: itself when it is one (of this problem), else
+    its parse (any string, or a :class:`Parsed`)."""
+    if isinstance(text, Judged) and text.problem is problem:
+        return text
+    return Judged(as_parsed(text.parsed if isinstance(text, Judged) else text), problem)
+
+
+def tvr_acc(text: Any, problem: Problem) -> float:
+    """TVR's Acc of one answer (``episode_metrics(...)["acc"]``; see :attr:`Judged.acc`)."""
+    return judge(text, problem).acc
 
 
 def episode_metrics(text: Any, problem: Problem) -> dict[str, Any]:
-    """TVR metrics of one answer (any string, or a :class:`Parsed`) on one problem.
+    """TVR metrics of one answer (any string, a :class:`Parsed` or a :class:`Judged`) on one problem.
 
     Always: ``dist`` (int), ``norm_dist`` (dist / true length, or dist for an empty truth),
     ``loose_acc`` and ``acc`` (0.0/1.0), ``error_overlap``, ``error_out`` (bool), ``n_steps`` (true
@@ -160,9 +199,8 @@ def episode_metrics(text: Any, problem: Problem) -> dict[str, Any]:
     ``attr_acc``, ``val_acc`` and ``basic_acc`` (Basic Acc = ObjAcc and ValAcc, first predicted step).
     Unreadable items do not change the state; they only show in ``n_unreadable``.
     """
-    parsed = as_parsed(text)
-    sim = simulate_parsed(parsed, problem)
-    counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
+    judged = judge(text, problem)
+    parsed, sim, counts = judged.parsed, judged.sim, judged.counts
     dist = counts.wrong + counts.missed
     n_gt = problem.n_steps
     out: dict[str, Any] = {

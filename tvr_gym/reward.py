@@ -14,20 +14,21 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
-from tvr_gym.answer import Step
-from tvr_gym.metrics import as_parsed, basic_scores, changed_objects, entry_counts
+from tvr_gym.answer import Parsed, Step
+from tvr_gym.metrics import Judged, basic_scores, episode_metrics, judge
 from tvr_gym.options import is_number
 from tvr_gym.trance import Problem
-from tvr_gym.transform import simulate
 
 __all__ = [
     "ABLATIONS",
     "REWARD_NAMES",
     "REWARDS",
     "RewardResult",
+    "Score",
     "StarWeights",
     "StateWeights",
     "get_reward",
+    "score_answer",
     "sparse_reward",
     "star_reward",
     "state_reward",
@@ -221,7 +222,7 @@ def star_reward(text: Any, problem: Problem, weights: StarWeights = StarWeights(
     one-to-one assignment that maximises the reward, with the copies of a triplet taking part at most as
     often as the truth holds it (at least once; see :func:`_matchable` and ``docs/rewards.md``).
     """
-    parsed = as_parsed(text)
+    parsed = judge(text, problem).parsed
     w = weights
     n_pred = len(parsed.steps) + parsed.n_unreadable
     n_gt = len(problem.transformations)
@@ -245,10 +246,9 @@ def state_reward(text: Any, problem: Problem, weights: StateWeights = StateWeigh
     ``unreadable`` (the last four ≤ 0). The maximum, format + full × n_gt, goes to every sequence that
     reaches the true final state legally: the truth, a reordering, ``front 1`` twice for ``front 2``…
     """
-    parsed = as_parsed(text)
+    judged = judge(text, problem)
+    parsed, sim, counts = judged.parsed, judged.sim, judged.counts
     w = weights
-    sim = simulate(problem.initial, parsed.steps)
-    counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
     full = w.full * len(problem.transformations)
     if counts.changed:
         correct = full * counts.right / counts.changed
@@ -272,14 +272,11 @@ def sparse_reward(text: Any, problem: Problem) -> RewardResult:
     Fully correct is TVR ``Acc`` (state distance 0, no off-grid or overlap error); for 1-step problems
     it is the Basic ``Acc`` of the first predicted step (right object, (attribute, value) in options).
     """
-    parsed = as_parsed(text)
+    judged = judge(text, problem)
     if len(problem.transformations) == 1:
-        acc = basic_scores(parsed.steps, problem)["basic_acc"]
+        acc = basic_scores(judged.parsed.steps, problem)["basic_acc"]
     else:
-        sim = simulate(problem.initial, parsed.steps)
-        counts = entry_counts(problem.initial, problem.final, sim.state, changed_objects(problem))
-        ok = counts.wrong == 0 and counts.missed == 0 and not sim.error_out and not sim.error_overlap
-        acc = 1.0 if ok else 0.0
+        acc = judged.acc
     return _result({"acc": acc})
 
 
@@ -313,3 +310,43 @@ def get_reward(name: str, **weights: float) -> RewardFn:
     if unknown:
         raise ValueError(f"{base} weights: unknown {unknown[0]!r}; valid: {', '.join(valid_fields)}")
     return partial(fn, weights=replace(defaults, **weights))
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """An answer scored on a problem: the reward (``total``, ``terms``) and what it was judged on.
+
+    ``metrics`` (TVR's :func:`~tvr_gym.metrics.episode_metrics`) and ``acc`` are read from the same
+    judgement, so the answer is parsed once and simulated at most once whatever is asked.
+    """
+
+    total: float
+    terms: dict[str, float]
+    judged: Judged
+
+    @property
+    def parsed(self) -> Parsed:
+        return self.judged.parsed
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return episode_metrics(self.judged, self.judged.problem)
+
+    @property
+    def acc(self) -> float:
+        """TVR's Acc, simulated only when it must be (:attr:`~tvr_gym.metrics.Judged.acc`)."""
+        return self.judged.acc
+
+
+def score_answer(text: Any, problem: Problem, reward: RewardFn | None = star_reward) -> Score:
+    """The one scorer: any answer (text, :class:`Parsed` or :class:`Judged`) on ``problem`` with ``reward``.
+
+    The environments' steps, the interactive terminal and the trainer-facing reward functions all score
+    through it. ``reward=None`` gives a zero total with no terms (an interactive episode without a
+    terminal reward still gets its metrics).
+    """
+    judged = judge(text, problem)
+    if reward is None:
+        return Score(0.0, {}, judged)
+    result = reward(judged, problem)
+    return Score(float(result.total), {k: float(v) for k, v in result.terms.items()}, judged)

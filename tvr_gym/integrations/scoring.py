@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvr_gym.answer import parse_answer
 from tvr_gym.cache import LRU
-from tvr_gym.metrics import tvr_acc
-from tvr_gym.reward import RewardFn, get_reward
+from tvr_gym.reward import RewardFn, get_reward, score_answer
 from tvr_gym.trance import Problem
 
 PROBLEM_CACHE = 65_536
@@ -51,8 +49,5 @@ class Scorer:
     def score(
         self, text: Any, ground_truth: str | Mapping[str, Any], with_acc: bool = True
     ) -> tuple[float, dict[str, float], float | None]:
-        problem = problem_from_json(ground_truth)
-        parsed = parse_answer(text)
-        result = self.fn(parsed, problem)
-        acc = tvr_acc(parsed, problem) if with_acc else None
-        return float(result.total), {k: float(v) for k, v in result.terms.items()}, acc
+        scored = score_answer(text, problem_from_json(ground_truth), self.fn)
+        return scored.total, scored.terms, scored.acc if with_acc else None

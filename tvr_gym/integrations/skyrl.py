@@ -37,14 +37,12 @@ import numpy as np
 import skyrl_gym
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput, ConversationType
 
-from tvr_gym.answer import parse_answer
 from tvr_gym.export import SKYRL_ENV_CLASSES
 from tvr_gym.integrations.scoring import Scorer, problem_from_json
 from tvr_gym.interactive import DEFAULT_SLACK, TERMINAL_REWARDS, TVRInteractive
-from tvr_gym.metrics import tvr_acc
 from tvr_gym.options import check_choice, check_int
 from tvr_gym.prompt import state_table
-from tvr_gym.reward import REWARD_NAMES
+from tvr_gym.reward import REWARD_NAMES, score_answer
 from tvr_gym.trance import Problem
 
 __all__ = [
@@ -164,11 +162,8 @@ class TVRSkyRLEnv(BaseTextEnv):
     def step(self, action: str) -> BaseTextEnvStepOutput:
         """Score the completion (any text); the episode ends."""
         self.turns += 1
-        parsed = parse_answer(_as_text(action))
-        result = self.scorer.fn(parsed, self.problem)
-        reward = float(result.total)
-        terms = {k: float(v) for k, v in result.terms.items()}
-        acc = float(tvr_acc(parsed, self.problem))
+        scored = score_answer(_as_text(action), self.problem, self.scorer.fn)
+        reward, terms, acc, parsed = scored.total, scored.terms, scored.acc, scored.parsed
         # as the TRL adapter logs them: each term, then TVR's Acc (over the sparse reward's own ``acc`` term)
         self._metrics = {**{f"tvr/{k}": v for k, v in terms.items()}, "tvr/reward": reward, "tvr/acc": acc}
         metadata = {"reward_terms": terms, "acc": acc, "parsed": parsed.to_dict()}
