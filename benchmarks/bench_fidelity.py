@@ -1,4 +1,4 @@
-"""How close each renderer's images are to the official TRANCE images (``tvr_gym.render.fidelity``).
+"""How close each renderer's images are to the official TRANCE images (``benchmarks.fidelity``).
 
 For every renderer: the per-object mean-colour distance to the 16 official images (per material),
 the accuracy on the official objects of a k-NN material classifier trained on the renderer's own
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report, run_line
-from tvr_gym.render import make_renderer
-from tvr_gym.render.fidelity import (
+from benchmarks.fidelity import (
     MATERIALS,
     classifier_accuracy,
     colour_distance,
@@ -33,6 +32,7 @@ from tvr_gym.render.fidelity import (
     official_views,
     render_view,
 )
+from tvr_gym.render import make_renderer
 
 GOAL_DISTANCE = 20.0
 GOAL_ACCURACY = 0.85

@@ -1,5 +1,9 @@
 """How close a renderer's images are to the official TRANCE images, measured per object.
 
+Benchmark tooling, outside the installed package: ``benchmarks/bench_fidelity.py`` reports it and
+``tests/test_fidelity.py`` bounds it. It draws scenes with the generator and renders them, so it sits above
+both; the renderers in ``tvr_gym.render`` never import it.
+
 Two measures, both over the objects of the official images (``../shared/trance/image``: 160x120
 Blender renders) seen through eroded instance masks:
 

@@ -7,10 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tvr_gym.generator import generate
-from tvr_gym.render import camera_rig, lamp_rig, make_renderer
-from tvr_gym.render.base import default_lamps, lamp_lights
-from tvr_gym.render.fidelity import (
+from benchmarks.fidelity import (
     MATERIALS,
     View,
     colour_distance,
@@ -21,6 +18,9 @@ from tvr_gym.render.fidelity import (
     official_views,
     render_view,
 )
+from tvr_gym.generator import generate
+from tvr_gym.render import camera_rig, lamp_rig, make_renderer
+from tvr_gym.render.base import default_lamps, lamp_lights
 from tvr_gym.render.studio import STUDIO_TEXELS, irradiance_sh, sh_irradiance, studio_texture
 from tvr_gym.scene import SceneObject, State
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -79,54 +81,184 @@ def test_grpo_flags_come_from_the_config_and_every_reward_name_is_accepted():
 # ---------------------------------------------------------------- imports
 
 
+def _package_dirs() -> dict[str, Path]:
+    """Each installed package root and the folder it installs from: ``tvr_gym`` from ``tvr_gym/``, and what
+    ``[tool.setuptools.package-dir]`` maps (``tvr_gym.agents`` from ``agents/``, ``tvr_gym.scenes`` from
+    ``scenes/``)."""
+    text = (REPO / "pyproject.toml").read_text()
+    section = text.split("[tool.setuptools.package-dir]", 1)[1].split("\n[", 1)[0]
+    mapped = dict(re.findall(r'^"([\w.]+)"\s*=\s*"([\w./-]+)"', section, flags=re.M))
+    assert mapped.get("tvr_gym.agents") == "agents", mapped
+    return {"tvr_gym": REPO / "tvr_gym", **{name: REPO / folder for name, folder in mapped.items()}}
+
+
 def _module_name(path: Path) -> str:
-    rel = path.relative_to(REPO).with_suffix("")
-    parts = list(rel.parts)
-    if parts[0] == "agents":
-        parts = ["tvr_gym", *parts]
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+    """The name ``path`` is imported by once installed (``agents/mllm/tiny.py`` is ``tvr_gym.agents.mllm.tiny``)."""
+    for package, folder in sorted(_package_dirs().items(), key=lambda item: -len(item[1].parts)):
+        if path.is_relative_to(folder):
+            parts = [*package.split("."), *path.relative_to(folder).with_suffix("").parts]
+            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    raise AssertionError(f"{path}: not inside an installed package")
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(f): f for folder in _package_dirs().values() for f in folder.rglob("*.py")}
+
+
+def _packages(modules: dict[str, Path]) -> set[str]:
+    return {name for name, path in modules.items() if path.name == "__init__.py"}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported_names(tree: ast.Module, package: str) -> Iterator[str]:
+    """Every name an import in ``tree`` may load: at module level and inside functions, classes and ``try``
+    blocks, absolute or relative. ``from a import b`` gives ``a.b`` then ``a`` (``b`` may be a module or a name
+    in ``a``). Only ``if TYPE_CHECKING:`` blocks are skipped: they never run, they only name types. A module
+    that calls ``importlib.import_module`` (a lazy table, as ``tvr_gym.agents.mllm`` has) also imports every
+    string in it that is a dotted name."""
+    todo: list[ast.AST] = [tree]
+    dynamic = False
+    strings = []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, *([node.module] if node.module else [])])
+            for a in node.names:
+                yield f"{base}.{a.name}"
+                yield base
+        elif getattr(node, "attr", None) == "import_module" or getattr(node, "id", None) == "import_module":
+            dynamic = True
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"\w+(\.\w+)+", node.value)
+        ):
+            strings.append(node.value)
+        todo.extend(ast.iter_child_nodes(node))
+    if dynamic:
+        yield from strings
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """Each project module and the project modules it imports at module level (the arrows of the layers)."""
-    files = [*(REPO / "tvr_gym").rglob("*.py"), *(REPO / "agents").rglob("*.py")]
-    modules = {_module_name(f): f for f in files}
+    """Each project module and the project modules it imports, anywhere in it (the arrows of the layers).
+
+    An import names its deepest project module: ``from tvr_gym.agents.mllm.tiny import X`` is an arrow to
+    ``tvr_gym.agents.mllm.tiny``, not to ``tvr_gym.agents``, whose ``__init__`` that import also runs.
+    """
+    modules = _modules()
+    packages = _packages(modules)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
+        package = name if name in packages else name.rpartition(".")[0]
         edges = set()
-        tree = ast.parse(path.read_text())
-        for node in tree.body:  # module level only: function-level imports are the deferred heavy ones
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            edges |= {t for t in targets if t in modules and t != name}
+        seen = set()
+        for target in _imported_names(ast.parse(path.read_text()), package):
+            if target.split(".")[0] != "tvr_gym" or target in seen:
+                continue
+            seen.add(target)
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target:
+                edges.add(target)
+        edges.discard(name)
         graph[name] = edges
     return graph
 
 
-def test_the_import_graph_has_no_circle():
-    graph = _import_graph()
-    state: dict[str, int] = {}
-
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if nxt == "tvr_gym":
-                continue  # the package facade: every submodule is inside it
-            if state.get(nxt) == 1:
-                pytest.fail("import circle: " + " -> ".join([*trail, node, nxt]))
-            if nxt not in state:
-                visit(nxt, [*trail, node])
-        state[node] = 2
-
+def _circles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """One circle per group of nodes that reach each other (its nodes in order, the first repeated at the end)."""
+    reach = {node: _reachable(graph, node) for node in graph}
+    circles, seen = [], set()
     for node in sorted(graph):
-        if node not in state:
-            visit(node, [])
+        if node in seen or node not in reach[node]:
+            continue
+        group = {other for other in reach[node] if node in reach[other]}
+        seen |= group
+        ways = {node: [node]}  # breadth first inside the group: the shortest way from node to each
+        todo = [node]
+        while node not in ways[node][1:]:
+            here = todo.pop(0)
+            for nxt in sorted(graph[here] & group):
+                if nxt == node or nxt not in ways:
+                    ways[nxt] = [*ways[here], nxt]
+                    todo.append(nxt)
+        circles.append(ways[node])
+    return circles
+
+
+def _reachable(graph: Mapping[str, set[str]], start: str) -> set[str]:
+    found: set[str] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in found:
+            found.add(node)
+            todo.extend(graph.get(node, ()))
+    return found
+
+
+def _levels(graph: Mapping[str, set[str]]) -> dict[str, dict[str, set[str]]]:
+    """For each package, the graph of its parts: each of its own modules (``__init__`` included, by the package's
+    name), and each subpackage as one whole.
+
+    ``tvr_gym``'s parts are ``tvr_gym.env``, ``tvr_gym.spec``, ... and ``tvr_gym.render``, ``tvr_gym.agents``, ...;
+    ``tvr_gym.agents``' parts are ``tvr_gym.agents.evaluate``, ... and ``tvr_gym.agents.mllm``. A part imports
+    another when any module inside it imports any module inside the other. (A package's own modules are
+    parts one by one: the top package holds several layers, spec below the renderers and env above them.)
+    """
+    packages = _packages(_modules())
+    levels: dict[str, dict[str, set[str]]] = {p: {} for p in packages}
+
+    def part(module: str, package: str) -> str | None:
+        """The part of ``package`` that holds ``module`` (None when ``module`` is outside the package)."""
+        if module == package:
+            return package  # its __init__: one of its own modules
+        if not module.startswith(package + "."):
+            return None
+        return package + "." + module[len(package) + 1 :].split(".")[0]
+
+    for package, parts in levels.items():
+        for source, targets in graph.items():
+            a = part(source, package)
+            if a is None:
+                continue
+            parts.setdefault(a, set())
+            for target in targets:
+                b = part(target, package)
+                if b is not None and b != a:
+                    parts[a].add(b)
+    return levels
+
+
+def test_the_import_graph_has_no_circle():
+    """No module imports itself through others, counting imports inside functions (the deferred heavy ones)."""
+    graph = _import_graph()
+    circles = _circles(graph)
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
     assert "tvr_gym.apps.cli" in graph and len(graph) > 40
+    assert "tvr_gym.agents.mllm.tiny" in graph and "tvr_gym.integrations.verl_agent" in graph
+
+
+def test_no_package_imports_itself_through_another():
+    """Package level: at every level of the tree, the parts import each other without a circle, so
+    ``tvr_gym.integrations`` and ``tvr_gym.agents`` (or ``tvr_gym.render`` and the generator) never both import
+    each other, even inside functions."""
+    levels = _levels(_import_graph())
+    assert {"tvr_gym.render", "tvr_gym.integrations", "tvr_gym.agents", "tvr_gym.apps"} <= set(levels["tvr_gym"])
+    assert "tvr_gym.agents.mllm" in levels["tvr_gym.agents"]
+    circles = [" -> ".join(c) for _, parts in sorted(levels.items()) for c in _circles(parts)]
+    assert not circles, "package circles: " + "; ".join(circles)
 
 
 def test_arrows_point_down_from_the_applications():
@@ -136,6 +268,23 @@ def test_arrows_point_down_from_the_applications():
             assert not {e for e in edges if e.startswith("tvr_gym.apps")}, f"{name} imports an application"
         if not name.startswith(("tvr_gym.agents", "tvr_gym.apps")):
             assert not {e for e in edges if e.startswith("tvr_gym.agents")}, f"{name} imports an agent"
+        if not name.startswith(("tvr_gym.integrations", "tvr_gym.agents", "tvr_gym.apps")):
+            assert not {e for e in edges if e.startswith("tvr_gym.integrations")}, f"{name} imports an integration"
+
+
+def test_the_structure_test_sees_imports_inside_functions():
+    """The graph is read statically, function-level imports included: a planted deferred import is an arrow."""
+    tree = ast.parse("def f():\n    from tvr_gym.agents.mllm.tiny import X\n    from . import chat\n")
+    names = set(_imported_names(tree, "tvr_gym.integrations"))
+    assert {"tvr_gym.agents.mllm.tiny", "tvr_gym.integrations.chat"} <= names
+    lazy = "if TYPE_CHECKING:\n    import tvr_gym.trance\nWHERE = {'x': 'tvr_gym.spec'}\nimport_module(WHERE['x'])\n"
+    assert set(_imported_names(ast.parse(lazy), "tvr_gym")) == {"tvr_gym.spec"}
+    assert _circles({"a": {"b"}, "b": {"c", "d"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+    graph = {"tvr_gym.integrations.x": {"tvr_gym.agents.mllm.tiny"}, "tvr_gym.agents.mllm.y": {"tvr_gym.integrations"}}
+    level = _levels(graph)["tvr_gym"]
+    assert level["tvr_gym.integrations"] == {"tvr_gym.agents"} and level["tvr_gym.agents"] == {"tvr_gym.integrations"}
+    assert _module_name(REPO / "agents" / "mllm" / "tiny.py") == "tvr_gym.agents.mllm.tiny"
+    assert _module_name(REPO / "scenes" / "__init__.py") == "tvr_gym.scenes"
 
 
 def test_the_package_installs_agents_and_scenes_inside_tvr_gym():

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from tvr_gym.chat import ImageBudget
+from tvr_gym.chat_template import CHAT_TEMPLATE, RESPONSE_TEMPLATE
 from tvr_gym.interactive import TVRInteractive
 from tvr_gym.options import SETTINGS, check_choice, check_int
 from tvr_gym.prompt import state_table
@@ -238,13 +239,12 @@ def tool_processor(processor):
     """Ready a Qwen-style processor (or tokenizer) for TRL's tool loop; returns it.
 
     A chat template that cannot render tool calls (the one Qwen2.5-VL ships) is replaced by
-    :data:`tvr_gym.agents.mllm.tiny.CHAT_TEMPLATE`, which renders them in Qwen2.5's format; when that
-    template is in use and the tokenizer has no response parser, :data:`~tvr_gym.agents.mllm.tiny.RESPONSE_TEMPLATE`
-    is set, so TRL reads ``<tool_call>`` s back. A template that already supports tools is left to TRL.
+    :data:`tvr_gym.chat_template.CHAT_TEMPLATE` (the tiny preset's), which renders them in Qwen2.5's format;
+    when that template is in use and the tokenizer has no response parser,
+    :data:`~tvr_gym.chat_template.RESPONSE_TEMPLATE` is set, so TRL reads ``<tool_call>`` s back. A template
+    that already supports tools is left to TRL.
     """
     from trl.chat_template_utils import supports_tool_calling
-
-    from tvr_gym.agents.mllm.tiny import CHAT_TEMPLATE, RESPONSE_TEMPLATE
 
     tokenizer = getattr(processor, "tokenizer", processor)
     missing = [t for t in _QWEN_CHAT_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
@@ -264,8 +264,6 @@ def chat_texts() -> list[str]:
     template, the tools' schemas, the instructions and the replies. ``make_tiny_model(extra_texts=chat_texts())``
     gives a tiny model whose vocabulary can spell every tool call."""
     from transformers.utils import get_json_schema
-
-    from tvr_gym.agents.mllm.tiny import CHAT_TEMPLATE
 
     frame = re.sub(r"\{[{%].*?[%}]\}", " ", CHAT_TEMPLATE)
     schemas = [json.dumps(get_json_schema(getattr(TVRToolEnv, name))) for name in ("apply", "finish")]
