@@ -498,10 +498,59 @@ def train_ppo(
     Writes the files listed in the module docstring and returns the trained agent.
     """
     import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    # ---- arguments: every one checked and every default resolved before anything is written
+    settings = _resolve_settings(
+        env_id, timesteps, seed, obs, render_size, n_envs, max_items, env_kwargs, arch, lr_schedule, ppo_kwargs
+    )
+    check_choice("vec_env", vec_env, VEC_ENVS)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
+    if torch_threads is not None:
+        torch.set_num_threads(check_int("torch_threads", torch_threads, 1))
+
+    # ---- the settings file, then the vectorised environments (Monitor CSVs in OUT/monitor)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SETTINGS_FILE, settings.to_json())
+    interactive = settings.algo == "maskable_ppo"
+    vec = make_vec_env(
+        functools.partial(_base_env, env_id),
+        n_envs=settings.n_envs,
+        seed=settings.seed,
+        env_kwargs={**settings.env_kwargs, "render_size": settings.render_size},
+        monitor_dir=str(out / "monitor"),
+        wrapper_class=InteractiveSB3 if interactive else wrap_for_sb3,
+        wrapper_kwargs=None if interactive else {"obs": settings.obs, "max_items": settings.max_items},
+        vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
+    )
+    # ---- the model, trained with the built-in callbacks (episode metrics, checkpoints) and the caller's
+    try:
+        model = _build_model(settings, vec, device, verbose, str(out / "tensorboard"))
+        builtin = _callbacks(out, checkpoint_every, settings.n_envs)
+        model.learn(settings.timesteps, callback=[*builtin, *callbacks], progress_bar=progress_bar)
+        _atomic_save(model, out / MODEL_FILE)
+    finally:
+        vec.close()
+    return (InteractivePPOAgent if interactive else PPOAgent)(model, settings)
+
+
+def _resolve_settings(
+    env_id: str,
+    timesteps: int,
+    seed: int,
+    obs: str | None,
+    render_size: tuple[int, int] | None,
+    n_envs: int | None,
+    max_items: int | None,
+    env_kwargs: Mapping[str, Any] | None,
+    arch: str | None,
+    lr_schedule: str | None,
+    ppo_kwargs: dict[str, Any],
+) -> PPOSettings:
+    """The settings of a :func:`train_ppo` run: its arguments checked, the defaults of its kind resolved, and
+    ``max_items`` read from a probe environment (which also checks ``env_kwargs``)."""
     interactive = check_env_id(env_id) == INTERACTIVE_ID
     obs = check_choice("obs", "symbolic" if obs is None else obs, OBS_KINDS)
     if interactive and obs != "symbolic":
@@ -511,20 +560,15 @@ def train_ppo(
     arch = ARCHS[obs][0] if arch is None else check_choice("arch", arch, ARCHS[obs])
     if "policy_kwargs" in ppo_kwargs:
         raise ValueError("ppo_kwargs: policy_kwargs is set by arch (objects, mlp or cnn)")
-    check_choice("vec_env", vec_env, VEC_ENVS)
     timesteps = check_int("timesteps", timesteps, 1)
     kind = run_kind(env_id, obs)
     n_envs = check_int("n_envs", DEFAULT_N_ENVS[kind] if n_envs is None else n_envs, 1)
     seed = check_int("seed", seed, 0)
-    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
-    if torch_threads is not None:
-        torch.set_num_threads(check_int("torch_threads", torch_threads, 1))
     kwargs = dict(env_kwargs or {})
     if "render_size" in kwargs:
         raise ValueError("env_kwargs: pass render_size as train_ppo's own argument")
     size = tuple(render_size) if render_size is not None else DEFAULT_RENDER_SIZE[obs]
-    kwargs["render_size"] = size
-    probe = _base_env(env_id, **kwargs)  # validates env_kwargs and gives the default max_items
+    probe = _base_env(env_id, **kwargs, render_size=size)
     try:
         items = 1 if interactive else DiscreteAnswer(probe, max_items).encoding.max_items
     finally:
@@ -532,41 +576,21 @@ def train_ppo(
     ppo = {**DEFAULT_PPO_KWARGS[kind], **ppo_kwargs}
     algo = "maskable_ppo" if interactive else "ppo"
     schedule = check_choice("lr_schedule", lr_schedule or DEFAULT_LR_SCHEDULE[kind], LR_SCHEDULES)
-    settings = PPOSettings(
-        env_id, obs, size, items, dict(env_kwargs or {}), seed, timesteps, n_envs, ppo, algo, arch, schedule
-    )
+    return PPOSettings(env_id, obs, size, items, kwargs, seed, timesteps, n_envs, ppo, algo, arch, schedule)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SETTINGS_FILE, settings.to_json())
-    vec = make_vec_env(
-        functools.partial(_base_env, env_id),
-        n_envs=n_envs,
-        seed=seed,
-        env_kwargs=kwargs,
-        monitor_dir=str(out / "monitor"),
-        wrapper_class=InteractiveSB3 if interactive else wrap_for_sb3,
-        wrapper_kwargs=None if interactive else {"obs": obs, "max_items": items},
-        vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
-    )
-    try:
-        policy, policy_kwargs = _policy_of(arch)
-        logs = str(out / "tensorboard")
-        if interactive:
-            from sb3_contrib import MaskablePPO as algo_class
-        else:
-            algo_class = PPO
-        rate = ppo["learning_rate"]  # every kind's defaults name one
-        shaped = {**ppo, "learning_rate": DecayingRate(rate) if schedule == "decay" else rate}
-        model = algo_class(policy, vec, seed=seed, device=device, verbose=verbose, tensorboard_log=logs,
-                           policy_kwargs=policy_kwargs, **shaped)  # fmt: skip
-        model.learn(
-            timesteps, callback=[*_callbacks(out, checkpoint_every, n_envs), *callbacks], progress_bar=progress_bar
-        )
-        _atomic_save(model, out / MODEL_FILE)
-    finally:
-        vec.close()
-    return (InteractivePPOAgent if interactive else PPOAgent)(model, settings)
+
+def _build_model(settings: PPOSettings, vec: Any, device: str, verbose: int, tensorboard_log: str) -> Any:
+    """SB3's ``PPO`` (sb3-contrib's ``MaskablePPO`` on ``TVR-Interactive-v0``) on ``vec``, with the network of
+    the settings' ``arch`` and their hyperparameters; the ``decay`` schedule wraps the learning rate."""
+    policy, policy_kwargs = _policy_of(settings.arch)
+    if settings.algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO as algo_class
+    else:
+        from stable_baselines3 import PPO as algo_class
+    rate = settings.ppo_kwargs["learning_rate"]  # every kind's defaults name one
+    shaped = {**settings.ppo_kwargs, "learning_rate": DecayingRate(rate) if settings.lr_schedule == "decay" else rate}
+    return algo_class(policy, vec, seed=settings.seed, device=device, verbose=verbose, tensorboard_log=tensorboard_log,
+                      policy_kwargs=policy_kwargs, **shaped)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- configuration

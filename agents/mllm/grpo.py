@@ -1,22 +1,25 @@
 """GRPO for the multimodal LLM policy on any TVR environment, in one file (CleanRL style).
 
 Reading order: the config, the math (advantages, k3 KL, clipped surrogate, loss aggregation), the
-checkpoints, the two steps of the loop (:func:`score_group`, :func:`update`), then :func:`train`, which
-reads from top to bottom as this sketch:
+checkpoints, the setup, the steps of the loop, then :func:`train`, which reads from top to bottom as this
+sketch (its named steps on the right):
 
-    check every argument; build the environments, the policy, a frozen reference and the optimizer
+    check every argument; build the environments                                  check_config()
+    seed every process; build the policy, a frozen reference and the optimizer    build_policy()
+        (--resume: restore them, the episode stream and the log)                  resume()
     for each step:
         draw B episode seeds from a seeded stream; reset one environment per episode
-        sample G completions per episode                         (a group)
-        score each group on its episode with env.score(text)     -> rewards        score_group()
+        sample G completions per episode (a group) and score     -> rewards       rollout_groups()
+          each group on its episode with env.score(text)                          score_group()
           (interactive: G copies of each episode, played turn by turn; rewards = returns,
-           every turn a sample of its own)                                         interactive_rollouts()
+           every turn a sample of its own)                                        interactive_rollouts()
         group-normalise the rewards                              -> advantages
         mu inner updates of the clipped surrogate (+ beta * k3 KL to the frozen reference), each
             over grad_accum micro-batches; the old log-probs are the first update's own forward
-            pass, which still runs on the sampling weights                        update()
-        log to TensorBoard, checkpoint, evaluate on held-out seeds
-    save the last step as an exact checkpoint, and the model as OUT/final
+            pass, which still runs on the sampling weights                        update_policy(), update()
+        log to TensorBoard                                                        step_record(), log_step()
+        checkpoint, evaluate on held-out seeds                                    held_out_eval()
+    save the last step as an exact checkpoint, and the model as OUT/final         finish()
 
 Rewards come only from the gymnasium interface, so every registered TVR id trains the same way.
 Device placement, gradient synchronisation and multi-GPU runs are handled by ``accelerate``.
@@ -274,12 +277,38 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
 
+def trainer_state(cfg: GRPOConfig, step: int, seed_stream: np.random.Generator, skipped: int, history: list) -> dict:
+    """The JSON half of an exact checkpoint (the other half is accelerate's state)."""
+    return {
+        "step": step, "seed_stream": seed_stream.bit_generator.state, "skipped": skipped, "history": history,
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }  # fmt: skip
+
+
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     """The JSON trainer state of an exact checkpoint."""
     return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
-# ====================================================================== model
+def resume(accelerator, checkpoint: Path, seed_stream: np.random.Generator) -> tuple[int, int, list]:
+    """Continue from an exact checkpoint: weights, optimizer and every process's RNG from accelerate's state;
+    the episode stream's position from the JSON, which also gives the (step, skipped updates, log) returned."""
+    accelerator.load_state(str(checkpoint / ACCELERATE_STATE))
+    state = load_trainer_state(checkpoint)
+    seed_stream.bit_generator.state = state["seed_stream"]
+    return state["step"], state["skipped"], state["history"]
+
+
+# ====================================================================== setup
+def make_accelerator(cfg: GRPOConfig):
+    """``accelerate``'s view of the run: the processes, their devices and gradient synchronisation."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # Unused parameters are normal here (e.g. the vision tower on text observations), so DDP must allow them.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
+
+
 def load_model(base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype):
     """The trainable model: the full weights of ``base``, or ``base`` with new LoRA adapters."""
     from transformers import AutoModelForImageTextToText
@@ -324,7 +353,51 @@ def check_config(cfg: GRPOConfig) -> Path | None:
     return resume_from
 
 
-# ====================================================================== the two steps of the loop
+@dataclass
+class Policy:
+    """The policy being trained: the model as ``accelerate`` prepared it, its processor, the agent that samples
+    with it, the frozen reference (``None`` unless the KL term needs a copy of its own), the optimizer and the
+    trainable parameters."""
+
+    model: Any
+    processor: Any
+    agent: MLLMAgent
+    ref_model: Any
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+
+    def save(self, accelerator, target: Path, trainer_state: dict[str, Any] | None = None) -> Path:
+        """:func:`save_checkpoint` of this policy (with ``trainer_state``: an exact checkpoint); returns ``target``."""
+        save_checkpoint(accelerator, self.model, self.processor, target, self.agent.settings(), trainer_state)
+        return target
+
+
+def build_policy(cfg: GRPOConfig, base: Path, accelerator) -> Policy:
+    """The :class:`Policy` of ``base``, prepared by ``accelerate``; the agent samples with the unwrapped model.
+
+    A KL term needs a frozen reference: a second copy of ``base``, or with LoRA the policy with its adapter
+    disabled (no copy).
+    """
+    from transformers import AutoProcessor
+
+    dtype = resolve_dtype(cfg.dtype, accelerator.device)
+    model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
+    processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
+    agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens,
+                      prompt_layout=cfg.env_kwargs.get("prompt_layout"))  # fmt: skip
+    ref_model = None
+    if cfg.beta > 0 and not cfg.lora:
+        ref_model = load_model(base, False, cfg.lora_r, cfg.lora_alpha, dtype)
+        ref_model.requires_grad_(False).eval().to(accelerator.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer_class = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.AdamW
+    optimizer = optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    agent.model = accelerator.unwrap_model(model)
+    return Policy(model, processor, agent, ref_model, optimizer, params)
+
+
+# ====================================================================== steps 2-3: rollouts and rewards
 def score_group(env: gym.Env, texts: list[str]) -> tuple[list[float], dict[str, list[float]], list[float]]:
     """Score the G completions of one group on its episode (the env's current one, reset once).
 
@@ -356,6 +429,69 @@ class TurnSamples:
         return len(self.chats)
 
 
+def interactive_rollouts(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> tuple[list[Episode], TurnSamples]:
+    """G sampled episodes per seed, every member of a group starting from its seed's scene
+    (:meth:`~tvr_gym.interactive.TVRInteractive.spawn`), played turn by turn to their ends."""
+    use_images = cfg.obs_mode == "image"
+    episodes = []
+    for env, seed in zip(envs, seeds):
+        obs = env.reset(seed=int(seed))[0]
+        group = [env.unwrapped] + [env.unwrapped.spawn() for _ in range(cfg.group_size - 1)]
+        episodes += [start(copy, obs, use_images) for copy in group]
+
+    def policy(chats):
+        return agent.sample_chats(chats, cfg.temperature, cfg.top_p)
+
+    play(episodes, policy, use_images, cfg.window, cfg.budget())
+    chats = [chat for e in episodes for chat in e.chats]
+    completions = [ids for e in episodes for ids in e.completions]
+    return episodes, TurnSamples(chats, completions, agent.pad_id)
+
+
+@dataclass
+class Rollout:
+    """A step's scored groups: the training samples and, per completion (an interactive episode counts as
+    one), its reward, TVR Acc, reward terms and the samples it spans (its turns; 1 when single-turn)."""
+
+    batch: Any
+    """Single-turn :class:`~tvr_gym.agents.mllm.policy.Samples`, or the episodes' :class:`TurnSamples`."""
+    rewards: torch.Tensor
+    accs: list[float]
+    terms: dict[str, list[float]]
+    turns: torch.Tensor
+    lengths: torch.Tensor
+    """Completion lengths in tokens, one per sample."""
+
+
+def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
+    """Reset one environment per seed, sample G completions per episode and score each group on its own
+    episode (:func:`score_group`). Interactive: G episodes per seed, played turn by turn
+    (:func:`interactive_rollouts`), each one's return its reward."""
+    G = cfg.group_size
+    if cfg.interactive:
+        episodes, batch = interactive_rollouts(cfg, agent, envs, seeds)
+        accs = [float((e.final or {}).get("metrics", {}).get("acc", 0.0)) for e in episodes]
+        terms = defaultdict(list)
+        for e in episodes:
+            for key, value in (e.final or {}).get("interactive", {}).items():
+                terms[key].append(float(value))
+        turns = torch.tensor([len(e.chats) for e in episodes])
+        lengths = torch.tensor([len(c) for c in batch.completions], dtype=torch.float)
+        return Rollout(batch, torch.tensor([e.total for e in episodes]), accs, terms, turns, lengths)
+    observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
+    batch = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
+    rewards, terms, accs = [], defaultdict(list), []
+    for i, env in enumerate(envs):
+        group_rewards, group_terms, group_accs = score_group(env, batch.texts[i * G : (i + 1) * G])
+        rewards += group_rewards
+        accs += group_accs
+        for key, values in group_terms.items():
+            terms[key] += values
+    turns = torch.ones(len(rewards), dtype=torch.long)
+    return Rollout(batch, torch.tensor(rewards), accs, terms, turns, batch.lengths.float())
+
+
+# ====================================================================== step 5: the policy update
 def batch_rows(batch, rows: slice, agent: MLLMAgent) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """(processor inputs, completion ids, completion mask) of some rows of a batch: a slice of sampled
     single-turn :class:`Samples`, or turns encoded now (their chats differ in length and images)."""
@@ -370,6 +506,20 @@ def batch_rows(batch, rows: slice, agent: MLLMAgent) -> tuple[dict[str, torch.Te
         return inputs, ids.to(agent.device), mask.to(agent.device)
     n = batch.inputs["input_ids"].shape[0]
     return _slice_inputs(batch.inputs, rows, n), batch.completion_ids[rows], batch.completion_mask[rows]
+
+
+def _slice_inputs(inputs: dict[str, torch.Tensor], rows: slice, n: int) -> dict[str, torch.Tensor]:
+    """Rows of a processor batch; image tensors are flattened over images, so slice them per image."""
+    result = {k: v[rows] for k, v in inputs.items() if v.dim() >= 1 and v.shape[0] == n and k != "pixel_values"}
+    if "image_grid_thw" in inputs:
+        grid = inputs["image_grid_thw"]
+        per_row = grid.shape[0] // n
+        img = slice(rows.start * per_row, rows.stop * per_row)
+        patches = grid.prod(dim=1)
+        offsets = torch.cat([patches.new_zeros(1), patches.cumsum(0)])
+        result["image_grid_thw"] = grid[img]
+        result["pixel_values"] = inputs["pixel_values"][int(offsets[img.start]) : int(offsets[img.stop])]
+    return result
 
 
 def _chunks(n: int, parts: int) -> list[slice]:
@@ -426,44 +576,50 @@ def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAg
     return stats, dropped
 
 
-def interactive_rollouts(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> tuple[list[Episode], TurnSamples]:
-    """G sampled episodes per seed, every member of a group starting from its seed's scene
-    (:meth:`~tvr_gym.interactive.TVRInteractive.spawn`), played turn by turn to their ends."""
-    use_images = cfg.obs_mode == "image"
-    episodes = []
-    for env, seed in zip(envs, seeds):
-        obs = env.reset(seed=int(seed))[0]
-        group = [env.unwrapped] + [env.unwrapped.spawn() for _ in range(cfg.group_size - 1)]
-        episodes += [start(copy, obs, use_images) for copy in group]
-
-    def policy(chats):
-        return agent.sample_chats(chats, cfg.temperature, cfg.top_p)
-
-    play(episodes, policy, use_images, cfg.window, cfg.budget())
-    chats = [chat for e in episodes for chat in e.chats]
-    completions = [ids for e in episodes for ids in e.completions]
-    return episodes, TurnSamples(chats, completions, agent.pad_id)
+def update_policy(cfg: GRPOConfig, accelerator, policy: Policy, batch, advantages: torch.Tensor):
+    """Step 5: the reference's log-probs, then :func:`update`, skipped with ``skip_flat`` when every advantage
+    of every process is zero (a flat batch). Returns (per-update stats, updates dropped, flat)."""
+    advantages = advantages.to(accelerator.device)
+    ref_logp = reference_logprobs(cfg, policy.agent, batch, policy.ref_model)
+    flat = bool(accelerator.gather(advantages.abs().max().reshape(1)).max() == 0)  # the same on every rank
+    if cfg.skip_flat and flat:
+        return {"loss": [0.0], "kl": [0.0], "clip_frac": [0.0]}, 0, flat
+    stats, dropped = update(
+        cfg, accelerator, policy.model, policy.optimizer, policy.params, policy.agent, batch, advantages, ref_logp
+    )
+    return stats, dropped, flat
 
 
-class GracefulStop:
-    """SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
-    saved as an exact checkpoint; a second signal aborts at once (``KeyboardInterrupt``). Handlers are
-    installed in the main thread only, and :meth:`close` restores the previous ones."""
+# ====================================================================== steps 6-7 and the end: logging, evaluation
+def step_record(cfg: GRPOConfig, accelerator, step: int, rollout: Rollout, stats, skipped: int, flat: bool, t0: float):
+    """The log record of a step: reward and Acc averaged over every process, the update's statistics, the
+    completion length, counters, times (the step's from ``t0``) and the mean of each reward term."""
+    terms_group = "interactive" if cfg.interactive else "reward_terms"
+    return {
+        "step": step,
+        "loss": float(np.mean(stats["loss"][: cfg.grad_accum])),
+        "reward": float(accelerator.gather(rollout.rewards.to(accelerator.device)).mean()),  # over all processes
+        "acc": float(accelerator.gather(torch.tensor(rollout.accs, device=accelerator.device)).mean()),
+        "kl": float(np.mean(stats["kl"])),
+        "clip_frac": float(np.mean(stats["clip_frac"])),
+        "completion_len": float(rollout.lengths.mean()),
+        "skipped": float(skipped),
+        "flat": float(flat),
+        "step_time": time.perf_counter() - t0,
+        "wall_time": time.time(),
+        **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in rollout.terms.items()},
+    }
 
-    def __init__(self) -> None:
-        self.requested = False
-        in_main = threading.current_thread() is threading.main_thread()
-        signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
 
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def close(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+def log_step(writer, bar, history: list[dict[str, float]], record: dict[str, float]) -> None:
+    """A step's record to the log, TensorBoard (main process only: ``writer`` is ``None`` elsewhere) and the bar."""
+    history.append(record)
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step":
+                writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
+    bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['acc']:.2f}", refresh=False)
+    bar.update(1)
 
 
 def run_eval(cfg: GRPOConfig, agent: MLLMAgent, out: Path, step: int) -> dict[str, Any]:
@@ -489,81 +645,95 @@ def run_eval(cfg: GRPOConfig, agent: MLLMAgent, out: Path, step: int) -> dict[st
     return payload
 
 
+def held_out_eval(cfg: GRPOConfig, accelerator, agent: MLLMAgent, out: Path, record: dict[str, float], writer) -> None:
+    """The main process evaluates (:func:`run_eval`) and adds ``eval_acc`` and ``eval_reward`` to the step's
+    record and to TensorBoard; the other processes wait for it."""
+    if accelerator.is_main_process:
+        step = record["step"]
+        result = run_eval(cfg, agent, out, step)
+        acc = result["summary"]["overall"]["Acc"]
+        record["eval_acc"] = math.nan if acc is None else float(acc)
+        record["eval_reward"] = result["reward"]
+        if writer is not None:
+            writer.add_scalar("eval/acc", record["eval_acc"], step)
+            writer.add_scalar("eval/reward", result["reward"], step)
+    accelerator.wait_for_everyone()
+
+
+def finish(accelerator, policy: Policy, out: Path, last: Path, writer, history, interrupted: bool) -> None:
+    """The end of a run whose last step is the exact checkpoint ``last``: the model as OUT/final (unless
+    interrupted), TensorBoard closed, the log as OUT/log.jsonl."""
+    if not interrupted:
+        policy.save(accelerator, out / "final")
+    if writer is not None:
+        writer.close()
+    if accelerator.is_main_process:
+        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if interrupted:
+            print(f"interrupted: saved {last}; continue with --resume")
+
+
+class GracefulStop:
+    """SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
+    saved as an exact checkpoint; a second signal aborts at once (``KeyboardInterrupt``). Handlers are
+    installed in the main thread only, and :meth:`close` restores the previous ones."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        in_main = threading.current_thread() is threading.main_thread()
+        signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 # ====================================================================== training
 def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     """Run GRPO as configured; returns the per-step log (also written to OUT/log.jsonl)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     # ---- every argument is checked, and the environments built, before anything is written
     resume_from = check_config(cfg)
-    B, G = cfg.batch_size, cfg.group_size
-    envs = [gym.make(cfg.env, **cfg.env_options()) for _ in range(B)]  # one per episode of a step
-    # Unused parameters are normal here (e.g. the vision tower on text observations), so DDP must allow them.
-    accelerator = Accelerator(
-        cpu=cfg.device == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
-    )
-    rank, world = accelerator.process_index, accelerator.num_processes
+    envs = [gym.make(cfg.env, **cfg.env_options()) for _ in range(cfg.batch_size)]  # one per episode of a step
+    accelerator = make_accelerator(cfg)
+    B, G, rank, world = cfg.batch_size, cfg.group_size, accelerator.process_index, accelerator.num_processes
     out = Path(cfg.out).expanduser().resolve()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     base = resolve_model_dir(cfg)
-    dtype = resolve_dtype(cfg.dtype, accelerator.device)
 
     # ---- seeding: each process its own RNGs; one episode stream shared, each process taking its slice
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed + rank)
     seed_stream = np.random.default_rng(cfg.seed)
-    start_step, skipped, history = 0, 0, []
 
-    # ---- policy, frozen reference, optimizer
-    model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
-    processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
-    agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens,
-                      prompt_layout=cfg.env_kwargs.get("prompt_layout"))  # fmt: skip
-    ref_model = None
-    if cfg.beta > 0 and not cfg.lora:
-        ref_model = AutoModelForImageTextToText.from_pretrained(
-            base, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
-        )
-        ref_model.requires_grad_(False).eval().to(accelerator.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    agent.model = accelerator.unwrap_model(model)
-
-    if resume_from is not None:  # weights, optimizer and RNG from accelerate's state, the rest from JSON
-        accelerator.load_state(str(resume_from / ACCELERATE_STATE))
-        state = load_trainer_state(resume_from)
-        seed_stream.bit_generator.state = state["seed_stream"]
-        start_step, skipped, history = state["step"], state["skipped"], state["history"]
-
+    # ---- policy, frozen reference, optimizer; a resumed run restores them, the episode stream and the log
+    policy = build_policy(cfg, base, accelerator)
+    step, skipped, history = (0, 0, []) if resume_from is None else resume(accelerator, resume_from, seed_stream)
     writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
     if accelerator.is_main_process:
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1, default=str) + "\n")
-    exact: set[int] = {start_step} if resume_from is not None else set()
+    exact = set() if resume_from is None else {step}  # the steps that have an exact checkpoint
 
     def checkpoint(step: int) -> Path:
         """OUT/checkpoint-STEP with everything ``--resume`` needs, written once per step."""
-        target = out / f"checkpoint-{step}"
         if step not in exact:
-            trainer_state = {
-                "step": step, "seed_stream": seed_stream.bit_generator.state, "skipped": skipped, "history": history,
-                "config": json.loads(json.dumps(asdict(cfg), default=str)),
-            }  # fmt: skip
-            save_checkpoint(accelerator, model, processor, target, agent.settings(), trainer_state)
+            state = trainer_state(cfg, step, seed_stream, skipped, history)
+            policy.save(accelerator, out / f"checkpoint-{step}", state)
             exact.add(step)
-        return target
+        return out / f"checkpoint-{step}"
 
-    bar = tqdm(total=None if cfg.max_minutes else cfg.steps, initial=start_step, desc="grpo",  # a budget: no ETA
+    bar = tqdm(total=None if cfg.max_minutes else cfg.steps, initial=step, desc="grpo",  # a budget: no ETA
                disable=cfg.quiet or not accelerator.is_main_process)  # fmt: skip
-    step = start_step
     stop = GracefulStop()
     try:
         budget = cfg.max_minutes * 60 or math.inf  # training seconds (steps only, not evals or checkpoints)
@@ -572,92 +742,28 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             t0 = time.perf_counter()
             # ---- 1. episodes: B seeds per process from the shared stream, one environment each
             seeds = seed_stream.integers(0, EVAL_SEED_BASE, size=B * world)[rank * B : (rank + 1) * B].tolist()
-
-            if cfg.interactive:
-                # ---- 2-3. G episodes per seed, played turn by turn; each one's return is its reward
-                episodes, batch = interactive_rollouts(cfg, agent, envs, seeds)
-                rewards = [e.total for e in episodes]
-                accs = [float((e.final or {}).get("metrics", {}).get("acc", 0.0)) for e in episodes]
-                terms = defaultdict(list)
-                for e in episodes:
-                    for key, value in (e.final or {}).get("interactive", {}).items():
-                        terms[key].append(float(value))
-                rewards_t = torch.tensor(rewards)
-                # ---- 4. trajectory-level advantages: every turn of an episode gets its episode's
-                group_adv = group_advantages(rewards_t, G, cfg.scale_std)
-                turns = torch.tensor([len(e.chats) for e in episodes])
-                advantages = group_adv.repeat_interleave(turns).to(accelerator.device)
-                lengths = torch.tensor([len(c) for c in batch.completions], dtype=torch.float)
-            else:
-                observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
-                # ---- 2. rollouts: G completions per episode
-                batch = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
-                # ---- 3. rewards: each group scored on its own episode
-                rewards, terms, accs = [], defaultdict(list), []
-                for i, env in enumerate(envs):
-                    group_rewards, group_terms, group_accs = score_group(env, batch.texts[i * G : (i + 1) * G])
-                    rewards += group_rewards
-                    accs += group_accs
-                    for key, values in group_terms.items():
-                        terms[key] += values
-                rewards_t = torch.tensor(rewards)
-                # ---- 4. group-normalised advantages
-                advantages = group_advantages(rewards_t, G, cfg.scale_std).to(accelerator.device)
-                lengths = batch.lengths.float()
-            ref_logp = reference_logprobs(cfg, agent, batch, ref_model)
-
+            # ---- 2-3. rollouts: G completions (interactive: episodes) per seed, each group scored on its episode
+            rollout = rollout_groups(cfg, policy.agent, envs, seeds)
+            # ---- 4. group-normalised advantages; every turn of an interactive episode gets its episode's
+            advantages = group_advantages(rollout.rewards, G, cfg.scale_std).repeat_interleave(rollout.turns)
             # ---- 5. mu inner updates of the clipped surrogate (none, with skip_flat, when no group has a signal)
-            flat = bool(accelerator.gather(advantages.abs().max().reshape(1)).max() == 0)  # the same on every rank
-            if cfg.skip_flat and flat:
-                stats, dropped = {"loss": [0.0], "kl": [0.0], "clip_frac": [0.0]}, 0
-            else:
-                stats, dropped = update(cfg, accelerator, model, optimizer, params, agent, batch, advantages, ref_logp)
+            stats, dropped, flat = update_policy(cfg, accelerator, policy, rollout.batch, advantages)
             skipped += dropped
             step += 1
-
             # ---- 6. logging
-            terms_group = "interactive" if cfg.interactive else "reward_terms"
-            record = {
-                "step": step,
-                "loss": float(np.mean(stats["loss"][: cfg.grad_accum])),
-                "reward": float(accelerator.gather(rewards_t.to(accelerator.device)).mean()),  # over all processes
-                "acc": float(accelerator.gather(torch.tensor(accs, device=accelerator.device)).mean()),
-                "kl": float(np.mean(stats["kl"])),
-                "clip_frac": float(np.mean(stats["clip_frac"])),
-                "completion_len": float(lengths.mean()),
-                "skipped": float(skipped),
-                "flat": float(flat),
-                "step_time": time.perf_counter() - t0,
-                "wall_time": time.time(),
-                **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in terms.items()},
-            }
-            history.append(record)
+            record = step_record(cfg, accelerator, step, rollout, stats, skipped, flat, t0)
             spent += record["step_time"]
-            if writer is not None:
-                for key, value in record.items():
-                    if key != "step":
-                        writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
-            bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['acc']:.2f}", refresh=False)
-            bar.update(1)
-
+            log_step(writer, bar, history, record)
             # ---- 7. checkpoint and held-out evaluation
             if cfg.save_every and step % cfg.save_every == 0:
                 checkpoint(step)
             if cfg.eval_every and cfg.eval_episodes and step % cfg.eval_every == 0:
-                if accelerator.is_main_process:
-                    result = run_eval(cfg, agent, out, step)
-                    acc = result["summary"]["overall"]["Acc"]
-                    record["eval_acc"] = math.nan if acc is None else float(acc)
-                    record["eval_reward"] = result["reward"]
-                    if writer is not None:
-                        writer.add_scalar("eval/acc", record["eval_acc"], step)
-                        writer.add_scalar("eval/reward", result["reward"], step)
-                accelerator.wait_for_everyone()
+                held_out_eval(cfg, accelerator, policy.agent, out, record, writer)
     except KeyboardInterrupt:
         # A second signal mid-step: the step may be partly applied, so these weights are no exact checkpoint.
-        save_checkpoint(accelerator, model, processor, out / f"partial-{step}", agent.settings(), None)
+        partial = policy.save(accelerator, out / f"partial-{step}")
         if accelerator.is_main_process:
-            print(f"aborted: weights in {out / f'partial-{step}'}; --resume continues from the last exact checkpoint")
+            print(f"aborted: weights in {partial}; --resume continues from the last exact checkpoint")
         raise
     finally:
         stop.close()
@@ -666,32 +772,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             env.close()
 
     # ---- the last step is always an exact checkpoint, so --resume can extend a finished run too
-    last = checkpoint(step)
-    if stop.requested:
-        if accelerator.is_main_process:
-            print(f"interrupted: saved {last}; continue with --resume")
-    else:
-        save_checkpoint(accelerator, model, processor, out / "final", agent.settings(), None)
-    if writer is not None:
-        writer.close()
-    if accelerator.is_main_process:
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    finish(accelerator, policy, out, checkpoint(step), writer, history, stop.requested)
     if stop.requested:
         raise KeyboardInterrupt
     return history
-
-
-def _slice_inputs(inputs: dict[str, torch.Tensor], rows: slice, n: int) -> dict[str, torch.Tensor]:
-    """Rows of a processor batch; image tensors are flattened over images, so slice them per image."""
-    result = {k: v[rows] for k, v in inputs.items() if v.dim() >= 1 and v.shape[0] == n and k != "pixel_values"}
-    if "image_grid_thw" in inputs:
-        grid = inputs["image_grid_thw"]
-        per_row = grid.shape[0] // n
-        img = slice(rows.start * per_row, rows.stop * per_row)
-        patches = grid.prod(dim=1)
-        offsets = torch.cat([patches.new_zeros(1), patches.cumsum(0)])
-        result["image_grid_thw"] = grid[img]
-        result["pixel_values"] = inputs["pixel_values"][int(offsets[img.start]) : int(offsets[img.stop])]
-    return result
-
-

@@ -51,13 +51,6 @@ def max_items_of(env_id: str) -> int:
     return int(SPEC.steps_per_setting[setting][1])
 
 
-def sample_observations(
-    env_id: str, n: int, obs_mode: str = "text", render_size: tuple[int, int] = (160, 120), seed: int = 0, **env_kwargs
-) -> list[dict[str, Any]]:
-    """``n`` observations of ``env_id`` via ``gym.make``/``reset``, seeds ``EPISODE_SEED_BASE + seed * n + i``."""
-    return [obs for obs, _ in sample_episodes(env_id, n, obs_mode, render_size, seed, **env_kwargs)]
-
-
 def sample_episodes(
     env_id: str,
     n: int,
@@ -112,7 +105,11 @@ def supervised_finetune(
     return finetune(model_dir, out_dir, "truth", env_id, **options)
 
 
-TARGETS = ("random", "truth")
+TARGETS = {
+    "random": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth",
+    "truth": "the true answers of the training episodes",
+}
+"""What :func:`finetune` can train on, each with the note ``tvr_warmup.json`` records."""
 
 
 def finetune(
@@ -153,6 +150,54 @@ def finetune(
     """
     from tqdm.auto import tqdm
 
+    # ---- arguments, the episodes, the model and its optimizer; all randomness from the seeds
+    _check_options(steps, batch_size, episodes, save_every, lr_warmup, targets, obs_mode, lr, max_seconds)
+    items = max_items if max_items is not None else max_items_of(env_id)
+    size = render_size if render_size is not None else (TEXT_RENDER_SIZE if obs_mode == "text" else (160, 120))
+    pairs = sample_episodes(env_id, episodes, obs_mode, size, seed, progress, **(env_kwargs or {}))
+    agent = MLLMAgent.from_pretrained(
+        model_dir, device="cpu", dtype="float32", use_images=obs_mode == "image", max_new_tokens=max_new_tokens
+    )
+    agent.prompt_layout = (env_kwargs or {}).get("prompt_layout")  # recorded with the checkpoint
+    guesser = RandomAgent(seed=seed, max_items=items)
+    torch.manual_seed(seed)
+    order = np.random.default_rng(seed if shuffle_seed is None else shuffle_seed)
+    optimizer = torch.optim.AdamW([p for p in agent.model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    agent.model.train()
+    record = {
+        "base": str(Path(model_dir).resolve()), "env": env_id, "obs_mode": obs_mode, "steps": steps,
+        "batch_size": batch_size, "lr": lr, "episodes": episodes, "max_items": items, "seed": seed,
+        "max_seconds": max_seconds, "env_kwargs": env_kwargs or {}, "shuffle_seed": shuffle_seed,
+        "lr_warmup": lr_warmup, "targets": TARGETS[targets],
+    }  # fmt: skip
+    losses, queue, seconds = [], [], 0.0
+    # with a time budget the step count is an upper bound only, so the bar counts steps without an ETA
+    bar = tqdm(total=steps if max_seconds is None else None, desc=f"finetune ({targets})", disable=not progress)
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
+        # ---- a batch of episodes from shuffled passes, each with its target answer
+        batch, queue = next_batch(pairs, queue, order, batch_size)
+        answers = [guesser.act(obs) if targets == "random" else truth for obs, truth in batch]
+        # ---- one step of gradient descent on the answer's negative log-likelihood
+        rate = lr * min(1.0, step / lr_warmup) if lr_warmup else lr  # a linear warm-up of the learning rate
+        losses.append(supervised_step(agent, optimizer, batch, answers, rate))
+        seconds += time.perf_counter() - t0
+        bar.update(1)
+        out_of_time = max_seconds is not None and seconds >= max_seconds
+        if save_every and step % save_every == 0 and not out_of_time and step < steps:
+            _save(agent, Path(out_dir) / f"checkpoint-{step}", {**record, "done": step, "seconds": seconds})
+            agent.model.train()
+        if out_of_time:
+            break
+    bar.close()
+    return _save(agent, Path(out_dir), {**record, "done": len(losses), "seconds": seconds, "loss": losses})
+
+
+def _check_options(
+    steps: int, batch_size: int, episodes: int, save_every: int, lr_warmup: int, targets: str, obs_mode: str,
+    lr: float, max_seconds: float | None,
+) -> None:  # fmt: skip
+    """The checks of :func:`finetune`'s options, before anything is loaded."""
     for name, value in (("steps", steps), ("batch_size", batch_size), ("episodes", episodes)):
         check_int(name, value, 1)
     check_int("save_every", save_every, 0)
@@ -163,67 +208,35 @@ def finetune(
         raise ValueError(f"lr: expected > 0, got {lr!r}")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds: expected > 0 or None, got {max_seconds!r}")
-    items = max_items if max_items is not None else max_items_of(env_id)
-    if render_size is None:
-        render_size = TEXT_RENDER_SIZE if obs_mode == "text" else (160, 120)
-    pairs = sample_episodes(env_id, episodes, obs_mode, render_size, seed, progress, **(env_kwargs or {}))
-    agent = MLLMAgent.from_pretrained(
-        model_dir, device="cpu", dtype="float32", use_images=obs_mode == "image", max_new_tokens=max_new_tokens
-    )
-    agent.prompt_layout = (env_kwargs or {}).get("prompt_layout")  # recorded with the checkpoint
-    guesser = RandomAgent(seed=seed, max_items=items)
-    torch.manual_seed(seed)
-    order = np.random.default_rng(seed if shuffle_seed is None else shuffle_seed)
-    model = agent.model
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    model.train()
-    losses: list[float] = []
-    queue: list[int] = []
-    record = {
-        "base": str(Path(model_dir).resolve()), "env": env_id, "obs_mode": obs_mode, "steps": steps,
-        "batch_size": batch_size, "lr": lr, "episodes": episodes, "max_items": items, "seed": seed,
-        "max_seconds": max_seconds, "env_kwargs": env_kwargs or {}, "shuffle_seed": shuffle_seed,
-        "lr_warmup": lr_warmup,
-        "targets": "random valid items (tvr_gym.agents.baselines.RandomAgent), never the truth"
-        if targets == "random" else "the true answers of the training episodes",
-    }  # fmt: skip
-    seconds = 0.0
-    # with a time budget the step count is an upper bound only, so the bar counts steps without an ETA
-    bar = tqdm(total=steps if max_seconds is None else None, desc=f"finetune ({targets})", disable=not progress)
-    for step in range(1, steps + 1):
-        t0 = time.perf_counter()
-        while len(queue) < batch_size:
-            queue.extend(order.permutation(episodes).tolist())
-        picked, queue = queue[:batch_size], queue[batch_size:]
-        batch = [pairs[i] for i in picked]
-        answers = [guesser.act(obs) if targets == "random" else truth for obs, truth in batch]
-        if lr_warmup:
-            for group in optimizer.param_groups:
-                group["lr"] = lr * min(1.0, step / lr_warmup)
-        target_ids, mask = _target_batch(agent, answers)
-        logp = agent.token_logprobs(agent.encode([obs for obs, _ in batch]), target_ids, mask)
-        loss = -(logp.sum() / mask.sum())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        seconds += time.perf_counter() - t0
-        bar.update(1)
-        out_of_time = max_seconds is not None and seconds >= max_seconds
-        if save_every and step % save_every == 0 and not out_of_time and step < steps:
-            model.eval()
-            _save(agent, Path(out_dir) / f"checkpoint-{step}", {**record, "done": step, "seconds": seconds})
-            model.train()
-        if out_of_time:
-            break
-    bar.close()
-    model.eval()
-    return _save(agent, Path(out_dir), {**record, "done": len(losses), "seconds": seconds, "loss": losses})
+
+
+def next_batch(pairs: list, queue: list[int], order: np.random.Generator, size: int) -> tuple[list, list[int]]:
+    """The next ``size`` of ``pairs`` in the order of ``queue`` (their indices), which is refilled with a shuffled
+    pass over all of them whenever it runs short; returns (the batch, the rest of the queue)."""
+    while len(queue) < size:
+        queue.extend(order.permutation(len(pairs)).tolist())
+    return [pairs[i] for i in queue[:size]], queue[size:]
+
+
+def supervised_step(agent: MLLMAgent, optimizer, batch: list[tuple[Any, str]], answers: list[str], lr: float) -> float:
+    """One AdamW step at learning rate ``lr`` on the mean negative log-likelihood of the ``answers`` (and their
+    end-of-turn tokens) given the prompts of ``batch``, the gradient clipped to norm 1; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    target_ids, mask = _target_batch(agent, answers)
+    logp = agent.token_logprobs(agent.encode([obs for obs, _ in batch]), target_ids, mask)
+    loss = -(logp.sum() / mask.sum())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(agent.model.parameters(), 1.0)
+    optimizer.step()
+    return float(loss.detach())
 
 
 def _save(agent: MLLMAgent, out: Path, record: dict[str, Any]) -> Path:
-    """Write the checkpoint to a temp directory beside ``out``, then rename it into place."""
+    """Put the model in eval mode and write the checkpoint to a temp directory beside ``out``, then rename it
+    into place."""
+    agent.model.eval()
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
