@@ -111,3 +111,29 @@ def test_export_resumes_and_refuses_other_data(tmp_path, trance_dir, capsys):
     refused = ["export", "--format", "trance", "--env", "TVR-Event-v0", "--n", "1", "--out", str(trance_dir), "--quiet"]
     assert main(refused) == 2
     assert "holds no dataset.json" in capsys.readouterr().err
+
+
+def test_every_env_config_keyword_is_a_flag_that_reaches_the_environment():
+    """A keyword added to EnvConfig (with its flag) reaches eval and export as a flag, and back as itself."""
+    import dataclasses
+
+    from tvr_gym.apps.cliargs import env_kwargs
+    from tvr_gym.options import EnvConfig
+
+    flagged = {f.name: f.metadata["flag"] for f in dataclasses.fields(EnvConfig) if "flag" in f.metadata}
+    assert set(flagged) >= {"source", "steps", "attributes", "render_size", "obs_mode", "cache_size"}
+    values = {
+        "--size": ["32", "24"], "--transformations": ["2"], "--attributes": ["color", "size"],
+        "--final-views": ["left"], "--obs-mode": ["text"], "--cache-size": ["7"], "--max-visible": ["5"],
+        "--renderer": ["numpy"], "--prompt-layout": ["compact"], "--cache-dir": ["c"], "--source": ["procedural"],
+    }  # fmt: skip
+    for command in (["eval", "--agent", "random"], ["export", "--n", "1", "--out", "x"]):
+        argv = [*command, "--env", "TVR-CrossView-v0"]
+        for field, flag in flagged.items():
+            if field != "setting":  # the single-shot ids hold their setting
+                argv += [flag, *values[flag]]
+        kwargs = env_kwargs(build_parser(with_trainers=False).parse_args(argv))
+        config, own = EnvConfig.split(kwargs)
+        assert own == {} and set(kwargs) == set(flagged) - {"setting"}
+        assert (config.render_size, config.steps, tuple(config.attributes)) == ((32, 24), 2, ("color", "size"))
+        assert config.cache_size == 7 and config.episode.final_views == ("left",) and config.prompt_layout == "compact"

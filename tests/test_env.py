@@ -576,7 +576,12 @@ def test_env_pickles():
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_make_vec(mode):
-    envs = gym.make_vec("TVR-Event-v0", num_envs=2, vectorization_mode=mode, render_size=(32, 24))
+    # async workers are spawned: a worker forked from a process whose gl context was released hangs in Mesa
+    # (docs/environments.md, "Vector environments")
+    vector_kwargs = {"context": "spawn"} if mode == "async" else {}
+    envs = gym.make_vec(
+        "TVR-Event-v0", num_envs=2, vectorization_mode=mode, render_size=(32, 24), vector_kwargs=vector_kwargs
+    )
     try:
         obs, infos = envs.reset(seed=[1, 2])
         assert obs["initial"].shape == (2, 24, 32, 3) and len(obs["prompt"]) == 2

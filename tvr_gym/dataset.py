@@ -30,7 +30,7 @@ from tvr_gym import __version__
 from tvr_gym.atomic import Journal, atomic_open, atomic_write_text, save_png
 from tvr_gym.cache import RenderCache, observed_image, shared_renderer
 from tvr_gym.generator import generate
-from tvr_gym.options import VIEWS, check_int, episode_options, is_int
+from tvr_gym.options import DEFAULT_RENDER_SIZE, VIEWS, check_int, episode_options, is_int
 from tvr_gym.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
 
 __all__ = ["MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "generate_dataset", "merge_datasets", "write_sample"]
@@ -172,7 +172,7 @@ def generate_dataset(
     seed: int,
     n: int,
     start: int = 0,
-    size: tuple[int, int] = (320, 240),
+    size: tuple[int, int] = DEFAULT_RENDER_SIZE,
     renderer: str = "auto",
     workers: int = 1,
     progress: bool = True,

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from tvr_gym.answer import format_answer
-from tvr_gym.cache import LRU, RenderCache, observed_image, shared_lru
-from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_size, episode_options
-from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, check_layout
-from tvr_gym.render import RENDERERS
+from tvr_gym.cache import observed_image
+from tvr_gym.env_base import (
+    ACTION_CHARSET,
+    ACTION_MAX_LENGTH,
+    CENTRE,
+    TVREnvBase,
+    reset_index,
+    weights_dict,
+)
+from tvr_gym.options import ENV_CONFIG_KEYS, RENDER_MODES, check_choice  # noqa: F401 (RENDER_MODES: its old home)
+from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
 from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
-from tvr_gym.sources import ProceduralSource, TranceSource
 from tvr_gym.trance import Problem
 
-ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
-"""Characters of the action space: letters, digits, space, newline and ``.,:;()<>/-_``."""
 
-ACTION_MAX_LENGTH = 4096
-RENDER_MODES = ("rgb_array",)
-_CENTRE = VIEWS[0]
-_GAP = 4
-"""Pixels between the two images of ``render()``."""
-
-
-class TVRGym(gym.Env):
+class TVRGym(TVREnvBase):
     """Transformation-Driven Visual Reasoning (TVR) on TRANCE scenes.
 
     ## Description
@@ -78,54 +71,29 @@ class TVRGym(gym.Env):
     cache), ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
     turns it off) and ``prompt_layout`` (``tables``, or ``compact`` in text mode: one line per object
     pairing its initial and final values; :data:`tvr_gym.prompt.PROMPT_LAYOUTS`).
-    Episode options are checked by :func:`tvr_gym.options.episode_options`.
+    Keywords are checked once, by :class:`tvr_gym.options.EnvConfig` (the ones every TVR environment
+    shares) and :meth:`check_own`; an unknown one is a ``ValueError`` listing the valid ones. ``close()``
+    keeps the process's shared renderers (:meth:`close`).
     """
 
-    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
+    OWN_KEYWORDS = ("reward", "reward_weights")
 
-    def __init__(
-        self,
-        setting: str = "crossview",
-        reward: str = "star",
-        reward_weights: Any = None,
-        render_size: tuple[int, int] = (320, 240),
-        renderer: str = "auto",
-        final_views: Sequence[str] | None = None,
-        source: str | os.PathLike[str] = "procedural",
-        max_visible: int | None = None,
-        steps: int | tuple[int, int] | None = None,
-        attributes: Sequence[str] | None = None,
-        obs_mode: str = "image",
-        render_mode: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        cache_size: int | None = None,
-        prompt_layout: str = "tables",
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            raise ValueError(f"unknown keyword(s) {', '.join(sorted(unknown))}; valid: {', '.join(KEYWORDS)}")
-        self.setting = check_choice("setting", setting, SETTINGS)
-        self.reward_name = check_choice("reward", reward, REWARD_NAMES)
-        self.renderer_name = check_choice("renderer", renderer, RENDERERS)
-        self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
-        self.prompt_layout = check_layout(prompt_layout, self.obs_mode)
-        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, RENDER_MODES)
-        self.render_size = check_size(render_size, "render_size")
-        self.options = episode_options(
-            setting, steps=steps, max_visible=max_visible, attributes=attributes, final_views=final_views
-        )
-        self.final_views = self.options.final_views
-        self.reward_weights = _weights_dict(reward_weights)
+    @classmethod
+    def check_own(cls, reward: str = "star", reward_weights: Any = None) -> dict[str, Any]:
+        check_choice("reward", reward, REWARD_NAMES)
+        weights = weights_dict(reward_weights)
         try:
-            self._reward_fn = get_reward(reward, **self.reward_weights)
+            get_reward(reward, **weights)
         except ValueError as exc:
             raise ValueError(f"reward_weights: {exc}") from None
-        self.cache = RenderCache(shared_lru() if cache_size is None else LRU(cache_size), cache_dir)
-        self.source_name = str(source)
-        self.source = _make_source(source, self.options)
+        return {"reward": reward, "reward_weights": weights}
 
-        w, h = self.render_size
-        image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
+    def __init__(self, **kwargs: Any) -> None:
+        config, own = self.check_kwargs(**kwargs)
+        super().__init__(config)
+        self.reward_name, self.reward_weights = own["reward"], own["reward_weights"]
+        self._reward_fn = get_reward(self.reward_name, **self.reward_weights)
+        image = self.image_space()
         self.observation_space = spaces.Dict(
             {
                 "initial": image,
@@ -148,11 +116,11 @@ class TVRGym(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
-        problem = self.source.sample(self.np_random, _reset_index(options))
+        problem = self.source.sample(self.np_random, reset_index(options))
         self._problem = problem
         self._obs = {
-            "initial": self._image(problem, "initial", _CENTRE),
-            "final": self._image(problem, "final", problem.final_view or _CENTRE),
+            "initial": self._image(problem, "initial", CENTRE),
+            "final": self._image(problem, "final", problem.final_view or CENTRE),
             "prompt": build_prompt(problem, self.obs_mode, self.prompt_layout),
         }
         self._truth = format_answer(problem.transformations)
@@ -179,23 +147,23 @@ class TVRGym(gym.Env):
             info["parsed"]["errors"].insert(0, f"action: expected a str, got {type(action).__name__}")
         return scored.total, info
 
-    def render(self):
-        """``rgb_array``: the initial and final images side by side (``None`` without a render mode)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() needs render_mode='rgb_array'")
-            return None
-        if self._obs is None:
-            return np.zeros((self.render_size[1], 2 * self.render_size[0] + _GAP, 3), dtype=np.uint8)
-        gap = np.full((self.render_size[1], _GAP, 3), 255, dtype=np.uint8)
-        return np.concatenate([self._obs["initial"], gap, self._obs["final"]], axis=1)
+    def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self._obs is None else (self._obs["initial"], self._obs["final"])
+
+    def close(self) -> None:
+        """Nothing to release: the process's renderers stay for the next environment (see the base's note).
+
+        A process that releases its GL context and then forks (``gym.make_vec(..., vectorization_mode=
+        "async")`` forks its workers) leaves the workers unable to make a context of their own: Mesa's
+        llvmpipe hangs in them. Workers forked while the context lives inherit it and render, so the
+        single-shot environments, which are the ones vectorized, keep it. ``tvr_gym.cache.release_renderers()``
+        frees it explicitly.
+        """
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_obs"] = None  # images are rebuilt from the render cache by the next reset
         return state
-
-    def close(self) -> None:
-        """Nothing to release: renderers are shared per process."""
 
     # ------------------------------------------------------------------ internals
 
@@ -209,46 +177,18 @@ class TVRGym(gym.Env):
         return {
             "truth": self._truth,
             "problem": self._problem.to_dict(),  # a fresh copy for every call
-            "final_view": self._problem.final_view or _CENTRE,
+            "final_view": self._problem.final_view or CENTRE,
         }
 
     def _image(self, problem: Problem, phase: str, view: str) -> np.ndarray:
         return observed_image(problem, phase, view, self.renderer_name, self.render_size, self.cache)
 
 
-KEYWORDS = tuple(name for name in inspect.signature(TVRGym.__init__).parameters if name not in ("self", "unknown"))
-"""The keyword arguments of :class:`TVRGym`, in order."""
-
-
-def _reset_index(options: Mapping[str, Any] | None) -> Any:
-    """The ``index`` of ``reset(options=...)`` (``None`` when absent); any other key is an error."""
-    options = dict(options or {})
-    bad = sorted(set(options) - {"index"})
-    if bad:
-        raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
-    return options.get("index")
+KEYWORDS: tuple[str, ...] = (*ENV_CONFIG_KEYS, *TVRGym.OWN_KEYWORDS)
+"""The keyword arguments of :class:`TVRGym`."""
 
 
 def _as_text(action: Any) -> str:
     if isinstance(action, (bytes, bytearray, memoryview)):
         return bytes(action).decode("utf-8", errors="replace")
     return ""
-
-
-def _weights_dict(weights: Any) -> dict[str, float]:
-    """``reward_weights`` (None, a dict or a weights dataclass) as keyword overrides."""
-    if weights is None:
-        return {}
-    if dataclasses.is_dataclass(weights) and not isinstance(weights, type):
-        return dataclasses.asdict(weights)
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"reward_weights: expected a dict or a weights dataclass, got {type(weights).__name__}")
-    return dict(weights)
-
-
-def _make_source(source: Any, options) -> ProceduralSource | TranceSource:
-    if isinstance(source, str) and source == "procedural":
-        return ProceduralSource(options)
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"source: expected 'procedural' or a TRANCE directory path, got {source!r}")
-    return TranceSource(source, options)

@@ -24,6 +24,7 @@ from PIL import Image
 from tvr_gym import __version__, chat
 from tvr_gym.atomic import atomic_write_text, replace_dir
 from tvr_gym.dataset import DatasetWriter, write_sample
+from tvr_gym.env_base import check_env_kwargs
 from tvr_gym.options import check_choice, check_int
 from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.trance import Problem
@@ -310,12 +311,10 @@ def export(
     check_env_id(env_id)
     if fmt == "skyrl":
         env_kwargs = _skyrl_kwargs(env_kwargs)
-    import gymnasium as gym
-
-    gym.make(env_id, **env_kwargs).close()  # bad keywords fail here, before any directory exists
+    config = check_env_kwargs(env_id, **env_kwargs)  # bad keywords fail here, before any directory exists
     if fmt == "trance":
         return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
-    with_images = env_kwargs.get("obs_mode", "image") == "image"
+    with_images = config.obs_mode == "image"
     return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images)
 
 

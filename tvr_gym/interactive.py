@@ -10,28 +10,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from tvr_gym.answer import DONE, Turn, canonical_parsed, format_answer, format_item, parse_answer, read_turn
-from tvr_gym.cache import LRU, RenderCache, render_view, shared_lru
-from tvr_gym.env import ACTION_CHARSET, ACTION_MAX_LENGTH, RENDER_MODES, _make_source, _reset_index, _weights_dict
-from tvr_gym.options import SETTINGS, VIEWS, check_choice, check_int, check_size, episode_options
-from tvr_gym.prompt import OBS_MODES, PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
-from tvr_gym.render import RENDERERS
+from tvr_gym.cache import render_view
+from tvr_gym.env_base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
+from tvr_gym.options import EnvConfig, check_choice, check_int
+from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
 from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
 from tvr_gym.scene import State
 from tvr_gym.trance import Problem
 from tvr_gym.transform import changed_entries, state_distance, try_apply
 
-CENTRE = VIEWS[0]
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
 """What the last turn adds: a reward of the applied sequence (:data:`tvr_gym.reward.REWARD_NAMES`) or nothing."""
 COST_KINDS = ("illegal", "noop", "unreadable")
@@ -40,7 +36,6 @@ DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
 DEFAULT_SLACK = 3
 """Turns allowed beyond the true number of steps plus ``done``."""
 FEEDBACK_MAX_LENGTH = 1024
-_GAP = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +47,7 @@ class Outcome:
     step: tuple | None = None
 
 
-class TVRInteractive(gym.Env):
+class TVRInteractive(TVREnvBase):
     """Interactive TVR: reach the target state by one transformation per turn, then say ``done``.
 
     ## Description
@@ -98,53 +93,51 @@ class TVRInteractive(gym.Env):
     ``max_turns`` (int: a fixed limit), ``slack``, ``render_size``, ``renderer``, ``final_views``,
     ``source``, ``max_visible``, ``steps``, ``attributes``, ``obs_mode`` (``image|text``),
     ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir``, ``cache_size``: as for
-    :class:`tvr_gym.env.TVRGym`.
+    :class:`tvr_gym.env.TVRGym` (:class:`~tvr_gym.options.EnvConfig`); ``prompt_layout`` is ``tables`` only.
+    ``close()`` releases the process's shared renderers (:meth:`tvr_gym.env_base.TVREnvBase.close`).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+    OWN_KEYWORDS = ("terminal_reward", "reward_weights", "costs", "max_turns", "slack")
+    CONFIG_DEFAULTS = {"setting": "event"}
 
-    def __init__(
-        self,
-        setting: str = "event",
+    @classmethod
+    def check_own(
+        cls,
         terminal_reward: str = "state",
         reward_weights: Any = None,
         costs: Mapping[str, float] | None = None,
         max_turns: int | None = None,
         slack: int = DEFAULT_SLACK,
-        render_size: tuple[int, int] = (320, 240),
-        renderer: str = "auto",
-        final_views: Sequence[str] | None = None,
-        source: str | os.PathLike[str] = "procedural",
-        max_visible: int | None = None,
-        steps: int | tuple[int, int] | None = None,
-        attributes: Sequence[str] | None = None,
-        obs_mode: str = "image",
-        render_mode: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        cache_size: int | None = None,
-    ) -> None:
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.setting = check_choice("setting", setting, SETTINGS)
-        self.terminal_name = check_choice("terminal_reward", terminal_reward, TERMINAL_REWARDS)
-        weights = _weights_dict(reward_weights)
+    ) -> dict[str, Any]:
+        check_choice("terminal_reward", terminal_reward, TERMINAL_REWARDS)
+        weights = weights_dict(reward_weights)
         try:
-            self._terminal_fn = None if terminal_reward == "none" else get_reward(terminal_reward, **weights)
+            terminal_fn = None if terminal_reward == "none" else get_reward(terminal_reward, **weights)
         except ValueError as exc:
             raise ValueError(f"reward_weights: {exc}") from None
-        self.costs = _check_costs(costs)
-        self.max_turns = None if max_turns is None else check_int("max_turns", max_turns, 1)
-        self.slack = check_int("slack", slack, 0)
-        self.renderer_name = check_choice("renderer", renderer, RENDERERS)
-        self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
-        self.render_mode = None if render_mode is None else check_choice("render_mode", render_mode, RENDER_MODES)
-        self.render_size = check_size(render_size, "render_size")
-        self.options = episode_options(
-            setting, steps=steps, max_visible=max_visible, attributes=attributes, final_views=final_views
-        )
-        self.cache = RenderCache(shared_lru() if cache_size is None else LRU(cache_size), cache_dir)
-        self.source = _make_source(source, self.options)
-        w, h = self.render_size
-        image = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
+        return {
+            "terminal_reward": terminal_reward,
+            "terminal_fn": terminal_fn,
+            "costs": _check_costs(costs),
+            "max_turns": None if max_turns is None else check_int("max_turns", max_turns, 1),
+            "slack": check_int("slack", slack, 0),
+        }
+
+    @classmethod
+    def check_kwargs(cls, **kwargs: Any) -> tuple[EnvConfig, dict[str, Any]]:
+        config, own = super().check_kwargs(**kwargs)
+        if config.prompt_layout != "tables":
+            raise ValueError(f"prompt_layout: {config.prompt_layout!r}; TVR-Interactive-v0 shows its states as tables")
+        return config, own
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = dict(kwargs)
+        """The keywords this environment was made with (:meth:`spawn` makes its twin with them)."""
+        env_config, own = self.check_kwargs(**kwargs)
+        super().__init__(env_config)
+        self.terminal_name, self._terminal_fn = own["terminal_reward"], own["terminal_fn"]
+        self.costs, self.max_turns, self.slack = own["costs"], own["max_turns"], own["slack"]
+        image = self.image_space()
         self.observation_space = spaces.Dict(
             {
                 "target": image,
@@ -187,7 +180,7 @@ class TVRInteractive(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
-        key, problem = self.source.draw(self.np_random, _reset_index(options))
+        key, problem = self.source.draw(self.np_random, reset_index(options))
         self._start(key, problem, [], 0)
         return self._observation(), self._info()
 
@@ -225,22 +218,8 @@ class TVRInteractive(gym.Env):
         info.update({**end, "outcome": "truncated"})
         return end["terminal"], info
 
-    def render(self):
-        """``rgb_array``: the target and the current image side by side."""
-        if self.render_mode is None:
-            gym.logger.warn("render() needs render_mode='rgb_array'")
-            return None
-        w, h = self.render_size
-        if self._problem is None:
-            return np.zeros((h, 2 * w + _GAP, 3), dtype=np.uint8)
-        gap = np.full((h, _GAP, 3), 255, dtype=np.uint8)
-        return np.concatenate([self._target_image(), gap, self._current_image()], axis=1)
-
-    def close(self) -> None:
-        """Release the renderers of this process when no other environment needs them (the GL context too)."""
-        from tvr_gym.cache import release_renderers
-
-        release_renderers()
+    def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self._problem is None else (self._target_image(), self._current_image())
 
     # ------------------------------------------------------------------ groups and state
 

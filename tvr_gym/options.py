@@ -9,7 +9,9 @@ and resolves episode options (steps, visible objects, attributes, final cameras)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,14 +23,22 @@ if TYPE_CHECKING:  # only for annotations: trance is above this module
     from tvr_gym.trance import Problem
 
 __all__ = [
+    "DEFAULT_RENDER_SIZE",
+    "ENV_CONFIG_KEYS",
     "MAX_IMAGE_SIDE",
+    "OBS_MODES",
+    "PROMPT_LAYOUTS",
+    "RENDERERS",
+    "RENDER_MODES",
     "SETTINGS",
     "VIEWS",
     "EPISODE_OPTIONS",
+    "EnvConfig",
     "EpisodeOptions",
     "check_choice",
     "check_int",
     "check_int_range",
+    "check_layout",
     "check_size",
     "check_subset",
     "episode_options",
@@ -43,6 +53,21 @@ VIEWS: tuple[str, ...] = tuple(SPEC.raw["camera"]["rigs"])
 """The cameras, centre first: ``center``, ``left``, ``right``."""
 MAX_IMAGE_SIDE = 8192
 """The largest image width or height (the renderers' framebuffer limit)."""
+DEFAULT_RENDER_SIZE: tuple[int, int] = tuple(SPEC.raw["camera"]["native_size"])  # type: ignore[assignment]
+"""(width, height) of a render unless told otherwise: the spec's native camera size, 320 x 240."""
+RENDERERS = ("auto", "gl", "numpy", "blender")
+"""The renderer names (:func:`tvr_gym.render.make_renderer`); ``auto`` is gl where EGL works, else numpy."""
+OBS_MODES = ("image", "text")
+"""``image``: the final state is only shown as an image; ``text``: the prompt also holds its table."""
+PROMPT_LAYOUTS = ("tables", "compact")
+"""``tables``: the task text (vocabulary, direction convention, answer format) and one table per state;
+``compact`` (text mode only): one line of task, then one line per object that pairs each attribute's
+initial and final value (``initial > final``). Both show the two whole states and nothing more (no
+difference, no marker of what changed); ``compact`` is a little over half the tokens (about 290 of the
+tiny tokenizer's instead of 520) and puts the two values of an attribute side by side, for small models
+trained from scratch."""
+RENDER_MODES = ("rgb_array",)
+"""The environments' ``render_mode`` values (besides ``None``)."""
 
 T = TypeVar("T")
 
@@ -169,3 +194,99 @@ def episode_options(setting: str, **options: Any) -> EpisodeOptions:
 
 def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
+
+
+def check_layout(layout: str, obs_mode: str) -> str:
+    """``layout`` if it is a :data:`PROMPT_LAYOUTS` name that ``obs_mode`` allows, else a ``ValueError``."""
+    check_choice("prompt_layout", layout, PROMPT_LAYOUTS)
+    if layout == "compact" and obs_mode != "text":
+        raise ValueError("prompt_layout: 'compact' pairs the initial and final values, so it needs obs_mode='text'")
+    return layout
+
+
+def _flag(default: Any, flag: str, dest: str | None = None, **argparse_kwargs: Any) -> Any:
+    """A config field with its command-line flag (``tvr_gym.apps.cliargs.add_env_options`` reads it); ``dest``
+    names the parsed value when the field's own name means something else on a command line (``steps``)."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "dest": dest, "argparse": argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Every keyword the TVR environments share, checked once when built (``docs/environments.md``).
+
+    The single-shot and the interactive environment, the exports, the trainers and every CLI subcommand
+    build one; a new shared keyword is a field here, and its flag (the field's ``flag`` metadata) reaches
+    every subcommand that takes environment options. ``episode`` is the resolved :class:`EpisodeOptions`
+    of ``setting`` with ``steps``, ``max_visible``, ``attributes`` and ``final_views``.
+    """
+
+    setting: str = _flag("crossview", "--setting", choices=SETTINGS, help="the setting (TVR-Interactive-v0 only)")
+    source: str | os.PathLike[str] = _flag(
+        "procedural", "--source", help="'procedural' (default) or a TRANCE-format directory"
+    )
+    steps: int | tuple[int, int] | None = _flag(
+        None, "--transformations", dest="transformations", type=int, help="transformations per episode"
+    )
+    max_visible: int | None = _flag(None, "--max-visible", type=int, help="at most this many visible objects")
+    attributes: Sequence[str] | None = _flag(
+        None, "--attributes", nargs="+", choices=SPEC.attributes, help="the attributes the steps may change"
+    )
+    final_views: Sequence[str] | None = _flag(
+        None, "--final-views", nargs="+", choices=VIEWS, help="cameras of the final image"
+    )
+    renderer: str = _flag("auto", "--renderer", choices=RENDERERS, help="default auto: gl, else numpy")
+    render_size: tuple[int, int] = _flag(
+        DEFAULT_RENDER_SIZE, "--size", dest="size", nargs=2, type=int, metavar=("W", "H"),
+        help=f"image size (default {DEFAULT_RENDER_SIZE[0]} {DEFAULT_RENDER_SIZE[1]})",
+    )  # fmt: skip
+    obs_mode: str = _flag("image", "--obs-mode", choices=OBS_MODES, help="image, or text (both object tables)")
+    prompt_layout: str = _flag("tables", "--prompt-layout", choices=PROMPT_LAYOUTS, help="tables; compact: text only")
+    render_mode: str | None = None
+    cache_dir: str | os.PathLike[str] | None = _flag(None, "--cache-dir", help="on-disk render cache")
+    cache_size: int | None = _flag(None, "--cache-size", type=int, help="images in the in-memory render cache")
+    episode: EpisodeOptions = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("renderer", self.renderer, RENDERERS)
+        check_choice("obs_mode", self.obs_mode, OBS_MODES)
+        check_layout(self.prompt_layout, self.obs_mode)
+        if self.render_mode is not None:
+            check_choice("render_mode", self.render_mode, RENDER_MODES)
+        object.__setattr__(self, "render_size", check_size(self.render_size, "render_size"))
+        if not (isinstance(self.source, str) and self.source == "procedural") and not isinstance(
+            self.source, (str, os.PathLike)
+        ):
+            raise ValueError(f"source: expected 'procedural' or a TRANCE directory path, got {self.source!r}")
+        if self.cache_size is not None:
+            check_int("cache_size", self.cache_size, 0)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir: expected a directory path, got {self.cache_dir!r}")
+        episode = episode_options(
+            self.setting,
+            steps=self.steps,
+            max_visible=self.max_visible,
+            attributes=self.attributes,
+            final_views=self.final_views,
+        )
+        object.__setattr__(self, "episode", episode)
+
+    @classmethod
+    def split(
+        cls, kwargs: Mapping[str, Any], own: Sequence[str] = (), defaults: Mapping[str, Any] | None = None
+    ) -> tuple[EnvConfig, dict[str, Any]]:
+        """(the config of ``kwargs``, the keywords of ``own``): an environment's keywords, split and checked.
+
+        ``own`` names the keywords an environment takes besides the config's; ``defaults`` changes config
+        defaults (the interactive environment's setting). Any other key is a ``ValueError`` listing the
+        valid ones.
+        """
+        unknown = sorted(set(kwargs) - set(ENV_CONFIG_KEYS) - set(own))
+        if unknown:
+            valid = ", ".join((*ENV_CONFIG_KEYS, *own))
+            raise ValueError(f"unknown keyword(s) {', '.join(unknown)}; valid: {valid}")
+        shared = {**(defaults or {}), **{k: v for k, v in kwargs.items() if k in ENV_CONFIG_KEYS}}
+        return cls(**shared), {k: v for k, v in kwargs.items() if k in own}
+
+
+ENV_CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.init)
+"""The keywords :class:`EnvConfig` holds, in order."""

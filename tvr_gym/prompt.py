@@ -16,21 +16,10 @@ import re
 import string
 from functools import lru_cache
 
-from tvr_gym.options import check_choice
+from tvr_gym.options import OBS_MODES, PROMPT_LAYOUTS, check_choice, check_layout  # noqa: F401 (their old home)
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.spec import SPEC
 from tvr_gym.trance import Problem
-
-OBS_MODES = ("image", "text")
-"""``image``: the final state is only shown as an image; ``text``: the prompt also holds its table."""
-
-PROMPT_LAYOUTS = ("tables", "compact")
-"""``tables``: the task text (vocabulary, direction convention, answer format) and one table per state;
-``compact`` (text mode only): one line of task, then one line per object that pairs each attribute's
-initial and final value (``initial > final``). Both show the two whole states and nothing more (no
-difference, no marker of what changed); ``compact`` is a little over half the tokens (about 290 of the
-tiny tokenizer's instead of 520) and puts the two values of an attribute side by side, for small models
-trained from scratch."""
 
 PROMPT_CHARSET = string.ascii_letters + string.digits + " \n.,:;()<>/-_"
 """Every character a prompt may contain."""
@@ -171,12 +160,6 @@ def build_prompt(problem: Problem, obs_mode: str = "image", layout: str = "table
     return "\n".join(parts)
 
 
-def check_layout(layout: str, obs_mode: str) -> str:
-    """``layout`` if it is a :data:`PROMPT_LAYOUTS` name that ``obs_mode`` allows, else a ``ValueError``."""
-    check_choice("prompt_layout", layout, PROMPT_LAYOUTS)
-    if layout == "compact" and obs_mode != "text":
-        raise ValueError("prompt_layout: 'compact' pairs the initial and final values, so it needs obs_mode='text'")
-    return layout
 
 
 def interactive_prompt(problem: Problem, obs_mode: str = "image") -> str:

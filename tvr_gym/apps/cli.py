@@ -25,7 +25,7 @@ from tvr_gym.dataset import generate_dataset, merge_datasets
 from tvr_gym.export import FORMATS, export
 from tvr_gym.generator import generate
 from tvr_gym.metrics import format_table
-from tvr_gym.options import SETTINGS, check_int
+from tvr_gym.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int
 from tvr_gym.reference import comparison_table
 from tvr_gym.registration import ENV_IDS, check_env_id
 from tvr_gym.render import RENDERERS
@@ -158,7 +158,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvr-gym", description="Gymnasium environments for TVR/TRANCE.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ids = ", ".join(ENV_IDS)
-    size = {"nargs": 2, "type": int, "default": [320, 240], "metavar": ("W", "H"), "help": "image size"}
+    size = {"nargs": 2, "type": int, "default": list(DEFAULT_RENDER_SIZE), "metavar": ("W", "H"), "help": "image size"}
     quiet = {"action": "store_true", "help": "no progress bars"}
 
     p = sub.add_parser("demo", help="evaluate the baseline agents on CrossView and draw example episodes")

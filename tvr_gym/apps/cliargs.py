@@ -12,10 +12,8 @@ import copy
 import dataclasses
 from typing import Any, TypeVar, get_type_hints
 
-from tvr_gym.options import SETTINGS, VIEWS
-from tvr_gym.prompt import OBS_MODES, PROMPT_LAYOUTS
+from tvr_gym.options import EnvConfig
 from tvr_gym.registration import INTERACTIVE_ID
-from tvr_gym.render import RENDERERS
 from tvr_gym.reward import REWARD_NAMES
 
 T = TypeVar("T")
@@ -98,33 +96,27 @@ TRL_ALIASES = {
 """tvr-gym's spellings added to the TRL config fields of the same concepts."""
 
 
+ENV_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    f.metadata["dest"] or f.name: (f.name, f.metadata["flag"], dict(f.metadata["argparse"]))
+    for f in dataclasses.fields(EnvConfig)
+    if "flag" in f.metadata
+}
+"""By parsed name: each :class:`~tvr_gym.options.EnvConfig` keyword, its flag and its argparse options, read from
+the field: a keyword added there is a flag of every subcommand that takes environment options."""
+ENV_FLAGS["reward"] = ("reward", "--reward", {"choices": REWARD_NAMES, "help": "default star"})  # single-shot envs
+
+
 def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """The environment's keywords as flags (``env_kwargs`` turns them back), except those in ``exclude``.
 
     Only flags given on the command line become keywords, so the environment's defaults apply otherwise.
     """
     group = parser.add_argument_group("environment")
-    options = {
-        "setting": (["--setting"], {"choices": SETTINGS, "help": f"{INTERACTIVE_ID} only (default event)"}),
-        "size": (["--size"], {"nargs": 2, "type": int, "metavar": ("W", "H"), "help": "image size (default 320 240)"}),
-        "renderer": (["--renderer"], {"choices": RENDERERS, "help": "default auto: gl, else numpy"}),
-        "obs_mode": (["--obs-mode"], {"choices": OBS_MODES, "help": "image, or text (both object tables)"}),
-        "prompt_layout": (["--prompt-layout"], {"choices": PROMPT_LAYOUTS, "help": "tables (default); compact: text"}),
-        "reward": (["--reward"], {"choices": REWARD_NAMES, "help": "default star"}),
-        "final_views": (["--final-views"], {"nargs": "+", "choices": VIEWS, "help": "cameras of the final image"}),
-        "source": (["--source"], {"help": "'procedural' (default) or a TRANCE-format directory"}),
-        "max_visible": (["--max-visible"], {"type": int, "help": "at most this many visible objects"}),
-        "transformations": (["--transformations"], {"type": int, "help": "transformations per episode"}),
-        "cache_dir": (["--cache-dir"], {"help": "on-disk render cache"}),
-    }
-    added = [dest for dest in options if dest not in exclude]
+    added = [dest for dest in ENV_FLAGS if dest not in exclude]
     for dest in added:
-        flags, kwargs = options[dest]
-        group.add_argument(*flags, dest=dest, default=None, **kwargs)
+        _, flag, kwargs = ENV_FLAGS[dest]
+        group.add_argument(flag, dest=dest, default=None, **kwargs)
     parser.set_defaults(env_options=added)  # what env_kwargs reads back, and nothing else
-
-
-_ENV_KEYWORDS = {"size": "render_size", "transformations": "steps"}
 
 
 def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,5 +127,5 @@ def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     for dest in getattr(args, "env_options", ()):
         value = getattr(args, dest, None)
         if value is not None:
-            out[_ENV_KEYWORDS.get(dest, dest)] = tuple(value) if isinstance(value, list) else value
+            out[ENV_FLAGS[dest][0]] = tuple(value) if isinstance(value, list) else value
     return out

@@ -15,6 +15,7 @@ from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.atomic import atomic_write_text, save_png
 from tvr_gym.cache import shared_lru
 from tvr_gym.metrics import format_table, render_tables
+from tvr_gym.options import DEFAULT_RENDER_SIZE
 from tvr_gym.reference import REFERENCE, summary_row
 from tvr_gym.render.rig import VIEWS
 
@@ -27,7 +28,7 @@ def run_demo(
     episodes: int = 200,
     seed: int = 0,
     renderer: str = "auto",
-    size: tuple[int, int] = (320, 240),
+    size: tuple[int, int] = DEFAULT_RENDER_SIZE,
     progress: bool = True,
     examples: int = 3,
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tvr_gym.atomic import atomic_open
 from tvr_gym.cache import RenderCache, observed_image, shared_renderer
-from tvr_gym.options import check_size
+from tvr_gym.options import DEFAULT_RENDER_SIZE, check_size
 from tvr_gym.scene import SceneObject, State
 from tvr_gym.trance import Problem
 from tvr_gym.transform import Transformation
@@ -62,7 +62,7 @@ def show_problem(
     problem: Problem,
     path: str | os.PathLike[str],
     renderer: str = "auto",
-    size: tuple[int, int] = (320, 240),
+    size: tuple[int, int] = DEFAULT_RENDER_SIZE,
     answer: str | None = None,
     title: str | None = None,
 ) -> Path:

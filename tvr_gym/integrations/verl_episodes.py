@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from tvr_gym.chat import placeholder_messages
+from tvr_gym.env_base import check_env_kwargs
 from tvr_gym.options import check_int
 
 __all__ = ["AGENT_NAME", "COLUMNS", "ENV_ID", "EpisodeSpec", "episode_rows", "export_parquet"]
@@ -40,6 +41,7 @@ COLUMNS: dict[str, str] = {
     "'interaction_kwargs': {'name', 'env_id', 'setting', 'seed', 'index', 'env_kwargs' (JSON)}}",
 }
 """The columns of an interactive verl dataset."""
+IMAGES_ONLY = "env_kwargs: the verl agent loop shows images; obs_mode must be 'image'"
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class EpisodeSpec:
             raise ValueError(f"env_id: the verl agent loop plays {ENV_ID}, got {self.env_id!r}")
         env = gym.make(check_env_id(self.env_id), setting=self.setting, **self.env_kwargs)
         if env.unwrapped.obs_mode != "image":
-            raise ValueError("env_kwargs: the verl agent loop shows images; obs_mode must be 'image'")
+            raise ValueError(IMAGES_ONLY)
         return env
 
     def start(self):
@@ -220,7 +222,9 @@ def export_parquet(
 
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split or ""):
         raise ValueError(f"split: expected a name of letters, digits, '-' or '_', got {split!r}")
-    EpisodeSpec(setting, seed, start, json.loads(json.dumps(env_kwargs))).make().close()  # bad keywords fail first
+    config = check_env_kwargs(ENV_ID, setting=setting, **json.loads(json.dumps(env_kwargs)))  # bad ones fail first
+    if config.obs_mode != "image":
+        raise ValueError(IMAGES_ONLY)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-verl-interactive-", dir=out) as tmp:

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import warnings
 
-from tvr_gym.options import check_choice, check_size
+from tvr_gym.options import DEFAULT_RENDER_SIZE, RENDERERS, check_choice, check_size
 from tvr_gym.render.base import Renderer
 from tvr_gym.render.rig import VIEWS, Camera, Lamp, camera_rig, lamp_rig, object_center
-
-RENDERERS = ("auto", "gl", "numpy", "blender")
-"""Valid names for :func:`make_renderer`."""
 
 _warned_fallback = False
 
@@ -29,7 +26,7 @@ def gl_available() -> bool:
     return True
 
 
-def make_renderer(name: str = "auto", size: tuple[int, int] = (320, 240)) -> Renderer:
+def make_renderer(name: str = "auto", size: tuple[int, int] = DEFAULT_RENDER_SIZE) -> Renderer:
     """A renderer by name: ``auto`` (gl, else numpy with one warning), ``gl``, ``numpy`` or ``blender``.
 
     Create one renderer and reuse it for many frames; the GL context is shared by all gl renderers.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvr_gym.options import check_size
+from tvr_gym.options import DEFAULT_RENDER_SIZE, check_size
 from tvr_gym.render.rig import Camera, Lamp, lamp_rig, object_center
 from tvr_gym.scene import State
 from tvr_gym.spec import SPEC
@@ -181,7 +181,7 @@ class Renderer(ABC):
 
     name: str = "abstract"
 
-    def __init__(self, size: tuple[int, int] = (320, 240)) -> None:
+    def __init__(self, size: tuple[int, int] = DEFAULT_RENDER_SIZE) -> None:
         self._size = check_size(size)
 
     @property

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tvr_gym.options import DEFAULT_RENDER_SIZE
 from tvr_gym.render.base import GROUND, MATERIALS, RENDER, Renderer, check_inputs, primitives
 from tvr_gym.render.raycast import NumpyRenderer
 from tvr_gym.render.rig import Camera, Lamp
@@ -228,7 +229,7 @@ class BlenderRenderer(Renderer):
 
     name = "blender"
 
-    def __init__(self, size: tuple[int, int] = (320, 240), samples: int | None = None, timeout: float = 600.0):
+    def __init__(self, size: tuple[int, int] = DEFAULT_RENDER_SIZE, samples: int | None = None, timeout: float = 600.0):
         super().__init__(size)
         self.blender = find_blender()
         self.samples = int(_B["samples"] if samples is None else samples)

@@ -17,6 +17,7 @@ import zlib
 
 import numpy as np
 
+from tvr_gym.options import DEFAULT_RENDER_SIZE
 from tvr_gym.render.base import (
     GROUND,
     RENDER,
@@ -957,7 +958,7 @@ class GLRenderer(Renderer):
 
     name = "gl"
 
-    def __init__(self, size: tuple[int, int] = (320, 240), grain: bool = True) -> None:
+    def __init__(self, size: tuple[int, int] = DEFAULT_RENDER_SIZE, grain: bool = True) -> None:
         super().__init__(size)
         self.grain = bool(grain)
         self._grain = GRAIN_WIDTH if self.grain else 0.0

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from tvr_gym.options import DEFAULT_RENDER_SIZE
 from tvr_gym.render.base import (
     GROUND,
     RENDER,
@@ -187,7 +188,7 @@ class NumpyRenderer(Renderer):
 
     name = "numpy"
 
-    def __init__(self, size: tuple[int, int] = (320, 240), grain: bool = True) -> None:
+    def __init__(self, size: tuple[int, int] = DEFAULT_RENDER_SIZE, grain: bool = True) -> None:
         super().__init__(size)
         self.grain = bool(grain)
         self._grain = GRAIN_WIDTH if grain else 0.0

@@ -1,0 +1,149 @@
+"""What the TVR environments share: their config, source, render cache, image spaces, ``render()`` and ``close()``.
+
+:class:`TVREnvBase` is the base of :class:`tvr_gym.env.TVRGym` (single-shot) and
+:class:`tvr_gym.interactive.TVRInteractive` (multi-turn); each keeps only its own keywords
+(:attr:`TVREnvBase.OWN_KEYWORDS`) and its step logic. Keywords are checked once, by
+:class:`~tvr_gym.options.EnvConfig` and :meth:`TVREnvBase.check_own`, so an export or a trainer can
+check an environment's keywords without building one (:func:`check_env_kwargs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from tvr_gym.cache import LRU, RenderCache, release_renderers, shared_lru
+from tvr_gym.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
+from tvr_gym.prompt import PROMPT_CHARSET
+from tvr_gym.sources import ProceduralSource, TranceSource
+
+__all__ = ["ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "check_env_kwargs", "weights_dict"]
+
+ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
+"""Characters of the action space: letters, digits, space, newline and ``.,:;()<>/-_``."""
+ACTION_MAX_LENGTH = 4096
+CENTRE = VIEWS[0]
+"""The camera of the initial image (and of the interactive current state)."""
+RENDER_GAP = 4
+"""Pixels between the two images of ``render()``."""
+
+
+class TVREnvBase(gym.Env):
+    """The shared part of the TVR environments (not an environment itself: subclasses add spaces and steps).
+
+    It owns the :class:`~tvr_gym.options.EnvConfig` (``env_config``), the problem ``source``, the render
+    ``cache``, the image part of the observation space, ``render()`` (two images side by side), the
+    ``reset`` options and ``close()``.
+    """
+
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
+    OWN_KEYWORDS: tuple[str, ...] = ()
+    """The keywords a subclass takes besides :data:`~tvr_gym.options.ENV_CONFIG_KEYS`."""
+    CONFIG_DEFAULTS: dict[str, Any] = {}
+    """Config defaults a subclass changes (the interactive environment's setting)."""
+
+    @classmethod
+    def check_own(cls, **own: Any) -> dict[str, Any]:
+        """The subclass's own keywords, checked (and normalised); a ``ValueError`` names a bad one."""
+        return own
+
+    @classmethod
+    def check_kwargs(cls, **kwargs: Any) -> tuple[EnvConfig, dict[str, Any]]:
+        """(config, own keywords) of ``kwargs``, checked as the constructor checks them, without building."""
+        config, own = EnvConfig.split(kwargs, cls.OWN_KEYWORDS, cls.CONFIG_DEFAULTS)
+        return config, cls.check_own(**own)
+
+    def __init__(self, config: EnvConfig) -> None:
+        self.env_config = config
+        self.setting = config.setting
+        self.renderer_name = config.renderer
+        self.obs_mode = config.obs_mode
+        self.prompt_layout = config.prompt_layout
+        self.render_mode = config.render_mode
+        self.render_size = config.render_size
+        self.options: EpisodeOptions = config.episode
+        self.final_views = self.options.final_views
+        lru = shared_lru() if config.cache_size is None else LRU(config.cache_size)
+        self.cache = RenderCache(lru, config.cache_dir)
+        self.source_name = str(config.source)
+        self.source = make_source(config.source, self.options)
+
+    def image_space(self) -> spaces.Box:
+        """``Box(0, 255, (H, W, 3), uint8)`` of ``render_size = (W, H)``."""
+        w, h = self.render_size
+        return spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
+
+    def render(self):
+        """``rgb_array``: the episode's two images side by side (``None`` without a render mode)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array'")
+            return None
+        w, h = self.render_size
+        pair = self._render_pair()
+        if pair is None:
+            return np.zeros((h, 2 * w + RENDER_GAP, 3), dtype=np.uint8)
+        gap = np.full((h, RENDER_GAP, 3), 255, dtype=np.uint8)
+        return np.concatenate([pair[0], gap, pair[1]], axis=1)
+
+    def close(self) -> None:
+        """Release this process's shared renderers (the GL context too); any later render makes new ones.
+
+        Renderers are shared by every environment of a process (:func:`tvr_gym.cache.shared_renderer`),
+        so another open environment pays one renderer start-up on its next render, and nothing else.
+        """
+        release_renderers()
+
+    def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The two images ``render()`` shows, or ``None`` before the first reset."""
+        raise NotImplementedError
+
+
+def reset_index(options: Mapping[str, Any] | None) -> Any:
+    """The ``index`` of ``reset(options=...)`` (``None`` when absent); any other key is an error."""
+    options = dict(options or {})
+    bad = sorted(set(options) - {"index"})
+    if bad:
+        raise ValueError(f"options: unknown key(s) {', '.join(bad)}; valid: index")
+    return options.get("index")
+
+
+def make_source(source: str | os.PathLike[str], options: EpisodeOptions) -> ProceduralSource | TranceSource:
+    """The problems of ``source``: generated (``"procedural"``) or read from a TRANCE directory."""
+    if isinstance(source, str) and source == "procedural":
+        return ProceduralSource(options)
+    return TranceSource(source, options)
+
+
+def weights_dict(weights: Any) -> dict[str, float]:
+    """``reward_weights`` (None, a dict or a weights dataclass) as keyword overrides."""
+    if weights is None:
+        return {}
+    if dataclasses.is_dataclass(weights) and not isinstance(weights, type):
+        return dataclasses.asdict(weights)
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"reward_weights: expected a dict or a weights dataclass, got {type(weights).__name__}")
+    return dict(weights)
+
+
+def check_env_kwargs(env_id: str, **kwargs: Any) -> EnvConfig:
+    """The config of ``gym.make(env_id, **kwargs)``, every keyword checked as the environment checks it,
+    without building the environment (exports and trainers check their arguments before any work). A
+    TRANCE directory ``source`` is read, so a damaged one fails here too."""
+    from gymnasium.envs.registration import registry
+
+    from tvr_gym.registration import check_env_id
+
+    spec = registry[check_env_id(env_id)]
+    cls = gym.envs.registration.load_env_creator(spec.entry_point)
+    if not (isinstance(cls, type) and issubclass(cls, TVREnvBase)):
+        raise ValueError(f"env: {env_id} is not a TVR environment")
+    config, _ = cls.check_kwargs(**{**spec.kwargs, **kwargs})
+    if config.source != "procedural":
+        make_source(config.source, config.episode)
+    return config
