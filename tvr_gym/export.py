@@ -29,7 +29,7 @@ from tvr_gym.options import check_choice, check_int
 from tvr_gym.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.trance import Problem
 
-__all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows", "interactive_export_rows"]
+__all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
 
 FORMATS = ("hf", "verl", "easyr1", "trance", "skyrl")
 COLUMNS: dict[str, dict[str, str]] = {
@@ -106,38 +106,14 @@ class ExportRow:
 
 
 def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs: Any) -> Iterator[ExportRow]:
-    """The rows of ``indices``: row ``i`` is ``reset(seed=seed, options={"index": i})`` of ``env_id``."""
+    """The rows of ``indices``: row ``i`` is ``reset(seed=seed, options={"index": i})`` of ``env_id``.
+
+    For ``TVR-Interactive-v0`` the prompt is the first observation's, and ``initial`` and ``final`` hold
+    the current and the target image.
+    """
     import gymnasium as gym
 
-    env = gym.make(check_env_id(env_id), **env_kwargs)
-    try:
-        for i in indices:
-            obs, info = env.reset(seed=seed, options={"index": i})
-            yield ExportRow(
-                index=i,
-                seed=seed,
-                env_id=env_id,
-                setting=env.unwrapped.setting,
-                prompt=obs["prompt"],
-                initial=obs["initial"],
-                final=obs["final"],
-                use_images=env.unwrapped.obs_mode == "image",
-                answer=info["truth"],
-                problem=info["problem"],
-                problem_object=env.unwrapped.problem,
-                final_view=info["final_view"],
-            )
-    finally:
-        env.close()
-
-
-def interactive_export_rows(
-    env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs: Any
-) -> Iterator[ExportRow]:
-    """The rows of ``TVR-Interactive-v0`` (``env_id``): row ``i`` is ``reset(seed=seed, options={"index": i})``,
-    its prompt the first observation's; ``initial`` and ``final`` hold the current and the target image."""
-    import gymnasium as gym
-
+    first, second = ("current", "target") if env_id == INTERACTIVE_ID else ("initial", "final")
     env = gym.make(check_env_id(env_id), **env_kwargs)
     try:
         for i in indices:
@@ -149,8 +125,8 @@ def interactive_export_rows(
                 env_id=env_id,
                 setting=env.unwrapped.setting,
                 prompt=obs["prompt"],
-                initial=obs["current"],
-                final=obs["target"],
+                initial=obs[first],
+                final=obs[second],
                 use_images=env.unwrapped.obs_mode == "image",
                 answer=info["truth"],
                 problem=problem.to_dict(),
@@ -275,8 +251,7 @@ def _shaped_rows(
         "hf": _hf_row, "verl": lambda r: _verl_row(r, split), "easyr1": _easyr1_row,
         "skyrl": lambda r: _skyrl_row(r, split),
     }[fmt]  # fmt: skip
-    make_rows = interactive_export_rows if fmt == "skyrl" and env_id == INTERACTIVE_ID else export_rows
-    rows = make_rows(env_id, range(start, start + n), seed, **env_kwargs)
+    rows = export_rows(env_id, range(start, start + n), seed, **env_kwargs)
     for row in _progress(rows, n, f"exporting {env_id} ({fmt})", progress):
         yield shape(row)
 
