@@ -203,17 +203,21 @@ def try_apply(state: State, step: tuple[int, str, Value]) -> StepOutcome:
     return _judge(state.objects, step)
 
 
-def _judge(objs: Sequence[SceneObject], step: tuple[int, str, Value]) -> StepOutcome:
-    """:func:`try_apply` on a state's objects (a list while :func:`simulate` steps through a sequence)."""
+def _judge(objs: Sequence[SceneObject], step: tuple[int, str, Value], noop: bool = True) -> StepOutcome:
+    """:func:`try_apply` on a state's objects (a list while :func:`simulate` steps through a sequence).
+
+    ``noop=False`` skips the last check and calls a legal no-op ``applied``: the evaluator applies both
+    alike, and it runs for every step of every scored answer.
+    """
     obj_idx, attr, value = step
     new = applied(objs[obj_idx], attr, value)
     if new is None:
         return StepOutcome("off_grid", None)
     if attr in GEOMETRIC:
-        hit = next((j for j, o in enumerate(objs) if j != obj_idx and overlaps(new, o)), None)
-        if hit is not None:
-            return StepOutcome("overlap", new, hit)
-    if not _looks_changed(objs[obj_idx], new):
+        for j, other in enumerate(objs):  # a plain loop: this runs for every move of every scored answer
+            if j != obj_idx and overlaps(new, other):
+                return StepOutcome("overlap", new, j)
+    if noop and not _looks_changed(objs[obj_idx], new):
         return StepOutcome("noop", new)
     return StepOutcome("applied", new)
 
@@ -246,7 +250,7 @@ def simulate(state: State, steps: Sequence[tuple[int, str, Value]]) -> Simulatio
     error_out = error_overlap = False
     illegal = 0
     for step in steps:
-        outcome = _judge(objs, step)
+        outcome = _judge(objs, step, noop=False)
         if outcome.obj is None:
             error_out = True
             illegal += 1
