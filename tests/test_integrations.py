@@ -172,3 +172,10 @@ def test_bad_export_arguments_write_nothing(tmp_path):
 def test_a_ground_truth_that_is_not_a_problem_is_a_clear_error():
     with pytest.raises(ValueError, match="not a TVR problem as JSON"):
         compute_score("tvr/basic", "0.color.red", "{not json")
+
+
+@pytest.mark.parametrize("fmt", ["hf", "easyr1", "trance"])
+def test_the_interactive_env_exports_only_as_its_loop_s_rows(fmt, tmp_path):
+    with pytest.raises(ValueError, match="TVR-Interactive-v0 exports as verl"):
+        export(fmt, "TVR-Interactive-v0", 2, tmp_path / fmt, render_size=SIZE, progress=False)
+    assert not (tmp_path / fmt).exists()

@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from tvr_gym.trance import Problem
 __all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
 
 FORMATS = ("hf", "verl", "easyr1", "trance", "skyrl")
+VERL_AGENT_NAME = "tvr_interactive"
+"""The ``agent_name`` of ``TVR-Interactive-v0``'s verl rows: the name its agent-loop config entry registers."""
 COLUMNS: dict[str, dict[str, str]] = {
     "hf": {
         "prompt": "TRL conversational prompt: [{'role': 'user', 'content': <prompt text>}]; TRL puts the images "
@@ -90,6 +92,8 @@ class ExportRow:
     problem: dict[str, Any]
     problem_object: Problem
     final_view: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The environment keywords the row was made with (``setting`` aside), for a loop that replays it."""
 
     @property
     def images(self) -> list[np.ndarray]:
@@ -108,12 +112,13 @@ class ExportRow:
 def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs: Any) -> Iterator[ExportRow]:
     """The rows of ``indices``: row ``i`` is ``reset(seed=seed, options={"index": i})`` of ``env_id``.
 
-    For ``TVR-Interactive-v0`` the prompt is the first observation's, and ``initial`` and ``final`` hold
-    the current and the target image.
+    For ``TVR-Interactive-v0`` the prompt is the first observation's, and ``initial`` and ``final`` hold its
+    two images in the prompt's order: the target, then the current state.
     """
     import gymnasium as gym
 
-    first, second = ("current", "target") if env_id == INTERACTIVE_ID else ("initial", "final")
+    first, second = ("target", "current") if env_id == INTERACTIVE_ID else ("initial", "final")
+    replay_kwargs = json.loads(json.dumps({k: v for k, v in env_kwargs.items() if k != "setting"}, default=list))
     env = gym.make(check_env_id(env_id), **env_kwargs)
     try:
         for i in indices:
@@ -132,6 +137,7 @@ def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs
                 problem=problem.to_dict(),
                 problem_object=problem,
                 final_view=info["final_view"],
+                env_kwargs=replay_kwargs,
             )
     finally:
         env.close()
@@ -168,6 +174,14 @@ def _verl_row(row: ExportRow, split: str) -> dict[str, Any]:
             "n_steps": row.n_steps, "final_view": row.final_view,
         },  # fmt: skip
     }
+    if row.env_id == INTERACTIVE_ID:  # a row of tvr-gym's verl agent loop (tvr_gym.integrations.verl_agent)
+        out["data_source"] = f"tvr-interactive/{row.setting}"
+        out["agent_name"] = VERL_AGENT_NAME
+        out["extra_info"]["setting"] = row.setting
+        out["extra_info"]["interaction_kwargs"] = {
+            "name": VERL_AGENT_NAME, "env_id": row.env_id, "setting": row.setting, "seed": row.seed,
+            "index": row.index, "env_kwargs": json.dumps(row.env_kwargs, sort_keys=True),
+        }  # fmt: skip
     if row.images:
         out["images"] = _pil(row.images)
     return out
@@ -204,7 +218,7 @@ def _skyrl_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**env_kwargs, "obs_mode": "text"}
 
 
-def _features(fmt: str, with_images: bool):
+def _features(fmt: str, with_images: bool, interactive: bool = False):
     from datasets import Features, Image, List, Value
 
     text = Value("string")
@@ -232,6 +246,15 @@ def _features(fmt: str, with_images: bool):
             },
         },
     }[fmt]  # fmt: skip
+    if fmt == "verl" and interactive:
+        columns["agent_name"] = text
+        columns["extra_info"] = {
+            **columns["extra_info"], "setting": text,
+            "interaction_kwargs": {
+                "name": text, "env_id": text, "setting": text, "seed": Value("int64"), "index": Value("int64"),
+                "env_kwargs": text,
+            },
+        }  # fmt: skip
     if with_images:
         columns["images"] = List(Image())
     return Features(columns)
@@ -287,6 +310,10 @@ def export(
     if fmt == "skyrl":
         env_kwargs = _skyrl_kwargs(env_kwargs)
     config = check_env_kwargs(env_id, **env_kwargs)  # bad keywords fail here, before any directory exists
+    if env_id == INTERACTIVE_ID and fmt in ("trance", "easyr1", "hf"):
+        raise ValueError(f"format: {INTERACTIVE_ID} exports as verl (its agent loop) or skyrl rows, not {fmt}")
+    if env_id == INTERACTIVE_ID and fmt == "verl" and config.obs_mode != "image":
+        raise ValueError("obs_mode: the verl agent loop shows images; export TVR-Interactive-v0 with obs_mode='image'")
     if fmt == "trance":
         return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
@@ -303,7 +330,7 @@ def _export_table(
     with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=out) as tmp:
         dataset = Dataset.from_generator(
             _shaped_rows,
-            features=_features(fmt, with_images),
+            features=_features(fmt, with_images, interactive=env_id == INTERACTIVE_ID),
             gen_kwargs={"fmt": fmt, "env_id": env_id, "start": start, "n": n, "seed": seed, "split": split,
                         "env_kwargs": env_kwargs, "progress": progress},  # fmt: skip
             cache_dir=str(Path(tmp) / "cache"),

@@ -11,12 +11,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DATA=${DATA:-data/tvr-interactive-verl}
 SETTING=${SETTING:-event}
-# Pin the renderer: the rows' first images and the rollouts' renders must come from the same one.
-ENV_KWARGS=${ENV_KWARGS:-'{"renderer": "gl"}'}
-python3 -m tvr_gym.integrations.verl_episodes --out "$DATA" --n 20000 --seed 0 --split train \
-    --setting "$SETTING" --env-kwargs "$ENV_KWARGS"
-python3 -m tvr_gym.integrations.verl_episodes --out "$DATA" --n 500 --seed 1 --split val \
-    --setting "$SETTING" --env-kwargs "$ENV_KWARGS"
+# Pin the renderer: the rows' first images and the rollouts' renders must come from the same one (every
+# environment flag given here is recorded in each row and replayed by the agent loop).
+RENDERER=${RENDERER:-gl}
+tvr-gym export --format verl --env TVR-Interactive-v0 --setting "$SETTING" --renderer "$RENDERER" \
+    --n 20000 --seed 0 --split train --out "$DATA"
+tvr-gym export --format verl --env TVR-Interactive-v0 --setting "$SETTING" --renderer "$RENDERER" \
+    --n 500 --seed 1 --split val --out "$DATA"
 
 python3 -m verl.trainer.main_ppo \
     algorithm.adv_estimator=grpo \

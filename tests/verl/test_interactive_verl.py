@@ -21,9 +21,14 @@ import pytest
 verl = pytest.importorskip("verl", reason="the verl tests run in the verl venv: make verl-env (docs/integrations.md)")
 
 from tvr_gym.answer import format_item  # noqa: E402
+from tvr_gym.export import export  # noqa: E402
 from tvr_gym.integrations import verl_agent  # noqa: E402
-from tvr_gym.integrations.verl_agent import AGENT_NAME, EXTRA_KEYS, TVRInteractiveAgentLoop  # noqa: E402
-from tvr_gym.integrations.verl_episodes import EpisodeSpec, episode_rows, export_parquet  # noqa: E402
+from tvr_gym.integrations.verl_agent import (  # noqa: E402
+    AGENT_NAME,
+    EXTRA_KEYS,
+    EpisodeSpec,  # noqa: E402
+    TVRInteractiveAgentLoop,
+)
 
 from verl_support import FEEDBACK_WORDS, REPO, ScriptedServer, dataset, loop_config, make_loop, worker_for  # noqa: E402
 
@@ -32,6 +37,7 @@ ENV_KWARGS = {"render_size": SIZE, "renderer": "numpy"}
 """In-process tests render with numpy: a gl context works only on the thread that made it, and other
 tests of this process may have made it on the main thread (see ``test_gl_renders_on_the_env_thread``)."""
 SETTING = "event"
+ENV_ID = "TVR-Interactive-v0"
 SEED = 5
 N_ROWS = 6
 
@@ -49,8 +55,8 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def parquet_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("verl-interactive")
-    export_parquet(out, N_ROWS, seed=SEED, setting=SETTING, split="train", **ENV_KWARGS)
-    export_parquet(out / "again", 2, seed=SEED, start=3, setting=SETTING, split="train", **ENV_KWARGS)
+    export("verl", ENV_ID, N_ROWS, out, seed=SEED, setting=SETTING, progress=False, **ENV_KWARGS)
+    export("verl", ENV_ID, 2, out / "again", seed=SEED, start=3, setting=SETTING, progress=False, **ENV_KWARGS)
     return out
 
 
@@ -146,9 +152,10 @@ def test_rlhf_dataset_keeps_every_row_and_its_first_observation(rows):
     assert len({r["raw_prompt"][-1]["content"][2]["text"] for r in rows}) > 1
 
 
-def test_rows_reject_text_observations():
+def test_rows_reject_text_observations(tmp_path):
     with pytest.raises(ValueError, match="obs_mode"):
-        next(episode_rows(1, obs_mode="text", **ENV_KWARGS))
+        export("verl", ENV_ID, 1, tmp_path / "text", obs_mode="text", progress=False, **ENV_KWARGS)
+    assert not (tmp_path / "text").exists()
 
 
 # ---------------------------------------------------------------- one episode, the true steps then done
@@ -485,14 +492,14 @@ import json, sys
 import numpy as np
 import gymnasium as gym
 from tvr_gym.render import make_renderer
-from tvr_gym.integrations.verl_episodes import export_parquet
+from tvr_gym.export import export
 try:
     make_renderer("gl", size=(8, 8))
 except RuntimeError:
     sys.exit(77)
 out, actions = sys.argv[1], json.loads(sys.argv[2])
 kwargs = {"render_size": [56, 42], "renderer": "gl"}
-export_parquet(out, 2, seed=5, setting="event", split="train", **kwargs)
+export("verl", "TVR-Interactive-v0", 2, out, seed=5, setting="event", progress=False, **kwargs)
 env = gym.make("TVR-Interactive-v0", setting="event", cache_size=0, **kwargs)
 obs, _ = env.reset(seed=5, options={"index": 1})
 renders, rewards = [obs["target"], obs["current"]], []

@@ -4,7 +4,8 @@
 each turn the policy names one transformation (or ``done``), the environment applies it, and its
 reply (the feedback text and a new render of the current state) is appended as a user turn. The
 trajectory's score is the sum of the environment's rewards. The rows come from
-:mod:`tvr_gym.integrations.verl_episodes`; ``docs/configs/verl_tvr_interactive.sh`` runs it.
+``tvr-gym export --format verl --env TVR-Interactive-v0`` (:func:`tvr_gym.export.export`);
+``docs/configs/verl_tvr_interactive.sh`` runs it.
 
 Why an agent loop, not an Interaction or a tool
 -----------------------------------------------
@@ -59,12 +60,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
@@ -72,8 +74,9 @@ import numpy as np
 from PIL import Image
 
 from tvr_gym.chat import ImageBudget
-from tvr_gym.integrations.verl_episodes import AGENT_NAME, EpisodeSpec
+from tvr_gym.export import VERL_AGENT_NAME as AGENT_NAME
 from tvr_gym.options import check_int
+from tvr_gym.registration import INTERACTIVE_ID as ENV_ID
 
 try:
     from verl.experimental.agent_loop import agent_loop as _verl_agent_loop
@@ -81,13 +84,72 @@ try:
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         "tvr_gym.integrations.verl_agent needs verl 0.9.x: pip install -e '.[verl]' (docs/integrations.md). "
-        "The rows alone need only datasets: tvr_gym.integrations.verl_episodes."
+        "The rows need only datasets: tvr-gym export --format verl --env TVR-Interactive-v0."
     ) from exc
 
-__all__ = ["AGENT_NAME", "EXTRA_KEYS", "TVRInteractiveAgentLoop", "env_executor"]
+__all__ = ["AGENT_NAME", "EXTRA_KEYS", "EpisodeSpec", "TVRInteractiveAgentLoop", "env_executor"]
 
 EXTRA_KEYS = ("acc", "success", "misplaced", "fixed_strict", "turns", "applied", "image_cut", "length_cut")
 """``reward_extra_info`` keys, the same for every trajectory (verl takes the keys of the batch's first)."""
+
+
+# ---------------------------------------------------------------- the row's episode
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """A row's episode: ``gym.make(env_id, setting=setting, **env_kwargs)`` reset with ``seed`` and ``index``."""
+
+    setting: str
+    seed: int
+    index: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_id: str = ENV_ID
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EpisodeSpec:
+        """The spec of a row as verl passes it to ``run``: ``interaction_kwargs`` (lifted from ``extra_info``
+        by ``RLHFDataset``), else ``extra_info["interaction_kwargs"]``."""
+        found = row.get("interaction_kwargs")
+        if not found:
+            found = (row.get("extra_info") or {}).get("interaction_kwargs")
+        if not found:
+            raise ValueError(
+                "row: no interaction_kwargs (expected extra_info.interaction_kwargs with setting, seed, index; "
+                "export the dataset with tvr-gym export --format verl --env TVR-Interactive-v0)"
+            )
+        missing = [k for k in ("setting", "seed", "index") if found.get(k) is None]
+        if missing:
+            raise ValueError(f"interaction_kwargs: missing {', '.join(missing)}")
+        env_kwargs = found.get("env_kwargs") or {}
+        if isinstance(env_kwargs, str):
+            env_kwargs = json.loads(env_kwargs)
+        return cls(
+            setting=str(found["setting"]),
+            seed=int(found["seed"]),
+            index=int(found["index"]),
+            env_kwargs=dict(env_kwargs),
+            env_id=str(found.get("env_id") or ENV_ID),
+        )
+
+    def make(self):
+        """A new environment of this spec (not reset)."""
+        import gymnasium as gym
+
+        from tvr_gym.registration import check_env_id
+
+        if self.env_id != ENV_ID:
+            raise ValueError(f"env_id: the verl agent loop plays {ENV_ID}, got {self.env_id!r}")
+        env = gym.make(check_env_id(self.env_id), setting=self.setting, **self.env_kwargs)
+        if env.unwrapped.obs_mode != "image":
+            raise ValueError("env_kwargs: the verl agent loop shows images; obs_mode must be 'image'")
+        return env
+
+    def start(self):
+        """(env, obs, info): a new environment reset to this spec's episode."""
+        env = self.make()
+        obs, info = env.reset(seed=self.seed, options={"index": self.index})
+        return env, obs, info
 
 
 # ---------------------------------------------------------------- the environment thread
