@@ -30,7 +30,7 @@ from tvr_gym.integrations.verl_agent import (  # noqa: E402
     TVRInteractiveAgentLoop,
 )
 
-from verl_support import FEEDBACK_WORDS, REPO, ScriptedServer, dataset, loop_config, make_loop, worker_for  # noqa: E402
+from verl_support import REPO, ScriptedServer, dataset, loop_config, make_loop, worker_for  # noqa: E402
 
 SIZE = [56, 42]
 ENV_KWARGS = {"render_size": SIZE, "renderer": "numpy"}
@@ -43,13 +43,6 @@ N_ROWS = 6
 
 
 # ---------------------------------------------------------------- fixtures: a tiny checkpoint, verl's worker, rows
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from tvr_gym.agents.mllm.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, extra_texts=[FEEDBACK_WORDS])
 
 
 @pytest.fixture(scope="module")

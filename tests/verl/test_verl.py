@@ -21,7 +21,7 @@ from tvr_gym.answer import format_item, parse_answer  # noqa: E402
 from tvr_gym.export import export  # noqa: E402
 from tvr_gym.spec import SPEC  # noqa: E402
 
-from verl_support import CONFIGS, FEEDBACK_WORDS, compose, dataset  # noqa: E402
+from verl_support import CONFIGS, compose, dataset  # noqa: E402
 
 SIZE = (48, 36)
 ENV = "TVR-CrossView-v0"
@@ -47,13 +47,6 @@ def main_ppo_overrides(script, **variables: str) -> list[str]:
     assert words and all("=" in w for w in words), words
     assert not [w for w in words if "$" in w], "a shell variable left unset"
     return words
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from tvr_gym.agents.mllm.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, extra_texts=[FEEDBACK_WORDS])
 
 
 @pytest.fixture(scope="module")
