@@ -28,6 +28,7 @@ import numpy as np
 import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
 from tvr_gym.agents.base import Agent, Observation
 from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.env_base import check_env_kwargs
 from tvr_gym.interactive_sb3 import (
     N_ACTIONS,
     InteractiveSB3,
@@ -44,7 +45,6 @@ from tvr_gym.scene import State
 from tvr_gym.wrappers import (
     OBS_KINDS,
     AnswerEncoding,
-    DiscreteAnswer,
     encode_states,
     image_table_observation,
     stack_images,
@@ -550,7 +550,8 @@ def _resolve_settings(
     ppo_kwargs: dict[str, Any],
 ) -> PPOSettings:
     """The settings of a :func:`train_ppo` run: its arguments checked, the defaults of its kind resolved, and
-    ``max_items`` read from a probe environment (which also checks ``env_kwargs``)."""
+    ``max_items`` read from the environment's config (:func:`tvr_gym.env_base.check_env_kwargs`, which checks
+    ``env_kwargs`` without building an environment)."""
     interactive = check_env_id(env_id) == INTERACTIVE_ID
     obs = check_choice("obs", "symbolic" if obs is None else obs, OBS_KINDS)
     if interactive and obs != "symbolic":
@@ -568,11 +569,9 @@ def _resolve_settings(
     if "render_size" in kwargs:
         raise ValueError("env_kwargs: pass render_size as train_ppo's own argument")
     size = tuple(render_size) if render_size is not None else DEFAULT_RENDER_SIZE[obs]
-    probe = _base_env(env_id, **kwargs, render_size=size)
-    try:
-        items = 1 if interactive else DiscreteAnswer(probe, max_items).encoding.max_items
-    finally:
-        probe.close()
+    config = check_env_kwargs(env_id, **kwargs, render_size=size)
+    most = config.episode.steps[1] if max_items is None else max_items  # DiscreteAnswer's default
+    items = 1 if interactive else AnswerEncoding(most).max_items
     ppo = {**DEFAULT_PPO_KWARGS[kind], **ppo_kwargs}
     algo = "maskable_ppo" if interactive else "ppo"
     schedule = check_choice("lr_schedule", lr_schedule or DEFAULT_LR_SCHEDULE[kind], LR_SCHEDULES)
