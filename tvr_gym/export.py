@@ -101,6 +101,18 @@ class ExportRow:
         return [self.initial, self.final] if self.use_images else []
 
     @property
+    def data_source(self) -> str:
+        """``tvr/<setting>``, or ``tvr-interactive/<setting>`` for ``TVR-Interactive-v0`` (verl and SkyRL rows)."""
+        return f"tvr-interactive/{self.setting}" if self.env_id == INTERACTIVE_ID else f"tvr/{self.setting}"
+
+    def extra_info(self, split: str) -> dict[str, Any]:
+        """The ``extra_info`` column of verl and SkyRL rows (:func:`_features` holds its schema)."""
+        return {
+            "index": self.index, "split": split, "env_id": self.env_id, "seed": self.seed, "answer": self.answer,
+            "n_steps": self.n_steps, "final_view": self.final_view,
+        }  # fmt: skip
+
+    @property
     def problem_json(self) -> str:
         return json.dumps(self.problem, separators=(",", ":"))
 
@@ -165,17 +177,13 @@ def _hf_row(row: ExportRow) -> dict[str, Any]:
 
 def _verl_row(row: ExportRow, split: str) -> dict[str, Any]:
     out = {
-        "data_source": f"tvr/{row.setting}",
+        "data_source": row.data_source,
         "prompt": chat.placeholder_messages(row.prompt, len(row.images)),
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": row.problem_json},
-        "extra_info": {
-            "index": row.index, "split": split, "env_id": row.env_id, "seed": row.seed, "answer": row.answer,
-            "n_steps": row.n_steps, "final_view": row.final_view,
-        },  # fmt: skip
+        "extra_info": row.extra_info(split),
     }
     if row.env_id == INTERACTIVE_ID:  # a row of tvr-gym's verl agent loop (tvr_gym.integrations.verl_agent)
-        out["data_source"] = f"tvr-interactive/{row.setting}"
         out["agent_name"] = VERL_AGENT_NAME
         out["extra_info"]["setting"] = row.setting
         out["extra_info"]["interaction_kwargs"] = {
@@ -197,14 +205,11 @@ def _easyr1_row(row: ExportRow) -> dict[str, Any]:
 def _skyrl_row(row: ExportRow, split: str) -> dict[str, Any]:
     interactive = row.env_id == INTERACTIVE_ID
     return {
-        "data_source": f"tvr-interactive/{row.setting}" if interactive else f"tvr/{row.setting}",
+        "data_source": row.data_source,
         "prompt": chat.string_messages(row.prompt),
         "env_class": SKYRL_ENV_CLASSES["interactive" if interactive else "single"],
         "reward_spec": {"method": "rule", "ground_truth": row.problem_json},
-        "extra_info": {
-            "index": row.index, "split": split, "env_id": row.env_id, "seed": row.seed, "answer": row.answer,
-            "n_steps": row.n_steps, "final_view": row.final_view,
-        },  # fmt: skip
+        "extra_info": row.extra_info(split),
     }
 
 
@@ -223,6 +228,10 @@ def _features(fmt: str, with_images: bool, interactive: bool = False):
 
     text = Value("string")
     message = {"role": text, "content": text}
+    extra_info = {  # ExportRow.extra_info
+        "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
+        "n_steps": Value("int32"), "final_view": text,
+    }  # fmt: skip
     columns: dict[str, Any] = {
         "hf": {
             "prompt": List(message), "answer": text, "problem": text, "n_steps": Value("int32"),
@@ -231,19 +240,13 @@ def _features(fmt: str, with_images: bool, interactive: bool = False):
         "verl": {
             "data_source": text, "prompt": List(message), "ability": text,
             "reward_model": {"style": text, "ground_truth": text},
-            "extra_info": {
-                "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
-                "n_steps": Value("int32"), "final_view": text,
-            },
+            "extra_info": extra_info,
         },
         "easyr1": {"problem": text, "answer": text},
         "skyrl": {
             "data_source": text, "prompt": List(message), "env_class": text,
             "reward_spec": {"method": text, "ground_truth": text},
-            "extra_info": {
-                "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
-                "n_steps": Value("int32"), "final_view": text,
-            },
+            "extra_info": extra_info,
         },
     }[fmt]  # fmt: skip
     if fmt == "verl" and interactive:
