@@ -15,6 +15,7 @@ from tvr_gym.env_base import (
     ACTION_MAX_LENGTH,
     CENTRE,
     TVREnvBase,
+    action_as_text,
     reset_index,
     weights_dict,
 )
@@ -138,7 +139,7 @@ class TVRGym(TVREnvBase):
         """Score an answer against the current episode without ending it: (reward, step info)."""
         if self._problem is None:
             raise RuntimeError("score() needs an episode: call reset() first")
-        scored = score_answer(action if isinstance(action, str) else _as_text(action), self._problem, self._reward_fn)
+        scored = score_answer(action_as_text(action), self._problem, self._reward_fn)
         info = self._base_info()
         info["reward_terms"] = scored.terms
         info["metrics"] = scored.metrics
@@ -186,9 +187,3 @@ class TVRGym(TVREnvBase):
 
 KEYWORDS: tuple[str, ...] = (*ENV_CONFIG_KEYS, *TVRGym.OWN_KEYWORDS)
 """The keyword arguments of :class:`TVRGym`."""
-
-
-def _as_text(action: Any) -> str:
-    if isinstance(action, (bytes, bytearray, memoryview)):
-        return bytes(action).decode("utf-8", errors="replace")
-    return ""

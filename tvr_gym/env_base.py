@@ -23,7 +23,9 @@ from tvr_gym.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
 from tvr_gym.prompt import PROMPT_CHARSET
 from tvr_gym.sources import ProceduralSource, TranceSource
 
-__all__ = ["ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "check_env_kwargs", "weights_dict"]
+__all__ = [
+    "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs", "weights_dict",
+]
 
 ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
 """Characters of the action space: letters, digits, space, newline and ``.,:;()<>/-_``."""
@@ -102,6 +104,16 @@ class TVREnvBase(gym.Env):
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The two images ``render()`` shows, or ``None`` before the first reset."""
         raise NotImplementedError
+
+
+def action_as_text(action: Any) -> str:
+    """The text of an action as the environments read it: a str itself, bytes decoded, anything else empty
+    (the step info then names its type among the parse errors)."""
+    if isinstance(action, str):
+        return action
+    if isinstance(action, (bytes, bytearray, memoryview)):
+        return bytes(action).decode("utf-8", errors="replace")
+    return ""
 
 
 def reset_index(options: Mapping[str, Any] | None) -> Any:

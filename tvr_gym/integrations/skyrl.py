@@ -37,6 +37,7 @@ import numpy as np
 import skyrl_gym
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput, ConversationType
 
+from tvr_gym.env_base import action_as_text
 from tvr_gym.export import SKYRL_ENV_CLASSES
 from tvr_gym.integrations.scoring import Scorer, problem_from_json
 from tvr_gym.interactive import DEFAULT_SLACK, TERMINAL_REWARDS, TVRInteractive
@@ -130,15 +131,6 @@ def _problem(extras: Any) -> Problem:
         return problem_from_json(ground_truth)
 
 
-def _as_text(action: Any) -> str:
-    """The text of an action, as ``TVRGym.step`` reads it: bytes are decoded, other non-strings are empty."""
-    if isinstance(action, str):
-        return action
-    if isinstance(action, (bytes, bytearray, memoryview)):
-        return bytes(action).decode("utf-8", errors="replace")
-    return ""
-
-
 # ---------------------------------------------------------------------------------------------- single-shot
 
 
@@ -162,7 +154,7 @@ class TVRSkyRLEnv(BaseTextEnv):
     def step(self, action: str) -> BaseTextEnvStepOutput:
         """Score the completion (any text); the episode ends."""
         self.turns += 1
-        scored = score_answer(_as_text(action), self.problem, self.scorer.fn)
+        scored = score_answer(action_as_text(action), self.problem, self.scorer.fn)
         reward, terms, acc, parsed = scored.total, scored.terms, scored.acc, scored.parsed
         # as the TRL adapter logs them: each term, then TVR's Acc (over the sparse reward's own ``acc`` term)
         self._metrics = {**{f"tvr/{k}": v for k, v in terms.items()}, "tvr/reward": reward, "tvr/acc": acc}
@@ -250,7 +242,7 @@ class TVRSkyRLInteractiveEnv(BaseTextEnv):
         if self.done:
             raise RuntimeError("step() after the episode ended (done=True)")
         with _LOCK:
-            obs, reward, terminated, truncated, info = self.env.step(_as_text(action))
+            obs, reward, terminated, truncated, info = self.env.step(action_as_text(action))
             current = state_table(self.env.current, "Current objects")
         self.turns += 1
         self.info = info
