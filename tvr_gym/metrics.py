@@ -207,7 +207,7 @@ def episode_metrics(text: Any, problem: Problem) -> dict[str, Any]:
         "dist": dist,
         "norm_dist": dist / n_gt if n_gt else float(dist),
         "loose_acc": float(dist == 0),
-        "acc": float(dist == 0 and not sim.error_out and not sim.error_overlap),
+        "acc": judged.acc,  # its counts are known here, so this reads them
         "error_overlap": sim.error_overlap,
         "error_out": sim.error_out,
         "n_steps": n_gt,

@@ -253,9 +253,7 @@ class EnvConfig:
         if self.render_mode is not None:
             check_choice("render_mode", self.render_mode, RENDER_MODES)
         object.__setattr__(self, "render_size", check_size(self.render_size, "render_size"))
-        if not (isinstance(self.source, str) and self.source == "procedural") and not isinstance(
-            self.source, (str, os.PathLike)
-        ):
+        if not isinstance(self.source, (str, os.PathLike)):
             raise ValueError(f"source: expected 'procedural' or a TRANCE directory path, got {self.source!r}")
         if self.cache_size is not None:
             check_int("cache_size", self.cache_size, 0)
