@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from tvr_gym.agents.base import Agent, Observation
-from tvr_gym.answer import format_answer
-from tvr_gym.prompt import initial_visible
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS
+from tvr_gym.core.answer import format_answer
+from tvr_gym.core.prompt import initial_visible
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS
 
 
 class RandomAgent(Agent):

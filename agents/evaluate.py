@@ -20,10 +20,10 @@ import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environment ids)
 from tvr_gym.agents.base import act_batch
-from tvr_gym.atomic import Journal, atomic_write_text, check_writable
-from tvr_gym.metrics import summarize
-from tvr_gym.options import check_int
-from tvr_gym.registration import INTERACTIVE_ID, check_env_id
+from tvr_gym.core.atomic import Journal, atomic_write_text, check_writable
+from tvr_gym.core.metrics import summarize
+from tvr_gym.core.options import check_int
+from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -35,7 +35,7 @@ TOKEN_CAPS = ("max_tokens", "max_new_tokens")
 
 @dataclass
 class EvalResult:
-    """Per-episode ``records`` (sorted by seed) and their ``summary`` (:func:`tvr_gym.metrics.summarize`)."""
+    """Per-episode ``records`` (sorted by seed) and their ``summary`` (:func:`tvr_gym.core.metrics.summarize`)."""
 
     records: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +59,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def summary_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Records in the form :func:`tvr_gym.metrics.summarize` reads: metrics plus n_steps, final_view, reward."""
+    """Records in the form :func:`tvr_gym.core.metrics.summarize` reads: metrics plus n_steps, final_view, reward."""
     return [
         {**r["metrics"], "n_steps": r["n_steps"], "final_view": r["final_view"], "reward": r["reward"]}
         for r in records

@@ -1,6 +1,6 @@
 """Multi-turn episodes of ``TVR-Interactive-v0`` for chat policies: rollouts (greedy or sampled) and evaluation.
 
-A chat policy answers a batch of chats (:func:`tvr_gym.chat.interactive_messages`: messages and their
+A chat policy answers a batch of chats (:func:`tvr_gym.core.chat.interactive_messages`: messages and their
 images) with one turn each; the MLLM policy's ``act_chats`` and ``sample_chats`` are such policies. One
 rollout drives many episodes in lock step, one model call per turn for all running episodes; each
 turn is kept as a training sample (the chat the model saw and its completion), so a trainer scores
@@ -17,9 +17,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from tvr_gym.chat import DEFAULT_WINDOW, Exchange, ImageBudget, interactive_messages
-from tvr_gym.metrics import summarize
-from tvr_gym.prompt import state_table
+from tvr_gym.core.chat import DEFAULT_WINDOW, Exchange, ImageBudget, interactive_messages
+from tvr_gym.core.metrics import summarize
+from tvr_gym.core.prompt import state_table
 
 Chat = tuple[list[dict[str, Any]], list[np.ndarray]]
 
@@ -29,7 +29,7 @@ class Episode:
     """One interactive episode as a chat policy plays it."""
 
     env: Any
-    """The (unwrapped) :class:`tvr_gym.interactive.TVRInteractive` it runs in."""
+    """The (unwrapped) :class:`tvr_gym.envs.interactive.TVRInteractive` it runs in."""
     prompt: str
     target: np.ndarray | None
     first: np.ndarray | None
@@ -80,7 +80,7 @@ def play(
 
     ``policy(chats)`` returns the turns' texts, or a :class:`~tvr_gym.agents.mllm.policy.Samples`
     (whose token ids are kept for training). Before a turn whose reply would not fit ``budget``, an
-    episode is truncated (:meth:`~tvr_gym.interactive.TVRInteractive.truncate`), with its terminal reward.
+    episode is truncated (:meth:`~tvr_gym.envs.interactive.TVRInteractive.truncate`), with its terminal reward.
     """
     while True:
         running = [e for e in episodes if not e.finished]

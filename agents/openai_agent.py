@@ -1,7 +1,7 @@
 """Any model behind an OpenAI-compatible chat endpoint as a TVR agent: vLLM, SGLang, ``transformers serve``,
 hosted APIs. ``tvr-gym eval --agent openai:MODEL@URL`` builds one.
 
-Each observation becomes one chat request with both images as PNG data URLs (:func:`tvr_gym.chat.openai_messages`).
+Each observation becomes one chat request with both images as PNG data URLs (:func:`tvr_gym.core.chat.openai_messages`).
 Requests have a timeout and are retried with backoff by the official ``openai`` client; a batch is sent
 concurrently. A server that cannot be reached is reported when the agent is built, before any episode.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tvr_gym import chat
+from tvr_gym.core import chat
 
 DEFAULT_URL = "https://api.openai.com/v1"
 

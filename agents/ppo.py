@@ -1,11 +1,11 @@
-"""A Stable-Baselines3 PPO agent on the TVR environments (through :mod:`tvr_gym.wrappers`).
+"""A Stable-Baselines3 PPO agent on the TVR environments (through :mod:`tvr_gym.envs.wrappers`).
 
 :func:`train_ppo` trains and writes ``OUT/model.zip``, ``OUT/ppo_settings.json`` (the wrapper settings, so
 :meth:`PPOAgent.load` rebuilds the same encoding), checkpoints in ``OUT/checkpoints``, TensorBoard logs in
 ``OUT/tensorboard`` and Monitor CSVs in ``OUT/monitor``. :class:`PPOAgent` answers raw environment
 observations, so ``agents.make_agent("ppo:OUT")`` plugs into the evaluator. See ``docs/ppo.md``.
 
-On ``TVR-Interactive-v0`` (:mod:`tvr_gym.interactive_sb3`: one discrete step per turn, action masks,
+On ``TVR-Interactive-v0`` (:mod:`tvr_gym.envs.interactive_sb3`: one discrete step per turn, action masks,
 symbolic observations) :func:`train_ppo` trains sb3-contrib's ``MaskablePPO`` instead and returns an
 :class:`InteractivePPOAgent`, which plays whole episodes (:meth:`InteractivePPOAgent.play`); loading
 such a directory with :meth:`PPOAgent.load` gives that agent too. See ``docs/interactive.md``.
@@ -27,9 +27,11 @@ import numpy as np
 
 import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
 from tvr_gym.agents.base import Agent, Observation
-from tvr_gym.atomic import atomic_open, atomic_write_text
-from tvr_gym.env_base import check_env_kwargs
-from tvr_gym.interactive_sb3 import (
+from tvr_gym.core.atomic import atomic_open, atomic_write_text
+from tvr_gym.core.options import check_choice, check_int
+from tvr_gym.core.scene import State
+from tvr_gym.envs.base import check_env_kwargs
+from tvr_gym.envs.interactive_sb3 import (
     N_ACTIONS,
     InteractiveSB3,
     action_text,
@@ -39,10 +41,8 @@ from tvr_gym.interactive_sb3 import (
     play_episode,
     symbolic_observation,
 )
-from tvr_gym.options import check_choice, check_int
-from tvr_gym.registration import INTERACTIVE_ID, check_env_id
-from tvr_gym.scene import State
-from tvr_gym.wrappers import (
+from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
+from tvr_gym.envs.wrappers import (
     OBS_KINDS,
     AnswerEncoding,
     encode_states,
@@ -266,7 +266,7 @@ class InteractivePPOAgent:
     """A trained ``MaskablePPO`` policy for ``TVR-Interactive-v0``: one masked-in step per turn, then ``done``.
 
     It reads object tables (the current and the target state), so it plays through an
-    :class:`~tvr_gym.interactive_sb3.InteractiveSB3` environment (:meth:`play`, :meth:`evaluate`) or is
+    :class:`~tvr_gym.envs.interactive_sb3.InteractiveSB3` environment (:meth:`play`, :meth:`evaluate`) or is
     asked for one turn's text with :meth:`act_state`. It answers no single-shot observation (:meth:`act`).
     """
 
@@ -317,7 +317,8 @@ class InteractivePPOAgent:
     def play(
         self, env: InteractiveSB3 | None = None, seed: int | None = None, index: int | None = None
     ) -> dict[str, Any]:
-        """Play one episode (:func:`tvr_gym.interactive_sb3.play_episode`): ``index`` picks a problem of the source."""
+        """Play one episode (:func:`tvr_gym.envs.interactive_sb3.play_episode`); ``index`` picks a problem
+        of the source."""
         env = self.make_env() if env is None else env
         options = None if index is None else {"index": index}
         return play_episode(env, self.model, seed=seed, options=options, deterministic=self.deterministic)
@@ -334,7 +335,7 @@ class InteractivePPOAgent:
 
 
 def interactive_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Means over :func:`~tvr_gym.interactive_sb3.play_episode` records: reward, the interactive scores, Acc."""
+    """Means over :func:`~tvr_gym.envs.interactive_sb3.play_episode` records: reward, the interactive scores, Acc."""
     keys = ("success", "misplaced", "fixed_strict", "turns", "applied")
     out = {"episodes": float(len(records)), "reward": float(np.mean([r["reward"] for r in records]))}
     out.update({k: float(np.mean([r["interactive"][k] for r in records])) for k in keys})
@@ -484,7 +485,7 @@ def train_ppo(
 
     ``obs`` defaults to ``symbolic`` (the object tables: the recipe that learns the task, see
     ``docs/ppo.md``). On ``TVR-Interactive-v0`` it trains sb3-contrib's ``MaskablePPO``
-    (MlpPolicy) on :class:`~tvr_gym.interactive_sb3.InteractiveSB3` instead: symbolic observations only,
+    (MlpPolicy) on :class:`~tvr_gym.envs.interactive_sb3.InteractiveSB3` instead: symbolic observations only,
     no ``max_items``; the result is an :class:`InteractivePPOAgent`.
 
     ``render_size`` defaults to 160x120 for images and 32x24 for symbolic runs (pixels unused);
@@ -550,7 +551,7 @@ def _resolve_settings(
     ppo_kwargs: dict[str, Any],
 ) -> PPOSettings:
     """The settings of a :func:`train_ppo` run: its arguments checked, the defaults of its kind resolved, and
-    ``max_items`` read from the environment's config (:func:`tvr_gym.env_base.check_env_kwargs`, which checks
+    ``max_items`` read from the environment's config (:func:`tvr_gym.envs.base.check_env_kwargs`, which checks
     ``env_kwargs`` without building an environment)."""
     interactive = check_env_id(env_id) == INTERACTIVE_ID
     obs = check_choice("obs", "symbolic" if obs is None else obs, OBS_KINDS)

@@ -1,8 +1,9 @@
 """A per-object, shared-weight feature extractor for symbolic PPO on TVR (Stable-Baselines3).
 
-The symbolic observations (:func:`tvr_gym.wrappers.encode_states`, :func:`tvr_gym.interactive_sb3.symbolic_observation`)
-are two object tables, ``[first state | second state]`` with ``FEATURES_PER_OBJECT`` numbers per object,
-then, for ``TVR-Interactive-v0``, the fraction of the turn limit used. A flat ``MlpPolicy`` must learn
+The symbolic observations (:func:`tvr_gym.envs.wrappers.encode_states`,
+:func:`tvr_gym.envs.interactive_sb3.symbolic_observation`) are two object tables,
+``[first state | second state]`` with ``FEATURES_PER_OBJECT`` numbers per object, then,
+for ``TVR-Interactive-v0``, the fraction of the turn limit used. A flat ``MlpPolicy`` must learn
 the same comparison ten times, once per object slot. :class:`ObjectTableExtractor` learns it once:
 
 1. each object ``i`` is read as ``[a_i, b_i, b_i - a_i]`` (its row in both tables and their difference,
@@ -16,7 +17,7 @@ logits off the scores and the pair logits off the pooled features, so the object
 function for every slot.
 
 :class:`ObjectGlimpseExtractor` does the same from pixels (the ``image-table`` observation of
-:class:`tvr_gym.wrappers.ImageTableObservation`): one small CNN turns each image into a feature map, and
+:class:`tvr_gym.envs.wrappers.ImageTableObservation`): one small CNN turns each image into a feature map, and
 both maps (with the raw colours) are sampled at each object's 25 glimpse points (its initial place and
 every place one move away). Object ``i``'s row is its initial table row and, per point, the initial
 sample, the final sample and their difference, as the symbolic extractor reads ``[a_i, b_i, b_i - a_i]``.
@@ -35,8 +36,8 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from tvr_gym.spec import SPEC
-from tvr_gym.wrappers import FEATURES_PER_OBJECT, GLIMPSE_OFFSETS
+from tvr_gym.core.spec import SPEC
+from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, GLIMPSE_OFFSETS
 
 __all__ = ["GLIMPSE_POLICY_KWARGS", "POLICY_KWARGS", "ObjectGlimpseExtractor", "ObjectTableExtractor", "policy_kwargs"]
 
@@ -79,7 +80,7 @@ class ObjectTableExtractor(BaseFeaturesExtractor):
 class ObjectGlimpseExtractor(BaseFeaturesExtractor):
     """Per-object features of the ``image-table`` observation, sampled from a CNN feature map (module docstring).
 
-    ``observation_space`` is the Dict of :class:`~tvr_gym.wrappers.ImageTableObservation` as SB3 hands it
+    ``observation_space`` is the Dict of :class:`~tvr_gym.envs.wrappers.ImageTableObservation` as SB3 hands it
     over (images channel-first and scaled to [0, 1] by SB3's preprocessing). The CNN, shared by both
     images, has three 3x3 layers of ``channels`` maps, the first with stride 2; ``hidden`` is the
     per-object MLP's width.

@@ -8,7 +8,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tvr_gym.atomic import atomic_write_text
+from tvr_gym.core.atomic import atomic_write_text
 
 
 def cpu_model() -> str:

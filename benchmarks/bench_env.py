@@ -36,7 +36,7 @@ from gymnasium.utils.performance import benchmark_step  # noqa: E402
 
 import tvr_gym  # noqa: E402, F401  (registers the ids)
 from benchmarks import cpu_model
-from tvr_gym.export import export
+from tvr_gym.data.export import export
 
 ENV_ID = "TVR-CrossView-v0"
 SIZE = (320, 240)
@@ -58,7 +58,7 @@ def episodes_per_second(env: gym.Env, seeds: Iterator[int], seconds: float) -> t
 
 def ms_per_image(env, n: int) -> float:
     """The renderer alone: milliseconds per 320x240 image (new cameras each time, no cache)."""
-    from tvr_gym.cache import shared_renderer
+    from tvr_gym.render.cache import shared_renderer
     from tvr_gym.render.rig import camera_rig, lamp_rig
 
     renderer = shared_renderer(env.renderer_name, env.render_size)

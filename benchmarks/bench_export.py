@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from benchmarks import report, run_line
-from tvr_gym.cache import shared_lru
-from tvr_gym.export import export
+from tvr_gym.data.export import export
+from tvr_gym.render.cache import shared_lru
 
 FORMATS = ("trance", "hf", "verl")
 

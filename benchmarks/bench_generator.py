@@ -21,8 +21,8 @@ import platform
 import sys
 import time
 
-from tvr_gym.generator import SETTINGS, generate
-from tvr_gym.occlusion import instance_mask
+from tvr_gym.problems.generator import SETTINGS, generate
+from tvr_gym.problems.occlusion import instance_mask
 from tvr_gym.render import make_renderer
 from tvr_gym.render.rig import VIEWS, camera_rig
 

@@ -22,9 +22,9 @@ import gymnasium as gym
 import tvr_gym  # noqa: F401  (registers the environments)
 from benchmarks import report, run_line
 from tvr_gym.agents.baselines import RandomAgent
-from tvr_gym.answer import format_answer, parse_answer
+from tvr_gym.core.answer import format_answer, parse_answer
+from tvr_gym.core.reward import star_reward
 from tvr_gym.integrations import compute_score, easyr1_compute_score, problem_from_json, trl_reward
-from tvr_gym.reward import star_reward
 
 
 def rows(n: int) -> list[tuple[str, str, str]]:

@@ -28,7 +28,7 @@ import gymnasium as gym  # noqa: E402
 
 import tvr_gym  # noqa: E402, F401  (registers the ids)
 from benchmarks import report, run_line  # noqa: E402
-from tvr_gym.answer import format_item  # noqa: E402
+from tvr_gym.core.answer import format_item  # noqa: E402
 
 SIZE = (320, 240)
 

@@ -5,9 +5,9 @@ Both are symbolic (object tables, the policy network ``--arch``: by default the 
 of environment steps, 3 seeds each:
 
 * **interactive**: sb3-contrib's ``MaskablePPO`` on ``TVR-Interactive-v0`` (setting ``event``) through
-  :class:`tvr_gym.interactive_sb3.InteractiveSB3` (one step per turn, masks, progress rewards and the
+  :class:`tvr_gym.envs.interactive_sb3.InteractiveSB3` (one step per turn, masks, progress rewards and the
   ``state`` terminal reward). An episode takes several environment steps.
-* **single-shot**: SB3's ``PPO`` on ``TVR-Event-v0`` through :mod:`tvr_gym.wrappers` (the whole answer
+* **single-shot**: SB3's ``PPO`` on ``TVR-Event-v0`` through :mod:`tvr_gym.envs.wrappers` (the whole answer
   in one ``MultiDiscrete`` action, STAR reward). An episode is one environment step.
 
 Every ``--eval-every`` steps the checkpoint plays the same held-out problems greedily (episode seeds
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import cpu_model, report
-from tvr_gym.atomic import atomic_write_text
+from tvr_gym.core.atomic import atomic_write_text
 
 TINY = (16, 12)
 LEARN_KWARGS = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 32, "n_epochs": 10, "ent_coef": 0.0}
@@ -97,7 +97,7 @@ def references(episodes: int) -> dict[str, dict[str, float]]:
     from tvr_gym.agents import NoOpAgent, RandomAgent
     from tvr_gym.agents.evaluate import evaluate
     from tvr_gym.agents.ppo import interactive_summary
-    from tvr_gym.interactive_sb3 import MaskedRandomPolicy, make_interactive_sb3_env, play_episode
+    from tvr_gym.envs.interactive_sb3 import MaskedRandomPolicy, make_interactive_sb3_env, play_episode
 
     env = make_interactive_sb3_env(render_size=TINY)
     policy = MaskedRandomPolicy(seed=0)

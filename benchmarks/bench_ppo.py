@@ -42,8 +42,8 @@ def _machine() -> str:
 
 
 def _color_dataset(path: Path, seed: int, n: int) -> Path:
-    from tvr_gym.generator import generate
-    from tvr_gym.trance import save_trance
+    from tvr_gym.core.trance import save_trance
+    from tvr_gym.problems.generator import generate
 
     save_trance((generate("basic", seed, index=i, attributes=["color"], visible=(1, 1)) for i in range(n)), path)
     return path
@@ -66,8 +66,8 @@ def _episodes_per_s(cases: dict, n: int, repeats: int = 3) -> dict[str, float]:
 def throughput(work: Path, n: int) -> list[tuple[str, float]]:
     import gymnasium as gym
 
-    from tvr_gym.answer import format_answer
-    from tvr_gym.wrappers import make_sb3_env
+    from tvr_gym.core.answer import format_answer
+    from tvr_gym.envs.wrappers import make_sb3_env
 
     source = _color_dataset(work / "pool", 0, 64)
     kw = {"source": source, "render_size": SIZE}

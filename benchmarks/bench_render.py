@@ -24,9 +24,9 @@ from datetime import datetime, timezone  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import cpu_model
+from tvr_gym.core.scene import SceneObject, State  # noqa: E402
+from tvr_gym.core.spec import SPEC  # noqa: E402
 from tvr_gym.render import camera_rig, lamp_rig, make_renderer  # noqa: E402
-from tvr_gym.scene import SceneObject, State  # noqa: E402
-from tvr_gym.spec import SPEC  # noqa: E402
 
 SIZE = (320, 240)
 GOAL_GL_FPS = 100.0

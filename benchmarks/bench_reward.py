@@ -22,12 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import cpu_model, report
-from tvr_gym.answer import format_answer, format_item, parse_answer
-from tvr_gym.reward import sparse_reward, star_reward, state_reward
-from tvr_gym.scene import SceneObject, State, overlaps
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, load_trance
-from tvr_gym.transform import PAIRS, Transformation, replay, simulate
+from tvr_gym.core.answer import format_answer, format_item, parse_answer
+from tvr_gym.core.reward import sparse_reward, star_reward, state_reward
+from tvr_gym.core.scene import SceneObject, State, overlaps
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, load_trance
+from tvr_gym.core.transform import PAIRS, Transformation, replay, simulate
 
 FIXTURE = Path(os.environ.get("TVR_GYM_TRANCE_FIXTURE", Path(__file__).resolve().parents[2] / "shared" / "trance"))
 GOAL_STAR = 50_000

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tvr_gym.generator import generate
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, load_trance
+from tvr_gym.problems.generator import generate
 from tvr_gym.render.base import Renderer
 from tvr_gym.render.raycast import NumpyRenderer
 from tvr_gym.render.rig import Camera, camera_rig, lamp_rig
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, load_trance
 
 NATIVE = tuple(SPEC.raw["camera"]["native_size"])
 RELEASED = tuple(SPEC.raw["camera"]["released_size"])

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.atomic import atomic_write_text
+from tvr_gym.core.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PPO_MODES = ("symbolic", "image", "image-table")

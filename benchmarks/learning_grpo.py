@@ -84,7 +84,7 @@ def scores(
     """TVR Acc, Basic Obj/Attr/ValAcc, the STAR reward and the well-formed share of ``agent``'s answers."""
     from benchmarks.learning_ppo import summary_scores
     from tvr_gym.agents.evaluate import evaluate
-    from tvr_gym.answer import parse_answer
+    from tvr_gym.core.answer import parse_answer
 
     result = evaluate(agent, env_id, episodes, seed=seed, env_kwargs={**env_kwargs(obs_mode, layout), "reward": "star"},
                       progress=False, batch_size=25)  # fmt: skip

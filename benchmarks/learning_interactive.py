@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks import report, run_line
 from benchmarks.learning import build_start
-from tvr_gym.atomic import atomic_write_text
+from tvr_gym.core.atomic import atomic_write_text
 
 ENV = "TVR-Interactive-v0"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,7 +62,7 @@ def random_agent_scores(episodes: int, obs_mode: str) -> dict[str, float]:
     import tvr_gym  # noqa: F401
     from tvr_gym.agents.baselines import RandomAgent
     from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
-    from tvr_gym.metrics import summarize
+    from tvr_gym.core.metrics import summarize
 
     guesser = RandomAgent(seed=0, max_items=1)
     env = gym.make(ENV, **env_kwargs(obs_mode))

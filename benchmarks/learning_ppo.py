@@ -31,7 +31,7 @@ def held_out(agent: Any, episodes: int, render_size: tuple[int, int]) -> dict[st
 
 
 def summary_scores(summary: dict[str, Any]) -> dict[str, float]:
-    """The curve keys of ``learning.json`` from an evaluator summary (:func:`tvr_gym.metrics.summarize`)."""
+    """The curve keys of ``learning.json`` from an evaluator summary (:func:`tvr_gym.core.metrics.summarize`)."""
     overall, basic = summary["overall"], summary["basic"]
     return {
         "acc": overall["Acc"], "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],

@@ -7,7 +7,7 @@ not part of pytest (CI has no copy of EasyR1's source). Nothing here needs the n
    ``verl.trainer.main`` does (``OmegaConf.structured`` + ``merge`` + the documented command-line
    override of ``worker.reward.reward_function``, then ``to_object`` and ``deep_post_init``): an unknown
    key or a wrong type fails here. Its data keys must name the export's columns.
-2. **dataset**, for ``--obs-mode image`` and ``text``: ``tvr_gym.export.export("easyr1", ...)`` writes a
+2. **dataset**, for ``--obs-mode image`` and ``text``: ``tvr_gym.data.export.export("easyr1", ...)`` writes a
    train and a val split; EasyR1's ``create_dataloader`` builds its ``RLHFDataset`` from them with the
    merged config's data settings (``filter_overlong_prompts`` included). Every row must be kept; each
    row's messages, prompt text, token ids, images (count and pixels, also after EasyR1's
@@ -172,7 +172,7 @@ def _answer_items(text: str) -> list[str]:
 
 
 def _random_item(rng: random.Random) -> str:
-    from tvr_gym.spec import SPEC
+    from tvr_gym.core.spec import SPEC
 
     obj = rng.randrange(SPEC.n_objects)
     attr = rng.choice(SPEC.attributes)
@@ -183,7 +183,7 @@ def _random_item(rng: random.Random) -> str:
 
 def _changed(item: str, rng: random.Random) -> str:
     """The same object and attribute with another value (or direction)."""
-    from tvr_gym.spec import SPEC
+    from tvr_gym.core.spec import SPEC
 
     obj, attr, *value = item.split(".")
     if attr in SPEC.values:
@@ -233,7 +233,7 @@ REWARD_VARIANTS: list[tuple[str, dict[str, Any] | None]] = [
 
 
 def check_config(report: Report, config) -> None:
-    from tvr_gym.export import COLUMNS
+    from tvr_gym.data.export import COLUMNS
 
     data = config.data
     columns = set(COLUMNS["easyr1"])
@@ -277,8 +277,8 @@ def check_dataset(report: Report, config, mode: str, args, work: Path, tokenizer
     from verl.trainer.data_loader import create_dataloader
     from verl.utils.dataset import collate_fn, process_image
 
-    from tvr_gym import chat
-    from tvr_gym.export import export
+    from tvr_gym.core import chat
+    from tvr_gym.data.export import export
 
     env_kwargs = {"obs_mode": mode, "renderer": args.renderer}
     out = work / f"export-{mode}"

@@ -32,7 +32,7 @@ def trance_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def trance_problems(trance_dir):
-    from tvr_gym.trance import load_trance
+    from tvr_gym.core.trance import load_trance
 
     return list(load_trance(trance_dir))
 

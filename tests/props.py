@@ -11,10 +11,19 @@ import random
 
 from hypothesis import strategies as st
 
-from tvr_gym.scene import SceneObject, State, on_grid, overlaps
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem
-from tvr_gym.transform import PAIRS, Transformation, move_type, moved, out_options, replay, simulate, state_distance
+from tvr_gym.core.scene import SceneObject, State, on_grid, overlaps
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import (
+    PAIRS,
+    Transformation,
+    move_type,
+    moved,
+    out_options,
+    replay,
+    simulate,
+    state_distance,
+)
 
 EXAMPLES_SCALE = int(os.environ.get("TVR_GYM_EXAMPLES_SCALE", "1"))
 CATEGORICAL = [a for a in SPEC.attributes if a in SPEC.values]

@@ -8,9 +8,9 @@ import pytest
 
 from tvr_gym.agents import Agent, NoOpAgent, OracleAgent, RandomAgent, VisibleGuessAgent, make_agent
 from tvr_gym.agents.evaluate import EvalResult, evaluate
-from tvr_gym.answer import parse_answer
-from tvr_gym.scene import is_visible_position
-from tvr_gym.spec import SPEC
+from tvr_gym.core.answer import parse_answer
+from tvr_gym.core.scene import is_visible_position
+from tvr_gym.core.spec import SPEC
 
 KW = {"render_size": (32, 24)}
 

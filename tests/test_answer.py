@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.answer import MAX_ANSWER_CHARS, Parsed, canonical_parsed, format_answer, format_item, parse_answer
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, Transformation
+from tvr_gym.core.answer import MAX_ANSWER_CHARS, Parsed, canonical_parsed, format_answer, format_item, parse_answer
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, Transformation
 
 from props import examples
 

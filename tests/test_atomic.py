@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tvr_gym.atomic import atomic_open, atomic_write_text
+from tvr_gym.core.atomic import atomic_open, atomic_write_text
 
 
 def test_complete_write_replaces_the_file(tmp_path):
@@ -29,7 +29,7 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
 def test_written_files_get_the_usual_permissions(tmp_path):
     import stat
 
-    import tvr_gym.atomic as atomic
+    import tvr_gym.core.atomic as atomic
 
     path = atomic_write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~atomic._UMASK
@@ -42,7 +42,7 @@ def test_read_modes_are_refused(tmp_path):
 
 
 def test_replace_dir_swaps_in_the_new_directory_and_leaves_no_old_one(tmp_path):
-    from tvr_gym.atomic import replace_dir
+    from tvr_gym.core.atomic import replace_dir
 
     target = tmp_path / "ckpt"
     target.mkdir()

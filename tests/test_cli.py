@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tvr_gym.apps.cli import build_parser, main
-from tvr_gym.trance import load_trance
+from tvr_gym.core.trance import load_trance
 
 
 def test_eval_writes_summary_and_episodes(tmp_path, capsys):
@@ -118,7 +118,7 @@ def test_every_env_config_keyword_is_a_flag_that_reaches_the_environment():
     import dataclasses
 
     from tvr_gym.apps.cliargs import env_kwargs
-    from tvr_gym.options import EnvConfig
+    from tvr_gym.core.options import EnvConfig
 
     flagged = {f.name: f.metadata["flag"] for f in dataclasses.fields(EnvConfig) if "flag" in f.metadata}
     assert set(flagged) >= {"source", "steps", "attributes", "render_size", "obs_mode", "cache_size"}

@@ -14,8 +14,8 @@ import gymnasium as gym
 import pytest
 
 from tvr_gym.apps.cli import main
-from tvr_gym.dataset import JOURNAL_FILE, MANIFEST_FILE, DatasetDirError, generate_dataset, merge_datasets
-from tvr_gym.trance import load_trance
+from tvr_gym.core.trance import load_trance
+from tvr_gym.data.dataset import JOURNAL_FILE, MANIFEST_FILE, DatasetDirError, generate_dataset, merge_datasets
 
 SIZE = ["48", "36"]
 
@@ -79,7 +79,7 @@ def test_a_killed_run_resumes_to_the_same_dataset(tmp_path):
 
 
 def test_an_interrupted_run_lists_only_finished_samples_and_resumes(reference, tmp_path, monkeypatch):
-    import tvr_gym.dataset as dataset
+    import tvr_gym.data.dataset as dataset
 
     made = []
     real = dataset._make_generated

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tvr_gym.export import COLUMNS
+from tvr_gym.data.export import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

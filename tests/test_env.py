@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tvr_gym
-from tvr_gym.answer import format_answer, parse_answer
-from tvr_gym.cache import load_image, shared_renderer
-from tvr_gym.env import ACTION_CHARSET, TVRGym
-from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, initial_visible, interactive_prompt
-from tvr_gym.registration import ENV_IDS
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, load_trance
+from tvr_gym.core.answer import format_answer, parse_answer
+from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, initial_visible, interactive_prompt
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, load_trance
+from tvr_gym.envs.registration import ENV_IDS
+from tvr_gym.envs.single_shot import ACTION_CHARSET, TVRGym
+from tvr_gym.render.cache import load_image, shared_renderer
 
 from props import examples, problems
 
@@ -223,7 +223,7 @@ def test_reward_selection_and_weights():
     env = make(reward="star", reward_weights={"full": 10.0, "format": 0.0})
     _, info = env.reset(seed=4)
     assert env.step(info["truth"])[1] == 10.0 * n
-    from tvr_gym.reward import StarWeights
+    from tvr_gym.core.reward import StarWeights
 
     env = make(reward="star", reward_weights=StarWeights(missing=0.0))
     env.reset(seed=4)
@@ -529,12 +529,12 @@ def test_a_damaged_cache_entry_is_rendered_again_with_one_warning(monkeypatch, t
 def test_an_unwritable_cache_directory_warns_once_and_renders(monkeypatch, tmp_path):
     import errno
 
-    import tvr_gym.cache
+    import tvr_gym.render.cache
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tvr_gym.cache, "atomic_open", full_disk)
+    monkeypatch.setattr(tvr_gym.render.cache, "atomic_open", full_disk)
     env = make(render_size=(40, 30), cache_dir=tmp_path, cache_size=0)
     with pytest.warns(RuntimeWarning, match="cannot write") as caught:
         first, _ = env.reset(seed=5)
@@ -549,15 +549,15 @@ def test_an_unwritable_cache_directory_warns_once_and_renders(monkeypatch, tmp_p
 
 
 def test_the_render_cache_tells_rotations_apart():
-    from tvr_gym.cache import RenderCache, render_view
-    from tvr_gym.scene import SceneObject, State
+    from tvr_gym.core.scene import SceneObject, State
+    from tvr_gym.render.cache import RenderCache, render_view
 
     def scene(rotation: float) -> State:
         cube = SceneObject("red", "rubber", "cube", "large", (0, 0), rotation)
         parked = [SceneObject("gray", "rubber", "cube", "small", (40, 40 - 10 * k)) for k in range(9)]
         return State((cube, *parked))
 
-    cache = RenderCache(tvr_gym.cache.LRU(8))
+    cache = RenderCache(tvr_gym.render.cache.LRU(8))
     square = render_view(scene(0.0), "center", 0, "numpy", (64, 48), cache)
     turned = render_view(scene(30.0), "center", 0, "numpy", (64, 48), cache)
     assert cache.misses == 2
@@ -619,8 +619,8 @@ def test_export_round_trip_preserves_observations(tmp_path):
 @pytest.mark.parametrize("reward", ["star", "state", "sparse"])
 def test_a_step_parses_once_and_simulates_at_most_once(reward, monkeypatch):
     """One scorer: the reward and the metrics of an answer share its parse and its one simulation."""
-    import tvr_gym.answer
-    import tvr_gym.metrics
+    import tvr_gym.core.answer
+    import tvr_gym.core.metrics
 
     counts = {"parse": 0, "simulate": 0}
 
@@ -631,8 +631,8 @@ def test_a_step_parses_once_and_simulates_at_most_once(reward, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(tvr_gym.metrics, "parse_answer", counting("parse", tvr_gym.metrics.parse_answer))
-    monkeypatch.setattr(tvr_gym.metrics, "simulate", counting("simulate", tvr_gym.metrics.simulate))
+    monkeypatch.setattr(tvr_gym.core.metrics, "parse_answer", counting("parse", tvr_gym.core.metrics.parse_answer))
+    monkeypatch.setattr(tvr_gym.core.metrics, "simulate", counting("simulate", tvr_gym.core.metrics.simulate))
     env = gym.make("TVR-Event-v0", render_size=(32, 24), renderer="numpy", reward=reward)
     for seed in range(6):
         env.reset(seed=seed)
@@ -642,4 +642,4 @@ def test_a_step_parses_once_and_simulates_at_most_once(reward, monkeypatch):
         assert counts["parse"] - before["parse"] == 1
         assert counts["simulate"] - before["simulate"] == 1
         assert info["metrics"]["n_pred"] == len(truth) + 1 and math.isfinite(total)
-    assert tvr_gym.answer.parse_answer is not tvr_gym.metrics.parse_answer
+    assert tvr_gym.core.answer.parse_answer is not tvr_gym.core.metrics.parse_answer

@@ -18,11 +18,11 @@ from benchmarks.fidelity import (
     official_views,
     render_view,
 )
-from tvr_gym.generator import generate
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.problems.generator import generate
 from tvr_gym.render import camera_rig, lamp_rig, make_renderer
 from tvr_gym.render.base import default_lamps, lamp_lights
 from tvr_gym.render.studio import STUDIO_TEXELS, irradiance_sh, sh_irradiance, studio_texture
-from tvr_gym.scene import SceneObject, State
 
 SIZE = (320, 240)
 

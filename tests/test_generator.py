@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tvr_gym.generator as generator
-from tvr_gym.generator import SETTINGS, GenerationError, generate
-from tvr_gym.occlusion import pixel_counts
-from tvr_gym.options import episode_options
+import tvr_gym.problems.generator as generator
+from tvr_gym.core.options import episode_options
+from tvr_gym.core.scene import on_grid, overlaps
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, image_name
+from tvr_gym.core.transform import PAIRS, apply, move_type, moved, out_options, replay, state_distance
+from tvr_gym.problems.generator import SETTINGS, GenerationError, generate
+from tvr_gym.problems.occlusion import pixel_counts
 from tvr_gym.render.rig import VIEWS, camera_rig
-from tvr_gym.scene import on_grid, overlaps
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, image_name
-from tvr_gym.transform import PAIRS, apply, move_type, moved, out_options, replay, state_distance
 
 from props import examples
 
@@ -158,8 +158,8 @@ def test_no_problem_ends_where_it_started_and_every_true_answer_scores_the_maxim
     Without rule 9 about 13 in 3,000 Event and CrossView draws end where they started, among them
     CrossView seed 0 index 308 (out one step, then back in).
     """
-    from tvr_gym.answer import format_answer
-    from tvr_gym.reward import sparse_reward, star_reward, state_reward
+    from tvr_gym.core.answer import format_answer
+    from tvr_gym.core.reward import sparse_reward, star_reward, state_reward
 
     known = generate("crossview", 0, 308)
     assert state_distance(known.initial, known.final) > 0

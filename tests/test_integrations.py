@@ -9,11 +9,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tvr_gym.answer import format_item, parse_answer
-from tvr_gym.export import COLUMNS, export
+from tvr_gym.core.answer import format_item, parse_answer
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS
+from tvr_gym.data.export import COLUMNS, export
 from tvr_gym.integrations import compute_score, easyr1_compute_score, problem_from_json, trl_reward
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS
 
 SIZE = (48, 36)
 ENV = "TVR-CrossView-v0"

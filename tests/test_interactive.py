@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tvr_gym  # noqa: F401 (registers the ids)
-from tvr_gym.answer import format_answer, format_item, parse_answer, read_turn
-from tvr_gym.chat import Exchange, ImageBudget, count_images, interactive_messages
-from tvr_gym.interactive import DEFAULT_COSTS, AsyncTVRInteractive, TVRInteractive
-from tvr_gym.reward import get_reward
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, state_distance
+from tvr_gym.core.answer import format_answer, format_item, parse_answer, read_turn
+from tvr_gym.core.chat import Exchange, ImageBudget, count_images, interactive_messages
+from tvr_gym.core.reward import get_reward
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, state_distance
+from tvr_gym.envs.interactive import DEFAULT_COSTS, AsyncTVRInteractive, TVRInteractive
 
 from props import examples
 
@@ -252,7 +252,7 @@ def test_same_seed_same_episode_pixels_and_rewards():
 
 
 def test_the_target_is_the_final_state_from_its_camera_and_current_starts_at_the_initial_state():
-    from tvr_gym.cache import RenderCache, render_view
+    from tvr_gym.render.cache import RenderCache, render_view
 
     env = make(setting="crossview")
     obs, info = env.reset(seed=3)
@@ -408,8 +408,8 @@ def test_an_image_budget_holds_at_least_the_target_and_the_first_render():
 def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, monkeypatch):
     """The terminal reward and the metrics share one judgement of the applied steps: no text is written
     and parsed back, and the sequence is simulated once."""
-    import tvr_gym.interactive
-    import tvr_gym.metrics
+    import tvr_gym.core.metrics
+    import tvr_gym.envs.interactive
 
     env = gym.make("TVR-Interactive-v0", setting="event", render_size=(32, 24), renderer="numpy",
                    terminal_reward=terminal)  # fmt: skip
@@ -418,7 +418,7 @@ def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, mo
     for step in truth:
         env.step(f"<answer>{format_item(step)}</answer>")
     simulations = []
-    real_simulate = tvr_gym.metrics.simulate
+    real_simulate = tvr_gym.core.metrics.simulate
 
     def counting(*args, **kwargs):
         simulations.append(args)
@@ -427,9 +427,9 @@ def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, mo
     def refuse(*args, **kwargs):
         raise AssertionError("the end re-parsed an answer the environment wrote")
 
-    monkeypatch.setattr(tvr_gym.metrics, "simulate", counting)
-    monkeypatch.setattr(tvr_gym.metrics, "parse_answer", refuse)
-    monkeypatch.setattr(tvr_gym.interactive, "parse_answer", refuse)
+    monkeypatch.setattr(tvr_gym.core.metrics, "simulate", counting)
+    monkeypatch.setattr(tvr_gym.core.metrics, "parse_answer", refuse)
+    monkeypatch.setattr(tvr_gym.envs.interactive, "parse_answer", refuse)
     _, reward, terminated, _, info = env.step("done")
     assert terminated and info["interactive"]["success"] == 1.0 and info["metrics"]["acc"] == 1.0
     assert len(simulations) == 1

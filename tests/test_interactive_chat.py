@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.chat import (
+from tvr_gym.core.chat import (
     QWEN_MAX_PIXELS,
     QWEN_MIN_PIXELS,
     Exchange,

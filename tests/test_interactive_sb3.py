@@ -1,4 +1,4 @@
-"""The SB3 adapter of TVR-Interactive-v0 (tvr_gym.interactive_sb3) and MaskablePPO on it (tvr_gym.agents.ppo)."""
+"""The SB3 adapter of TVR-Interactive-v0 (tvr_gym.envs.interactive_sb3) and MaskablePPO on it (tvr_gym.agents.ppo)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import tvr_gym  # noqa: F401  (registers the ids)
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.ppo import MODEL_FILE, SETTINGS_FILE, InteractivePPOAgent, PPOAgent, train_ppo
-from tvr_gym.answer import read_turn
-from tvr_gym.interactive_sb3 import (
+from tvr_gym.core.answer import read_turn
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import save_trance
+from tvr_gym.core.transform import PAIRS, simulate, state_distance
+from tvr_gym.envs.interactive_sb3 import (
     DONE_ACTION,
     N_ACTIONS,
     InteractiveSB3,
@@ -31,11 +35,7 @@ from tvr_gym.interactive_sb3 import (
     play_episode,
     step_of,
 )
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import save_trance
-from tvr_gym.transform import PAIRS, simulate, state_distance
-from tvr_gym.wrappers import FEATURES_PER_OBJECT, encode_state
+from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, encode_state
 
 from props import examples, problems, random_problem
 

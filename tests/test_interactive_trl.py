@@ -16,7 +16,9 @@ import os
 import numpy as np
 import pytest
 
-from tvr_gym.answer import format_item, parse_answer
+from tvr_gym.core.answer import format_item, parse_answer
+from tvr_gym.core.spec import SPEC
+from tvr_gym.envs.interactive import TVRInteractive
 from tvr_gym.integrations.trl_env import (
     TVRToolEnv,
     chat_texts,
@@ -24,8 +26,6 @@ from tvr_gym.integrations.trl_env import (
     interactive_rows,
     tool_processor,
 )
-from tvr_gym.interactive import TVRInteractive
-from tvr_gym.spec import SPEC
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

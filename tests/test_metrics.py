@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.metrics import episode_metrics, format_table, summarize
-from tvr_gym.reference import ABLATION_REFERENCE, REFERENCE, ablation_table, comparison_table
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.trance import Problem
-from tvr_gym.transform import Transformation, out_options, replay
+from tvr_gym.core.metrics import episode_metrics, format_table, summarize
+from tvr_gym.core.reference import ABLATION_REFERENCE, REFERENCE, ablation_table, comparison_table
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import Transformation, out_options, replay
 
 from props import examples, problems
 
@@ -102,7 +102,7 @@ def test_fixture_has_the_hand_made_geometry():
 
 
 def test_official_fixture_metrics(trance_problems):
-    from tvr_gym.answer import format_answer
+    from tvr_gym.core.answer import format_answer
 
     for problem in trance_problems[:20]:
         got = episode_metrics(format_answer(problem.transformations), problem)
@@ -207,8 +207,8 @@ def test_reference_data_and_tables():
 
 def test_dist_agrees_with_the_core_state_distance(trance_problems):
     """``dist`` is the core's TVR distance of the simulated state, for true, partial and wrong answers."""
-    from tvr_gym.answer import format_answer
-    from tvr_gym.transform import PAIRS, simulate, state_distance
+    from tvr_gym.core.answer import format_answer
+    from tvr_gym.core.transform import PAIRS, simulate, state_distance
 
     checked = 0
     for k, problem in enumerate(trance_problems):
@@ -231,9 +231,9 @@ def test_dist_agrees_with_the_core_state_distance(trance_problems):
 def test_the_quick_acc_equals_the_evaluator_acc(problem, data):
     """``tvr_acc`` (rejecting answers that leave a changed entry untouched) is ``episode_metrics``'s Acc,
     and the counts with the truth's changed objects equal the counts that compare every object."""
-    from tvr_gym.answer import format_answer
-    from tvr_gym.metrics import changed_objects, entry_counts, tvr_acc
-    from tvr_gym.transform import PAIRS, simulate
+    from tvr_gym.core.answer import format_answer
+    from tvr_gym.core.metrics import changed_objects, entry_counts, tvr_acc
+    from tvr_gym.core.transform import PAIRS, simulate
 
     truth = [(t.obj_idx, t.attr, t.value) for t in problem.transformations]
     near = st.tuples(st.sampled_from(sorted({t.obj_idx for t in problem.transformations})), st.sampled_from(PAIRS))

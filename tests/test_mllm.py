@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 import tvr_gym  # noqa: F401  (registers the environments)
 from tvr_gym.agents.mllm.policy import MLLMAgent, vision_token_ids
 from tvr_gym.agents.mllm.tiny import VISION_TOKENS
-from tvr_gym.answer import format_answer, parse_answer
-from tvr_gym.prompt import build_prompt
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, Transformation
+from tvr_gym.core.answer import format_answer, parse_answer
+from tvr_gym.core.prompt import build_prompt
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, Transformation
 
 from props import examples
 
@@ -275,11 +275,11 @@ def test_warmup_bad_inputs_get_clear_errors(tiny_dir, tmp_path):
 
 def test_image_tokens_sets_how_many_vision_tokens_an_image_gets(tmp_path):
     """A 160x120 render keeps its full 168x112 grid (24 tokens) under ``image_tokens=24``, as Qwen's resize
-    arithmetic (:func:`tvr_gym.chat.image_tokens`) says; too few tokens is refused before anything is written."""
+    arithmetic (:func:`tvr_gym.core.chat.image_tokens`) says; too few tokens is refused before anything is written."""
     from transformers import AutoProcessor
 
     from tvr_gym.agents.mllm.tiny import make_tiny_model
-    from tvr_gym.chat import image_tokens
+    from tvr_gym.core.chat import image_tokens
 
     processor = AutoProcessor.from_pretrained(make_tiny_model(tmp_path / "m", image_tokens=24), local_files_only=True)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "object"}]}]

@@ -1,4 +1,4 @@
-"""The fast analytic instance mask used by the occlusion rule (tvr_gym.occlusion)."""
+"""The fast analytic instance mask used by the occlusion rule (tvr_gym.problems.occlusion)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.generator import generate
-from tvr_gym.occlusion import MASK_SIZE, RasterCamera, instance_mask, pixel_counts
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.problems.generator import generate
+from tvr_gym.problems.occlusion import MASK_SIZE, RasterCamera, instance_mask, pixel_counts
 from tvr_gym.render import make_renderer
 from tvr_gym.render.rig import VIEWS, camera_rig, object_center
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
 
 from props import examples
 

@@ -1,4 +1,4 @@
-"""The Stable-Baselines3 wrappers (tvr_gym.wrappers) and the PPO agent (tvr_gym.agents.ppo)."""
+"""The Stable-Baselines3 wrappers (tvr_gym.envs.wrappers) and the PPO agent (tvr_gym.agents.ppo)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ import tvr_gym  # noqa: F401  (registers the ids)
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.agents.ppo import MODEL_FILE, SETTINGS_FILE, PPOAgent, train_from_config, train_ppo
-from tvr_gym.answer import parse_answer
-from tvr_gym.generator import generate
-from tvr_gym.reward import star_reward
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, save_trance
-from tvr_gym.transform import PAIRS
-from tvr_gym.wrappers import (
+from tvr_gym.core.answer import parse_answer
+from tvr_gym.core.reward import star_reward
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, save_trance
+from tvr_gym.core.transform import PAIRS
+from tvr_gym.envs.wrappers import (
     FEATURES_PER_OBJECT,
     AnswerEncoding,
     DiscreteAnswer,
@@ -32,6 +31,7 @@ from tvr_gym.wrappers import (
     make_sb3_env,
     wrap_for_sb3,
 )
+from tvr_gym.problems.generator import generate
 
 from props import examples
 

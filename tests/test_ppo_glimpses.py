@@ -1,4 +1,4 @@
-"""The ``image-table`` observation (tvr_gym.wrappers.ImageTableObservation) and its glimpse policy
+"""The ``image-table`` observation (tvr_gym.envs.wrappers.ImageTableObservation) and its glimpse policy
 (tvr_gym.agents.ppo_objects.ObjectGlimpseExtractor): images plus the initial object table, read per object."""
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ import tvr_gym  # noqa: F401  (registers the ids)
 from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.agents.ppo import DEFAULT_N_ENVS, DEFAULT_PPO_KWARGS, SETTINGS_FILE, PPOAgent, train_ppo
 from tvr_gym.agents.ppo_objects import ObjectGlimpseExtractor
-from tvr_gym.answer import parse_answer
-from tvr_gym.occlusion import instance_mask
-from tvr_gym.render.rig import camera_rig
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import applied
-from tvr_gym.wrappers import (
+from tvr_gym.core.answer import parse_answer
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import applied
+from tvr_gym.envs.wrappers import (
     FEATURES_PER_OBJECT,
     GLIMPSE_OFFSETS,
     encode_state,
     glimpse_points,
     make_sb3_env,
 )
+from tvr_gym.problems.occlusion import instance_mask
+from tvr_gym.render.rig import camera_rig
 
 from props import examples
 

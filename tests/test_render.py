@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render import RENDERERS, Renderer, camera_rig, lamp_rig, make_renderer, object_center
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
 
 from props import examples
 

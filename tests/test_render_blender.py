@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render import camera_rig, lamp_rig
 from tvr_gym.render.base import object_albedo, primitives
 from tvr_gym.render.blender import studio_job
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
 
 SIZE = (160, 120)
 SAMPLES = 32

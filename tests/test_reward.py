@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.answer import format_answer, format_item, parse_answer
-from tvr_gym.metrics import episode_metrics
-from tvr_gym.reward import (
+from tvr_gym.core.answer import format_answer, format_item, parse_answer
+from tvr_gym.core.metrics import episode_metrics
+from tvr_gym.core.reward import (
     ABLATIONS,
     REWARDS,
     StarWeights,
@@ -22,10 +22,10 @@ from tvr_gym.reward import (
     star_reward,
     state_reward,
 )
-from tvr_gym.scene import SceneObject, State, overlaps
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem
-from tvr_gym.transform import PAIRS, Transformation, replay, simulate, state_distance
+from tvr_gym.core.scene import SceneObject, State, overlaps
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import PAIRS, Transformation, replay, simulate, state_distance
 
 from props import examples, problems, random_state
 

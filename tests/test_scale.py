@@ -37,7 +37,7 @@ def test_trl_grpo_trains_two_steps_with_images_on_an_export_and_logs_the_reward_
     from trl import GRPOConfig, GRPOTrainer
 
     from tvr_gym.agents.mllm.trl_train import TVRArguments, model_dir, train_rows
-    from tvr_gym.export import export
+    from tvr_gym.data.export import export
     from tvr_gym.integrations import trl_reward
 
     export("hf", "TVR-CrossView-v0", 8, tmp_path / "data", seed=1, render_size=(64, 48), progress=False)

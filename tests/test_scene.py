@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.scene import SceneObject, State, is_visible_position, on_grid, overlaps
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import (
+from tvr_gym.core.scene import SceneObject, State, is_visible_position, on_grid, overlaps
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import (
     PAIRS,
     STEP_KINDS,
     Transformation,

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tvr_gym.apps.show import describe_step, show_problem
+from tvr_gym.core.transform import Transformation
 from tvr_gym.render import make_renderer
-from tvr_gym.transform import Transformation
 
 SIZE = (64, 48)
 

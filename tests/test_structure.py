@@ -65,7 +65,7 @@ def test_each_trainer_and_command_has_the_shared_options(command, flags):
 def test_grpo_flags_come_from_the_config_and_every_reward_name_is_accepted():
     from tvr_gym.agents.mllm.grpo import GRPOConfig
     from tvr_gym.apps.cliargs import dataclass_from_args, env_kwargs
-    from tvr_gym.reward import REWARD_NAMES
+    from tvr_gym.core.reward import REWARD_NAMES
 
     parser = dict(_parsers(build_parser(with_trainers=True)))["tvr-gym train grpo"]
     for reward in REWARD_NAMES:
@@ -212,7 +212,8 @@ def _levels(graph: Mapping[str, set[str]]) -> dict[str, dict[str, set[str]]]:
     """For each package, the graph of its parts: each of its own modules (``__init__`` included, by the package's
     name), and each subpackage as one whole.
 
-    ``tvr_gym``'s parts are ``tvr_gym.env``, ``tvr_gym.spec``, ... and ``tvr_gym.render``, ``tvr_gym.agents``, ...;
+    ``tvr_gym``'s parts are its own ``__init__`` and its modules (``tvr_gym.version``), and each subpackage as one
+    whole: ``tvr_gym.core``, ``tvr_gym.envs``, ``tvr_gym.render``, ``tvr_gym.agents``, ...;
     ``tvr_gym.agents``' parts are ``tvr_gym.agents.evaluate``, ... and ``tvr_gym.agents.mllm``. A part imports
     another when any module inside it imports any module inside the other. (A package's own modules are
     parts one by one: the top package holds several layers, spec below the renderers and env above them.)
@@ -277,8 +278,9 @@ def test_the_structure_test_sees_imports_inside_functions():
     tree = ast.parse("def f():\n    from tvr_gym.agents.mllm.tiny import X\n    from . import chat\n")
     names = set(_imported_names(tree, "tvr_gym.integrations"))
     assert {"tvr_gym.agents.mllm.tiny", "tvr_gym.integrations.chat"} <= names
-    lazy = "if TYPE_CHECKING:\n    import tvr_gym.trance\nWHERE = {'x': 'tvr_gym.spec'}\nimport_module(WHERE['x'])\n"
-    assert set(_imported_names(ast.parse(lazy), "tvr_gym")) == {"tvr_gym.spec"}
+    lazy = "if TYPE_CHECKING:\n    import tvr_gym.core.trance\nWHERE = {'x': 'tvr_gym.core.spec'}\n"
+    lazy += "import_module(WHERE['x'])\n"
+    assert set(_imported_names(ast.parse(lazy), "tvr_gym")) == {"tvr_gym.core.spec"}
     assert _circles({"a": {"b"}, "b": {"c", "d"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
     graph = {"tvr_gym.integrations.x": {"tvr_gym.agents.mllm.tiny"}, "tvr_gym.agents.mllm.y": {"tvr_gym.integrations"}}
     level = _levels(graph)["tvr_gym"]
@@ -309,3 +311,24 @@ def test_the_package_installs_agents_and_scenes_inside_tvr_gym():
     on_disk = {_module_name(p.parent / "__init__.py") for p in [*(REPO / "tvr_gym").rglob("__init__.py"),
                *(REPO / "agents").rglob("__init__.py")]} | {"tvr_gym.scenes"}  # fmt: skip
     assert {p.strip() for p in listed if p.strip()} == on_disk
+
+
+def test_the_top_floor_holds_folders_and_the_old_module_paths_still_import():
+    """``tvr_gym/`` is grouped by the data flow; a 0.2 path such as ``tvr_gym.env`` is the moved module itself."""
+    import importlib
+
+    import tvr_gym
+
+    assert sorted(p.name for p in (REPO / "tvr_gym").glob("*.py")) == ["__init__.py", "__main__.py", "version.py"]
+    for old, new in tvr_gym.MOVED.items():
+        assert not (REPO / f"{old.replace('.', '/')}.py").exists(), old
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new) and module.__name__ == new
+    from tvr_gym.env import TVRGym  # the old spelling gives the class gym.make builds
+    from tvr_gym.envs.single_shot import TVRGym as moved
+
+    assert TVRGym is moved and tvr_gym.TVRGym is moved
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("tvr_gym.no_such_module")

@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import given, settings
 
-from tvr_gym.transform import replay, state_distance
+from tvr_gym.core.transform import replay, state_distance
 
 from props import examples, problems
 

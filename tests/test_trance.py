@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.trance import TranceFormatError, load_trance, replay, save_trance
+from tvr_gym.core.trance import TranceFormatError, load_trance, replay, save_trance
 
 from props import examples
 

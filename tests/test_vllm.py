@@ -23,8 +23,8 @@ import gymnasium as gym
 import pytest
 from PIL import Image
 
-from tvr_gym import chat
 from tvr_gym.apps.cli import main
+from tvr_gym.core import chat
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("TVR_GYM_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))

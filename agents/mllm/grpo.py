@@ -49,13 +49,13 @@ from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.agents.interactive import Episode, evaluate_interactive, play, start
 from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent, resolve_dtype
 from tvr_gym.agents.mllm.tiny import build_tiny_base
-from tvr_gym.atomic import atomic_write_text, replace_dir
-from tvr_gym.chat import DEFAULT_WINDOW, ImageBudget, image_tokens
-from tvr_gym.metrics import format_table
-from tvr_gym.options import check_choice, check_int, check_size
-from tvr_gym.prompt import OBS_MODES
-from tvr_gym.registration import INTERACTIVE_ID, check_env_id
-from tvr_gym.reward import REWARD_NAMES
+from tvr_gym.core.atomic import atomic_write_text, replace_dir
+from tvr_gym.core.chat import DEFAULT_WINDOW, ImageBudget, image_tokens
+from tvr_gym.core.metrics import format_table
+from tvr_gym.core.options import check_choice, check_int, check_size
+from tvr_gym.core.prompt import OBS_MODES
+from tvr_gym.core.reward import REWARD_NAMES
+from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 OPTIMIZERS = ("adamw", "sgd")
@@ -431,7 +431,7 @@ class TurnSamples:
 
 def interactive_rollouts(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> tuple[list[Episode], TurnSamples]:
     """G sampled episodes per seed, every member of a group starting from its seed's scene
-    (:meth:`~tvr_gym.interactive.TVRInteractive.spawn`), played turn by turn to their ends."""
+    (:meth:`~tvr_gym.envs.interactive.TVRInteractive.spawn`), played turn by turn to their ends."""
     use_images = cfg.obs_mode == "image"
     episodes = []
     for env, seed in zip(envs, seeds):

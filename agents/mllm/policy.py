@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tvr_gym import chat
+from tvr_gym.core import chat
 
 VISION_TOKEN_ATTRS = ("image_token", "video_token", "vision_start_token", "vision_end_token")
 VISION_TOKEN_NAMES = (
@@ -119,7 +119,7 @@ class MLLMAgent:
     ) -> None:
         self.model = model
         self.prompt_layout = prompt_layout
-        """The prompt layout it was trained on (:data:`tvr_gym.prompt.PROMPT_LAYOUTS`; ``None``: the default)."""
+        """The prompt layout it was trained on (:data:`tvr_gym.core.prompt.PROMPT_LAYOUTS`; ``None``: the default)."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.use_images = use_images
@@ -205,7 +205,7 @@ class MLLMAgent:
 
     # ---------------------------------------------------------------- inputs
     def messages(self, obs: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The chat messages for one observation (:mod:`tvr_gym.chat`): the images (when used), then the prompt."""
+        """The chat messages for one observation (:mod:`tvr_gym.core.chat`): the images (when used), then the prompt."""
         n_images = len(chat.images_of(obs, self.use_images))
         return chat.messages(str(obs.get("prompt", "")), n_images, self.system_prompt)
 
@@ -281,7 +281,7 @@ class MLLMAgent:
 
     @torch.no_grad()
     def act_chats(self, chats: Sequence[tuple[list[dict[str, Any]], Sequence[Any]]]) -> list[str]:
-        """Greedy next turns for a batch of chats (:func:`tvr_gym.chat.interactive_messages`)."""
+        """Greedy next turns for a batch of chats (:func:`tvr_gym.core.chat.interactive_messages`)."""
         if not chats:
             return []
         return self._greedy(self.encode_chats(chats), None)

@@ -18,10 +18,10 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from tvr_gym.atomic import replace_dir
-from tvr_gym.chat_template import CHAT_TEMPLATE, RESPONSE_TEMPLATE  # noqa: F401  (both still importable here)
-from tvr_gym.prompt import prompt_vocabulary
-from tvr_gym.spec import SPEC
+from tvr_gym.core.atomic import replace_dir
+from tvr_gym.core.chat_template import CHAT_TEMPLATE, RESPONSE_TEMPLATE  # noqa: F401  (both still importable here)
+from tvr_gym.core.prompt import prompt_vocabulary
+from tvr_gym.core.spec import SPEC
 
 UNK = "<unk>"
 PAD = "<|endoftext|>"

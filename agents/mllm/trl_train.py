@@ -20,12 +20,12 @@ from typing import Any
 
 from tvr_gym.agents.mllm.policy import POLICY_FILE
 from tvr_gym.agents.mllm.tiny import build_tiny_base
-from tvr_gym.export import export
+from tvr_gym.core.options import check_int
+from tvr_gym.core.prompt import OBS_MODES
+from tvr_gym.core.reward import ABLATIONS, REWARDS
+from tvr_gym.data.export import export
+from tvr_gym.envs.registration import check_env_id
 from tvr_gym.integrations import trl_reward
-from tvr_gym.options import check_int
-from tvr_gym.prompt import OBS_MODES
-from tvr_gym.registration import check_env_id
-from tvr_gym.reward import ABLATIONS, REWARDS
 
 DATA_DIR = "data"
 FINAL_DIR = "final"

@@ -29,11 +29,11 @@ import torch
 import tvr_gym  # noqa: F401  (registers the environments)
 from tvr_gym.agents.baselines import RandomAgent
 from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent
-from tvr_gym.atomic import replace_dir
-from tvr_gym.options import check_choice, check_int
-from tvr_gym.prompt import OBS_MODES
-from tvr_gym.registration import check_env_id
-from tvr_gym.spec import SPEC
+from tvr_gym.core.atomic import replace_dir
+from tvr_gym.core.options import check_choice, check_int
+from tvr_gym.core.prompt import OBS_MODES
+from tvr_gym.core.spec import SPEC
+from tvr_gym.envs.registration import check_env_id
 
 WARMUP_FILE = "tvr_warmup.json"
 """Written beside a warmed-up checkpoint: the warm-up settings and its loss curve."""

@@ -5,7 +5,7 @@
 # validates them as main_ppo does (limit_images is a RolloutConfig field missing from rollout.yaml, hence
 # the +; vLLM gets it as limit_mm_per_prompt). No reward function is configured: the agent loop sets
 # reward_score (the sum of the environment's rewards), which verl writes into rm_scores and uses as is.
-# Lengths: a prompt is ~600 text tokens + 2 x 99 image tokens (320x240 renders, tvr_gym.chat.image_tokens);
+# Lengths: a prompt is ~600 text tokens + 2 x 99 image tokens (320x240 renders, tvr_gym.core.chat.image_tokens);
 # a turn is <= 256 model tokens + ~135 reply tokens (one image + feedback), and max_images=8 allows 6 replies.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -20,8 +20,8 @@ import pytest
 
 verl = pytest.importorskip("verl", reason="the verl tests run in the verl venv: make verl-env (docs/integrations.md)")
 
-from tvr_gym.answer import format_item  # noqa: E402
-from tvr_gym.export import export  # noqa: E402
+from tvr_gym.core.answer import format_item  # noqa: E402
+from tvr_gym.data.export import export  # noqa: E402
 from tvr_gym.integrations import verl_agent  # noqa: E402
 from tvr_gym.integrations.verl_agent import (  # noqa: E402
     AGENT_NAME,
@@ -259,7 +259,7 @@ def test_images_per_turn_match_the_image_blocks(worker, rows):
 
 
 def test_the_chat_follows_the_interactive_contract(worker, rows):
-    from tvr_gym.chat import Exchange, interactive_messages
+    from tvr_gym.core.chat import Exchange, interactive_messages
 
     row = rows[0]
     actions = ["<answer>3.material.metal</answer>", "<answer>3.material.metal</answer>", "done"]
@@ -457,7 +457,7 @@ def test_same_setting_seed_index_gives_the_same_episode(worker, rows, parquet_di
 
 
 def test_concurrent_episodes_run_the_environment_on_one_thread(worker, rows, monkeypatch):
-    from tvr_gym.interactive import TVRInteractive
+    from tvr_gym.envs.interactive import TVRInteractive
 
     threads = set()
     step = TVRInteractive.step
@@ -485,7 +485,7 @@ import json, sys
 import numpy as np
 import gymnasium as gym
 from tvr_gym.render import make_renderer
-from tvr_gym.export import export
+from tvr_gym.data.export import export
 try:
     make_renderer("gl", size=(8, 8))
 except RuntimeError:
@@ -510,7 +510,7 @@ import asyncio, json, sys, threading
 import numpy as np
 sys.path.insert(0, sys.argv[4])
 import verl_support as S
-from tvr_gym.interactive import TVRInteractive
+from tvr_gym.envs.interactive import TVRInteractive
 out, actions, model = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 threads = set()
 step = TVRInteractive.step

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvr_gym.answer import format_answer, format_item, parse_answer
-from tvr_gym.export import COLUMNS, export
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS
+from tvr_gym.core.answer import format_answer, format_item, parse_answer
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS
+from tvr_gym.data.export import COLUMNS, export
 
 from props import examples
 

@@ -17,9 +17,9 @@ import pytest
 
 verl = pytest.importorskip("verl", reason="the verl tests run in the verl venv: make verl-env (docs/integrations.md)")
 
-from tvr_gym.answer import format_item, parse_answer  # noqa: E402
-from tvr_gym.export import export  # noqa: E402
-from tvr_gym.spec import SPEC  # noqa: E402
+from tvr_gym.core.answer import format_item, parse_answer  # noqa: E402
+from tvr_gym.core.spec import SPEC  # noqa: E402
+from tvr_gym.data.export import export  # noqa: E402
 
 from verl_support import CONFIGS, compose, dataset  # noqa: E402
 

@@ -20,16 +20,16 @@ from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.apps.cliargs import add_env_options, env_kwargs
 from tvr_gym.apps.demo import run_demo
 from tvr_gym.apps.show import show_problem
-from tvr_gym.atomic import check_writable
-from tvr_gym.dataset import generate_dataset, merge_datasets
-from tvr_gym.export import FORMATS, export
-from tvr_gym.generator import generate
-from tvr_gym.metrics import format_table
-from tvr_gym.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int
-from tvr_gym.reference import comparison_table
-from tvr_gym.registration import ENV_IDS, check_env_id
+from tvr_gym.core.atomic import check_writable
+from tvr_gym.core.metrics import format_table
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int
+from tvr_gym.core.reference import comparison_table
+from tvr_gym.core.trance import load_trance
+from tvr_gym.data.dataset import generate_dataset, merge_datasets
+from tvr_gym.data.export import FORMATS, export
+from tvr_gym.envs.registration import ENV_IDS, check_env_id
+from tvr_gym.problems.generator import generate
 from tvr_gym.render import RENDERERS
-from tvr_gym.trance import load_trance
 
 TRAIN_HINT = "install the training extras: pip install -e '.[train]'"
 

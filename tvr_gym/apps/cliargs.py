@@ -12,9 +12,9 @@ import copy
 import dataclasses
 from typing import Any, TypeVar, get_type_hints
 
-from tvr_gym.options import EnvConfig
-from tvr_gym.registration import INTERACTIVE_ID
-from tvr_gym.reward import REWARD_NAMES
+from tvr_gym.core.options import EnvConfig
+from tvr_gym.core.reward import REWARD_NAMES
+from tvr_gym.envs.registration import INTERACTIVE_ID
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ ENV_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     for f in dataclasses.fields(EnvConfig)
     if "flag" in f.metadata
 }
-"""By parsed name: each :class:`~tvr_gym.options.EnvConfig` keyword, its flag and its argparse options, read from
+"""By parsed name: each :class:`~tvr_gym.core.options.EnvConfig` keyword, its flag and its argparse options, read from
 the field: a keyword added there is a flag of every subcommand that takes environment options."""
 ENV_FLAGS["reward"] = ("reward", "--reward", {"choices": REWARD_NAMES, "help": "default star"})  # single-shot envs
 

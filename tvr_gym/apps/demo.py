@@ -12,11 +12,11 @@ import numpy as np
 
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.evaluate import evaluate
-from tvr_gym.atomic import atomic_write_text, save_png
-from tvr_gym.cache import shared_lru
-from tvr_gym.metrics import format_table, render_tables
-from tvr_gym.options import DEFAULT_RENDER_SIZE
-from tvr_gym.reference import REFERENCE, summary_row
+from tvr_gym.core.atomic import atomic_write_text, save_png
+from tvr_gym.core.metrics import format_table, render_tables
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.reference import REFERENCE, summary_row
+from tvr_gym.render.cache import shared_lru
 from tvr_gym.render.rig import VIEWS
 
 DEMO_ENV = "TVR-CrossView-v0"

@@ -1,6 +1,6 @@
 """Picture of a problem: initial and final images side by side, the transformations in words, an answer.
 
-The images are the ones the environment observes (:func:`tvr_gym.cache.observed_image`): the problem's
+The images are the ones the environment observes (:func:`tvr_gym.render.cache.observed_image`): the problem's
 own files when it has them, else renders with its ``render_seed`` as the camera and lamp jitter seed.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tvr_gym.atomic import atomic_open
-from tvr_gym.cache import RenderCache, observed_image, shared_renderer
-from tvr_gym.options import DEFAULT_RENDER_SIZE, check_size
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.trance import Problem
-from tvr_gym.transform import Transformation
+from tvr_gym.core.atomic import atomic_open
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, check_size
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import Transformation
+from tvr_gym.render.cache import RenderCache, observed_image, shared_renderer
 
 MARGIN = 12
 FONT_SIZE = 14
@@ -74,7 +74,7 @@ def show_problem(
     problem has them, else renders by ``renderer`` (a name of :data:`tvr_gym.render.RENDERERS`).
     """
     if not isinstance(problem, Problem):
-        raise ValueError(f"problem: expected a tvr_gym.trance.Problem, got {type(problem).__name__}")
+        raise ValueError(f"problem: expected a tvr_gym.core.trance.Problem, got {type(problem).__name__}")
     w, h = check_size(size)
     final_view = problem.final_view or "center"
     font = ImageFont.load_default(size=FONT_SIZE)

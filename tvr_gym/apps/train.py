@@ -20,8 +20,8 @@ from tvr_gym.agents.mllm.trl_train import TVRArguments, train_sft, train_trl_grp
 from tvr_gym.agents.mllm.warmup import max_items_of, warmup_format
 from tvr_gym.agents.ppo import MODEL_FILE, PPOConfig, train_from_config
 from tvr_gym.apps.cliargs import TRL_ALIASES, add_dataclass_arguments, add_env_options, dataclass_from_args, env_kwargs
-from tvr_gym.options import check_int
-from tvr_gym.prompt import OBS_MODES
+from tvr_gym.core.options import check_int
+from tvr_gym.core.prompt import OBS_MODES
 
 CONFIG_OPTIONS = ("size", "obs_mode", "reward")
 """Environment options that a trainer's config holds itself (so the env helper does not add them twice)."""

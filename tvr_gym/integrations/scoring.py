@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvr_gym.cache import LRU
-from tvr_gym.reward import RewardFn, get_reward, score_answer
-from tvr_gym.trance import Problem
+from tvr_gym.core.reward import RewardFn, get_reward, score_answer
+from tvr_gym.core.trance import Problem
+from tvr_gym.render.cache import LRU
 
 PROBLEM_CACHE = 65_536
 """Parsed problems kept per process: a training run sees each ground truth G times in a row."""

@@ -37,14 +37,14 @@ import numpy as np
 import skyrl_gym
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput, ConversationType
 
-from tvr_gym.env_base import action_as_text
-from tvr_gym.export import SKYRL_ENV_CLASSES
+from tvr_gym.core.options import check_choice, check_int
+from tvr_gym.core.prompt import state_table
+from tvr_gym.core.reward import REWARD_NAMES, score_answer
+from tvr_gym.core.trance import Problem
+from tvr_gym.data.export import SKYRL_ENV_CLASSES
+from tvr_gym.envs.base import action_as_text
+from tvr_gym.envs.interactive import DEFAULT_SLACK, TERMINAL_REWARDS, TVRInteractive
 from tvr_gym.integrations.scoring import Scorer, problem_from_json
-from tvr_gym.interactive import DEFAULT_SLACK, TERMINAL_REWARDS, TVRInteractive
-from tvr_gym.options import check_choice, check_int
-from tvr_gym.prompt import state_table
-from tvr_gym.reward import REWARD_NAMES, score_answer
-from tvr_gym.trance import Problem
 
 __all__ = [
     "ENV_ID",

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.chat import ImageBudget
-from tvr_gym.chat_template import CHAT_TEMPLATE, RESPONSE_TEMPLATE
-from tvr_gym.interactive import TVRInteractive
-from tvr_gym.options import SETTINGS, check_choice, check_int
-from tvr_gym.prompt import state_table
+from tvr_gym.core.chat import ImageBudget
+from tvr_gym.core.chat_template import CHAT_TEMPLATE, RESPONSE_TEMPLATE
+from tvr_gym.core.options import SETTINGS, check_choice, check_int
+from tvr_gym.core.prompt import state_table
+from tvr_gym.envs.interactive import TVRInteractive
 
 __all__ = [
     "TVRToolEnv",
@@ -82,10 +82,10 @@ class TVRToolEnv:
 
     ``setting`` is the default when a row has none; ``use_images`` shows the target and the current
     state as images (off: as tables, with ``obs_mode="text"``); ``max_images`` caps the images of a
-    rollout (:class:`tvr_gym.chat.ImageBudget`; TRL keeps every image in the context, so a rollout of
+    rollout (:class:`tvr_gym.core.chat.ImageBudget`; TRL keeps every image in the context, so a rollout of
     ``t`` turns holds ``2 + t``): after a turn whose reply image would not fit, the episode ends,
     truncated, with its terminal reward, and the reply is the feedback text alone. Every other keyword
-    goes to :class:`tvr_gym.interactive.TVRInteractive` (``render_size``, ``renderer``,
+    goes to :class:`tvr_gym.envs.interactive.TVRInteractive` (``render_size``, ``renderer``,
     ``terminal_reward``, ``costs``, ``max_turns``, ...).
 
     After a rollout, ``rewards`` holds every turn's reward (what ``env.step`` returned), ``truncation``
@@ -239,9 +239,9 @@ def tool_processor(processor):
     """Ready a Qwen-style processor (or tokenizer) for TRL's tool loop; returns it.
 
     A chat template that cannot render tool calls (the one Qwen2.5-VL ships) is replaced by
-    :data:`tvr_gym.chat_template.CHAT_TEMPLATE` (the tiny preset's), which renders them in Qwen2.5's format;
+    :data:`tvr_gym.core.chat_template.CHAT_TEMPLATE` (the tiny preset's), which renders them in Qwen2.5's format;
     when that template is in use and the tokenizer has no response parser,
-    :data:`~tvr_gym.chat_template.RESPONSE_TEMPLATE` is set, so TRL reads ``<tool_call>`` s back. A template
+    :data:`~tvr_gym.core.chat_template.RESPONSE_TEMPLATE` is set, so TRL reads ``<tool_call>`` s back. A template
     that already supports tools is left to TRL.
     """
     from trl.chat_template_utils import supports_tool_calling

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tvr_gym.core.options import is_number
 from tvr_gym.integrations.scoring import Scorer
-from tvr_gym.options import is_number
 
 _SCORERS: dict[tuple[str, tuple[tuple[str, float], ...]], Scorer] = {}
 

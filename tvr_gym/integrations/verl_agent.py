@@ -4,7 +4,7 @@
 each turn the policy names one transformation (or ``done``), the environment applies it, and its
 reply (the feedback text and a new render of the current state) is appended as a user turn. The
 trajectory's score is the sum of the environment's rewards. The rows come from
-``tvr-gym export --format verl --env TVR-Interactive-v0`` (:func:`tvr_gym.export.export`);
+``tvr-gym export --format verl --env TVR-Interactive-v0`` (:func:`tvr_gym.data.export.export`);
 ``docs/configs/verl_tvr_interactive.sh`` runs it.
 
 Why an agent loop, not an Interaction or a tool
@@ -45,12 +45,12 @@ How this loop follows verl's contract (verl 0.9.1, ``verl/experimental/agent_loo
   used on that thread only: renders from a thread other than the one that made the context come out
   wrong, so nothing else in a worker process may render with gl.
 
-What differs from :func:`tvr_gym.chat.interactive_messages`
+What differs from :func:`tvr_gym.core.chat.interactive_messages`
 -----------------------------------------------------------
 The layout is the same (target and first render once in the row's prompt, then per turn the model's
 text and a user reply with the new render and the feedback), but a verl trajectory is one token
 sequence that only grows: an image, once tokenized, stays. So every reply keeps its image, and the
-number of images is bounded by :class:`~tvr_gym.chat.ImageBudget` (``max_images``) and
+number of images is bounded by :class:`~tvr_gym.core.chat.ImageBudget` (``max_images``) and
 ``response_length``. Before a reply whose image would not fit (``ImageBudget.allows``) or whose tokens
 would not fit (``response_length``, as ``ToolAgentLoop``), the episode ends, truncated, with its
 terminal reward (``TVRInteractive.truncate``).
@@ -73,10 +73,10 @@ from uuid import uuid4
 import numpy as np
 from PIL import Image
 
-from tvr_gym.chat import ImageBudget
-from tvr_gym.export import VERL_AGENT_NAME as AGENT_NAME
-from tvr_gym.options import check_int
-from tvr_gym.registration import INTERACTIVE_ID as ENV_ID
+from tvr_gym.core.chat import ImageBudget
+from tvr_gym.core.options import check_int
+from tvr_gym.data.export import VERL_AGENT_NAME as AGENT_NAME
+from tvr_gym.envs.registration import INTERACTIVE_ID as ENV_ID
 
 try:
     from verl.experimental.agent_loop import agent_loop as _verl_agent_loop
@@ -136,7 +136,7 @@ class EpisodeSpec:
         """A new environment of this spec (not reset)."""
         import gymnasium as gym
 
-        from tvr_gym.registration import check_env_id
+        from tvr_gym.envs.registration import check_env_id
 
         if self.env_id != ENV_ID:
             raise ValueError(f"env_id: the verl agent loop plays {ENV_ID}, got {self.env_id!r}")
@@ -163,7 +163,7 @@ def env_executor() -> ThreadPoolExecutor:
     """This process's one environment thread (a new one after a fork): every reset, step and render runs there.
 
     The gl renderer's OpenGL context belongs to the thread that made it, and the renderers are shared
-    by every episode of the process (:func:`tvr_gym.cache.shared_renderer`), so one thread serves them
+    by every episode of the process (:func:`tvr_gym.render.cache.shared_renderer`), so one thread serves them
     all; episodes interleave at turn boundaries.
     """
     global _EXECUTOR, _EXECUTOR_PID
@@ -234,7 +234,7 @@ def _extra_info(info: Mapping[str, Any], image_cut: bool, length_cut: bool) -> d
 class TVRInteractiveAgentLoop(AgentLoopBase):
     """verl agent loop: one ``TVR-Interactive-v0`` episode per row, a user turn with a new image per environment reply.
 
-    Keywords (from the agent-loop config entry): ``max_images`` (:class:`~tvr_gym.chat.ImageBudget`:
+    Keywords (from the agent-loop config entry): ``max_images`` (:class:`~tvr_gym.core.chat.ImageBudget`:
     images in the whole trajectory, the row's two included; ``None``: only ``response_length``
     bounds them) and ``max_turn_tokens`` (tokens per model turn; ``None``: what is left of
     ``response_length``). The episode itself (setting, seed, index, environment keywords such as
@@ -260,7 +260,7 @@ class TVRInteractiveAgentLoop(AgentLoopBase):
 
     async def _reply(self, feedback: str, render: np.ndarray) -> tuple[dict[str, Any], list[Any]]:
         """The environment's reply as a user message (the new render, then the feedback: the reply of
-        :func:`tvr_gym.chat.interactive_messages`), its render preprocessed as the dataset's images are."""
+        :func:`tvr_gym.core.chat.interactive_messages`), its render preprocessed as the dataset's images are."""
         message = {
             "role": "user",
             "content": [

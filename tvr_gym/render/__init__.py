@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from tvr_gym.options import DEFAULT_RENDER_SIZE, RENDERERS, check_choice, check_size
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, RENDERERS, check_choice, check_size
 from tvr_gym.render.base import Renderer
 from tvr_gym.render.rig import VIEWS, Camera, Lamp, camera_rig, lamp_rig, object_center
 

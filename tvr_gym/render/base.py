@@ -1,6 +1,6 @@
 """The renderer interface and the scene description every renderer shares.
 
-A :class:`Renderer` turns a :class:`~tvr_gym.scene.State` seen by a :class:`~tvr_gym.render.rig.Camera`
+A :class:`Renderer` turns a :class:`~tvr_gym.core.scene.State` seen by a :class:`~tvr_gym.render.rig.Camera`
 into an sRGB image and an instance mask. Only visible objects (inside the visible square) are drawn.
 Shading constants come from the spec sections ``materials``, ``ground``, ``lamps`` and ``render``.
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvr_gym.options import DEFAULT_RENDER_SIZE, check_size
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, check_size
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.rig import Camera, Lamp, lamp_rig, object_center
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
 
 RENDER = SPEC.raw["render"]
 GROUND = SPEC.raw["ground"]
@@ -39,7 +39,7 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
 def check_inputs(state, camera, lamps=None) -> list[Lamp]:
     """Validate render inputs; returns the lamps (``lamp_rig(None)`` by default)."""
     if not isinstance(state, State):
-        raise ValueError(f"state: expected a tvr_gym.scene.State, got {type(state).__name__}")
+        raise ValueError(f"state: expected a tvr_gym.core.scene.State, got {type(state).__name__}")
     if not isinstance(camera, Camera):
         raise ValueError(f"camera: expected a tvr_gym.render.Camera (see camera_rig), got {type(camera).__name__}")
     if lamps is None:

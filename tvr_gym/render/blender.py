@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tvr_gym.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.base import GROUND, MATERIALS, RENDER, Renderer, check_inputs, primitives
 from tvr_gym.render.raycast import NumpyRenderer
 from tvr_gym.render.rig import Camera, Lamp
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
 
 _B = RENDER["blender"]
 STAGE = SPEC.raw["stage"]

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from tvr_gym.spec import SPEC
+from tvr_gym.core.spec import SPEC
 
 _R = SPEC.raw["render"]
 

@@ -17,7 +17,9 @@ import zlib
 
 import numpy as np
 
-from tvr_gym.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.base import (
     GROUND,
     RENDER,
@@ -43,8 +45,6 @@ from tvr_gym.render.studio import (
     irradiance_sh,
     sheet_height,
 )
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
 
 _LIGHT_UNIFORMS = """
 uniform vec3 u_lamp_pos[3];

@@ -14,7 +14,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from tvr_gym.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.base import (
     GROUND,
     RENDER,
@@ -54,8 +56,6 @@ from tvr_gym.render.studio import (
     studio_texture,
     trace_sheet,
 )
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
 
 EPS = 1e-4
 GRAIN_WIDTH = float(RENDER["grain"]) / 255.0 * math.sqrt(12.0)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvr_gym.options import VIEWS, check_choice
-from tvr_gym.spec import SPEC
+from tvr_gym.core.options import VIEWS, check_choice
+from tvr_gym.core.spec import SPEC
 
 _CAM = SPEC.raw["camera"]
 

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.base import RENDER, LampLight
 from tvr_gym.render.studio import lamp_terms
-from tvr_gym.spec import SPEC
 
 BEVEL = {shape: float(v) for shape, v in SPEC.raw["bevel"].items() if shape in SPEC.values["shape"]}
 CONTACT = float(RENDER["contact"])

@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.base import RENDER, LampLight
-from tvr_gym.spec import SPEC
 
 STAGE = SPEC.raw["stage"]
 UPHILL = np.asarray(STAGE["uphill"], dtype=np.float64)

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym import __version__
-from tvr_gym.atomic import Journal, atomic_open, atomic_write_text, save_png
-from tvr_gym.cache import RenderCache, observed_image, shared_renderer
-from tvr_gym.generator import generate
-from tvr_gym.options import DEFAULT_RENDER_SIZE, VIEWS, check_int, episode_options, is_int
-from tvr_gym.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
+from tvr_gym.core.atomic import Journal, atomic_open, atomic_write_text, save_png
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, VIEWS, check_int, episode_options, is_int
+from tvr_gym.core.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
+from tvr_gym.problems.generator import generate
+from tvr_gym.render.cache import RenderCache, observed_image, shared_renderer
+from tvr_gym.version import __version__
 
 __all__ = ["MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "generate_dataset", "merge_datasets", "write_sample"]
 

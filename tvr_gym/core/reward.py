@@ -1,7 +1,7 @@
 """Rewards for TVR answers (``docs/rewards.md``): STAR-R1's fine-grained reward, a state reward and a sparse one.
 
 Each reward is a pure function of (answer, problem) returning :class:`RewardResult`. The answer may be
-any string (or bytes/None) or an already :class:`~tvr_gym.answer.Parsed` answer. They never raise on the
+any string (or bytes/None) or an already :class:`~tvr_gym.core.answer.Parsed` answer. They never raise on the
 answer and always return a finite total equal to the sum of the terms.
 """
 
@@ -14,10 +14,10 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
-from tvr_gym.answer import Parsed, Step
-from tvr_gym.metrics import Judged, basic_scores, episode_metrics, judge
-from tvr_gym.options import is_number
-from tvr_gym.trance import Problem
+from tvr_gym.core.answer import Parsed, Step
+from tvr_gym.core.metrics import Judged, basic_scores, episode_metrics, judge
+from tvr_gym.core.options import is_number
+from tvr_gym.core.trance import Problem
 
 __all__ = [
     "ABLATIONS",
@@ -316,7 +316,7 @@ def get_reward(name: str, **weights: float) -> RewardFn:
 class Score:
     """An answer scored on a problem: the reward (``total``, ``terms``) and what it was judged on.
 
-    ``metrics`` (TVR's :func:`~tvr_gym.metrics.episode_metrics`) and ``acc`` are read from the same
+    ``metrics`` (TVR's :func:`~tvr_gym.core.metrics.episode_metrics`) and ``acc`` are read from the same
     judgement, so the answer is parsed once and simulated at most once whatever is asked.
     """
 
@@ -334,7 +334,7 @@ class Score:
 
     @property
     def acc(self) -> float:
-        """TVR's Acc, simulated only when it must be (:attr:`~tvr_gym.metrics.Judged.acc`)."""
+        """TVR's Acc, simulated only when it must be (:attr:`~tvr_gym.core.metrics.Judged.acc`)."""
         return self.judged.acc
 
 

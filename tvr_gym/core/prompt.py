@@ -16,10 +16,10 @@ import re
 import string
 from functools import lru_cache
 
-from tvr_gym.options import OBS_MODES, PROMPT_LAYOUTS, check_choice, check_layout  # noqa: F401 (their old home)
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem
+from tvr_gym.core.options import OBS_MODES, PROMPT_LAYOUTS, check_choice, check_layout  # noqa: F401 (their old home)
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem
 
 PROMPT_CHARSET = string.ascii_letters + string.digits + " \n.,:;()<>/-_"
 """Every character a prompt may contain."""
@@ -163,7 +163,7 @@ def build_prompt(problem: Problem, obs_mode: str = "image", layout: str = "table
 
 
 def interactive_prompt(problem: Problem, obs_mode: str = "image") -> str:
-    """The prompt of an interactive episode (``tvr_gym.interactive``); ``obs_mode="text"`` adds the
+    """The prompt of an interactive episode (``tvr_gym.envs.interactive``); ``obs_mode="text"`` adds the
     target's table (the environment adds the current state's)."""
     check_choice("obs_mode", obs_mode, OBS_MODES)
     parts = [_interactive_header(obs_mode), state_table(problem.initial, "Initial objects")]

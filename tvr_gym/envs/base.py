@@ -1,9 +1,9 @@
 """What the TVR environments share: their config, source, render cache, image spaces, ``render()`` and ``close()``.
 
-:class:`TVREnvBase` is the base of :class:`tvr_gym.env.TVRGym` (single-shot) and
-:class:`tvr_gym.interactive.TVRInteractive` (multi-turn); each keeps only its own keywords
+:class:`TVREnvBase` is the base of :class:`tvr_gym.envs.single_shot.TVRGym` (single-shot) and
+:class:`tvr_gym.envs.interactive.TVRInteractive` (multi-turn); each keeps only its own keywords
 (:attr:`TVREnvBase.OWN_KEYWORDS`) and its step logic. Keywords are checked once, by
-:class:`~tvr_gym.options.EnvConfig` and :meth:`TVREnvBase.check_own`, so an export or a trainer can
+:class:`~tvr_gym.core.options.EnvConfig` and :meth:`TVREnvBase.check_own`, so an export or a trainer can
 check an environment's keywords without building one (:func:`check_env_kwargs`).
 """
 
@@ -18,10 +18,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.cache import LRU, RenderCache, release_renderers, shared_lru
-from tvr_gym.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
-from tvr_gym.prompt import PROMPT_CHARSET
-from tvr_gym.sources import ProceduralSource, TranceSource
+from tvr_gym.core.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
+from tvr_gym.core.prompt import PROMPT_CHARSET
+from tvr_gym.problems.sources import ProceduralSource, TranceSource
+from tvr_gym.render.cache import LRU, RenderCache, release_renderers, shared_lru
 
 __all__ = [
     "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs", "weights_dict",
@@ -39,14 +39,14 @@ RENDER_GAP = 4
 class TVREnvBase(gym.Env):
     """The shared part of the TVR environments (not an environment itself: subclasses add spaces and steps).
 
-    It owns the :class:`~tvr_gym.options.EnvConfig` (``env_config``), the problem ``source``, the render
+    It owns the :class:`~tvr_gym.core.options.EnvConfig` (``env_config``), the problem ``source``, the render
     ``cache``, the image part of the observation space, ``render()`` (two images side by side), the
     ``reset`` options and ``close()``.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
     OWN_KEYWORDS: tuple[str, ...] = ()
-    """The keywords a subclass takes besides :data:`~tvr_gym.options.ENV_CONFIG_KEYS`."""
+    """The keywords a subclass takes besides :data:`~tvr_gym.core.options.ENV_CONFIG_KEYS`."""
     CONFIG_DEFAULTS: dict[str, Any] = {}
     """Config defaults a subclass changes (the interactive environment's setting)."""
 
@@ -96,7 +96,7 @@ class TVREnvBase(gym.Env):
     def close(self) -> None:
         """Release this process's shared renderers (the GL context too); any later render makes new ones.
 
-        Renderers are shared by every environment of a process (:func:`tvr_gym.cache.shared_renderer`),
+        Renderers are shared by every environment of a process (:func:`tvr_gym.render.cache.shared_renderer`),
         so another open environment pays one renderer start-up on its next render, and nothing else.
         """
         release_renderers()
@@ -149,7 +149,7 @@ def check_env_kwargs(env_id: str, **kwargs: Any) -> EnvConfig:
     TRANCE directory ``source`` is read, so a damaged one fails here too."""
     from gymnasium.envs.registration import registry
 
-    from tvr_gym.registration import check_env_id
+    from tvr_gym.envs.registration import check_env_id
 
     spec = registry[check_env_id(env_id)]
     cls = gym.envs.registration.load_env_creator(spec.entry_point)

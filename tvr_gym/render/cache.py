@@ -21,11 +21,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from PIL import Image
 
-from tvr_gym.atomic import atomic_open
+from tvr_gym.core.atomic import atomic_open
+from tvr_gym.core.scene import State
+from tvr_gym.core.trance import Problem, TranceFormatError
 from tvr_gym.render import make_renderer
 from tvr_gym.render.rig import camera_rig, lamp_rig
-from tvr_gym.scene import State
-from tvr_gym.trance import Problem, TranceFormatError
 
 DEFAULT_MEMORY_ENTRIES = 256
 """Images kept by the shared in-memory LRU (a 320x240 image is 230 kB)."""
@@ -238,7 +238,7 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A dataset image as uint8 (H, W, 3), resized to ``size`` = (width, height) when needed.
 
     A file that is not a readable image (truncated, empty, another format) raises
-    :class:`~tvr_gym.trance.TranceFormatError` naming it.
+    :class:`~tvr_gym.core.trance.TranceFormatError` naming it.
     """
     try:
         with Image.open(path) as im:

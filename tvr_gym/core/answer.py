@@ -1,7 +1,7 @@
 """Answer grammar: the canonical answer string and a tolerant, never-raising parser (``docs/rewards.md``).
 
 Canonical form: ``<think>…</think><answer>2.color.cyan, 4.position.front-left.1</answer>``.
-Every vocabulary word is derived from :data:`tvr_gym.spec.SPEC`; see ``docs/rewards.md`` for the grammar.
+Every vocabulary word is derived from :data:`tvr_gym.core.spec.SPEC`; see ``docs/rewards.md`` for the grammar.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
 
-from tvr_gym.options import is_int
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, Transformation, Value
+from tvr_gym.core.options import is_int
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, Transformation, Value
 
 __all__ = [
     "DONE",
@@ -41,7 +41,7 @@ FILLER_WORDS = frozenset(
 """Grammar words that are skipped inside an item (not vocabulary: they name no attribute or value)."""
 
 Step = tuple[int, str, Value]
-"""A parsed step (object index, attribute, value), ready for :func:`tvr_gym.transform.simulate`."""
+"""A parsed step (object index, attribute, value), ready for :func:`tvr_gym.core.transform.simulate`."""
 
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
 _QUOTE_CHARS = 60
@@ -222,7 +222,7 @@ def parse_answer(text: Any) -> Parsed:
 
 
 DONE = "done"
-"""The word that ends an interactive episode (``tvr_gym.interactive``)."""
+"""The word that ends an interactive episode (``tvr_gym.envs.interactive``)."""
 
 
 @dataclass(frozen=True, slots=True)

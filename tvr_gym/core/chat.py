@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tvr_gym.options import check_int
+from tvr_gym.core.options import check_int
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -9,9 +9,9 @@ ENV_IDS: dict[str, str] = {
 }
 """Environment id -> setting."""
 
-ENTRY_POINT = "tvr_gym.env:TVRGym"
+ENTRY_POINT = "tvr_gym.envs.single_shot:TVRGym"
 INTERACTIVE_ID = "TVR-Interactive-v0"
-INTERACTIVE_ENTRY_POINT = "tvr_gym.interactive:TVRInteractive"
+INTERACTIVE_ENTRY_POINT = "tvr_gym.envs.interactive:TVRInteractive"
 
 
 def register_envs() -> None:

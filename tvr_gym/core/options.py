@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from tvr_gym.spec import SPEC
+from tvr_gym.core.spec import SPEC
 
 if TYPE_CHECKING:  # only for annotations: trance is above this module
-    from tvr_gym.trance import Problem
+    from tvr_gym.core.trance import Problem
 
 __all__ = [
     "DEFAULT_RENDER_SIZE",

@@ -1,6 +1,6 @@
 """The TRANCE problem generator: scenes and transformation sequences under every rule of ``docs/generator.md``.
 
-``generate(setting, seed, index)`` builds one :class:`~tvr_gym.trance.Problem` from its own RNG,
+``generate(setting, seed, index)`` builds one :class:`~tvr_gym.core.trance.Problem` from its own RNG,
 ``numpy.random.SeedSequence([seed, index, crc32(setting)])``, so any sample of a dataset can be made
 alone and in any order. See ``docs/generator.md`` for the rules, options and balance.
 """
@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.occlusion import MIN_PIXELS, RasterCamera
-from tvr_gym.options import SETTINGS, check_int, episode_options
-from tvr_gym.render.rig import VIEWS, camera_rig
-from tvr_gym.scene import RADIUS_CELLS, SceneObject, State, is_visible_position
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem, image_name
-from tvr_gym.transform import (
+from tvr_gym.core.options import SETTINGS, check_int, episode_options
+from tvr_gym.core.scene import RADIUS_CELLS, SceneObject, State, is_visible_position
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem, image_name
+from tvr_gym.core.transform import (
     MOVE_TYPES,
     Transformation,
     Value,
@@ -30,6 +28,8 @@ from tvr_gym.transform import (
     out_options,
     state_distance,
 )
+from tvr_gym.problems.occlusion import MIN_PIXELS, RasterCamera
+from tvr_gym.render.rig import VIEWS, camera_rig
 
 __all__ = ["SETTINGS", "GenerationError", "generate", "sample_scene"]
 
@@ -254,7 +254,7 @@ def generate(setting: str, seed: int, index: int = 0, max_tries: int | None = No
 
     Sample ``index`` under base ``seed`` uses its own RNG, so shards can be generated independently.
     ``options`` override the preset (``steps``, ``visible`` or ``max_visible``, ``attributes``,
-    ``final_views``: :func:`tvr_gym.options.episode_options`); ``max_tries`` scenes are tried before
+    ``final_views``: :func:`tvr_gym.core.options.episode_options`); ``max_tries`` scenes are tried before
     :class:`GenerationError` (default ``generator.max_tries`` of the spec). Raises ``ValueError`` for
     bad arguments.
     """

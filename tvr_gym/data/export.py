@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tvr_gym import __version__, chat
-from tvr_gym.atomic import atomic_write_text, replace_dir
-from tvr_gym.dataset import DatasetWriter, write_sample
-from tvr_gym.env_base import check_env_kwargs
-from tvr_gym.options import check_choice, check_int
-from tvr_gym.registration import INTERACTIVE_ID, check_env_id
-from tvr_gym.trance import Problem
+from tvr_gym.core import chat
+from tvr_gym.core.atomic import atomic_write_text, replace_dir
+from tvr_gym.core.options import check_choice, check_int
+from tvr_gym.core.trance import Problem
+from tvr_gym.data.dataset import DatasetWriter, write_sample
+from tvr_gym.envs.base import check_env_kwargs
+from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
+from tvr_gym.version import __version__
 
 __all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
 

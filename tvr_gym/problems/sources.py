@@ -2,7 +2,7 @@
 
 A source turns a random generator (the environment's ``np_random``) into a :class:`Problem` with its
 ``final_view`` set, serving only problems that fit the environment's
-:class:`~tvr_gym.options.EpisodeOptions`. Both are deterministic given the generator state.
+:class:`~tvr_gym.core.options.EpisodeOptions`. Both are deterministic given the generator state.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tvr_gym.cache import LRU
-from tvr_gym.generator import generate
-from tvr_gym.options import EpisodeOptions, check_choice, check_int
-from tvr_gym.trance import DATA_FILE, Problem, parse_line, read_lines
+from tvr_gym.core.options import EpisodeOptions, check_choice, check_int
+from tvr_gym.core.trance import DATA_FILE, Problem, parse_line, read_lines
+from tvr_gym.problems.generator import generate
+from tvr_gym.render.cache import LRU
 
 SEED_BOUND = 2**63 - 1
 MEMO_SIZE = 512
@@ -24,7 +24,7 @@ MEMO_SIZE = 512
 
 
 class ProceduralSource:
-    """Problems from :func:`tvr_gym.generator.generate`, memoised by (seed, index)."""
+    """Problems from :func:`tvr_gym.problems.generator.generate`, memoised by (seed, index)."""
 
     def __init__(self, options: EpisodeOptions) -> None:
         self.options = options
@@ -64,7 +64,7 @@ class ProceduralSource:
 class TranceSource:
     """Problems served from a TRANCE-format directory (official or exported).
 
-    The whole file is read once through :func:`tvr_gym.trance.read_lines` (a broken line is reported
+    The whole file is read once through :func:`tvr_gym.core.trance.read_lines` (a broken line is reported
     with its file and line number); only the byte offsets of the problems that fit the options are
     kept, so a large dataset costs little memory. A problem without ``final_view`` gets one drawn from
     the options' ``final_views``.

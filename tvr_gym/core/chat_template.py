@@ -1,6 +1,6 @@
 """A Qwen-style chat template that can render tool calls, and how to read those calls back.
 
-:data:`CHAT_TEMPLATE` renders :mod:`tvr_gym.chat`'s messages as Qwen2.5-VL's template does and, with
+:data:`CHAT_TEMPLATE` renders :mod:`tvr_gym.core.chat`'s messages as Qwen2.5-VL's template does and, with
 tools, in Qwen2.5's tool-calling format; :data:`RESPONSE_TEMPLATE` parses a completion in that format.
 The tiny preset (:mod:`tvr_gym.agents.mllm.tiny`) ships the template, and
 :func:`tvr_gym.integrations.trl_env.tool_processor` gives both to a processor whose own template cannot

@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import DONE, Turn, canonical_parsed, format_answer, format_item, parse_answer, read_turn
-from tvr_gym.cache import render_view
-from tvr_gym.env_base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
-from tvr_gym.options import EnvConfig, check_choice, check_int
-from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
-from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
-from tvr_gym.scene import State
-from tvr_gym.trance import Problem
-from tvr_gym.transform import changed_entries, state_distance, try_apply
+from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item, parse_answer, read_turn
+from tvr_gym.core.options import EnvConfig, check_choice, check_int
+from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
+from tvr_gym.core.reward import REWARD_NAMES, get_reward, score_answer
+from tvr_gym.core.scene import State
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import changed_entries, state_distance, try_apply
+from tvr_gym.envs.base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
+from tvr_gym.render.cache import render_view
 
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
-"""What the last turn adds: a reward of the applied sequence (:data:`tvr_gym.reward.REWARD_NAMES`) or nothing."""
+"""What the last turn adds: a reward of the applied sequence (:data:`tvr_gym.core.reward.REWARD_NAMES`) or nothing."""
 COST_KINDS = ("illegal", "noop", "unreadable")
 DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
 """What an illegal, no-op or unreadable turn costs (subtracted from its reward)."""
@@ -81,7 +81,7 @@ class TVRInteractive(TVREnvBase):
 
     ## Starting State
     A problem drawn from ``source`` with ``self.np_random``; ``reset(options={"index": k})`` as in
-    :class:`tvr_gym.env.TVRGym`. The current state is the initial state.
+    :class:`tvr_gym.envs.single_shot.TVRGym`. The current state is the initial state.
 
     ## Episode End
     ``terminated`` on ``done``; reaching the target does not end the episode. ``truncated`` after
@@ -93,8 +93,9 @@ class TVRInteractive(TVREnvBase):
     ``max_turns`` (int: a fixed limit), ``slack``, ``render_size``, ``renderer``, ``final_views``,
     ``source``, ``max_visible``, ``steps``, ``attributes``, ``obs_mode`` (``image|text``),
     ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir``, ``cache_size``: as for
-    :class:`tvr_gym.env.TVRGym` (:class:`~tvr_gym.options.EnvConfig`); ``prompt_layout`` is ``tables`` only.
-    ``close()`` releases the process's shared renderers (:meth:`tvr_gym.env_base.TVREnvBase.close`).
+    :class:`tvr_gym.envs.single_shot.TVRGym` (:class:`~tvr_gym.core.options.EnvConfig`); ``prompt_layout`` is
+    ``tables`` only.
+    ``close()`` releases the process's shared renderers (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
     """
 
     OWN_KEYWORDS = ("terminal_reward", "reward_weights", "costs", "max_turns", "slack")
@@ -208,7 +209,7 @@ class TVRInteractive(TVREnvBase):
         """End the running episode now, as truncated, without a turn: (terminal reward, final info).
 
         For limits the environment does not know, such as a rollout's image budget
-        (:class:`tvr_gym.chat.ImageBudget`): the episode still gets its terminal reward and metrics.
+        (:class:`tvr_gym.core.chat.ImageBudget`): the episode still gets its terminal reward and metrics.
         """
         if self._problem is None or self._done:
             raise RuntimeError("truncate() needs a running episode")

@@ -1,10 +1,11 @@
-"""Gymnasium wrappers that give :class:`~tvr_gym.env.TVRGym` the Box/MultiDiscrete spaces Stable-Baselines3 needs.
+"""Gymnasium wrappers that give :class:`~tvr_gym.envs.single_shot.TVRGym` the Box/MultiDiscrete spaces
+Stable-Baselines3 needs.
 
 * :class:`DiscreteAnswer` turns the Text action into ``MultiDiscrete``: with ``max_items == 1`` (TVR-Basic)
   the action is ``[object, pair]``; otherwise it is ``[count, object_1, pair_1, ..., object_K, pair_K]`` with
   ``count`` in ``0..K`` and only the first ``count`` items used. ``object`` is ``0..9`` and ``pair`` indexes
-  :data:`tvr_gym.transform.PAIRS` (33 pairs). Every action decodes to a canonical answer
-  (:func:`tvr_gym.answer.format_answer`); the reward is the environment's own.
+  :data:`tvr_gym.core.transform.PAIRS` (33 pairs). Every action decodes to a canonical answer
+  (:func:`tvr_gym.core.answer.format_answer`); the reward is the environment's own.
 * :class:`StackedImages` turns the Dict observation into one ``uint8`` image ``Box(H, W, 6)``: the initial
   image's RGB, then the final image's RGB (channel-last, as SB3's ``CnnPolicy`` expects).
 * :class:`SymbolicObservation` replaces the pixels with the object tables of the current problem (a
@@ -27,14 +28,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import Step, format_answer
-from tvr_gym.env import TVRGym
-from tvr_gym.options import VIEWS, check_choice, check_int, is_int
-from tvr_gym.registration import check_env_id
+from tvr_gym.core.answer import Step, format_answer
+from tvr_gym.core.options import VIEWS, check_choice, check_int, is_int
+from tvr_gym.core.scene import ATTRIBUTES, State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, pair_index
+from tvr_gym.envs.registration import check_env_id
+from tvr_gym.envs.single_shot import TVRGym
 from tvr_gym.render.rig import camera_rig, object_center
-from tvr_gym.scene import ATTRIBUTES, State
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, pair_index
 
 __all__ = [
     "OBS_KINDS",

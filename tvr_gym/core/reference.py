@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tvr_gym.metrics import render_tables
+from tvr_gym.core.metrics import render_tables
 
 __all__ = ["ABLATION_REFERENCE", "REFERENCE", "SETTING_COLUMNS", "ablation_table", "comparison_table"]
 
@@ -29,7 +29,7 @@ ABLATION_REFERENCE: dict[str, dict[str, float]] = {
     "no_wrong_penalty": {"tacc": 0.543, "ndiff": 0.44},
     "naive_grpo": {"tacc": 0.545, "ndiff": 0.43},
 }
-"""STAR-R1's reward ablation (TAcc, NDiff = normalised distance); names match :data:`tvr_gym.reward.ABLATIONS`."""
+"""STAR-R1's reward ablation (TAcc, NDiff = normalised distance); names match :data:`tvr_gym.core.reward.ABLATIONS`."""
 
 _COLUMNS = (
     ("basic_acc", "Basic Acc"),
@@ -44,7 +44,7 @@ SETTING_COLUMNS = {"basic": "basic_acc", "event": "event_acc", "crossview": "vie
 
 
 def summary_row(summary: Mapping[str, Any], setting: str | None = None) -> dict[str, float | None]:
-    """The reference columns filled from a :func:`tvr_gym.metrics.summarize` result."""
+    """The reference columns filled from a :func:`tvr_gym.core.metrics.summarize` result."""
     if setting is not None and setting not in SETTING_COLUMNS:
         raise ValueError(f"setting: expected one of {', '.join(SETTING_COLUMNS)}, got {setting!r}")
     row: dict[str, float | None] = {key: None for key, _ in _COLUMNS}

@@ -7,12 +7,12 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from tvr_gym.answer import Parsed, Step, parse_answer
-from tvr_gym.options import VIEWS
-from tvr_gym.scene import State, is_visible_position
-from tvr_gym.spec import SPEC
-from tvr_gym.trance import Problem
-from tvr_gym.transform import Simulation, simulate
+from tvr_gym.core.answer import Parsed, Step, parse_answer
+from tvr_gym.core.options import VIEWS
+from tvr_gym.core.scene import State, is_visible_position
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import Simulation, simulate
 
 __all__ = [
     "STATE_KEYS",
@@ -132,8 +132,8 @@ def changed_objects(problem: Problem) -> frozenset[int]:
 class Judged:
     """One answer on one problem, simulated at most once: what every reward term and metric reads.
 
-    Rewards (:mod:`tvr_gym.reward`) and :func:`episode_metrics` accept a :class:`Judged` wherever they
-    accept an answer, so scoring an answer with a reward and its metrics (:func:`tvr_gym.reward.score_answer`)
+    Rewards (:mod:`tvr_gym.core.reward`) and :func:`episode_metrics` accept a :class:`Judged` wherever they
+    accept an answer, so scoring an answer with a reward and its metrics (:func:`tvr_gym.core.reward.score_answer`)
     parses it once and simulates it at most once.
     """
 

@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import format_answer
-from tvr_gym.cache import observed_image
-from tvr_gym.env_base import (
+from tvr_gym.core.answer import format_answer
+from tvr_gym.core.options import ENV_CONFIG_KEYS, RENDER_MODES, check_choice  # noqa: F401 (RENDER_MODES: its old home)
+from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
+from tvr_gym.core.reward import REWARD_NAMES, get_reward, score_answer
+from tvr_gym.core.trance import Problem
+from tvr_gym.envs.base import (
     ACTION_CHARSET,
     ACTION_MAX_LENGTH,
     CENTRE,
@@ -19,10 +22,7 @@ from tvr_gym.env_base import (
     reset_index,
     weights_dict,
 )
-from tvr_gym.options import ENV_CONFIG_KEYS, RENDER_MODES, check_choice  # noqa: F401 (RENDER_MODES: its old home)
-from tvr_gym.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
-from tvr_gym.reward import REWARD_NAMES, get_reward, score_answer
-from tvr_gym.trance import Problem
+from tvr_gym.render.cache import observed_image
 
 
 class TVRGym(TVREnvBase):
@@ -50,8 +50,8 @@ class TVRGym(TVREnvBase):
     ## Rewards
     ``reward="star"`` (STAR-R1's fine-grained reward, default), ``"state"`` (simulates the answer and
     compares states), ``"sparse"`` (1 if fully correct) or a STAR ablation name of
-    :data:`tvr_gym.reward.ABLATIONS`. ``reward_weights`` (dict or the weights dataclass of
-    :mod:`tvr_gym.reward`) changes the constants. ``info["reward_terms"]`` holds every term.
+    :data:`tvr_gym.core.reward.ABLATIONS`. ``reward_weights`` (dict or the weights dataclass of
+    :mod:`tvr_gym.core.reward`) changes the constants. ``info["reward_terms"]`` holds every term.
 
     ## Starting State
     A problem drawn from ``source`` with ``self.np_random``: procedurally generated (TRANCE's rules),
@@ -71,8 +71,8 @@ class TVRGym(TVREnvBase):
     (``image|text``), ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir`` (on-disk render
     cache), ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
     turns it off) and ``prompt_layout`` (``tables``, or ``compact`` in text mode: one line per object
-    pairing its initial and final values; :data:`tvr_gym.prompt.PROMPT_LAYOUTS`).
-    Keywords are checked once, by :class:`tvr_gym.options.EnvConfig` (the ones every TVR environment
+    pairing its initial and final values; :data:`tvr_gym.core.prompt.PROMPT_LAYOUTS`).
+    Keywords are checked once, by :class:`tvr_gym.core.options.EnvConfig` (the ones every TVR environment
     shares) and :meth:`check_own`; an unknown one is a ``ValueError`` listing the valid ones. ``close()``
     keeps the process's shared renderers (:meth:`close`).
     """
@@ -157,7 +157,7 @@ class TVRGym(TVREnvBase):
         A process that releases its GL context and then forks (``gym.make_vec(..., vectorization_mode=
         "async")`` forks its workers) leaves the workers unable to make a context of their own: Mesa's
         llvmpipe hangs in them. Workers forked while the context lives inherit it and render, so the
-        single-shot environments, which are the ones vectorized, keep it. ``tvr_gym.cache.release_renderers()``
+        single-shot environments, which are the ones vectorized, keep it. ``tvr_gym.render.cache.release_renderers()``
         frees it explicitly.
         """
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvr_gym.options import check_size
+from tvr_gym.core.options import check_size
+from tvr_gym.core.scene import SceneObject, State
+from tvr_gym.core.spec import SPEC
 from tvr_gym.render.rig import Camera
-from tvr_gym.scene import SceneObject, State
-from tvr_gym.spec import SPEC
 
 __all__ = [
     "MASK_SIZE",
@@ -310,7 +310,7 @@ def _hit_prism(o, rows, cols, half: float, height: float, angle: float | None) -
 
 def _check_state(state: State) -> None:
     if not isinstance(state, State):
-        raise ValueError(f"state: expected a tvr_gym.scene.State, got {type(state).__name__}")
+        raise ValueError(f"state: expected a tvr_gym.core.scene.State, got {type(state).__name__}")
 
 
 def instance_mask(state: State, camera: Camera, size: tuple[int, int] = MASK_SIZE) -> np.ndarray:

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tvr_gym.options import is_int, is_number
-from tvr_gym.spec import SPEC
+from tvr_gym.core.options import is_int, is_number
+from tvr_gym.core.spec import SPEC
 
 ATTRIBUTES = ("color", "material", "shape", "size")
 """The categorical attributes; ``position`` is the fifth, integer one."""

@@ -1,15 +1,15 @@
-"""Stable-Baselines3 spaces for :class:`~tvr_gym.interactive.TVRInteractive`: one discrete action per turn.
+"""Stable-Baselines3 spaces for :class:`~tvr_gym.envs.interactive.TVRInteractive`: one discrete action per turn.
 
 * Action: ``Discrete(331)``. Action ``a < 330`` is object ``a // 33`` with the pair
-  ``PAIRS[a % 33]`` (:data:`tvr_gym.transform.PAIRS`), sent to the environment as the text
+  ``PAIRS[a % 33]`` (:data:`tvr_gym.core.transform.PAIRS`), sent to the environment as the text
   ``obj.attr.value``; action ``330`` (:data:`DONE_ACTION`) is ``done``.
 * Action masks (:meth:`InteractiveSB3.action_masks`, as sb3-contrib's ``MaskablePPO`` reads them): a
   step is masked out when the environment would refuse it as illegal (a move off the grid; a move or
   size change that overlaps another object) or as a no-op (the scene looks the same), judged on the
-  current state by the environment's own rule (:func:`~tvr_gym.transform.try_apply`); ``done`` is always
+  current state by the environment's own rule (:func:`~tvr_gym.core.transform.try_apply`); ``done`` is always
   allowed.
 * Observation: ``float32 Box(-1, 1, (401,))``: the current state's object table, the target's
-  (:func:`tvr_gym.wrappers.encode_state`, world frame) and the fraction of the turn limit used.
+  (:func:`tvr_gym.envs.wrappers.encode_state`, world frame) and the fraction of the turn limit used.
 
 :func:`make_interactive_sb3_env` builds ``TVR-Interactive-v0`` and wraps it; :func:`play_episode` plays
 one episode with any SB3-style policy (``predict(obs, action_masks=...)``). See ``docs/interactive.md``.
@@ -24,14 +24,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.answer import DONE, format_item
-from tvr_gym.interactive import TVRInteractive
-from tvr_gym.options import is_int
-from tvr_gym.registration import INTERACTIVE_ID
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import PAIRS, pair_index, try_apply
-from tvr_gym.wrappers import FEATURES_PER_OBJECT, encode_state
+from tvr_gym.core.answer import DONE, format_item
+from tvr_gym.core.options import is_int
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS, pair_index, try_apply
+from tvr_gym.envs.interactive import TVRInteractive
+from tvr_gym.envs.registration import INTERACTIVE_ID
+from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, encode_state
 
 __all__ = [
     "DONE_ACTION",
@@ -94,7 +94,7 @@ def _check_action(action: Any) -> int:
 def legal_mask(state: State) -> np.ndarray:
     """``bool (N_ACTIONS,)``: True for the steps that would change ``state`` legally, and for ``done``.
 
-    The environment's one rule, :func:`~tvr_gym.transform.try_apply`: a step is masked in exactly when
+    The environment's one rule, :func:`~tvr_gym.core.transform.try_apply`: a step is masked in exactly when
     the environment would apply it (not off the grid, no overlap, a visible change).
     """
     mask = np.zeros(N_ACTIONS, dtype=bool)

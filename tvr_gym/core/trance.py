@@ -11,11 +11,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tvr_gym.atomic import atomic_open
-from tvr_gym.options import check_int
-from tvr_gym.scene import State
-from tvr_gym.spec import SPEC
-from tvr_gym.transform import Transformation, apply, changed_entries, replay, simulate, state_distance
+from tvr_gym.core.atomic import atomic_open
+from tvr_gym.core.options import check_int
+from tvr_gym.core.scene import State
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import Transformation, apply, changed_entries, replay, simulate, state_distance
 
 __all__ = [
     "Problem", "TranceFormatError", "image_name", "load_trance", "parse_line", "read_lines", "replay", "save_trance",

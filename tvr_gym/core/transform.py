@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from tvr_gym.options import check_int, is_int
-from tvr_gym.scene import ATTRIBUTES, SceneObject, State, is_visible_position, on_grid, overlaps
-from tvr_gym.spec import SPEC, Move
+from tvr_gym.core.options import check_int, is_int
+from tvr_gym.core.scene import ATTRIBUTES, SceneObject, State, is_visible_position, on_grid, overlaps
+from tvr_gym.core.spec import SPEC, Move
 
 Value = Union[str, Move]
 """An attribute value: a string, or (direction, step) for a move."""

@@ -1,0 +1,119 @@
+"""The rules of one interactive TVR episode, without rendering or Gymnasium.
+
+A :class:`Board` holds a problem, the current state, the steps applied so far and the turns taken. It
+plays one turn at a time under TVR's legality rule (:func:`tvr_gym.core.transform.try_apply`) and scores
+the end with the one scorer (:func:`tvr_gym.core.reward.score_answer`). :class:`TVRInteractive
+<tvr_gym.envs.interactive.TVRInteractive>` adds the observation, the rewards per turn and the renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item
+from tvr_gym.core.reward import score_answer
+from tvr_gym.core.scene import State
+from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import changed_entries, state_distance, try_apply
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one turn did: its kind (``applied``, ``done``, ``illegal``, ``noop``, ``unreadable``) and the feedback."""
+
+    kind: str
+    feedback: str
+    step: tuple | None = None
+
+
+@dataclass
+class Board:
+    """One episode's state: the problem (and its source key), the current state, the applied steps, the turns."""
+
+    key: dict
+    problem: Problem
+    current: State = field(init=False)
+    applied: list[tuple] = field(default_factory=list, init=False)
+    turns: int = 0
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.key = dict(self.key)
+        self.current = self.problem.initial
+
+    @classmethod
+    def replayed(cls, key: dict, problem: Problem, steps: Sequence[tuple], turns: int, done: bool = False) -> Board:
+        """A board after ``steps``, each of which must apply (a saved episode); ``ValueError`` says which cannot."""
+        board = cls(key, problem, turns)
+        for step in steps:
+            outcome = board.apply(step)
+            if outcome.kind != "applied":
+                raise ValueError(f"state: step {format_item(step)} cannot be replayed ({outcome.feedback})")
+        board.done = done
+        return board
+
+    def potential(self, state: State | None = None) -> float:
+        """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
+        return -float(state_distance(self.current if state is None else state, self.problem.final))
+
+    def play(self, turn: Turn) -> Outcome:
+        """One turn: ``done``, an unreadable turn (nothing changes), or a step (:meth:`apply`). Counts the turn."""
+        self.turns += 1
+        if turn.kind == DONE:
+            return Outcome(DONE, "done")
+        if turn.kind != "step":
+            return Outcome("unreadable", "unreadable: " + "; ".join(turn.errors))
+        return self.apply(turn.step)
+
+    def apply(self, step: tuple) -> Outcome:
+        """Apply ``step`` where TVR's rule allows it; an illegal or no-op step changes nothing."""
+        text = format_item(step)
+        result = try_apply(self.current, step)
+        if result.kind == "off_grid":
+            return Outcome("illegal", f"illegal: {text} moves object {step[0]} off the grid", step)
+        if result.kind == "overlap":
+            return Outcome("illegal", f"illegal: {text} would overlap object {result.hit}", step)
+        if result.kind == "noop":
+            return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
+        self.current = self.current.with_object(step[0], result.obj)
+        self.applied.append(step)
+        return Outcome("applied", f"applied {text}", step)
+
+    def answer(self) -> str:
+        """The applied steps as an answer."""
+        return format_answer(self.applied)
+
+    def saved(self) -> dict[str, Any]:
+        """The episode as plain data (:meth:`replayed` restores it)."""
+        return {"key": self.key, "applied": [format_item(s) for s in self.applied], "turns": self.turns, "done": self.done}
+
+    def end(self, terminal_fn: Callable | None) -> dict[str, Any]:
+        """The last turn's additions: the terminal reward of the applied sequence, its terms, TVR's metrics of it
+        and the interactive metrics. The applied steps are scored once, as steps (not re-read as text)."""
+        problem, current = self.problem, self.current
+        scored = score_answer(canonical_parsed(self.applied), problem, terminal_fn)
+        wrong_start = wrong_objects(problem.initial, problem.final)
+        wrong_end = wrong_objects(current, problem.final)
+        fixed = len(wrong_start - wrong_end) / len(wrong_start) if wrong_start else 1.0
+        return {
+            "terminal": scored.total,
+            "terminal_terms": scored.terms,
+            "metrics": scored.metrics,
+            "interactive": {
+                "success": float(not wrong_end),
+                "misplaced": len(wrong_end) / max(len(wrong_start), 1),
+                "fixed_strict": 0.0 if wrong_end - wrong_start else fixed,
+                "turns": self.turns,
+                "applied": len(self.applied),
+            },
+        }
+
+
+def wrong_objects(state: State, target: State) -> frozenset[int]:
+    """Objects whose entries differ from the target's (TVR's equality)."""
+    return frozenset(i for i, _ in changed_entries(state, target))
+
+
+__all__ = ["Board", "Outcome", "wrong_objects"]
