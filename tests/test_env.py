@@ -480,7 +480,7 @@ def test_disk_cache_is_reused_and_atomic(monkeypatch, tmp_path):
     assert len(calls) == 2
     np.testing.assert_array_equal(obs_a["initial"], obs_b["initial"])
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 2 and all(p.suffix == ".npy" and not p.name.startswith(".tmp") for p in files)
+    assert len(files) == 2 and all(p.suffix == ".img" and not p.name.startswith(".tmp") for p in files)
     files[0].write_bytes(b"damaged")  # a damaged entry is rendered again, never served
     c = make(render_size=size, cache_dir=tmp_path, cache_size=0)
     with pytest.warns(RuntimeWarning, match="unreadable entry"):
@@ -498,16 +498,38 @@ def _npz_bytes() -> bytes:
 
 
 def _entries(directory):
-    return sorted(p for p in directory.rglob("*.npy"))
+    return sorted(p for p in directory.rglob("*.img"))
+
+
+def encode_entry(image):
+    from tvr_gym.render.store import encode_entry
+
+    return encode_entry(image)
+
+
+def _flip_pixels(path):
+    """Flip bytes well after the entry's headers: the array still loads, with wrong pixels."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 2000, len(data) - 1000):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _folder_in_place(path):
+    path.unlink()
+    (path / "inside").mkdir(parents=True)
 
 
 @pytest.mark.parametrize(
     "damage",
     [
         lambda path: path.write_bytes(b""),  # 0 bytes: np.load raises EOFError
-        lambda path: np.save(path, np.zeros((5, 7, 3), np.uint8)),  # a valid array of the wrong shape
-        lambda path: np.save(path, np.zeros((30, 40, 3), np.float32)),  # ... of the wrong dtype
+        lambda path: path.write_bytes(encode_entry(np.zeros((5, 7, 3), np.uint8))),  # an intact entry, wrong shape
+        lambda path: path.write_bytes(encode_entry(np.zeros((30, 40, 3), np.float32))),  # ... of the wrong dtype
+        lambda path: path.write_bytes(encode_entry(np.zeros((30, 40, 3), np.uint8))[40:]),  # a bare .npy array
         lambda path: path.write_bytes(_npz_bytes()),  # an .npz archive, not an array
+        _flip_pixels,  # intact headers, damaged pixels: caught by the checksum
+        _folder_in_place,  # a folder where the entry belongs: removed, the entry written again
     ],
 )
 def test_a_damaged_cache_entry_is_rendered_again_with_one_warning(monkeypatch, tmp_path, damage):
@@ -523,18 +545,21 @@ def test_a_damaged_cache_entry_is_rendered_again_with_one_warning(monkeypatch, t
     assert len(calls) == 4
     np.testing.assert_array_equal(obs["initial"], again["initial"])
     np.testing.assert_array_equal(obs["final"], again["final"])
-    assert all(np.load(p).shape == (30, 40, 3) for p in _entries(tmp_path))  # repaired
+    from tvr_gym.render.store import decode_entry
+
+    repaired = [decode_entry(p.read_bytes()) for p in _entries(tmp_path)]
+    assert len(repaired) == 2 and all(image.shape == (30, 40, 3) for image in repaired)
 
 
 def test_an_unwritable_cache_directory_warns_once_and_renders(monkeypatch, tmp_path):
     import errno
 
-    import tvr_gym.render.cache
+    import tvr_gym.render.store
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tvr_gym.render.cache, "atomic_open", full_disk)
+    monkeypatch.setattr(tvr_gym.render.store, "atomic_open", full_disk)
     env = make(render_size=(40, 30), cache_dir=tmp_path, cache_size=0)
     with pytest.warns(RuntimeWarning, match="cannot write") as caught:
         first, _ = env.reset(seed=5)
@@ -562,6 +587,40 @@ def test_the_render_cache_tells_rotations_apart():
     turned = render_view(scene(30.0), "center", 0, "numpy", (64, 48), cache)
     assert cache.misses == 2
     assert np.abs(square.astype(int) - turned.astype(int)).sum() > 0
+
+
+@pytest.mark.parametrize("env_id", ["TVR-Basic-v0", "TVR-Interactive-v0"])
+def test_close_lets_go_of_the_shared_renderer_and_the_last_one_closes_it(env_id):
+    """One rule for both kinds: open environments share a renderer; the last to close closes it; the GL
+    context stays (a fork after a close must still render); release_renderers frees the context."""
+    pytest.importorskip("moderngl")
+    from tvr_gym.render import gl_available, pool
+
+    if not gl_available():
+        pytest.skip("gl renderer needs an EGL context (Mesa: libegl1 libegl-mesa0 libgl1-mesa-dri)")
+    import tvr_gym.render.gl as gl
+
+    size = (36, 20)  # a size no other test uses, so the pool's count here is this test's alone
+    first, second = (gym.make(env_id, renderer="gl", render_size=size).unwrapped for _ in range(2))
+    assert pool.holders("gl", size) == 2
+    first.reset(seed=1)
+    second.reset(seed=2)
+    renderer = pool.shared_renderer("gl", size)
+    first.close()
+    first.close()  # a second close does nothing
+    assert pool.holders("gl", size) == 1 and pool.is_open("gl", size) and not renderer.closed
+    second.reset(seed=3)  # the other environment still draws with it
+    second.close()
+    assert pool.holders("gl", size) == 0 and not pool.is_open("gl", size) and renderer.closed
+    assert gl._SHARED is not None  # the context stays for later renderers and forked workers
+    third = gym.make(env_id, renderer="gl", render_size=size).unwrapped
+    obs, _ = third.reset(seed=1)
+    assert obs[next(iter(obs))].shape == (20, 36, 3) and obs[next(iter(obs))].any()
+    pool.release_renderers()
+    assert gl._SHARED is None and not pool.is_open("gl", size)
+    obs, _ = third.reset(seed=1)  # a new context on demand
+    assert obs[next(iter(obs))].any()
+    third.close()
 
 
 def test_env_pickles():

@@ -332,3 +332,17 @@ def test_the_top_floor_holds_folders_and_the_old_module_paths_still_import():
     assert TVRGym is moved and tvr_gym.TVRGym is moved
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("tvr_gym.no_such_module")
+
+
+FOLDERS = ["core", "render", "problems", "envs", "data", "integrations", "agents", "apps"]
+"""tvr_gym's folders in data-flow order (docs/architecture.md): each imports only folders before it."""
+
+
+def test_each_folder_imports_only_the_folders_below_it():
+    level = _levels(_import_graph())["tvr_gym"]
+    folders = {f"tvr_gym.{name}" for name in FOLDERS}
+    assert folders <= set(level), sorted(folders - set(level))
+    for source in FOLDERS:
+        below = {f"tvr_gym.{name}" for name in FOLDERS[: FOLDERS.index(source)]}
+        upward = (level[f"tvr_gym.{source}"] & folders) - below
+        assert not upward, f"tvr_gym.{source} imports {sorted(upward)}, which sit above it"

@@ -21,7 +21,8 @@ from gymnasium import spaces
 from tvr_gym.core.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
 from tvr_gym.core.prompt import PROMPT_CHARSET
 from tvr_gym.problems.sources import ProceduralSource, TranceSource
-from tvr_gym.render.cache import LRU, RenderCache, release_renderers, shared_lru
+from tvr_gym.render.pool import hold
+from tvr_gym.render.store import LRU, RenderCache, shared_lru
 
 __all__ = [
     "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs", "weights_dict",
@@ -75,6 +76,7 @@ class TVREnvBase(gym.Env):
         self.cache = RenderCache(lru, config.cache_dir)
         self.source_name = str(config.source)
         self.source = make_source(config.source, self.options)
+        self._renderer_hold = hold(config.renderer, config.render_size)
 
     def image_space(self) -> spaces.Box:
         """``Box(0, 255, (H, W, 3), uint8)`` of ``render_size = (W, H)``."""
@@ -94,12 +96,14 @@ class TVREnvBase(gym.Env):
         return np.concatenate([pair[0], gap, pair[1]], axis=1)
 
     def close(self) -> None:
-        """Release this process's shared renderers (the GL context too); any later render makes new ones.
+        """Let go of this environment's renderer; the last environment of the process to let go of a renderer
+        closes it (:mod:`tvr_gym.render.pool`). Calling it again does nothing.
 
-        Renderers are shared by every environment of a process (:func:`tvr_gym.render.cache.shared_renderer`),
-        so another open environment pays one renderer start-up on its next render, and nothing else.
+        Renderers are shared by the environments of a process, so closing one environment never slows
+        another. The process's GL context stays, so ``gym.make_vec(..., vectorization_mode="async")`` can
+        fork after an environment was closed; :func:`tvr_gym.render.pool.release_renderers` frees it too.
         """
-        release_renderers()
+        self._renderer_hold.release()
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The two images ``render()`` shows, or ``None`` before the first reset."""

@@ -8,11 +8,12 @@ the end with the one scorer (:func:`tvr_gym.core.reward.score_answer`). :class:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item
+from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item, read_turn
 from tvr_gym.core.reward import score_answer
 from tvr_gym.core.scene import State
 from tvr_gym.core.trance import Problem
@@ -87,7 +88,8 @@ class Board:
 
     def saved(self) -> dict[str, Any]:
         """The episode as plain data (:meth:`replayed` restores it)."""
-        return {"key": self.key, "applied": [format_item(s) for s in self.applied], "turns": self.turns, "done": self.done}
+        applied = [format_item(s) for s in self.applied]
+        return {"key": self.key, "applied": applied, "turns": self.turns, "done": self.done}
 
     def end(self, terminal_fn: Callable | None) -> dict[str, Any]:
         """The last turn's additions: the terminal reward of the applied sequence, its terms, TVR's metrics of it
@@ -111,9 +113,52 @@ class Board:
         }
 
 
+SAVED_FIELDS = ("key", "applied", "turns", "done")
+"""The fields of a saved episode (:meth:`Board.saved`)."""
+
+
+def read_saved(state: str | bytes | Mapping[str, Any]) -> tuple[dict, list[tuple], int, bool]:
+    """A saved episode's (key, steps, turns, done), checked: ``ValueError`` says what is wrong with it.
+
+    ``key`` is required; ``applied`` (default none) is a list of transformations, each read as one step;
+    ``turns`` (default: one per applied step) is an int no smaller than the applied steps; ``done``
+    (default false) is a bool. Any other field is refused.
+    """
+    if isinstance(state, (str, bytes, bytearray)):
+        try:
+            data = json.loads(state)
+        except ValueError as exc:
+            raise ValueError(f"state: not JSON ({exc})") from None
+    else:
+        data = state
+    if not isinstance(data, Mapping):
+        raise ValueError(f"state: expected an object with {', '.join(SAVED_FIELDS)}, got {type(data).__name__}")
+    unknown = sorted(map(str, set(data) - set(SAVED_FIELDS)))
+    if unknown:
+        raise ValueError(f"state: unknown field(s) {', '.join(unknown)}; valid: {', '.join(SAVED_FIELDS)}")
+    if not isinstance(data.get("key"), Mapping):
+        raise ValueError(f"state.key: expected the problem's key (an object), got {data.get('key')!r:.80}")
+    applied = data.get("applied", [])
+    if not isinstance(applied, list):
+        raise ValueError(f"state.applied: expected a list of transformations, got {type(applied).__name__}")
+    steps = []
+    for i, item in enumerate(applied):
+        turn = read_turn(item) if isinstance(item, str) else Turn("unreadable", None, ("not a string",))
+        if turn.kind != "step":
+            raise ValueError(f"state.applied[{i}]: {item!r:.80} is not one transformation ({'; '.join(turn.errors)})")
+        steps.append(turn.step)
+    turns = data.get("turns", len(steps))
+    if isinstance(turns, bool) or not isinstance(turns, int) or turns < len(steps):
+        raise ValueError(f"state.turns: expected an int >= {len(steps)} (one turn per applied step), got {turns!r}")
+    done = data.get("done", False)
+    if not isinstance(done, bool):
+        raise ValueError(f"state.done: expected true or false, got {done!r}")
+    return dict(data["key"]), steps, turns, done
+
+
 def wrong_objects(state: State, target: State) -> frozenset[int]:
     """Objects whose entries differ from the target's (TVR's equality)."""
     return frozenset(i for i, _ in changed_entries(state, target))
 
 
-__all__ = ["Board", "Outcome", "wrong_objects"]
+__all__ = ["SAVED_FIELDS", "Board", "Outcome", "read_saved", "wrong_objects"]

@@ -10,22 +10,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item, parse_answer, read_turn
+from tvr_gym.core.answer import DONE, format_answer, read_turn
 from tvr_gym.core.options import EnvConfig, check_choice, check_int
 from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
-from tvr_gym.core.reward import REWARD_NAMES, get_reward, score_answer
+from tvr_gym.core.reward import REWARD_NAMES, get_reward
 from tvr_gym.core.scene import State
 from tvr_gym.core.trance import Problem
-from tvr_gym.core.transform import changed_entries, state_distance, try_apply
 from tvr_gym.envs.base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
+from tvr_gym.envs.board import Board, Outcome, read_saved
 from tvr_gym.render.cache import render_view
 
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
@@ -36,15 +35,6 @@ DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
 DEFAULT_SLACK = 3
 """Turns allowed beyond the true number of steps plus ``done``."""
 FEEDBACK_MAX_LENGTH = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one turn did: its kind (``applied``, ``done``, ``illegal``, ``noop``, ``unreadable``) and the feedback."""
-
-    kind: str
-    feedback: str
-    step: tuple | None = None
 
 
 class TVRInteractive(TVREnvBase):
@@ -95,7 +85,7 @@ class TVRInteractive(TVREnvBase):
     ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir``, ``cache_size``: as for
     :class:`tvr_gym.envs.single_shot.TVRGym` (:class:`~tvr_gym.core.options.EnvConfig`); ``prompt_layout`` is
     ``tables`` only.
-    ``close()`` releases the process's shared renderers (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
+    ``close()`` lets go of the process's shared renderer (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
     """
 
     OWN_KEYWORDS = ("terminal_reward", "reward_weights", "costs", "max_turns", "slack")
@@ -148,12 +138,8 @@ class TVRInteractive(TVREnvBase):
             }
         )
         self.action_space = spaces.Text(ACTION_MAX_LENGTH, min_length=0, charset=ACTION_CHARSET)
-        self._key: dict | None = None
-        self._problem: Problem | None = None
-        self._current: State | None = None
-        self._applied: list[tuple] = []
-        self._turns = 0
-        self._done = True
+        self.board: Board | None = None
+        """The running episode's rules and state (``None`` before the first reset)."""
         self._feedback = ""
 
     # ------------------------------------------------------------------ episode
@@ -161,46 +147,46 @@ class TVRInteractive(TVREnvBase):
     @property
     def problem(self) -> Problem | None:
         """The episode's problem (``None`` before the first reset)."""
-        return self._problem
+        return None if self.board is None else self.board.problem
 
     @property
     def current(self) -> State | None:
         """The current state."""
-        return self._current
+        return None if self.board is None else self.board.current
 
     @property
     def turn_limit(self) -> int:
         """The turns this episode allows before it is truncated."""
-        assert self._problem is not None
-        return self.max_turns or len(self._problem.transformations) + 1 + self.slack
+        assert self.board is not None
+        return self.max_turns or len(self.board.problem.transformations) + 1 + self.slack
 
     def potential(self, state: State | None = None) -> float:
         """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
-        assert self._problem is not None
-        return -float(state_distance(self._current if state is None else state, self._problem.final))
+        assert self.board is not None
+        return self.board.potential(state)
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
         key, problem = self.source.draw(self.np_random, reset_index(options))
-        self._start(key, problem, [], 0)
+        self.board, self._feedback = Board(key, problem), ""
         return self._observation(), self._info()
 
     def step(self, action: Any):
-        if self._problem is None or self._done:
+        board = self.board
+        if board is None or board.done:
             raise RuntimeError("step() needs a running episode: call reset() first")
-        before = self.potential()
-        outcome = self._turn(read_turn(action))
-        self._turns += 1
-        progress = self.potential() - before
+        before = board.potential()
+        outcome = board.play(read_turn(action))
+        progress = board.potential() - before
         reward = progress - self.costs.get(outcome.kind, 0.0)
         terminated = outcome.kind == DONE
-        truncated = not terminated and self._turns >= self.turn_limit
-        self._feedback = _feedback_text(outcome, self._turns, self.turn_limit, truncated)
+        truncated = not terminated and board.turns >= self.turn_limit
+        self._feedback = _feedback_text(outcome, board.turns, self.turn_limit, truncated)
         info = self._info()
         info.update({"turn_reward": reward, "progress": progress, "outcome": outcome.kind})
         if terminated or truncated:
-            self._done = True
-            end = self._end()
+            board.done = True
+            end = board.end(self._terminal_fn)
             reward += end["terminal"]
             info.update(end)
         return self._observation(), float(reward), terminated, truncated, info
@@ -211,38 +197,44 @@ class TVRInteractive(TVREnvBase):
         For limits the environment does not know, such as a rollout's image budget
         (:class:`tvr_gym.core.chat.ImageBudget`): the episode still gets its terminal reward and metrics.
         """
-        if self._problem is None or self._done:
+        board = self.board
+        if board is None or board.done:
             raise RuntimeError("truncate() needs a running episode")
-        self._done = True
-        end = self._end()
+        board.done = True
+        end = board.end(self._terminal_fn)
         info = self._info()
         info.update({**end, "outcome": "truncated"})
         return end["terminal"], info
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
-        return None if self._problem is None else (self._target_image(), self._current_image())
+        return None if self.board is None else (self._target_image(), self._current_image())
 
     # ------------------------------------------------------------------ groups and state
 
     def get_state(self) -> str:
-        """The episode as JSON: the problem key, the steps applied so far and the turns taken."""
-        if self._problem is None:
+        """The episode as JSON: the problem key, the steps applied so far, the turns taken and whether it ended."""
+        if self.board is None:
             raise RuntimeError("get_state() needs an episode: call reset() first")
-        applied_steps = [format_item(s) for s in self._applied]
-        return json.dumps({"key": self._key, "applied": applied_steps, "turns": self._turns, "done": self._done})
+        return json.dumps(self.board.saved())
 
-    def set_state(self, state: str | Mapping[str, Any]) -> None:
-        """Restore an episode from :meth:`get_state` (same source and options)."""
-        data = json.loads(state) if isinstance(state, (str, bytes)) else dict(state)
-        problem = self.source.from_key(data["key"])
-        steps = parse_answer(", ".join(data.get("applied", []))).steps
-        self._start(data["key"], problem, steps, check_int("turns", data.get("turns", 0), 0))
-        self._done = bool(data.get("done", False))
+    def set_state(self, state: str | bytes | Mapping[str, Any]) -> None:
+        """Restore an episode from :meth:`get_state` (same source and options).
+
+        A state that is not one :meth:`get_state` could have written (malformed JSON, a missing or mistyped
+        field, an unreadable or unreplayable step, a problem key the source lacks) raises ``ValueError``
+        saying what is wrong, and leaves the environment as it was.
+        """
+        key, steps, turns, done = read_saved(state)
+        try:
+            problem = self.source.from_key(key)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"state: key {key!r} names no problem of this source ({exc})") from None
+        self.board, self._feedback = Board.replayed(key, problem, steps, turns, done), ""
 
     def spawn(self) -> TVRInteractive:
         """A new environment at this one's state (its own copy: stepping one leaves the other alone)."""
         twin = TVRInteractive(**self.config)
-        if self._problem is not None:
+        if self.board is not None:
             twin.set_state(self.get_state())
             twin._feedback = self._feedback
         return twin
@@ -252,78 +244,25 @@ class TVRInteractive(TVREnvBase):
 
     # ------------------------------------------------------------------ internals
 
-    def _start(self, key: dict, problem: Problem, steps: Sequence[tuple], turns: int) -> None:
-        self._key, self._problem = dict(key), problem
-        self._current, self._applied = problem.initial, []
-        for step in steps:
-            outcome = self._apply(step)
-            if outcome.kind != "applied":
-                raise ValueError(f"state: step {format_item(step)} cannot be replayed ({outcome.feedback})")
-        self._turns, self._done, self._feedback = turns, False, ""
-
-    def _turn(self, turn: Turn) -> Outcome:
-        if turn.kind == DONE:
-            return Outcome(DONE, "done")
-        if turn.kind != "step":
-            return Outcome("unreadable", "unreadable: " + "; ".join(turn.errors))
-        return self._apply(turn.step)
-
-    def _apply(self, step: tuple) -> Outcome:
-        assert self._current is not None
-        text = format_item(step)
-        result = try_apply(self._current, step)
-        if result.kind == "off_grid":
-            return Outcome("illegal", f"illegal: {text} moves object {step[0]} off the grid", step)
-        if result.kind == "overlap":
-            return Outcome("illegal", f"illegal: {text} would overlap object {result.hit}", step)
-        if result.kind == "noop":
-            return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
-        self._current = self._current.with_object(step[0], result.obj)
-        self._applied.append(step)
-        return Outcome("applied", f"applied {text}", step)
-
-    def _answer(self) -> str:
-        return format_answer(self._applied)
-
-    def _end(self) -> dict[str, Any]:
-        """The last turn's additions: the terminal reward of the applied sequence, its terms, TVR's metrics
-        of it and the interactive metrics. The applied steps are scored once, as steps (not re-read as text)."""
-        problem, current = self._problem, self._current
-        assert problem is not None and current is not None
-        scored = score_answer(canonical_parsed(self._applied), problem, self._terminal_fn)
-        wrong_start = _wrong_objects(problem.initial, problem.final)
-        wrong_end = _wrong_objects(current, problem.final)
-        fixed = len(wrong_start - wrong_end) / len(wrong_start) if wrong_start else 1.0
-        return {
-            "terminal": scored.total,
-            "terminal_terms": scored.terms,
-            "metrics": scored.metrics,
-            "interactive": {
-                "success": float(not wrong_end),
-                "misplaced": len(wrong_end) / max(len(wrong_start), 1),
-                "fixed_strict": 0.0 if wrong_end - wrong_start else fixed,
-                "turns": self._turns,
-                "applied": len(self._applied),
-            },
-        }
-
     def _info(self) -> dict[str, Any]:
-        assert self._problem is not None
+        board = self.board
+        assert board is not None
         return {
-            "turn": self._turns,
+            "turn": board.turns,
             "turn_limit": self.turn_limit,
-            "potential": self.potential(),
-            "applied": self._answer(),
-            "truth": format_answer(self._problem.transformations),
-            "key": dict(self._key or {}),
-            "final_view": self._problem.final_view or CENTRE,
+            "potential": board.potential(),
+            "applied": board.answer(),
+            "truth": format_answer(board.problem.transformations),
+            "key": dict(board.key),
+            "final_view": board.problem.final_view or CENTRE,
         }
 
     def _observation(self) -> dict[str, Any]:
-        assert self._problem is not None and self._current is not None
-        prompt = interactive_prompt(self._problem, self.obs_mode)
+        board = self.board
+        assert board is not None
+        prompt = interactive_prompt(board.problem, self.obs_mode)
         if self.obs_mode == "text":
-            prompt += "\n" + state_table(self._current, "Current objects")
+            prompt += "\n" + state_table(board.current, "Current objects")
         return {
             "target": self._target_image().copy(),
             "current": self._current_image().copy(),
@@ -332,15 +271,15 @@ class TVRInteractive(TVREnvBase):
         }
 
     def _target_image(self) -> np.ndarray:
-        p = self._problem
-        assert p is not None
+        assert self.board is not None
+        p = self.board.problem
         view = p.final_view or CENTRE
         return render_view(p.final, view, p.render_seed, self.renderer_name, self.render_size, self.cache)
 
     def _current_image(self) -> np.ndarray:
-        p = self._problem
-        assert p is not None and self._current is not None
-        return render_view(self._current, CENTRE, p.render_seed, self.renderer_name, self.render_size, self.cache)
+        assert self.board is not None
+        p, current = self.board.problem, self.board.current
+        return render_view(current, CENTRE, p.render_seed, self.renderer_name, self.render_size, self.cache)
 
 
 _EXECUTOR: ThreadPoolExecutor | None = None
@@ -386,11 +325,6 @@ class AsyncTVRInteractive:
 
     async def close(self) -> None:
         await self._run(self.env.close)
-
-
-def _wrong_objects(state: State, target: State) -> frozenset[int]:
-    """Objects whose entries differ from the target's (TVR's equality)."""
-    return frozenset(i for i, _ in changed_entries(state, target))
 
 
 def _check_costs(costs: Mapping[str, float] | None) -> dict[str, float]:

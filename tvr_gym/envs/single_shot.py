@@ -74,7 +74,7 @@ class TVRGym(TVREnvBase):
     pairing its initial and final values; :data:`tvr_gym.core.prompt.PROMPT_LAYOUTS`).
     Keywords are checked once, by :class:`tvr_gym.core.options.EnvConfig` (the ones every TVR environment
     shares) and :meth:`check_own`; an unknown one is a ``ValueError`` listing the valid ones. ``close()``
-    keeps the process's shared renderers (:meth:`close`).
+    lets go of the process's shared renderer (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
     """
 
     OWN_KEYWORDS = ("reward", "reward_weights")
@@ -150,16 +150,6 @@ class TVRGym(TVREnvBase):
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self._obs is None else (self._obs["initial"], self._obs["final"])
-
-    def close(self) -> None:
-        """Nothing to release: the process's renderers stay for the next environment (see the base's note).
-
-        A process that releases its GL context and then forks (``gym.make_vec(..., vectorization_mode=
-        "async")`` forks its workers) leaves the workers unable to make a context of their own: Mesa's
-        llvmpipe hangs in them. Workers forked while the context lives inherit it and render, so the
-        single-shot environments, which are the ones vectorized, keep it. ``tvr_gym.render.cache.release_renderers()``
-        frees it explicitly.
-        """
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

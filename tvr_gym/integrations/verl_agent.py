@@ -163,7 +163,7 @@ def env_executor() -> ThreadPoolExecutor:
     """This process's one environment thread (a new one after a fork): every reset, step and render runs there.
 
     The gl renderer's OpenGL context belongs to the thread that made it, and the renderers are shared
-    by every episode of the process (:func:`tvr_gym.render.cache.shared_renderer`), so one thread serves them
+    by every episode of the process (:func:`tvr_gym.render.pool.shared_renderer`), so one thread serves them
     all; episodes interleave at turn boundaries.
     """
     global _EXECUTOR, _EXECUTOR_PID
