@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import pickle
 
@@ -232,7 +233,7 @@ def test_set_state_and_spawn_restore_the_episode(seed, codes):
         assert other.current == env.current and other.problem == env.problem
         assert other.get_state() == state
         assert np.array_equal(other._observation()["current"], env._observation()["current"])
-    if not env._done:
+    if not env.board.done:
         _, r1, *_ = copy.step("done")
         assert env.get_state() == state  # the copy is its own episode
         _, r2, *_ = env.step("done")
@@ -305,6 +306,72 @@ def test_read_turn_reads_one_step_or_done_and_never_raises():
 # -- the chat contract ---------------------------------------------------------------------------------------
 
 
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda s: "{not json", "not JSON"),
+        (lambda s: [1, 2], "expected an object"),
+        (lambda s: {**s, "extra": 1}, "unknown field"),
+        (lambda s: {k: v for k, v in s.items() if k != "key"}, "state.key"),
+        (lambda s: {**s, "key": "index 3"}, "state.key"),
+        (lambda s: {**s, "applied": "0.color.red"}, "state.applied: expected a list"),
+        (lambda s: {**s, "applied": ["0.color.red", "nonsense words"]}, r"state.applied\[1\]"),
+        (lambda s: {**s, "applied": [7]}, r"state.applied\[0\]"),
+        (lambda s: {**s, "applied": ["0.color.red, 1.color.blue"]}, r"state.applied\[0\]"),
+        (lambda s: {**s, "done": "false"}, "state.done"),
+        (lambda s: {**s, "turns": "2"}, "state.turns"),
+        (lambda s: {**s, "turns": True}, "state.turns"),
+        (lambda s: {**s, "turns": -1}, "state.turns"),
+        (lambda s: {**s, "key": {"index": 10**9}}, "names no problem"),
+    ],
+)
+def test_set_state_refuses_a_damaged_state_and_keeps_the_episode(damage, message):
+    """A hand-made or damaged state is a ValueError saying what is wrong; the running episode is untouched."""
+    env = make(setting="event")
+    env.reset(seed=5)
+    saved = json.loads(env.get_state())
+    with pytest.raises(ValueError, match=message):
+        env.set_state(damage(saved))
+    assert json.loads(env.get_state()) == saved
+
+
+def test_set_state_reads_each_field_as_get_state_writes_it():
+    env = make(setting="event")
+    env.reset(seed=5)
+    step = format_item(env.problem.transformations[0])
+    env.set_state({"key": json.loads(env.get_state())["key"], "applied": [step.upper()]})
+    assert json.loads(env.get_state())["applied"] == [step]  # read as a step, written canonically
+    assert env.board.turns == 1 and not env.board.done  # defaults: one turn per applied step, not done
+    with pytest.raises(ValueError, match="state.turns: expected an int >= 1"):
+        env.set_state({**json.loads(env.get_state()), "turns": 0})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(field=st.sampled_from(["key", "applied", "turns", "done", "other"]), value=JSON)
+def test_any_damage_to_one_field_is_a_value_error_or_a_faithful_restore(field, value):
+    """Whatever one field holds, set_state restores exactly what it read, or raises ValueError and keeps
+    the episode (never a KeyError, TypeError or a silently dropped step)."""
+    env = make(setting="event")
+    env.reset(seed=5)
+    saved = json.loads(env.get_state())
+    damaged = {**saved, field: value}
+    try:
+        env.set_state(json.dumps(damaged))
+    except ValueError:
+        assert json.loads(env.get_state()) == saved
+        return
+    restored = json.loads(env.get_state())
+    assert len(restored["applied"]) == len(damaged.get("applied", [])) and restored["turns"] == damaged["turns"]
+    assert restored["done"] is damaged["done"]
+
 @settings(max_examples=examples(40), deadline=None)
 @given(turns=st.integers(0, 9), window=st.integers(0, 12), images=st.booleans())
 def test_every_image_block_has_its_image_in_order(turns, window, images):
@@ -351,24 +418,6 @@ def test_the_async_facade_steps_off_the_event_loop_with_the_same_results():
     assert obs_a["current"].dtype == np.uint8 and np.array_equal(obs_a["current"], obs_b["current"])
 
 
-def test_close_frees_the_gl_context_when_no_renderer_is_open():
-    pytest.importorskip("moderngl")
-    from tvr_gym.render import gl_available
-
-    if not gl_available():
-        pytest.skip("gl renderer needs an EGL context (Mesa: libegl1 libegl-mesa0 libgl1-mesa-dri)")
-    import tvr_gym.render.gl as gl
-
-    env = TVRInteractive(renderer="gl", render_size=(32, 24))
-    env.reset(seed=1)
-    assert gl._SHARED is not None
-    env.close()
-    assert gl._SHARED is None
-    obs, _ = env.reset(seed=1)  # a new context on demand
-    assert obs["current"].shape == (24, 32, 3)
-    env.close()
-
-
 # ---------------------------------------------------------------------------- command line
 
 
@@ -409,7 +458,7 @@ def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, mo
     """The terminal reward and the metrics share one judgement of the applied steps: no text is written
     and parsed back, and the sequence is simulated once."""
     import tvr_gym.core.metrics
-    import tvr_gym.envs.interactive
+    import tvr_gym.envs.board
 
     env = gym.make("TVR-Interactive-v0", setting="event", render_size=(32, 24), renderer="numpy",
                    terminal_reward=terminal)  # fmt: skip
@@ -429,7 +478,7 @@ def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, mo
 
     monkeypatch.setattr(tvr_gym.core.metrics, "simulate", counting)
     monkeypatch.setattr(tvr_gym.core.metrics, "parse_answer", refuse)
-    monkeypatch.setattr(tvr_gym.envs.interactive, "parse_answer", refuse)
+    monkeypatch.setattr(tvr_gym.envs.board, "read_turn", refuse)
     _, reward, terminated, _, info = env.step("done")
     assert terminated and info["interactive"]["success"] == 1.0 and info["metrics"]["acc"] == 1.0
     assert len(simulations) == 1
