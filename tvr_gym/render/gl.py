@@ -632,33 +632,26 @@ void main() {
 """
 )
 
-_SHADOW_VERTEX = """
+def _placed_vertex(view_projection: str) -> str:
+    """A vertex shader that scales, turns and moves a primitive, then projects it by ``view_projection``
+    (the shadow pass's light matrix, or the mask pass's camera matrix)."""
+    return f"""
 #version 330
-uniform mat4 u_light_vp;
+uniform mat4 {view_projection};
 uniform vec3 u_center;
 uniform float u_scale;
 uniform vec2 u_rot;
 in vec3 in_pos;
-void main() {
+void main() {{
     vec3 p = in_pos * u_scale;
     vec3 world = vec3(u_rot.x * p.x - u_rot.y * p.y, u_rot.y * p.x + u_rot.x * p.y, p.z) + u_center;
-    gl_Position = u_light_vp * vec4(world, 1.0);
-}
+    gl_Position = {view_projection} * vec4(world, 1.0);
+}}
 """
 
-_MASK_VERTEX = """
-#version 330
-uniform mat4 u_viewproj;
-uniform vec3 u_center;
-uniform float u_scale;
-uniform vec2 u_rot;
-in vec3 in_pos;
-void main() {
-    vec3 p = in_pos * u_scale;
-    vec3 world = vec3(u_rot.x * p.x - u_rot.y * p.y, u_rot.y * p.x + u_rot.x * p.y, p.z) + u_center;
-    gl_Position = u_viewproj * vec4(world, 1.0);
-}
-"""
+
+_SHADOW_VERTEX = _placed_vertex("u_light_vp")
+_MASK_VERTEX = _placed_vertex("u_viewproj")
 
 _MASK_FRAGMENT = """
 #version 330
