@@ -228,6 +228,26 @@ def _extra_info(info: Mapping[str, Any], image_cut: bool, length_cut: bool) -> d
     return out
 
 
+@dataclass
+class _Trajectory:
+    """What one rollout has built so far: the chat, the token sequence with its mask and log-probs, the
+    images in block order, the reward of each turn and where each model turn ends."""
+
+    messages: list[dict[str, Any]]
+    prompt_ids: list[int]
+    ids: list[int]
+    images: list[Any]
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    turn_scores: list[float] = field(default_factory=list)
+    turn_ends: list[int] = field(default_factory=list)
+    replies: int = 0
+    image_cut: bool = False
+    length_cut: bool = False
+    timing: dict[str, float] = field(default_factory=dict)
+    num_preempted: int | None = None
+
+
 # ---------------------------------------------------------------- the agent loop
 
 
@@ -275,11 +295,22 @@ class TVRInteractiveAgentLoop(AgentLoopBase):
         return message, list(images)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
-        spec = EpisodeSpec.from_row(kwargs)
-        messages = list(kwargs["raw_prompt"])
-        timing = {"generate_sequences": 0.0, "tool_calls": 0.0}
-        num_preempted: int | None = None
+        """Play the row's episode: model turn, environment turn, until the episode ends or is cut."""
+        env, trajectory = await self._begin(kwargs)
+        request_id = uuid4().hex
+        while True:
+            text = await self._model_turn(trajectory, sampling_params, request_id)
+            done, info = await self._environment_turn(env, trajectory, text)
+            if done:
+                break
+        self.messages = trajectory.messages
+        return await self._output(env, trajectory, info)
 
+    async def _begin(self, row: dict[str, Any]) -> tuple[Any, _Trajectory]:
+        """The row's episode started, its prompt checked against the environment's, and the prompt's tokens."""
+        spec = EpisodeSpec.from_row(row)
+        messages = list(row["raw_prompt"])
+        timing = {"generate_sequences": 0.0, "tool_calls": 0.0}
         tic = time.perf_counter()
         env, obs, _ = await _on_env_thread(spec.start)
         timing["tool_calls"] += time.perf_counter() - tic
@@ -292,88 +323,82 @@ class TVRInteractiveAgentLoop(AgentLoopBase):
         if len(images) != 2:
             raise ValueError(f"row {spec.index}: expected 2 images (target, current) in the prompt, got {len(images)}")
         self._assert_mm_supported(True)
-        prompt_ids = await self.ct_build_initial_tokens(messages, images=images)
+        prompt_ids = list(await self.ct_build_initial_tokens(messages, images=images))
+        return env, _Trajectory(messages, prompt_ids, list(prompt_ids), images, timing=timing)
 
-        ids = list(prompt_ids)
-        mask: list[int] = []
-        logprobs: list[float] | None = None
-        turn_scores: list[float] = []
-        turn_ends: list[int] = []
-        replies = 0
-        request_id = uuid4().hex
-        image_cut = length_cut = False
+    async def _model_turn(self, t: _Trajectory, sampling_params: dict[str, Any], request_id: str) -> str:
+        """One model turn: generate within the room left, merge its tokens (mask 1) and return its text."""
+        room = self.response_length - len(t.mask)
+        params = dict(sampling_params)
+        params["max_tokens"] = room if self.max_turn_tokens is None else min(room, self.max_turn_tokens)
+        tic = time.perf_counter()
+        out = await self.server_manager.generate(
+            request_id=request_id, prompt_ids=list(t.ids), sampling_params=params, image_data=list(t.images)
+        )
+        t.timing["generate_sequences"] += time.perf_counter() - tic
+        if t.num_preempted is None:  # as ToolAgentLoop: -1 when the server does not say
+            t.num_preempted = out.num_preempted if out.num_preempted is not None else -1
+        else:
+            t.num_preempted += out.num_preempted or 0
+        tokens = list(out.token_ids)
+        if out.log_probs and t.logprobs is None:
+            t.logprobs = [0.0] * len(t.mask)
+        served = list(out.log_probs) if t.logprobs is not None else None
+        merged, t.mask, t.logprobs = await self.ct_merge_assistant_token(
+            t.ids, tokens, t.mask, t.logprobs, assistant_logprobs=served
+        )
+        t.ids = merged.token_ids
+        t.turn_ends.append(len(t.mask))
+        text = await self.loop.run_in_executor(None, lambda: self.tokenizer.decode(tokens, skip_special_tokens=True))
+        t.messages.append({"role": "assistant", "content": text})
+        return text
 
-        while True:
-            room = self.response_length - len(mask)
-            params = dict(sampling_params)
-            params["max_tokens"] = room if self.max_turn_tokens is None else min(room, self.max_turn_tokens)
-            tic = time.perf_counter()
-            out = await self.server_manager.generate(
-                request_id=request_id, prompt_ids=list(ids), sampling_params=params, image_data=list(images)
+    async def _environment_turn(self, env: Any, t: _Trajectory, text: str) -> tuple[bool, dict[str, Any]]:
+        """Step the environment with ``text``; merge its reply (mask 0) when the image budget and the
+        response length leave room, else end the episode truncated. (whether it ended, the last info)"""
+        tic = time.perf_counter()
+        step = await _on_env_thread(_env_step, env, text)
+        t.timing["tool_calls"] += time.perf_counter() - tic
+        t.turn_scores.append(step.reward)
+        if step.done:
+            return True, step.info
+        if not self.budget.allows(t.replies + 1, window=t.replies + 1):  # the reply's image would not fit
+            t.image_cut = True
+        else:
+            reply, new_images = await self._reply(step.feedback, step.current)
+            merged, new_mask, new_logprobs = await self.ct_merge_context_msg(
+                t.messages, [*t.messages, reply], t.ids, t.mask, t.logprobs
             )
-            timing["generate_sequences"] += time.perf_counter() - tic
-            if num_preempted is None:  # as ToolAgentLoop: -1 when the server does not say
-                num_preempted = out.num_preempted if out.num_preempted is not None else -1
-            else:
-                num_preempted += out.num_preempted or 0
-            tokens = list(out.token_ids)
-            if out.log_probs and logprobs is None:
-                logprobs = [0.0] * len(mask)
-            merged, mask, logprobs = await self.ct_merge_assistant_token(
-                ids, tokens, mask, logprobs, assistant_logprobs=list(out.log_probs) if logprobs is not None else None
-            )
-            ids = merged.token_ids
-            turn_ends.append(len(mask))
-            text = await self.loop.run_in_executor(
-                None, lambda t=tokens: self.tokenizer.decode(t, skip_special_tokens=True)
-            )
-            messages.append({"role": "assistant", "content": text})
+            if len(new_mask) < self.response_length:
+                t.ids, t.mask, t.logprobs = merged.token_ids, new_mask, new_logprobs
+                t.replies += 1
+                t.images += new_images
+                t.messages.append(reply)
+                return False, step.info
+            t.length_cut = True  # no room for the reply and a turn after it (as ToolAgentLoop)
+        tic = time.perf_counter()
+        terminal, info = await _on_env_thread(_env_truncate, env)
+        t.timing["tool_calls"] += time.perf_counter() - tic
+        t.turn_scores[-1] += terminal
+        return True, info
 
-            tic = time.perf_counter()
-            step = await _on_env_thread(_env_step, env, text)
-            timing["tool_calls"] += time.perf_counter() - tic
-            turn_scores.append(step.reward)
-            info = step.info
-            if step.done:
-                break
-            if not self.budget.allows(replies + 1, window=replies + 1):  # the reply's image would not fit
-                image_cut = True
-            else:
-                reply, new_images = await self._reply(step.feedback, step.current)
-                merged, new_mask, new_logprobs = await self.ct_merge_context_msg(
-                    messages, [*messages, reply], ids, mask, logprobs
-                )
-                if len(new_mask) >= self.response_length:
-                    length_cut = True  # no room for the reply and a turn after it (as ToolAgentLoop)
-                else:
-                    ids, mask, logprobs = merged.token_ids, new_mask, new_logprobs
-                    replies += 1
-                    images += new_images
-                    messages.append(reply)
-                    continue
-            tic = time.perf_counter()
-            terminal, info = await _on_env_thread(_env_truncate, env)
-            timing["tool_calls"] += time.perf_counter() - tic
-            turn_scores[-1] += terminal
-            break
-
-        self.messages = messages
-        response_ids = ids[len(prompt_ids) :]
-        assert len(response_ids) == len(mask) <= self.response_length
+    async def _output(self, env: Any, t: _Trajectory, info: dict[str, Any]) -> AgentLoopOutput:
+        response_ids = t.ids[len(t.prompt_ids) :]
+        assert len(response_ids) == len(t.mask) <= self.response_length
         return AgentLoopOutput(
-            prompt_ids=list(prompt_ids),
+            prompt_ids=list(t.prompt_ids),
             response_ids=response_ids,
-            response_mask=mask,
-            response_logprobs=logprobs,
-            multi_modal_data={"images": images},
-            reward_score=float(sum(turn_scores)),
-            num_turns=len(messages),
-            metrics=AgentLoopMetrics(**timing, num_preempted=-1 if num_preempted is None else num_preempted),
+            response_mask=t.mask,
+            response_logprobs=t.logprobs,
+            multi_modal_data={"images": t.images},
+            reward_score=float(sum(t.turn_scores)),
+            num_turns=len(t.messages),
+            metrics=AgentLoopMetrics(**t.timing, num_preempted=-1 if t.num_preempted is None else t.num_preempted),
             extra_fields={
-                "turn_scores": turn_scores,
-                "turn_ends": turn_ends,
+                "turn_scores": t.turn_scores,
+                "turn_ends": t.turn_ends,
                 "tvr_state": await _on_env_thread(lambda: env.unwrapped.get_state()),
-                "reward_extra_info": _extra_info(info, image_cut, length_cut),
+                "reward_extra_info": _extra_info(info, t.image_cut, t.length_cut),
             },
         )
 
