@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,13 +20,16 @@ from hypothesis import strategies as st
 import tvr_gym  # noqa: F401  (registers the environments)
 from tvr_gym.agents.mllm.grpo import (
     EVAL_SEED_BASE,
+    MANIFEST,
     GRPOConfig,
     aggregate,
+    file_digests,
     group_advantages,
     grpo_loss,
     k3_kl,
     latest_checkpoint,
     train,
+    verify_checkpoint,
 )
 from tvr_gym.agents.mllm.policy import MLLMAgent
 
@@ -323,8 +328,148 @@ def test_a_second_signal_never_overwrites_an_exact_checkpoint(tiny_dir, tmp_path
     assert all(torch.equal(exact[k], ref[k]) for k in ref)  # still the weights after step 1
     assert (run / "partial-1" / "model.safetensors").is_file()
     assert not (run / "partial-1" / "trainer_state.json").exists()
+    assert _logged_steps(run) == [1]  # the finished steps' log is kept
     history = train(small_config(tiny_dir, run, steps=2, resume=True))
     assert [h["step"] for h in history] == [1, 2]
+
+
+def _logged_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+SIGNAL_DURING_A_SAVE = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_grpo  # registers TVRTest-FavourToken-v0
+from tvr_gym.agents.mllm import grpo
+
+real_replace_dir = grpo.replace_dir
+
+def replace_dir(tmp, target):  # {save} is written, not yet renamed into place: the signal lands mid-save
+    if Path(target).name == {save!r}:
+        os.kill(os.getpid(), {signum})
+    return real_replace_dir(tmp, target)
+
+grpo.replace_dir = replace_dir
+try:
+    grpo.train(test_grpo.small_config({tiny!r}, {out!r}, **{overrides!r}))
+except KeyboardInterrupt:
+    sys.exit(130)  # what `tvr-gym train grpo` returns
+"""
+
+
+def run_with_a_signal_during_a_save(tiny_dir, run: Path, save: str, signum: int, **overrides):
+    """Train in a subprocess (a default SIGTERM would end pytest itself) that receives ``signum`` while
+    OUT/``save`` is being written; the env's ``signals`` send the earlier ones. Returns the process."""
+    overrides["env_kwargs"] = {"signals": overrides.pop("signals", {}), "run": str(run)}
+    script = SIGNAL_DURING_A_SAVE.format(tests=str(Path(__file__).parent), save=save, signum=int(signum),
+                                         tiny=str(tiny_dir), out=str(run), overrides=overrides)  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "save_every,signum",
+    [(0, signal.SIGINT), (0, signal.SIGTERM), (1, signal.SIGINT)],
+    ids=["final-SIGINT", "final-SIGTERM", "periodic-SIGINT"],
+)
+def test_a_second_signal_during_a_checkpoint_waits_for_it(tiny_dir, tmp_path, save_every, signum):
+    """A signal stops the run after step 2; a second one while checkpoint-2 is written (after the loop, or
+    during a periodic save) no longer loses it: the save and the log finish, then the run exits 130."""
+    run = tmp_path / "run"
+    done = run_with_a_signal_during_a_save(tiny_dir, run, "checkpoint-2", signum, steps=5, save_every=save_every,
+                                           signals={9: int(signal.SIGINT)})  # fmt: skip
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert latest_checkpoint(run) == run / "checkpoint-2"
+    verify_checkpoint(run / "checkpoint-2")
+    assert _logged_steps(run) == [1, 2]
+    assert not list(run.glob("partial-*")) and not list(run.glob(".tmp-*")) and not (run / "final").exists()
+    said = [line for line in done.stderr.splitlines() if line.startswith("interrupted:")]
+    assert said == [f"interrupted: kept {run / 'checkpoint-2'} and log.jsonl; a signal during the save waited for it; "
+                    "continue with --resume"]  # fmt: skip
+    history = train(small_config(tiny_dir, run, steps=3, resume=True))
+    assert [h["step"] for h in history] == [1, 2, 3]
+
+
+def test_a_signal_during_the_final_save_of_a_finished_run_waits_for_it(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    done = run_with_a_signal_during_a_save(tiny_dir, run, "final", signal.SIGTERM, steps=2)
+    assert done.returncode == 130, done.stderr[-2000:]
+    verify_checkpoint(run / "checkpoint-2")
+    assert (run / "final" / MANIFEST).is_file() and _logged_steps(run) == [1, 2]
+    assert f"interrupted after the last step: kept {run / 'checkpoint-2'}, {run / 'final'} and log.jsonl" in done.stderr
+
+
+def test_a_third_signal_during_the_partial_save_waits_for_it(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    twice = {9: int(signal.SIGINT), 10: int(signal.SIGINT)}  # both in step 2: abort it
+    done = run_with_a_signal_during_a_save(tiny_dir, run, "partial-1", signal.SIGTERM, steps=5, save_every=1,
+                                           signals=twice)  # fmt: skip
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert (run / "partial-1" / "model.safetensors").is_file() and latest_checkpoint(run) == run / "checkpoint-1"
+    assert _logged_steps(run) == [1]
+    assert (f"aborted: weights in {run / 'partial-1'} (not resumable), log.jsonl up to step 1; "
+            f"--resume continues from {run / 'checkpoint-1'}") in done.stderr  # fmt: skip
+
+
+def _flip_a_byte(path: Path) -> bytes:
+    good = path.read_bytes()
+    middle = len(good) // 2
+    path.write_bytes(good[:middle] + bytes([good[middle] ^ 1]) + good[middle + 1 :])
+    return good
+
+
+def test_a_damaged_or_missing_checkpoint_file_is_refused_and_nothing_is_written(tiny_dir, tmp_path, capsys):
+    """A damaged RNG state used to be swallowed by accelerate (exit 0, and the next steps differ from an
+    exact resume): every file is now checked against the checkpoint's manifest before anything is built."""
+    from tvr_gym.apps.cli import main
+
+    run = tmp_path / "run"
+    train(small_config(tiny_dir, run, steps=2, save_every=1))
+    ckpt = run / "checkpoint-2"
+    rng = ckpt / "accelerate_state" / "random_states_0.pkl"
+    good = _flip_a_byte(rng)
+    damaged = file_digests(run)
+    with pytest.raises(ValueError, match=f"resume: {rng}: damaged .*nothing was changed; move checkpoint-2 aside"):
+        train(small_config(tiny_dir, run, steps=3, resume=True))
+    cli = ["train", "grpo", "--model", str(tiny_dir), "--env", "TVRTest-FavourToken-v0", "--out", str(run),
+           "--steps", "3", "--resume", "--device", "cpu", "--quiet"]  # fmt: skip
+    capsys.readouterr()
+    assert main(cli) == 2
+    assert f"{rng}: damaged" in capsys.readouterr().err
+    assert file_digests(run) == damaged  # nothing written or overwritten
+    rng.write_bytes(good)
+
+    for name in ("trainer_state.json", MANIFEST, "accelerate_state/optimizer.bin"):
+        (ckpt / name).rename(tmp_path / "aside")  # checkpoint-1 is intact, but never silently resumed from
+        with pytest.raises(ValueError, match=f"resume: {ckpt / name}: missing"):
+            train(small_config(tiny_dir, run, steps=3, resume=True))
+        (tmp_path / "aside").rename(ckpt / name)
+    (ckpt / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="extra.bin: not listed in manifest.json"):
+        train(small_config(tiny_dir, run, steps=3, resume=True))
+    (ckpt / "extra.bin").unlink()
+    history = train(small_config(tiny_dir, run, steps=3, resume=True))
+    assert [h["step"] for h in history] == [1, 2, 3]
+
+
+def _reseal(checkpoint: Path) -> None:
+    """Rewrite a checkpoint's manifest to match its files, as one whose files were changed together with it."""
+    (checkpoint / MANIFEST).write_text(json.dumps({"sha256": file_digests(checkpoint)}))
+
+
+def test_rng_states_accelerate_could_not_restore_are_refused(tiny_dir, tmp_path):
+    """accelerate.load_state swallows a failed RNG restore; even with a matching manifest the resume refuses."""
+    run = tmp_path / "run"
+    train(small_config(tiny_dir, run, steps=2))
+    rng = run / "checkpoint-2" / "accelerate_state" / "random_states_0.pkl"
+    torch.save({"step": 2}, rng)  # a readable file that holds no RNG state
+    _reseal(run / "checkpoint-2")
+    before = file_digests(run)
+    with pytest.raises(ValueError, match=f"resume: {rng}: the RNG states were not restored .*KeyError"):
+        train(small_config(tiny_dir, run, steps=3, resume=True))
+    assert file_digests(run) == before
 
 
 def test_resume_needs_a_checkpoint_and_bad_arguments_build_nothing(tiny_dir, tmp_path):
@@ -384,7 +529,10 @@ def test_checkpoints_load_without_pickle_and_a_crafted_pickle_runs_nothing(tiny_
 
     for f in binaries:
         f.write_bytes(pickle.dumps({"python": Exploit()}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(ValueError, match="optimizer.bin: damaged"):  # the manifest sees the change first
+        train(small_config(tiny_dir, run, steps=2, resume=True))
+    _reseal(run / "checkpoint-1")  # changed together with its manifest: torch.load(weights_only=True) refuses it
+    with pytest.raises(ValueError, match="refused by torch.load.weights_only=True.: Weights only load failed"):
         train(small_config(tiny_dir, run, steps=2, resume=True))
     assert not marker.exists()
 

@@ -20,6 +20,7 @@ sketch (its named steps on the right):
         log to TensorBoard                                                        step_record(), log_step()
         checkpoint, evaluate on held-out seeds                                    held_out_eval()
     save the last step as an exact checkpoint, and the model as OUT/final         finish()
+    (a signal stops after the step, a second aborts it; none interrupts a save)   GracefulStop, abort()
 
 Rewards come only from the gymnasium interface, so every registered TVR id trains the same way.
 Device placement, gradient synchronisation and multi-GPU runs are handled by ``accelerate``.
@@ -29,11 +30,14 @@ See ``docs/mllm-grpo.md``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import pickle
 import random
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -230,21 +234,60 @@ def grpo_loss(
 
 
 # ====================================================================== checkpoints
+# What is pickle and what is not. The weights (model.safetensors, also in accelerate_state/) are safetensors;
+# trainer_state.json, tvr_policy.json, manifest.json, the config and the processor's files are JSON or text.
+# Only accelerate_state/optimizer.bin and random_states_RANK.pkl are torch.save pickles; accelerate loads them
+# with torch.load(weights_only=True), an unpickler that builds tensors, numbers, strings, containers and numpy
+# arrays and refuses every other global, so a checkpoint someone hands you cannot run code when resumed.
+# The manifest guards against damage, not against tampering: whoever can change a file can change it too.
 TRAINER_STATE = "trainer_state.json"
 """Step, skipped updates, the episode-seed stream, the log and the config: plain JSON."""
 ACCELERATE_STATE = "accelerate_state"
-"""``accelerator.save_state``: optimizer, weights and every process's RNG, whole under ZeRO-3 and FSDP.
-It loads with ``torch.load(weights_only=True)``, so a handed-over checkpoint cannot run code."""
+"""``accelerator.save_state``: optimizer, weights and every process's RNG, whole under ZeRO-3 and FSDP."""
+MANIFEST = "manifest.json"
+"""The sha256 of every other file of a checkpoint, written last; ``--resume`` checks them all before loading."""
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    """The highest-step exact ``checkpoint-STEP`` directory (one ``--resume`` can continue from), if any."""
-    found = []
-    for path in out.glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if suffix.isdigit() and (path / TRAINER_STATE).is_file() and (path / ACCELERATE_STATE).is_dir():
-            found.append((int(suffix), path))
-    return max(found)[1] if found else None
+    """The highest-step ``checkpoint-STEP`` directory, if any. Only complete checkpoints are renamed into place,
+    so a later one that fails :func:`verify_checkpoint` is damaged: it is never silently passed over."""
+    steps = [p.name.removeprefix("checkpoint-") for p in out.glob("checkpoint-*") if p.is_dir()]
+    found = [int(step) for step in steps if step.isdigit()]
+    return out / f"checkpoint-{max(found)}" if found else None
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under ``folder`` but its manifest, by path relative to ``folder``."""
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name != MANIFEST:
+            with path.open("rb") as fh:
+                digests[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return digests
+
+
+def verify_checkpoint(checkpoint: Path) -> None:
+    """Refuse a checkpoint that is not exactly as saved: every file its manifest lists must be there with the
+    same sha256, and no other. Raises a ``ValueError`` naming the first file that differs."""
+    manifest = checkpoint / MANIFEST
+    fix = f"nothing was changed; move {checkpoint.name} aside to resume from an earlier checkpoint"
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
+        expected = {str(name): str(digest) for name, digest in expected.items()}
+    except FileNotFoundError:
+        raise ValueError(f"resume: {manifest}: missing, so this checkpoint cannot be verified; {fix}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"resume: {manifest}: unreadable ({type(exc).__name__}: {exc}); {fix}") from None
+    present = {p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()} - {MANIFEST}
+    missing, unlisted = sorted(expected.keys() - present), sorted(present - expected.keys())
+    if missing:
+        raise ValueError(f"resume: {checkpoint / missing[0]}: missing (listed in {MANIFEST}); {fix}")
+    if unlisted:
+        raise ValueError(f"resume: {checkpoint / unlisted[0]}: not listed in {MANIFEST}; {fix}")
+    damaged = [name for name, digest in file_digests(checkpoint).items() if digest != expected[name]]
+    if damaged:
+        raise ValueError(f"resume: {checkpoint / damaged[0]}: damaged (its sha256 differs from {MANIFEST}); {fix}")
 
 
 def save_checkpoint(
@@ -254,7 +297,8 @@ def save_checkpoint(
     that ``tvr-gym eval --agent mllm:DIR`` reads and, with ``trainer_state``, everything ``--resume`` needs.
 
     Every process takes part (gathering sharded weights and optimizer state is collective). All goes
-    to a temporary directory beside ``target``, renamed into place once complete.
+    to a temporary directory beside ``target``, sealed with a manifest of sha256 digests and renamed into
+    place once complete. Formats: see the comment above (only the accelerate state is pickle, weights-only).
     """
     tmp = target.with_name(f".tmp-{target.name}")
     if accelerator.is_main_process:
@@ -273,6 +317,7 @@ def save_checkpoint(
         (tmp / POLICY_FILE).write_text(json.dumps(policy, indent=1) + "\n")
         if trainer_state is not None:
             (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps({"sha256": file_digests(tmp)}, indent=1) + "\n")
         replace_dir(tmp, target)
     accelerator.wait_for_everyone()
 
@@ -291,12 +336,38 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def resume(accelerator, checkpoint: Path, seed_stream: np.random.Generator) -> tuple[int, int, list]:
-    """Continue from an exact checkpoint: weights, optimizer and every process's RNG from accelerate's state;
-    the episode stream's position from the JSON, which also gives the (step, skipped updates, log) returned."""
-    accelerator.load_state(str(checkpoint / ACCELERATE_STATE))
+    """Continue from an exact checkpoint (verified by :func:`check_config`): weights, optimizer and every
+    process's RNG from accelerate's state (checked by :func:`check_rng_restored`); the episode stream's
+    position from the JSON, which also gives the (step, skipped updates, log) returned."""
+    from accelerate.utils import RNG_STATE_NAME
+
+    state_dir = checkpoint / ACCELERATE_STATE
+    try:
+        accelerator.load_state(str(state_dir))
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met something other than data
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"resume: {state_dir}: refused by torch.load(weights_only=True): {first}") from exc
+    check_rng_restored(state_dir / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl")
     state = load_trainer_state(checkpoint)
     seed_stream.bit_generator.state = state["seed_stream"]
     return state["step"], state["skipped"], state["history"]
+
+
+def check_rng_restored(path: Path) -> None:
+    """``accelerator.load_state`` swallows any error while it restores the RNG states, and a resume that
+    samples from fresh RNGs is not exact: fail unless Python's, numpy's and torch's CPU RNGs now equal ``path``'s."""
+    from accelerate.utils import load
+
+    try:
+        saved = load(path)  # weights_only=True, as accelerate loads it
+        restored = (random.getstate() == saved["random_state"]
+                    and all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), saved["numpy_random_seed"]))
+                    and torch.equal(torch.get_rng_state(), saved["torch_manual_seed"]))  # fmt: skip
+        reason = "" if restored else "they differ from the file"
+    except Exception as exc:  # noqa: BLE001 - any failure to read it back means the states were not restored
+        restored, reason = False, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if not restored:
+        raise ValueError(f"resume: {path}: the RNG states were not restored ({reason}); refusing an inexact resume")
 
 
 # ====================================================================== setup
@@ -334,7 +405,8 @@ def resolve_model_dir(cfg: GRPOConfig) -> Path:
 
 
 def check_config(cfg: GRPOConfig) -> Path | None:
-    """Everything that can be checked before a model or a directory is built; the checkpoint to resume."""
+    """Everything that can be checked before a model or a directory is built; the checkpoint to resume,
+    verified file by file (:func:`verify_checkpoint`)."""
     check_env_id(cfg.env)
     if cfg.model != "tiny":
         path = Path(cfg.model).expanduser()
@@ -347,6 +419,7 @@ def check_config(cfg: GRPOConfig) -> Path | None:
     if cfg.resume and resume_from is None:
         raise ValueError(f"resume: {out} holds no exact checkpoint-STEP to resume from; run without --resume")
     if resume_from is not None:
+        verify_checkpoint(resume_from)
         done = load_trainer_state(resume_from)["step"]
         if done >= cfg.steps:
             raise ValueError(f"resume: {resume_from.name} already reached step {done}; raise --steps to extend the run")
@@ -660,34 +733,76 @@ def held_out_eval(cfg: GRPOConfig, accelerator, agent: MLLMAgent, out: Path, rec
     accelerator.wait_for_everyone()
 
 
-def finish(accelerator, policy: Policy, out: Path, last: Path, writer, history, interrupted: bool) -> None:
-    """The end of a run whose last step is the exact checkpoint ``last``: the model as OUT/final (unless
-    interrupted), TensorBoard closed, the log as OUT/log.jsonl."""
-    if not interrupted:
-        policy.save(accelerator, out / "final")
+def close_log(accelerator, out: Path, writer, history: list[dict[str, float]]) -> None:
+    """TensorBoard closed and the log written as OUT/log.jsonl (atomically)."""
     if writer is not None:
         writer.close()
     if accelerator.is_main_process:
         atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        if interrupted:
-            print(f"interrupted: saved {last}; continue with --resume")
+
+
+def report(accelerator, line: str) -> None:
+    """One line to stderr from the main process: what an interrupted run kept and how to go on."""
+    if accelerator.is_main_process:
+        print(line, file=sys.stderr, flush=True)
+
+
+def finish(accelerator, policy: Policy, out: Path, last: Path, writer, history, stop: GracefulStop,
+           interrupted: bool) -> None:  # fmt: skip
+    """The end of a run whose last step is the exact checkpoint ``last``: the model as OUT/final (unless
+    ``interrupted``: a signal stopped the loop), the log; after any signal, one line saying what was kept."""
+    if not interrupted:
+        policy.save(accelerator, out / "final")
+    close_log(accelerator, out, writer, history)
+    waited = "; a signal during the save waited for it" if stop.deferred else ""
+    if interrupted:
+        report(accelerator, f"interrupted: kept {last} and log.jsonl{waited}; continue with --resume")
+    elif stop.requested:
+        report(accelerator, f"interrupted after the last step: kept {last}, {out / 'final'} and log.jsonl{waited}")
+
+
+def abort(accelerator, policy: Policy, out: Path, step: int, writer, history, stop: GracefulStop) -> None:
+    """A second signal mid-step: the step may be partly applied, so these weights go to OUT/partial-STEP,
+    never over an exact checkpoint; the log of the finished steps is kept."""
+    with stop.saving():
+        partial = policy.save(accelerator, out / f"partial-{step}")
+        close_log(accelerator, out, writer, history)
+    exact = latest_checkpoint(out)
+    then = f"--resume continues from {exact}" if exact else "no exact checkpoint yet: rerun without --resume"
+    report(accelerator, f"aborted: weights in {partial} (not resumable), log.jsonl up to step {step}; {then}")
 
 
 class GracefulStop:
     """SIGINT (Ctrl-C) and SIGTERM (sent by schedulers) ask to stop after the current step, which is then
-    saved as an exact checkpoint; a second signal aborts at once (``KeyboardInterrupt``). Handlers are
-    installed in the main thread only, and :meth:`close` restores the previous ones."""
+    saved as an exact checkpoint; a second signal aborts at once (one ``KeyboardInterrupt``, later ones are
+    ignored). No signal interrupts a save (:meth:`saving`): one that arrives during it only asks to stop
+    (``deferred``), and the save finishes first. Handlers are installed in the main thread only, and
+    :meth:`close` restores the previous ones."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.deferred = False
+        self._aborted = False
+        self._saving = 0
         in_main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
 
     def _on_signal(self, signum, frame) -> None:
-        if self.requested:
+        self.deferred = self.deferred or self._saving > 0
+        if self.requested and not self._saving and not self._aborted:
+            self._aborted = True
             raise KeyboardInterrupt
         self.requested = True
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Within this block a signal only asks to stop, so the save in it completes."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
 
     def close(self) -> None:
         for sig, handler in self._previous.items():
@@ -700,7 +815,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    # ---- every argument is checked, and the environments built, before anything is written
+    # ---- every argument (and a resume checkpoint, file by file) is checked, the environments built, before any write
     resume_from = check_config(cfg)
     envs = [gym.make(cfg.env, **cfg.env_options()) for _ in range(cfg.batch_size)]  # one per episode of a step
     accelerator = make_accelerator(cfg)
@@ -724,17 +839,19 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
         atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1, default=str) + "\n")
     exact = set() if resume_from is None else {step}  # the steps that have an exact checkpoint
 
+    stop = GracefulStop()  # until the last save: a signal stops after the step, a second aborts (never a save)
+
     def checkpoint(step: int) -> Path:
         """OUT/checkpoint-STEP with everything ``--resume`` needs, written once per step."""
         if step not in exact:
-            state = trainer_state(cfg, step, seed_stream, skipped, history)
-            policy.save(accelerator, out / f"checkpoint-{step}", state)
+            with stop.saving():
+                state = trainer_state(cfg, step, seed_stream, skipped, history)
+                policy.save(accelerator, out / f"checkpoint-{step}", state)
             exact.add(step)
         return out / f"checkpoint-{step}"
 
     bar = tqdm(total=None if cfg.max_minutes else cfg.steps, initial=step, desc="grpo",  # a budget: no ETA
                disable=cfg.quiet or not accelerator.is_main_process)  # fmt: skip
-    stop = GracefulStop()
     try:
         budget = cfg.max_minutes * 60 or math.inf  # training seconds (steps only, not evals or checkpoints)
         spent = sum(h["step_time"] for h in history)  # a resumed run counts its earlier steps
@@ -759,20 +876,18 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
                 checkpoint(step)
             if cfg.eval_every and cfg.eval_episodes and step % cfg.eval_every == 0:
                 held_out_eval(cfg, accelerator, policy.agent, out, record, writer)
-    except KeyboardInterrupt:
-        # A second signal mid-step: the step may be partly applied, so these weights are no exact checkpoint.
-        partial = policy.save(accelerator, out / f"partial-{step}")
-        if accelerator.is_main_process:
-            print(f"aborted: weights in {partial}; --resume continues from the last exact checkpoint")
+        # ---- the last step is always an exact checkpoint, so --resume can extend a finished run too
+        interrupted = stop.requested  # the loop ended on a signal: no OUT/final
+        with stop.saving():
+            finish(accelerator, policy, out, checkpoint(step), writer, history, stop, interrupted)
+    except KeyboardInterrupt:  # a second signal mid-step
+        abort(accelerator, policy, out, step, writer, history, stop)
         raise
     finally:
-        stop.close()
+        stop.close()  # only now: every save above is covered
         bar.close()
         for env in envs:
             env.close()
-
-    # ---- the last step is always an exact checkpoint, so --resume can extend a finished run too
-    finish(accelerator, policy, out, checkpoint(step), writer, history, stop.requested)
     if stop.requested:
         raise KeyboardInterrupt
     return history
