@@ -20,6 +20,7 @@ from tvr_gym.core.answer import format_answer, parse_answer
 from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt, initial_visible, interactive_prompt
 from tvr_gym.core.spec import SPEC
 from tvr_gym.core.trance import Problem, load_trance
+from tvr_gym.core.transform import Transformation
 from tvr_gym.envs.registration import ENV_IDS
 from tvr_gym.envs.single_shot import ACTION_CHARSET, TVRGym
 from tvr_gym.render.cache import load_image, shared_renderer
@@ -306,7 +307,8 @@ def test_the_compact_layout_shows_both_whole_states_and_nothing_more(problem):
             assert [row[a] for a in ("color", "material", "shape", "size")] == [
                 obj.color, obj.material, obj.shape, obj.size]  # fmt: skip
     # nothing more: the prompt is a function of the two states alone, whatever the transformations were
-    other = dataclasses.replace(problem, transformations=())
+    unrelated = Transformation(0, "color", "red", ("red",))  # a step that does not lead to the final state
+    other = dataclasses.replace(problem, transformations=(unrelated,) * len(problem.transformations))
     assert build_prompt(other, "text", "compact") == prompt
 
 

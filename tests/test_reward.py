@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
+import sys
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from tvr_gym.core.answer import format_answer, format_item, parse_answer
 from tvr_gym.core.metrics import episode_metrics
 from tvr_gym.core.reward import (
     ABLATIONS,
+    MAX_ITEMS,
+    REWARD_LIMIT,
     REWARDS,
     StarWeights,
     StateWeights,
@@ -22,10 +26,10 @@ from tvr_gym.core.reward import (
     star_reward,
     state_reward,
 )
-from tvr_gym.core.scene import SceneObject, State, overlaps
+from tvr_gym.core.scene import SceneObject, State, on_grid, overlaps
 from tvr_gym.core.spec import SPEC
-from tvr_gym.core.trance import Problem
-from tvr_gym.core.transform import PAIRS, Transformation, replay, simulate, state_distance
+from tvr_gym.core.trance import MAX_STEPS, Problem
+from tvr_gym.core.transform import PAIRS, Transformation, moved, replay, simulate, state_distance
 
 from props import examples, problems, random_state
 
@@ -493,3 +497,135 @@ def test_registry_and_errors():
             StarWeights(wrong=bad)
         with pytest.raises(ValueError, match="illegal must be a finite number >= 0"):
             StateWeights(illegal=bad)
+
+
+# ---------------------------------------------------------------- weights keep every reward finite
+
+_FLOAT_MAX = sys.float_info.max
+_WEIGHTS = {"star": (StarWeights, star_reward), "state": (StateWeights, state_reward)}
+
+
+def _adversarial_answers(problem: Problem) -> list[str]:
+    """Answers that make each weight count about as often as it can: the truth, nothing, the most items,
+    partial tiers on every true step, every entry changed wrongly, and the most off-grid moves."""
+    truth = _truth(problem)
+    items = MAX_ITEMS // 2  # "1," per item: the most items the capped answer region can hold
+    near_value, near_attr = [], []
+    for t in problem.transformations:
+        values = SPEC.moves if t.attr == "position" else SPEC.values[t.attr]
+        near_value.append((t.obj_idx, t.attr, next(v for v in values if v not in t.options)))
+        other = next(a for a in SPEC.values if a != t.attr)
+        near_attr.append((t.obj_idx, other, SPEC.values[other][0]))
+    wrong_entries = [
+        (k, attr, next(v for v in SPEC.values[attr] if v not in (obj.get(attr), problem.final[k].get(attr))))
+        for k, obj in enumerate(problem.initial) for attr in SPEC.values
+        if len({obj.get(attr), problem.final[k].get(attr)}) < len(SPEC.values[attr])
+    ]  # fmt: skip
+    off_grid = next(
+        (k, "position", m)
+        for k, obj in enumerate(problem.initial) for m in SPEC.moves if not on_grid(moved(obj.position, m))
+    )  # fmt: skip
+    return [
+        format_answer(truth, think="t"),
+        "",
+        "1," * items,
+        format_answer(near_value),
+        format_answer(near_attr),
+        format_answer(wrong_entries),
+        format_answer([off_grid] * (MAX_ITEMS // (len(format_item(off_grid)) + 2))),
+        format_answer(truth) + ", 1" * ((MAX_ITEMS - len(format_answer(truth))) // 3),
+    ]
+
+
+@pytest.fixture(scope="module")
+def longest_answers(trance_problems) -> list[tuple[Problem, list[str]]]:
+    return [(p, _adversarial_answers(p)) for p in trance_problems if p.n_steps == MAX_STEPS and any(
+        not on_grid(moved(o.position, m)) for o in p.initial for m in SPEC.moves
+    )][:5]  # fmt: skip
+
+
+def _draw_weights(data: st.DataObject, cls: type) -> dict[str, float]:
+    """Finite weights >= 0 of every magnitude: small or powers of ten up to 1e300, and perhaps one of any
+    size up to the largest float, or at (or just past) the limit over its count."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    usual = st.one_of(st.floats(0, 10), st.integers(-10, 300).map(lambda e: 10.0**e))
+    values = {name: data.draw(usual, label=name) for name in names}
+    big = data.draw(st.none() | st.sampled_from(names), label="big weight")
+    if big is not None:
+        edge = REWARD_LIMIT / cls.COUNTS[big]
+        values[big] = data.draw(
+            st.one_of(st.floats(0, _FLOAT_MAX), st.sampled_from([edge, math.nextafter(edge, math.inf)])), label=big
+        )
+    return values
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(kind=st.sampled_from(sorted(_WEIGHTS)), data=st.data())
+def test_accepted_weights_keep_every_reward_finite(longest_answers, kind, data):
+    """Any finite weights >= 0: refused exactly when sum(weight x count) passes REWARD_LIMIT, and when
+    accepted every reward, term and total stays finite and within that bound."""
+    cls, fn = _WEIGHTS[kind]
+    values = _draw_weights(data, cls)
+    over = sum(v * cls.COUNTS[k] for k, v in values.items()) > REWARD_LIMIT
+    event("refused" if over else "accepted")
+    if over:
+        with pytest.raises(ValueError, match=rf"{kind} weights: \w+=.* is too large"):
+            cls(**values)
+        return
+    weights = cls(**values)
+    problem, answers = data.draw(st.sampled_from(longest_answers), label="problem")
+    for answer in answers:
+        result = fn(answer, problem, weights)
+        assert all(math.isfinite(v) and abs(v) <= weights.bound() for v in result.terms.values())
+        assert math.isfinite(result.total) and abs(result.total) <= weights.bound()
+
+
+@pytest.fixture(scope="module")
+def counted_weights(longest_answers) -> list[tuple[str, str, float]]:
+    """(reward kind, weight, m) for every weight that an adversarial answer counts m >= 2 times in a term
+    (found with that weight 1 and the others 0); a weight counted once cannot overflow on its own."""
+    found = []
+    for kind, (cls, fn) in sorted(_WEIGHTS.items()):
+        zero = dict.fromkeys((f.name for f in dataclasses.fields(cls)), 0.0)
+        for key in zero:
+            unit = cls(**{**zero, key: 1.0})
+            m = max(
+                abs(v) for p, answers in longest_answers for a in answers for v in fn(a, p, unit).terms.values()
+            )
+            if m >= 2:
+                found.append((kind, key, m))
+    assert {key for _, key, _ in found} >= {"full", "wrong", "missing", "illegal", "unreadable", "attribute", "object"}
+    return found
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(data=st.data())
+def test_weights_that_overflow_a_reward_are_refused(counted_weights, data):
+    """A weight that some answer counts m times overflows that reward once weight x m does (the others 0,
+    the reward is exactly the weight times its unit-weight terms): such weights are refused, by name."""
+    kind, key, m = data.draw(st.sampled_from(counted_weights), label="weight")
+    cls = _WEIGHTS[kind][0]
+    value = data.draw(st.floats(_FLOAT_MAX / m, _FLOAT_MAX), label="value")
+    assume(math.isinf(value * m))
+    zero = dict.fromkeys((f.name for f in dataclasses.fields(cls)), 0.0)
+    with pytest.raises(ValueError, match=rf"^{kind} weights: {key}=.* is too large: a reward can count it"):
+        cls(**{**zero, key: value})
+
+
+def test_an_overflowing_weight_is_refused_by_name_everywhere(trance_problems):
+    """``reward_weights={"full": 1e308}`` used to give an infinite reward; large weights that keep it finite pass."""
+    import gymnasium as gym
+
+    problem = next(p for p in trance_problems if p.n_steps == MAX_STEPS)
+    with pytest.raises(ValueError, match=r"^star weights: full=1e\+308 is too large"):
+        StarWeights(full=1e308)
+    with pytest.raises(ValueError, match=rf"^star weights: wrong=1e\+305 is too large: .* it {MAX_ITEMS + MAX_STEPS} "):
+        get_reward("star", wrong=1e305)
+    with pytest.raises(ValueError, match=r"^state weights: full=1e\+306 is too large"):
+        StateWeights(full=1e306)
+    with pytest.raises(ValueError, match=r"^reward_weights: star weights: full=1e\+308"):
+        gym.make("tvr_gym:TVR-Basic-v0", reward_weights={"full": 1e308})
+    with pytest.raises(ValueError, match=r"^reward_weights: state weights: unreadable=1e\+305"):
+        gym.make("tvr_gym:TVR-Interactive-v0", reward_weights={"unreadable": 1e305})
+    big = star_reward(format_answer(problem.transformations), problem, StarWeights(full=1e307))
+    assert big.total == 1.0 + MAX_STEPS * 1e307

@@ -8,19 +8,24 @@ answer and always return a finite total equal to the sum of the terms.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
-from tvr_gym.core.answer import Parsed, Step
+from tvr_gym.core.answer import MAX_ANSWER_CHARS, Parsed, Step
 from tvr_gym.core.metrics import Judged, basic_scores, episode_metrics, judge
 from tvr_gym.core.options import is_number
-from tvr_gym.core.trance import Problem
+from tvr_gym.core.spec import SPEC
+from tvr_gym.core.trance import MAX_STEPS, Problem
 
 __all__ = [
     "ABLATIONS",
+    "MAX_ITEMS",
+    "REWARD_LIMIT",
     "REWARD_NAMES",
     "REWARDS",
     "RewardResult",
@@ -43,16 +48,56 @@ class RewardResult:
     terms: dict[str, float]
 
 
-def _check_weights(weights: Any, name: str) -> None:
-    """Every weight is a finite number >= 0: anything else would make rewards NaN, infinite or a TypeError."""
-    for key in weights.__dataclass_fields__:
-        value = getattr(weights, key)
-        if not is_number(value) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} weights: {key} must be a finite number >= 0, got {value!r}")
+MAX_ITEMS = MAX_ANSWER_CHARS
+"""The most items (steps and unreadable items) an answer can hold: each takes at least one character of
+the answer region, which the parser cuts to ``MAX_ANSWER_CHARS``."""
+MAX_ENTRIES = SPEC.n_objects * len(SPEC.attributes)
+"""The (object, attribute) entries of a state: the most the state reward can count right, wrong or missed."""
+REWARD_LIMIT = sys.float_info.max / 2
+"""The most a weights' bound (:meth:`_Weights.bound`) may be: half the largest float, so that no reward,
+term or intermediate value can overflow, whatever the rounding along the way."""
+
+
+class _Weights:
+    """What the weights classes share: their checks and the bound they put on a reward.
+
+    ``COUNTS[key]`` is the most times the reward can count weight ``key`` in any term or intermediate
+    value of its formulas, for any answer text and any problem (at most ``MAX_STEPS`` true steps, at most
+    :data:`MAX_ITEMS` items, :data:`MAX_ENTRIES` entries); so sum(weight x count), :meth:`bound`, is
+    at least the magnitude of every reward, term and intermediate value.
+    """
+
+    __slots__ = ()
+    NAME: ClassVar[str]
+    COUNTS: ClassVar[Mapping[str, int]]
+
+    def __post_init__(self) -> None:
+        """Every weight is a finite number >= 0 and :meth:`bound` is at most :data:`REWARD_LIMIT`."""
+        for key in self._keys():
+            value = getattr(self, key)
+            if not is_number(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{self.NAME} weights: {key} must be a finite number >= 0, got {value!r}")
+        bound = self.bound()
+        if bound <= REWARD_LIMIT:
+            return
+        key = max(self.COUNTS, key=lambda k: getattr(self, k) * self.COUNTS[k])
+        n = self.COUNTS[key]
+        raise ValueError(
+            f"{self.NAME} weights: {key}={getattr(self, key)!r} is too large: a reward can count it {n} "
+            f"time{'s' if n != 1 else ''}, and sum(weight x count) = {bound:.4g} is over {REWARD_LIMIT:.4g}, "
+            "where a reward could overflow"
+        )
+
+    def bound(self) -> float:
+        """sum(weight x ``COUNTS``): no reward, term or intermediate value of the kind exceeds it in magnitude."""
+        return sum(getattr(self, key) * self.COUNTS[key] for key in self._keys())
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
-class StarWeights:
+class StarWeights(_Weights):
     """STAR-R1's constants (the paper's values by default).
 
     A prediction matched to a true step scores ``full`` when object, attribute and value match (value in
@@ -60,6 +105,9 @@ class StarWeights:
     ``object`` (object only). Setting a tier to 0 removes it: an object+attribute match then falls to the
     object tier. ``wrong`` is charged per prediction that is not fully correct (unreadable items
     included); ``missing`` per true step beyond the number of predictions.
+
+    Each weight is a finite number >= 0, and :meth:`~_Weights.bound` at most :data:`REWARD_LIMIT`, else
+    ``ValueError`` names the weight that contributes most to the bound.
     """
 
     format: float = 1.0
@@ -69,8 +117,13 @@ class StarWeights:
     wrong: float = 1.0
     missing: float = 1.0
 
-    def __post_init__(self) -> None:
-        _check_weights(self, "star")
+    NAME: ClassVar[str] = "star"
+    COUNTS: ClassVar[Mapping[str, int]] = MappingProxyType({
+        "format": 1, "full": MAX_STEPS, "attribute": MAX_STEPS, "object": MAX_STEPS,
+        "wrong": MAX_ITEMS + MAX_STEPS, "missing": MAX_STEPS,
+    })  # fmt: skip
+    """The most times :func:`star_reward` counts each weight: a tier once per true step, ``wrong`` once per
+    item and once more per true step in the matching's gain (full + wrong), ``missing`` once per true step."""
 
 
 ABLATIONS: dict[str, StarWeights] = {
@@ -84,7 +137,7 @@ ABLATIONS: dict[str, StarWeights] = {
 
 
 @dataclass(frozen=True, slots=True)
-class StateWeights:
+class StateWeights(_Weights):
     """Constants of the state reward.
 
     ``full`` per true step is shared among the (object, attribute) entries that the truth changes: each
@@ -92,6 +145,9 @@ class StateWeights:
     the same maximum as the STAR reward). Each entry changed to a wrong value costs ``wrong``, each
     changed entry left untouched costs ``missing``, each illegal step (off-grid or overlap) ``illegal``
     and each unreadable item ``unreadable``.
+
+    Each weight is a finite number >= 0, and :meth:`~_Weights.bound` at most :data:`REWARD_LIMIT`, else
+    ``ValueError`` names the weight that contributes most to the bound.
     """
 
     format: float = 1.0
@@ -101,8 +157,14 @@ class StateWeights:
     illegal: float = 1.0
     unreadable: float = 1.0
 
-    def __post_init__(self) -> None:
-        _check_weights(self, "state")
+    NAME: ClassVar[str] = "state"
+    COUNTS: ClassVar[Mapping[str, int]] = MappingProxyType({
+        "format": 1, "full": MAX_STEPS * MAX_ENTRIES, "wrong": MAX_ENTRIES, "missing": MAX_ENTRIES,
+        "illegal": MAX_ITEMS, "unreadable": MAX_ITEMS,
+    })  # fmt: skip
+    """The most times :func:`state_reward` counts each weight: ``full`` x n_steps x right (the ``correct``
+    term's product before its division by the changed entries), ``wrong`` and ``missing`` once per entry,
+    ``illegal`` and ``unreadable`` once per item."""
 
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tvr_gym.core.reward import RewardFn, get_reward, score_answer
-from tvr_gym.core.trance import Problem
+from tvr_gym.core.trance import Problem, strict_json
 from tvr_gym.render.cache import LRU
 
 PROBLEM_CACHE = 65_536
@@ -24,7 +23,7 @@ def problem_from_json(ground_truth: str | Mapping[str, Any]) -> Problem:
     problem = _PROBLEMS.get(ground_truth)
     if problem is None:
         try:
-            problem = Problem.from_dict(json.loads(ground_truth))
+            problem = Problem.from_dict(strict_json(ground_truth))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"ground truth: not a TVR problem as JSON ({exc}); export rows hold one") from None
         _PROBLEMS.put(ground_truth, problem)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tvr_gym.core.options import EpisodeOptions, check_choice, check_int
-from tvr_gym.core.trance import DATA_FILE, Problem, parse_line, read_lines
+from tvr_gym.core.trance import DATA_FILE, Problem, parse_line, read_problems
 from tvr_gym.problems.generator import generate
 from tvr_gym.render.cache import LRU
 
@@ -64,10 +64,10 @@ class ProceduralSource:
 class TranceSource:
     """Problems served from a TRANCE-format directory (official or exported).
 
-    The whole file is read once through :func:`tvr_gym.core.trance.read_lines` (a broken line is reported
-    with its file and line number); only the byte offsets of the problems that fit the options are
-    kept, so a large dataset costs little memory. A problem without ``final_view`` gets one drawn from
-    the options' ``final_views``.
+    The whole file is read once through :func:`tvr_gym.core.trance.read_problems` (a broken line, or an
+    idx repeated, is reported with its file and line number); only the byte offsets of the problems that
+    fit the options are kept, so a large dataset costs little memory. A problem without ``final_view``
+    gets one drawn from the options' ``final_views``.
     """
 
     def __init__(self, path: str | os.PathLike[str], options: EpisodeOptions) -> None:
@@ -77,10 +77,7 @@ class TranceSource:
         self.root = root
         self.options = options
         data = root / DATA_FILE
-        self._offsets = [
-            offset for lineno, offset, text in read_lines(data)
-            if options.accepts(parse_line(text, f"{data}:{lineno}", root))
-        ]  # fmt: skip
+        self._offsets = [offset for _, offset, problem in read_problems(data, root) if options.accepts(problem)]
         if not self._offsets:
             raise ValueError(f"source: no problem in {root} fits {options}")
         self._memo: LRU[int, Problem] = LRU(MEMO_SIZE)
