@@ -1,10 +1,11 @@
 """Multi-turn episodes of ``TVR-Interactive-v0`` for chat policies: rollouts (greedy or sampled) and evaluation.
 
 A chat policy answers a batch of chats (:func:`tvr_gym.core.chat.interactive_messages`: messages and their
-images) with one turn each; the MLLM policy's ``act_chats`` and ``sample_chats`` are such policies. One
-rollout drives many episodes in lock step, one model call per turn for all running episodes; each
-turn is kept as a training sample (the chat the model saw and its completion), so a trainer scores
-only model tokens. See ``docs/interactive.md``.
+images) with one turn each; the MLLM policy's ``act_chats`` and
+:func:`~tvr_gym.agents.mllm.sampling.sample_chats` are such policies. One rollout drives many episodes
+in lock step, one model call per turn for all running episodes; each turn is kept as a training sample
+(the chat the model saw and its completion), so a trainer scores only model tokens.
+See ``docs/interactive.md``.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def play(
 ) -> list[Episode]:
     """Run every episode to its end, one policy call per turn for all running episodes.
 
-    ``policy(chats)`` returns the turns' texts, or a :class:`~tvr_gym.agents.mllm.policy.Samples`
+    ``policy(chats)`` returns the turns' texts, or a :class:`~tvr_gym.agents.mllm.sampling.Samples`
     (whose token ids are kept for training). Before a turn whose reply would not fit ``budget``, an
     episode is truncated (:meth:`~tvr_gym.envs.interactive.TVRInteractive.truncate`), with its terminal reward.
     """

@@ -32,6 +32,7 @@ from tvr_gym.agents.mllm.grpo import (
     verify_checkpoint,
 )
 from tvr_gym.agents.mllm.policy import MLLMAgent
+from tvr_gym.agents.mllm.sampling import sample, token_logprobs
 
 from props import examples
 
@@ -234,14 +235,14 @@ def test_one_grpo_step_changes_the_weights_and_lowers_the_loss_on_a_fixed_batch(
     agent.use_images = False
     obs = [env.reset(seed=s)[0] for s in range(2)]
     torch.manual_seed(0)
-    samples = agent.sample(obs, G=4)
+    samples = sample(agent, obs, G=4)
     rewards = torch.tensor([0.0, 1.0, 2.0, 0.5, 3.0, 0.0, 1.0, 1.0])
     adv = group_advantages(rewards, 4)
     optimizer = torch.optim.AdamW(agent.model.parameters(), lr=1e-2)
     before = state_dict_copy(agent.model)
 
     def loss_now():
-        logp = agent.token_logprobs(samples.inputs, samples.completion_ids, samples.completion_mask)
+        logp = token_logprobs(agent, samples.inputs, samples.completion_ids, samples.completion_mask)
         return grpo_loss(logp, samples.logprobs, adv, samples.completion_mask, clip=10.0)[0]
 
     agent.model.train()

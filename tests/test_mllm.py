@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import tvr_gym  # noqa: F401  (registers the environments)
 from tvr_gym.agents.mllm.policy import MLLMAgent, vision_token_ids
+from tvr_gym.agents.mllm.sampling import sample, token_logprobs
 from tvr_gym.agents.mllm.tiny import VISION_TOKENS
 from tvr_gym.core.answer import format_answer, parse_answer
 from tvr_gym.core.prompt import build_prompt
@@ -97,7 +98,7 @@ def test_sampling_never_emits_vision_tokens_even_when_the_model_prefers_them(age
         raw = agent.model.generate(**inputs, max_new_tokens=6, do_sample=True, pad_token_id=agent.pad_id)
         assert torch.isin(raw[:, inputs["input_ids"].shape[1] :], vision).any()  # the hazard is real
         torch.manual_seed(0)
-        samples = agent.sample([_obs(rng), _obs(rng)], G=4, temperature=1.5, max_new_tokens=8)
+        samples = sample(agent, [_obs(rng), _obs(rng)], G=4, temperature=1.5, max_new_tokens=8)
         assert not torch.isin(samples.completion_ids, vision).any()
         assert torch.isfinite(samples.logprobs).all()
     finally:
@@ -107,13 +108,13 @@ def test_sampling_never_emits_vision_tokens_even_when_the_model_prefers_them(age
 def test_sample_shapes_logprobs_and_masks(agent):
     rng = np.random.default_rng(1)
     torch.manual_seed(1)
-    samples = agent.sample([_obs(rng), _obs(rng, "object red")], G=3, temperature=1.0, max_new_tokens=10)
+    samples = sample(agent, [_obs(rng), _obs(rng, "object red")], G=3, temperature=1.0, max_new_tokens=10)
     assert samples.completion_ids.shape[0] == 6 and samples.completion_ids.shape[1] <= 10
     assert len(samples.texts) == 6 and all(isinstance(t, str) for t in samples.texts)
     assert (samples.logprobs <= 0).all()
     assert (samples.logprobs[samples.completion_mask == 0] == 0).all()
     # log-probs under the sampling policy equal a fresh scoring pass of the same tokens
-    again = agent.token_logprobs(samples.inputs, samples.completion_ids, samples.completion_mask)
+    again = token_logprobs(agent, samples.inputs, samples.completion_ids, samples.completion_mask)
     torch.testing.assert_close(again, samples.logprobs, atol=1e-5, rtol=0)
     # a group of G rows shares its prompt
     ids = samples.inputs["input_ids"]
@@ -166,7 +167,7 @@ def test_bad_inputs_get_clear_errors(agent, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         MLLMAgent.from_pretrained(tmp_path, dtype="float8")
     with pytest.raises(ValueError, match="G"):
-        agent.sample([_obs(np.random.default_rng(0))], G=0)
+        sample(agent, [_obs(np.random.default_rng(0))], G=0)
     with pytest.raises(ValueError, match="obs image"):
         agent.act({"initial": np.zeros((4, 4), np.float32), "final": np.zeros((4, 4, 3), np.uint8), "prompt": "x"})
 
@@ -238,7 +239,7 @@ def test_warmup_teaches_the_answer_format_but_not_the_task(warm_dir):
     observations = [env.reset(seed=s)[0] for s in seeds]
     greedy = warm.act_batch(observations)
     torch.manual_seed(0)
-    sampled = warm.sample(observations, G=2, max_new_tokens=16, with_logprobs=False).texts
+    sampled = sample(warm, observations, G=2, max_new_tokens=16, with_logprobs=False).texts
     assert np.mean([_readable(t) for t in greedy]) >= 0.75
     assert np.mean([_readable(t) for t in sampled]) > 0.5
     # the targets were random items: accuracy stays at the random agent's (chance) level

@@ -11,7 +11,7 @@ __all__ = ["GRPOConfig", "MLLMAgent", "Samples", "make_tiny_model", "train", "wa
 
 _WHERE = {
     "MLLMAgent": "tvr_gym.agents.mllm.policy",
-    "Samples": "tvr_gym.agents.mllm.policy",
+    "Samples": "tvr_gym.agents.mllm.sampling",
     "make_tiny_model": "tvr_gym.agents.mllm.tiny",
     "GRPOConfig": "tvr_gym.agents.mllm.grpo",
     "train": "tvr_gym.agents.mllm.grpo",

@@ -52,6 +52,7 @@ import torch
 from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.agents.interactive import Episode, evaluate_interactive, play, start
 from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent, resolve_dtype
+from tvr_gym.agents.mllm.sampling import sample, sample_chats, token_logprobs
 from tvr_gym.agents.mllm.tiny import build_tiny_base
 from tvr_gym.core.atomic import atomic_write_text, replace_dir
 from tvr_gym.core.chat import DEFAULT_WINDOW, ImageBudget, image_tokens
@@ -513,7 +514,7 @@ def interactive_rollouts(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> tupl
         episodes += [start(copy, obs, use_images) for copy in group]
 
     def policy(chats):
-        return agent.sample_chats(chats, cfg.temperature, cfg.top_p)
+        return sample_chats(agent, chats, cfg.temperature, cfg.top_p)
 
     play(episodes, policy, use_images, cfg.window, cfg.budget())
     chats = [chat for e in episodes for chat in e.chats]
@@ -527,7 +528,7 @@ class Rollout:
     one), its reward, TVR Acc, reward terms and the samples it spans (its turns; 1 when single-turn)."""
 
     batch: Any
-    """Single-turn :class:`~tvr_gym.agents.mllm.policy.Samples`, or the episodes' :class:`TurnSamples`."""
+    """Single-turn :class:`~tvr_gym.agents.mllm.sampling.Samples`, or the episodes' :class:`TurnSamples`."""
     rewards: torch.Tensor
     accs: list[float]
     terms: dict[str, list[float]]
@@ -552,7 +553,7 @@ def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
         lengths = torch.tensor([len(c) for c in batch.completions], dtype=torch.float)
         return Rollout(batch, torch.tensor([e.total for e in episodes]), accs, terms, turns, lengths)
     observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
-    batch = agent.sample(observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
+    batch = sample(agent, observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
     rewards, terms, accs = [], defaultdict(list), []
     for i, env in enumerate(envs):
         group_rewards, group_terms, group_accs = score_group(env, batch.texts[i * G : (i + 1) * G])
@@ -608,7 +609,7 @@ def reference_logprobs(cfg: GRPOConfig, agent: MLLMAgent, batch, ref_model) -> l
     with torch.no_grad(), agent.model.disable_adapter() if cfg.lora else contextlib.nullcontext():
         for rows in _chunks(len(batch), cfg.grad_accum):
             inputs, ids, mask = batch_rows(batch, rows, agent)
-            out.append(agent.token_logprobs(inputs, ids, mask, cfg.temperature, model=ref_model))
+            out.append(token_logprobs(agent, inputs, ids, mask, cfg.temperature, model=ref_model))
     return out
 
 
@@ -629,7 +630,7 @@ def update(cfg: GRPOConfig, accelerator, model, optimizer, params, agent: MLLMAg
             inputs, ids, mask = batch_rows(batch, rows, agent)
             last = c == len(chunks) - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                logp = agent.token_logprobs(inputs, ids, mask, cfg.temperature, model=model)
+                logp = token_logprobs(agent, inputs, ids, mask, cfg.temperature, model=model)
                 if inner == 0:
                     old_logp[c] = logp.detach()
                 loss, loss_stats = grpo_loss(

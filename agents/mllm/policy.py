@@ -2,7 +2,8 @@
 
 The observation (initial image, final image, prompt) becomes one user turn of the processor's chat
 template. Generation never emits the processor's vision special tokens: they are banned, and the
-log-probabilities used for training mask them the same way, so sampling and scoring agree.
+log-probabilities used for training (:mod:`tvr_gym.agents.mllm.sampling`) mask them the same way, so
+sampling and scoring agree. This module is inference: loading, encoding and greedy answers.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,29 +36,6 @@ VISION_TOKEN_NAMES = (
 )
 POLICY_FILE = "tvr_policy.json"
 """Written beside a trained checkpoint: how the policy reads observations (``use_images``, ...)."""
-
-
-@dataclass
-class Samples:
-    """G completions per observation, flattened observation-major (row ``i*G + g``)."""
-
-    inputs: dict[str, torch.Tensor]
-    """Processor output for the prompts (left padded), one row per completion."""
-    completion_ids: torch.Tensor
-    """(N, T) sampled token ids, right padded with the pad id."""
-    completion_mask: torch.Tensor
-    """(N, T) 1 for tokens up to and including the first end-of-turn token."""
-    logprobs: torch.Tensor | None
-    """(N, T) per-token log-probabilities under the sampling policy (zero where masked)."""
-    texts: list[str]
-    """Decoded completions."""
-
-    def __len__(self) -> int:
-        return self.completion_ids.shape[0]
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.completion_mask.sum(dim=1)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -224,7 +201,8 @@ class MLLMAgent:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     # ---------------------------------------------------------------- generation
-    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int | None, **sampling) -> torch.Tensor:
+    def generate_ids(self, inputs: dict[str, torch.Tensor], max_new_tokens: int | None, **sampling) -> torch.Tensor:
+        """The generated ids after the prompts (vision tokens banned, stopping at the end of turn)."""
         out = self.model.generate(
             **inputs,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
@@ -248,7 +226,7 @@ class MLLMAgent:
         ]
 
     @contextlib.contextmanager
-    def _evaluating(self):
+    def evaluating(self):
         """The model in eval mode for the block, then back in the mode it was in."""
         was_training = self.model.training
         self.model.eval()
@@ -258,15 +236,9 @@ class MLLMAgent:
             self.model.train(was_training)
 
     def _greedy(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int | None) -> list[str]:
-        with self._evaluating():
-            ids = self._generate(inputs, max_new_tokens, do_sample=False)
+        with self.evaluating():
+            ids = self.generate_ids(inputs, max_new_tokens, do_sample=False)
         return self.decode(ids, self.completion_mask(ids))
-
-    def _sampled_ids(self, inputs: Mapping[str, torch.Tensor], max_new_tokens: int | None, **sampling: Any):
-        """Sampled completion ids (padded after the first end-of-turn token) and their mask."""
-        ids = self._generate(inputs, max_new_tokens, do_sample=True, **sampling)
-        mask = self.completion_mask(ids)
-        return torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_id)), mask
 
     @torch.no_grad()
     def act_batch(self, obs_list: Sequence[Mapping[str, Any]], max_new_tokens: int | None = None) -> list[str]:
@@ -285,74 +257,3 @@ class MLLMAgent:
         if not chats:
             return []
         return self._greedy(self.encode_chats(chats), None)
-
-    @torch.no_grad()
-    def sample_chats(
-        self,
-        chats: Sequence[tuple[list[dict[str, Any]], Sequence[Any]]],
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_new_tokens: int | None = None,
-    ) -> Samples:
-        """One sampled next turn per chat, with its token ids (no log-probs: a trainer computes them)."""
-        if temperature <= 0:
-            raise ValueError(f"temperature: expected > 0, got {temperature}")
-        inputs = self.encode_chats(chats)
-        with self._evaluating():
-            ids, mask = self._sampled_ids(inputs, max_new_tokens, temperature=temperature, top_p=top_p)
-        return Samples(inputs, ids, mask, None, self.decode(ids, mask))
-
-    @torch.no_grad()
-    def sample(
-        self,
-        obs_list: Sequence[Mapping[str, Any]],
-        G: int = 1,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        max_new_tokens: int | None = None,
-        with_logprobs: bool = True,
-    ) -> Samples:
-        """G sampled completions per observation, with their token ids and per-token log-probs.
-
-        ``with_logprobs=False`` skips the scoring pass (``Samples.logprobs`` is then ``None``): a
-        trainer whose first update runs on the sampling weights gets them from that forward pass.
-        """
-        if G < 1:
-            raise ValueError(f"G: expected >= 1, got {G}")
-        if temperature <= 0:
-            raise ValueError(f"temperature: expected > 0, got {temperature}")
-        expanded = [obs for obs in obs_list for _ in range(G)]
-        inputs = self.encode(expanded)
-        with self._evaluating():
-            ids, mask = self._sampled_ids(inputs, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
-            logprobs = self.token_logprobs(inputs, ids, mask, temperature=temperature) if with_logprobs else None
-        return Samples(inputs, ids, mask, logprobs, self.decode(ids, mask))
-
-    # ---------------------------------------------------------------- scoring
-    def token_logprobs(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        temperature: float = 1.0,
-        model=None,
-    ) -> torch.Tensor:
-        """(N, T) log-probs of ``completion_ids`` given the prompts (gradients flow when enabled).
-
-        The banned vision tokens are masked out of the distribution, as during generation.
-        """
-        model = model if model is not None else self.model
-        n_new = completion_ids.shape[1]
-        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        input_ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
-        attention = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
-        if "mm_token_type_ids" in extra:
-            mm = extra["mm_token_type_ids"]
-            extra["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(completion_ids, dtype=mm.dtype)], dim=1)
-        out = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=n_new + 1, use_cache=False, **extra)
-        logits = out.logits[:, :-1, :].float() / temperature
-        if self.suppressed_ids:
-            logits[..., self.suppressed_ids] = float("-inf")
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-        return torch.where(completion_mask.bool(), logp, torch.zeros_like(logp))

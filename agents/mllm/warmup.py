@@ -29,6 +29,7 @@ import torch
 import tvr_gym  # noqa: F401  (registers the environments)
 from tvr_gym.agents.baselines import RandomAgent
 from tvr_gym.agents.mllm.policy import POLICY_FILE, MLLMAgent
+from tvr_gym.agents.mllm.sampling import token_logprobs
 from tvr_gym.core.atomic import replace_dir
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.prompt import OBS_MODES
@@ -224,7 +225,7 @@ def supervised_step(agent: MLLMAgent, optimizer, batch: list[tuple[Any, str]], a
     for group in optimizer.param_groups:
         group["lr"] = lr
     target_ids, mask = _target_batch(agent, answers)
-    logp = agent.token_logprobs(agent.encode([obs for obs, _ in batch]), target_ids, mask)
+    logp = token_logprobs(agent, agent.encode([obs for obs, _ in batch]), target_ids, mask)
     loss = -(logp.sum() / mask.sum())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
