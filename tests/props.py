@@ -35,7 +35,7 @@ def examples(n: int) -> int:
 
 
 def random_state(rng: random.Random) -> State:
-    """Ten objects anywhere on the grid, none overlapping."""
+    """Ten objects anywhere on the grid, none overlapping, at least one in view (a scene shows something)."""
     lim = SPEC.grid_limit
     objs: list[SceneObject] = []
     while len(objs) < SPEC.n_objects:
@@ -43,7 +43,8 @@ def random_state(rng: random.Random) -> State:
             *(rng.choice(SPEC.values[a]) for a in CATEGORICAL),
             position=(rng.randint(-lim, lim), rng.randint(-lim, lim)),
         )
-        if not any(overlaps(obj, o) for o in objs):
+        in_view_still_possible = any(o.visible for o in objs) or obj.visible or len(objs) < SPEC.n_objects - 1
+        if in_view_still_possible and not any(overlaps(obj, o) for o in objs):
             objs.append(obj)
     return State(tuple(objs))
 

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tvr_gym  # noqa: F401 (registers the ids)
-from tvr_gym.core.answer import format_answer, format_item, parse_answer, read_turn
+from tvr_gym.core.answer import format_answer, format_item, read_turn
 from tvr_gym.core.chat import Exchange, ImageBudget, count_images, interactive_messages
-from tvr_gym.core.reward import get_reward
+from tvr_gym.core.reward import StarWeights, StateWeights
 from tvr_gym.core.spec import SPEC
 from tvr_gym.core.transform import PAIRS, state_distance
 from tvr_gym.envs.interactive import DEFAULT_COSTS, AsyncTVRInteractive, TVRInteractive
@@ -97,12 +97,12 @@ def test_the_true_steps_then_done_score_the_maximum_and_succeed():
             _, reward, terminated, truncated, info = env.step(action)
             assert info["outcome"] == "applied" and not (terminated or truncated)
             total += reward
-        assert env.potential() == 0.0
+        assert env.potential() == 0.0 and str(env.potential()) == "0.0"  # never -0.0
         _, reward, terminated, truncated, info = env.step("<think>all done</think><answer>done</answer>")
         total += reward
         assert terminated and not truncated
-        best = get_reward("state")(parse_answer(info["truth"]), env.problem).total
-        assert info["terminal"] == pytest.approx(best)
+        best = StateWeights().full * n  # the state reward's maximum; no format term (an episode has no text)
+        assert info["terminal"] == pytest.approx(best) and info["terminal_terms"]["format"] == 0.0
         expected = {"success": 1.0, "misplaced": 0.0, "fixed_strict": 1.0, "turns": n + 1, "applied": n}
         assert info["interactive"] == expected
         assert info["metrics"]["acc"] == 1.0
@@ -114,10 +114,117 @@ def test_done_at_once_scores_the_empty_answer():
     env.reset(seed=5)
     _, reward, terminated, _, info = env.step("done")
     assert terminated and info["progress"] == 0.0
-    empty = format_answer([])  # the applied sequence, written in the answer format: nothing
-    assert reward == pytest.approx(get_reward("state")(parse_answer(empty), env.problem).total)
+    n = len(env.problem.transformations)  # nothing changed: every true step missing, and no format term
+    assert reward == pytest.approx(-StateWeights().missing * n) and info["terminal_terms"]["format"] == 0.0
     assert info["interactive"]["success"] == 0.0 and info["interactive"]["misplaced"] == 1.0
     assert info["metrics"]["acc"] == 0.0
+
+
+TERMINAL_MAXIMUM = {
+    "state": lambda n: StateWeights().full * n,
+    "star": lambda n: StarWeights().full * n,
+    "sparse": lambda n: 1.0,
+}
+"""The best terminal reward of an n-step episode: every true step right, and no format term."""
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS, terminal=st.sampled_from(sorted(TERMINAL_MAXIMUM)),
+       setting=st.sampled_from(["basic", "event"]))  # fmt: skip
+def test_terminal_rewards_agree_with_success(seed, codes, terminal, setting):
+    """The terminal reward judges the state reached, not the path: its maximum exactly when the episode
+    succeeds, and the metrics' Acc is the success; misplaced stays a share."""
+    env = make(setting=setting, terminal_reward=terminal)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    info, done = {}, False
+    for k, code in enumerate([*codes, 9]):
+        _, _, terminated, truncated, info = env.step(_action(code, env, rng, k))
+        if terminated or truncated:
+            done = True
+            break
+    assert done
+    best = TERMINAL_MAXIMUM[terminal](len(env.problem.transformations))
+    success = info["interactive"]["success"]
+    assert (info["terminal"] == pytest.approx(best)) == (success == 1.0), (info["applied"], info["truth"])
+    assert info["terminal"] <= best + 1e-9 and info["metrics"]["acc"] == success
+    assert 0.0 <= info["interactive"]["misplaced"] <= 1.0
+
+
+def _wrong_value(env: TVRInteractive, attr: str, obj: int) -> str:
+    current, target = getattr(env.current.objects[obj], attr), getattr(env.problem.final.objects[obj], attr)
+    return next(v for v in SPEC.values[attr] if v not in (current, target))
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL_MAXIMUM))
+def test_a_wrong_step_then_its_fix_ends_as_well_as_the_direct_path(terminal):
+    """sparse once scored only the first applied step and star the whole path: a wrong step then its fix
+    must end with the same terminal reward as the true steps alone."""
+    for seed in range(40):
+        env = make(setting="event", terminal_reward=terminal)
+        env.reset(seed=seed)
+        first = env.problem.transformations[0]
+        if first.attr != "position":
+            break
+    detour = f"{first.obj_idx}.{first.attr}.{_wrong_value(env, first.attr, first.obj_idx)}"
+    assert env.step(detour)[4]["outcome"] == "applied"
+    for action in truth(env):
+        env.step(action)
+    *_, info = env.step("done")
+    n = len(env.problem.transformations)
+    assert info["interactive"]["success"] == 1.0
+    assert info["terminal"] == pytest.approx(TERMINAL_MAXIMUM[terminal](n))
+
+
+def test_the_turn_limit_is_the_same_for_every_episode_of_a_setting():
+    """The limit once was the true number of steps plus 4, so "Turn 1 of 8" told the answer's length."""
+    for setting, most in (("basic", 1), ("event", 4), ("crossview", 4)):
+        limits, lengths = set(), set()
+        for seed in range(12):
+            env = make(setting=setting)
+            obs, info = env.reset(seed=seed)
+            limits.add(info["turn_limit"])
+            lengths.add(len(env.problem.transformations))
+            assert env.step("done")[0]["feedback"].endswith(f"Turn 1 of {most + 1 + 3}.")
+        assert limits == {most + 1 + 3}
+        assert setting == "basic" or len(lengths) > 1  # the answers differ in length; the limit does not
+    env = make(setting="event", steps=(1, 2), slack=0)
+    assert env.reset(seed=0)[1]["turn_limit"] == 3  # the most steps these options allow, plus done
+
+
+def test_an_edit_of_a_hidden_object_is_applied_and_the_feedback_says_it_is_unseen():
+    """TVR's equality counts a hidden object's colour: the edit changes the state (and the distance), though
+    not the image. A move between two hidden places changes neither: a no-op."""
+    env = make(setting="event")
+    env.reset(seed=5)
+    hidden = next(i for i, o in enumerate(env.current.objects) if not o.visible)
+    target = env.problem.final.objects[hidden]
+    value = next(v for v in SPEC.values["color"] if v not in (env.current.objects[hidden].color, target.color))
+    before = env._observation()["current"]
+    obs, reward, _, _, info = env.step(f"{hidden}.color.{value}")
+    assert info["outcome"] == "applied" and info["progress"] == -1.0
+    assert f"object {hidden} is hidden: the image does not show it" in obs["feedback"]
+    assert np.array_equal(obs["current"], before)  # the image indeed does not show it
+    assert env.current.objects[hidden].color == value
+
+
+def test_two_answer_blocks_are_unreadable_like_two_transformations():
+    env = make(setting="event")
+    env.reset(seed=5)
+    steps = truth(env)
+    _, reward, _, _, info = env.step(steps[0] + " " + steps[-1])
+    assert info["outcome"] == "unreadable" and "2 answer blocks; a turn holds one" in env._feedback
+    assert reward == -DEFAULT_COSTS["unreadable"] and info["applied"] == format_answer([])
+    thought = "<think>I could write <answer>9.color.red</answer> but</think>" + steps[0]
+    assert env.step(thought)[4]["outcome"] == "applied"  # a block inside the thinking is not an answer
+
+
+def test_feedback_drops_quotes_instead_of_leaving_double_spaces():
+    env = make()
+    env.reset(seed=5)
+    obs, *_ = env.step("<answer>'purple sky' \u201cnope\u201d</answer>")
+    assert "unreadable" in obs["feedback"] and "  " not in obs["feedback"]
+    assert not set("'\"\u201c\u201d") & set(obs["feedback"])
 
 
 def test_terminal_reward_and_costs_are_configurable():
@@ -454,9 +561,9 @@ def test_an_image_budget_holds_at_least_the_target_and_the_first_render():
 
 
 @pytest.mark.parametrize("terminal", ["state", "star", "sparse", "none"])
-def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, monkeypatch):
-    """The terminal reward and the metrics share one judgement of the applied steps: no text is written
-    and parsed back, and the sequence is simulated once."""
+def test_the_end_scores_the_state_reached_without_reading_text_or_simulating(terminal, monkeypatch):
+    """The terminal reward and the metrics share one judgement of the net change: no text is written
+    and parsed back, and nothing is simulated (the state reached is the simulation)."""
     import tvr_gym.core.metrics
     import tvr_gym.envs.board
 
@@ -481,7 +588,7 @@ def test_the_end_scores_the_applied_steps_once_without_reading_text(terminal, mo
     monkeypatch.setattr(tvr_gym.envs.board, "read_turn", refuse)
     _, reward, terminated, _, info = env.step("done")
     assert terminated and info["interactive"]["success"] == 1.0 and info["metrics"]["acc"] == 1.0
-    assert len(simulations) == 1
+    assert not simulations
     if terminal == "none":
         assert info["terminal"] == 0.0 and info["terminal_terms"] == {}
     else:

@@ -238,8 +238,12 @@ class Turn:
 
 def read_turn(text: Any) -> Turn:
     """Read one interactive turn: one transformation in the answer grammar, or :data:`DONE` (alone in
-    the answer, case and surrounding punctuation ignored). Never raises, like :func:`parse_answer`."""
+    the answer, case and surrounding punctuation ignored). Several transformations, or several ``<answer>``
+    blocks, are a turn of kind ``several`` (unreadable). Never raises, like :func:`parse_answer`."""
     raw = _coerce_text(text)
+    blocks = len(_ANSWER_OPEN_ANY_CASE.findall(_THINK_BLOCK.sub(" ", raw))) if "<" in raw else 0
+    if blocks > 1:  # as several transformations: a turn holds one, in one answer
+        return Turn("several", None, (f"{blocks} answer blocks; a turn holds one",))
     region, _ = _answer_region(raw[: 4 * MAX_ANSWER_CHARS])
     if region.strip(" \t\n.,;:!").lower() == DONE:
         return Turn(DONE)

@@ -12,7 +12,7 @@ from tvr_gym.core.options import VIEWS
 from tvr_gym.core.scene import State, is_visible_position
 from tvr_gym.core.spec import SPEC
 from tvr_gym.core.trance import Problem
-from tvr_gym.core.transform import Simulation, simulate
+from tvr_gym.core.transform import PAIRS, Simulation, moved, simulate
 
 __all__ = [
     "STATE_KEYS",
@@ -175,6 +175,64 @@ class Judged:
                 return 0.0
         sim, counts = self.sim, self.counts
         return float(counts.wrong + counts.missed == 0 and not sim.error_out and not sim.error_overlap)
+
+
+def net_change(problem: Problem, state: State) -> Judged:
+    """The change from ``problem``'s initial state to ``state`` (reached legally), judged as an answer: what
+    an interactive episode's end is scored on, whatever path led there.
+
+    Each (object, attribute) entry that differs from the initial state (TVR's equality) is one step. An
+    entry equal to the target's is the truth's own steps on it (a position reached by two moves still earns
+    the true move); any other entry is a wrong step on that object and attribute: its new value, or for a
+    position the move that lands there, else a move outside the truth's options (an entry no single move
+    reaches, such as one moved twice, still earns the object and attribute tiers; in the rare case that
+    every move is among the options it is an unreadable item). Wrong steps come first,
+    so a one-step problem's Basic scores judge the first step only when it is the right one. The answer
+    is not well formed (no format term: an episode has no answer text) and simulates to ``state``.
+    """
+    initial, final = problem.initial, problem.final
+    right: list[Step] = []
+    wrong: list[Step] = []
+    unjudged = 0  # a wrong position every move would call right: counted as an unreadable item
+    for i, (start, now, goal) in enumerate(zip(initial.objects, state.objects, final.objects, strict=True)):
+        for attr in SPEC.attributes:
+            if attr == "position":
+                if _position_equal(start.position, now.position):
+                    continue
+                if _position_equal(now.position, goal.position):
+                    right.extend(_true_steps(problem, i, attr))
+                elif (move := _move_to(problem, i, start.position, now.position)) is not None:
+                    wrong.append((i, attr, move))
+                else:
+                    unjudged += 1
+            elif getattr(start, attr) != getattr(now, attr):
+                if getattr(now, attr) == getattr(goal, attr):
+                    right.extend(_true_steps(problem, i, attr))
+                else:
+                    wrong.append((i, attr, getattr(now, attr)))
+    judged = Judged(Parsed(steps=[*wrong, *right], n_unreadable=unjudged), problem)
+    judged._sim = Simulation(state, False, False, 0)
+    return judged
+
+
+def _true_steps(problem: Problem, obj: int, attr: str) -> list[Step]:
+    steps = [step for step in problem.truth_steps if step[0] == obj and step[1] == attr]
+    if not steps:  # the truth changes it and changes it back: TVR's equality says unchanged, never reached
+        raise AssertionError(f"object {obj} {attr}: equal to the target, changed, yet no true step changes it")
+    return steps
+
+
+def _move_to(problem: Problem, obj: int, start: tuple[int, int], end: tuple[int, int]) -> tuple[str, int] | None:
+    """The move from ``start`` to ``end`` (off the target, so outside the truth's options), or when no single
+    move gets there, the first move outside the options of the truth's position steps on ``obj`` (``None``
+    when every move is among them)."""
+    moves = [value for attr, value in PAIRS if attr == "position"]
+    for move in moves:
+        if moved(start, move) == end:
+            return move
+    true_moves = [t for t in problem.transformations if (t.obj_idx, t.attr) == (obj, "position")]
+    taken = {option for t in true_moves for option in t.options}
+    return next((move for move in moves if move not in taken), None)
 
 
 def judge(text: Any, problem: Problem) -> Judged:

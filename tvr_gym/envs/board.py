@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvr_gym.core.answer import DONE, Turn, canonical_parsed, format_answer, format_item, read_turn
+from tvr_gym.core.answer import DONE, Turn, format_answer, format_item, read_turn
+from tvr_gym.core.metrics import net_change
 from tvr_gym.core.reward import score_answer
 from tvr_gym.core.scene import State
 from tvr_gym.core.trance import Problem
@@ -57,7 +58,7 @@ class Board:
 
     def potential(self, state: State | None = None) -> float:
         """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
-        return -float(state_distance(self.current if state is None else state, self.problem.final))
+        return 0.0 - state_distance(self.current if state is None else state, self.problem.final)
 
     def play(self, turn: Turn) -> Outcome:
         """One turn: ``done``, an unreadable turn (nothing changes), or a step (:meth:`apply`). Counts the turn."""
@@ -78,8 +79,10 @@ class Board:
             return Outcome("illegal", f"illegal: {text} would overlap object {result.hit}", step)
         if result.kind == "noop":
             return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
-        self.current = self.current.with_object(step[0], result.obj)
+        before, self.current = self.current.objects[step[0]], self.current.with_object(step[0], result.obj)
         self.applied.append(step)
+        if not (before.visible or result.obj.visible):
+            return Outcome("applied", f"applied {text} (object {step[0]} is hidden: the image does not show it)", step)
         return Outcome("applied", f"applied {text}", step)
 
     def answer(self) -> str:
@@ -92,10 +95,11 @@ class Board:
         return {"key": self.key, "applied": applied, "turns": self.turns, "done": self.done}
 
     def end(self, terminal_fn: Callable | None) -> dict[str, Any]:
-        """The last turn's additions: the terminal reward of the applied sequence, its terms, TVR's metrics of it
-        and the interactive metrics. The applied steps are scored once, as steps (not re-read as text)."""
+        """The last turn's additions: the terminal reward of the net change from the initial state to the current
+        one (:func:`tvr_gym.core.metrics.net_change`: the path taken to it does not count), its terms, TVR's
+        metrics of it, and the interactive metrics. Nothing is re-read as text."""
         problem, current = self.problem, self.current
-        scored = score_answer(canonical_parsed(self.applied), problem, terminal_fn)
+        scored = score_answer(net_change(problem, current), problem, terminal_fn)
         wrong_start = wrong_objects(problem.initial, problem.final)
         wrong_end = wrong_objects(current, problem.final)
         fixed = len(wrong_start - wrong_end) / len(wrong_start) if wrong_start else 1.0
@@ -105,7 +109,7 @@ class Board:
             "metrics": scored.metrics,
             "interactive": {
                 "success": float(not wrong_end),
-                "misplaced": len(wrong_end) / max(len(wrong_start), 1),
+                "misplaced": min(1.0, len(wrong_end) / max(len(wrong_start), 1)),
                 "fixed_strict": 0.0 if wrong_end - wrong_start else fixed,
                 "turns": self.turns,
                 "applied": len(self.applied),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,12 +29,12 @@ from tvr_gym.envs.board import Board, Outcome, read_saved
 from tvr_gym.render.cache import render_view
 
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
-"""What the last turn adds: a reward of the applied sequence (:data:`tvr_gym.core.reward.REWARD_NAMES`) or nothing."""
+"""What the last turn adds: a reward of the net change (:data:`tvr_gym.core.reward.REWARD_NAMES`) or nothing."""
 COST_KINDS = ("illegal", "noop", "unreadable")
 DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
 """What an illegal, no-op or unreadable turn costs (subtracted from its reward)."""
 DEFAULT_SLACK = 3
-"""Turns allowed beyond the true number of steps plus ``done``."""
+"""Turns allowed beyond the most steps an episode can hold, plus ``done``."""
 FEEDBACK_MAX_LENGTH = 1024
 
 
@@ -45,9 +46,12 @@ class TVRInteractive(TVREnvBase):
     **target**, the final state from its final camera (CrossView keeps its camera change), and the
     **current** state from the centre camera, which starts as the initial state. Each turn it names
     one transformation ``obj.attr.value`` (the answer grammar, read by the same tolerant parser) or
-    ``done``. A legal transformation changes the current state; an unreadable one, an illegal one
-    (a move off the grid, a move or size change that overlaps another object) or a no-op (the state
-    looks the same) changes nothing, and the feedback text says why.
+    ``done``. A legal transformation changes the current state; an unreadable one (several
+    transformations or ``<answer>`` blocks are unreadable too), an illegal one (a move off the grid, a
+    move or size change that overlaps another object) or a no-op (the state stays equal under TVR's
+    equality: the value it already has, a move between two hidden places) changes nothing, and the
+    feedback text says why. A change to a hidden object counts as TVR's metrics count it: it is applied,
+    and the feedback says the image does not show it.
 
     ## Observation Space
     ``Dict`` with ``target`` and ``current``: ``Box(0, 255, (H, W, 3), uint8)`` images of
@@ -62,11 +66,12 @@ class TVRInteractive(TVREnvBase):
     ## Rewards
     Per turn the progress ``Φ(s_t) − Φ(s_{t−1})`` with ``Φ = −`` (TVR distance to the target), minus
     ``costs`` for an illegal, no-op or unreadable turn. The last turn (``done`` or truncation) adds
-    ``terminal_reward`` of the applied sequence (default ``state``; ``none`` for nothing). The
+    ``terminal_reward`` of the net change from the initial to the current state, whatever the path
+    (:func:`tvr_gym.core.metrics.net_change`; default ``state``; ``none`` for nothing). The
     progress terms telescope to ``Φ(end) − Φ(start)``, so a trainer that sums a trajectory's rewards
     sees the same total as one that takes the end change. ``info`` holds ``turn_reward``, ``progress``
-    and ``outcome`` every turn, and at the end ``terminal``, ``metrics`` (TVR's metrics of the applied
-    sequence, comparable with the single-shot environments) and ``interactive`` (Success, Misplaced,
+    and ``outcome`` every turn, and at the end ``terminal``, ``metrics`` (TVR's metrics of the net
+    change, comparable with the single-shot environments) and ``interactive`` (Success, Misplaced,
     FixedStrict, turns).
 
     ## Starting State
@@ -75,7 +80,8 @@ class TVRInteractive(TVREnvBase):
 
     ## Episode End
     ``terminated`` on ``done``; reaching the target does not end the episode. ``truncated`` after
-    ``max_turns`` turns (default: the true number of steps, plus one for ``done``, plus ``slack``).
+    :attr:`turn_limit` turns (the same for every episode of a setting: Basic 1 + 1 + ``slack``, Event
+    and CrossView 4 + 1 + ``slack``; ``max_turns`` sets it).
 
     ## Arguments
     ``setting`` (``basic|event|crossview``, default ``event``), ``terminal_reward``,
@@ -156,9 +162,10 @@ class TVRInteractive(TVREnvBase):
 
     @property
     def turn_limit(self) -> int:
-        """The turns this episode allows before it is truncated."""
-        assert self.board is not None
-        return self.max_turns or len(self.board.problem.transformations) + 1 + self.slack
+        """The turns an episode allows before it is truncated: ``max_turns``, else the most steps an episode
+        of these options can hold, plus one for ``done``, plus ``slack`` (the same for every episode, so
+        the limit never tells how many steps the answer has)."""
+        return self.max_turns or self.options.steps[1] + 1 + self.slack
 
     def potential(self, state: State | None = None) -> float:
         """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
@@ -343,12 +350,19 @@ def _check_costs(costs: Mapping[str, float] | None) -> dict[str, float]:
     return out
 
 
+QUOTES = "'\"`\u2018\u2019\u201c\u201d"
+"""Quote marks the feedback drops (the prompt's character set has none) rather than turn into spaces."""
+_SPACES = re.compile(r" {2,}")
+
+
 def _feedback_text(outcome: Outcome, turn: int, limit: int, truncated: bool) -> str:
+    """The feedback line in the prompt's character set: quotes dropped, other characters and runs of
+    spaces as one space."""
     text = f"{outcome.feedback}. Turn {turn} of {limit}."
     if truncated:
         text += " No turns left."
-    cleaned = "".join(c if c in PROMPT_CHARSET else " " for c in text)
-    return cleaned[:FEEDBACK_MAX_LENGTH]
+    kept = "".join(c if c in PROMPT_CHARSET else "" if c in QUOTES else " " for c in text)
+    return _SPACES.sub(" ", kept)[:FEEDBACK_MAX_LENGTH]
 
 
 __all__ = [

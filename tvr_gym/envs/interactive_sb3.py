@@ -195,7 +195,7 @@ def play_episode(
     ``policy.predict(obs, action_masks=mask, deterministic=...)`` picks each action from the masked
     ones. The record holds the summed ``reward``, the ``actions`` as text, and the environment's final
     ``interactive`` (success, misplaced, fixed_strict, turns, applied) and ``metrics`` (TVR's metrics of
-    the applied sequence), ``applied`` and ``truth``.
+    the net change), ``applied`` and ``truth``.
     """
     if not isinstance(env, InteractiveSB3):
         raise ValueError(f"env: expected an InteractiveSB3 env, not {type(env).__name__}")

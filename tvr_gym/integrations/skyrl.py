@@ -258,7 +258,7 @@ class TVRSkyRLInteractiveEnv(BaseTextEnv):
 
     def get_metrics(self) -> dict[str, Any]:
         """At the end: ``tvr_interactive/success``, ``misplaced``, ``fixed_strict``, ``turns``, ``applied``,
-        ``acc`` (TVR's Acc of the applied sequence), ``return`` (the rewards given) and ``ended``
+        ``acc`` (TVR's Acc of the net change: the success), ``return`` (the rewards given) and ``ended``
         (1 if the episode ended by ``done`` or its turn limit, 0 if SkyRL stopped it early, e.g. at its
         length limit; the other metrics are then those of the state reached)."""
         ended = self.done
