@@ -15,7 +15,14 @@ import pytest
 
 from tvr_gym.apps.cli import main
 from tvr_gym.core.trance import load_trance
-from tvr_gym.data.dataset import JOURNAL_FILE, MANIFEST_FILE, DatasetDirError, generate_dataset, merge_datasets
+from tvr_gym.data.dataset import (
+    JOURNAL_FILE,
+    MANIFEST_FILE,
+    DatasetDirError,
+    DatasetWriter,
+    generate_dataset,
+    merge_datasets,
+)
 
 SIZE = ["48", "36"]
 
@@ -72,8 +79,17 @@ def test_a_killed_run_resumes_to_the_same_dataset(tmp_path):
     _consistent(out)
     with journal.open("a") as fh:
         fh.write('{"idx": 39, "states": [')  # a line torn by the crash
+    # the temporary files a kill leaves mid-write (atomic_open's names), and one of the user's
+    stale = [out / "image" / ".img_000039-fin.L.png.k3_x9a0q.tmp", out / ".data.jsonl.0abc_def.tmp"]
+    for path in stale:
+        path.write_bytes(b"")
+    theirs = out / "image" / ".notes.png.tmp"
+    theirs.write_text("not ours")
     assert _generate(out, "--n", n) == 0
     assert not journal.exists()
+    assert not any(path.exists() for path in stale)
+    assert theirs.read_text() == "not ours"
+    theirs.unlink()
     assert _generate(tmp_path / "uninterrupted", "--n", n) == 0
     assert _snapshot(out) == _snapshot(tmp_path / "uninterrupted")
 
@@ -130,6 +146,20 @@ def test_a_directory_holding_other_data_is_refused_untouched(trance_dir, tmp_pat
     assert _snapshot(made) == before
 
 
+def test_a_directory_being_written_is_refused_until_its_writer_ends(reference, tmp_path, capsys):
+    """Two commands writing one directory would each rewrite data.jsonl without the other's samples."""
+    out = tmp_path / "data"
+    assert _generate(out, "--n", "2") == 0
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    writer = DatasetWriter.open(out, manifest)
+    assert _generate(out, "--n", "4") == 2
+    assert "another tvr-gym command is writing into it" in capsys.readouterr().err
+    assert [p.idx for p in load_trance(out)] == [0, 1]
+    writer.finish()
+    assert _generate(out, "--n", "4") == 0
+    assert [p.idx for p in load_trance(out)] == [0, 1, 2, 3]
+
+
 def test_merge_refuses_shards_made_differently_and_differing_samples(tmp_path):
     generate_dataset(tmp_path / "a", "crossview", 4, 2, size=(48, 36), progress=False)
     generate_dataset(tmp_path / "b", "crossview", 5, 2, size=(48, 36), progress=False)
@@ -158,7 +188,7 @@ def test_a_generated_dataset_serves_every_problem_back_through_the_env(reference
 
 
 def test_bad_arguments_write_nothing(tmp_path, capsys):
-    for extra, match in ((["--n", "-1"], "n: expected an integer >= 0"), (["--n", "2", "--workers", "0"], "workers")):
+    for extra, match in ((["--n", "-1"], "n: expected an integer"), (["--n", "2", "--workers", "0"], "workers")):
         assert _generate(tmp_path / "x", *extra) == 2
         assert match in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -10,21 +10,40 @@ an interruption. So:
 - ``data.jsonl`` only ever lists samples whose images are complete, and a directory is only written
   into by a command with the same manifest, so its images never disagree with its samples;
 - ``--start/--n`` shards can go to one directory or to several that :func:`merge_datasets` joins.
+
+A run holds an exclusive lock on its directory (so two commands never write into one at once) and, on
+opening it, removes the temporary files a killed run left (only tvr-gym's own, only in that directory).
+Worker processes die with the process that started them, even when it is killed with SIGKILL. SIGTERM
+stops a run like Ctrl-C (:class:`Interrupted`), and a full disk or quota is one :class:`DiskFullError`
+naming the path; either way the finished samples are kept and the same command resumes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import ctypes
+import errno
 import json
 import multiprocessing
 import os
+import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no directory locks
+    fcntl = None  # type: ignore[assignment]
 
 from tvr_gym.core.atomic import Journal, atomic_open, atomic_write_text, save_png
 from tvr_gym.core.options import DEFAULT_RENDER_SIZE, VIEWS, check_int, episode_options, is_int
@@ -33,7 +52,10 @@ from tvr_gym.problems.generator import generate
 from tvr_gym.render.cache import RenderCache, observed_image, shared_renderer
 from tvr_gym.version import __version__
 
-__all__ = ["MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "generate_dataset", "merge_datasets", "write_sample"]
+__all__ = [
+    "MANIFEST_FILE", "DatasetDirError", "DatasetWriter", "DiskFullError", "Interrupted", "generate_dataset",
+    "merge_datasets", "stopping_cleanly", "write_sample",
+]  # fmt: skip
 
 MANIFEST_FILE = "dataset.json"
 JOURNAL_FILE = ".progress.jsonl"
@@ -42,10 +64,144 @@ _IN_FLIGHT_PER_WORKER = 4
 
 Images = Mapping[tuple[str, str], np.ndarray]
 """A sample's images by (phase, view): ``("initial", "center")``, ``("final", "left")``, ..."""
+RESUMES = "finished samples are kept; rerun the same command to resume"
+"""What an interrupted or failed ``generate`` (or ``trance`` export) keeps."""
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+"""The errnos of a full disk and of an exceeded quota."""
+_TEMP = r"\.(?:{names})\.[a-z0-9_]{{8}}\.tmp"
+"""A temporary file of :func:`tvr_gym.core.atomic.atomic_open` (``mkstemp``: ``.NAME.XXXXXXXX.tmp``)."""
+_STALE_IMAGE = re.compile(_TEMP.format(names=r"img_\d+-(?:init|fin)\.\w+\.png"))
+_STALE_TOP = re.compile(_TEMP.format(names="|".join(re.escape(n) for n in (DATA_FILE, MANIFEST_FILE))))
+_PARENT_POLL_S = 1.0
+"""How often a worker checks that its parent lives, where the kernel cannot kill it on the parent's death."""
+_PR_SET_PDEATHSIG = 1
+_LOCK_RETRY_S = 0.05
+"""How often :func:`lock_dir` tries again while another process holds the lock."""
+BUSY = "another tvr-gym command is writing into it; wait for it to end or choose another --out"
+"""Why a directory that another command holds is refused."""
+"""``prctl`` option (``<linux/prctl.h>``): the signal a process gets when its parent dies."""
 
 
 class DatasetDirError(ValueError):
     """The output directory holds something this command must not write into."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A long write stopped by Ctrl-C (SIGINT) or SIGTERM; ``note`` says what was kept and how to go on.
+
+    ``signum`` is the signal where :func:`stopping_cleanly` caught it (SIGTERM), else ``None``.
+    """
+
+    def __init__(self, note: str = "", signum: int | None = None) -> None:
+        super().__init__(note)
+        self.note = note
+        self.signum = signum
+
+
+class DiskFullError(OSError, ValueError):
+    """The disk or the quota is full (ENOSPC, EDQUOT) while writing ``filename``; ``note`` says what was kept.
+
+    It is a ``ValueError`` too, so the command line reports it in one line and exits with 2.
+    """
+
+    note = ""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {(self.strerror or 'disk full').lower()} (free space; {self.note})"
+
+
+def _disk_full_cause(exc: BaseException) -> OSError | None:
+    """The disk-full ``OSError`` behind ``exc``, also when a library wrapped it (``datasets`` does)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A disk-full error raised while writing ``path`` names it (a failed ``write`` names no file)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in DISK_FULL and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum=signum)
+
+
+@contextmanager
+def stopping_cleanly(out: Path, kept: str) -> Iterator[None]:
+    """Make each way a long write into ``out`` stops one clear error that says what was ``kept``.
+
+    SIGTERM (what ``kill`` and schedulers send) stops the block like Ctrl-C; both raise :class:`Interrupted`.
+    A full disk or quota, also when a library wrapped the ``OSError``, raises :class:`DiskFullError` naming
+    the path. The SIGTERM handler is installed in the main thread only, and only where SIGTERM has its
+    default action (a caller that handles it, like the command line, keeps its own); it is removed after.
+    """
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL, None,
+    )  # fmt: skip
+    if ours:
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "note", "") or kept, getattr(exc, "signum", None)) from None
+    except Exception as exc:
+        full = _disk_full_cause(exc)
+        if full is None or isinstance(exc, DiskFullError):
+            raise
+        error = DiskFullError(full.errno, full.strerror or os.strerror(full.errno), str(full.filename or out))
+        error.note = kept
+        raise error from exc
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def lock_dir(directory: Path, shared: bool = False, wait_s: float = 0.0) -> int | None:
+    """Lock ``directory`` (``flock``) and return the descriptor that holds the lock (close it to release).
+
+    The kernel releases the lock when the process dies, however it dies. Raises ``BlockingIOError`` when
+    another process still holds a conflicting lock after ``wait_s`` seconds. Returns ``None`` where
+    directories cannot be locked (no ``fcntl``, or a filesystem without ``flock``).
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(directory, os.O_RDONLY)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise
+            time.sleep(_LOCK_RETRY_S)
+        except OSError:  # a filesystem without flock
+            os.close(fd)
+            return None
+
+
+def share_lock(fd: int | None) -> None:
+    """Turn the exclusive lock ``fd`` of :func:`lock_dir` into a shared one."""
+    if fd is not None and fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def unlock_dir(fd: int | None) -> None:
+    """Release a lock of :func:`lock_dir`."""
+    if fd is not None:
+        os.close(fd)
 
 
 def write_sample(out: Path, problem: Problem, images: Images) -> str:
@@ -53,7 +209,8 @@ def write_sample(out: Path, problem: Problem, images: Images) -> str:
     names: dict[str, dict[str, str]] = {"initial": {}, "final": {}}
     for (phase, view), image in images.items():
         name = image_name(problem.idx, "init" if phase == "initial" else "fin", view)
-        save_png(image, out / IMAGE_DIR / name)
+        with _naming(out / IMAGE_DIR / name):
+            save_png(image, out / IMAGE_DIR / name)
         names[phase][view] = name
     return json.dumps(replace(problem, images=names, root=out).to_dict(), separators=(",", ":"))
 
@@ -63,18 +220,36 @@ class DatasetWriter:
     """Resumable writing into one dataset directory, for one ``manifest``.
 
     ``done`` holds the ``idx`` of every finished sample. :meth:`record` journals one finished sample;
-    :meth:`finish` writes ``data.jsonl``. Opening refuses a directory that holds anything but a dataset
-    with the same manifest, before anything is written.
+    :meth:`finish` writes ``data.jsonl`` (:meth:`record_all` does both). Opening refuses a directory that
+    holds anything but a dataset with the same manifest, or that another command is writing into, before
+    anything is written; then it removes the temporary files a killed run left there. The directory stays
+    locked until :meth:`finish` or :meth:`abandon`.
     """
 
     out: Path
     manifest: dict[str, Any]
     lines: dict[int, str] = field(default_factory=dict)
+    _lock: int | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, out: str | os.PathLike[str], manifest: Mapping[str, Any]) -> DatasetWriter:
         out = Path(out)
         manifest = json.loads(json.dumps(dict(manifest)))  # the JSON form, as it is compared on disk
+        if out.exists() and not out.is_dir():
+            raise DatasetDirError(f"{out} is not a directory; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = lock_dir(out)
+        except BlockingIOError:
+            raise DatasetDirError(f"{out}: {BUSY}") from None
+        try:
+            return cls._open_locked(out, manifest, lock)
+        except BaseException:
+            unlock_dir(lock)
+            raise
+
+    @classmethod
+    def _open_locked(cls, out: Path, manifest: dict[str, Any], lock: int | None) -> DatasetWriter:
         existing = out / MANIFEST_FILE
         if existing.is_file():
             try:
@@ -85,17 +260,30 @@ class DatasetWriter:
                 keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
                 diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys)
                 raise DatasetDirError(f"{out} holds a dataset made differently ({diff}); choose another --out")
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        elif any(out.iterdir()):
             raise DatasetDirError(
                 f"{out} is not empty and holds no {MANIFEST_FILE}: writing into it could mix images of other "
                 "samples with these; choose an empty or new --out"
             )
-        writer = cls(out, manifest)
+        writer = cls(out, manifest, _lock=lock)
+        writer._remove_stale_temporaries()
         writer._load_done()
         (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
         if not existing.is_file():
-            atomic_write_text(existing, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            with _naming(existing):
+                atomic_write_text(existing, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         return writer
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary files a killed run left: ours only (by name), in this directory only.
+
+        No other command writes here now (the directory is locked), so every such file is stale.
+        """
+        for folder, pattern in ((self.out, _STALE_TOP), (self.out / IMAGE_DIR, _STALE_IMAGE)):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if pattern.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                        path.unlink(missing_ok=True)
 
     @property
     def done(self) -> set[int]:
@@ -116,14 +304,42 @@ class DatasetWriter:
     def record(self, line: str) -> None:
         """Journal one finished sample (its images are already complete on disk)."""
         idx = _idx_of(line, "sample")
-        self._journal.append([line])
+        with _naming(self._journal.path):  # half a line written to a full disk is dropped when it is read
+            self._journal.append([line])
         self.lines[idx] = line
 
+    def record_all(self, lines: Iterable[str]) -> tuple[int, int]:
+        """Record every line, then :meth:`finish`; returns (lines recorded, samples in the dataset).
+
+        However it stops (Ctrl-C, SIGTERM, a full disk, an error), what was finished is kept (:meth:`abandon`).
+        """
+        made = 0
+        try:
+            for line in lines:
+                self.record(line)
+                made += 1
+        except BaseException:
+            self.abandon()
+            raise
+        return made, self.finish()
+
     def finish(self) -> int:
-        """Write ``data.jsonl`` (every finished sample, sorted by idx) atomically; drop the journal."""
-        atomic_write_text(self.out / DATA_FILE, (self.lines[k] + "\n" for k in sorted(self.lines)))
-        self._journal.clear()
-        return len(self.lines)
+        """Write ``data.jsonl`` (every finished sample, sorted by idx) atomically; drop the journal; unlock."""
+        try:
+            with _naming(self.out / DATA_FILE):
+                atomic_write_text(self.out / DATA_FILE, (self.lines[k] + "\n" for k in sorted(self.lines)))
+            self._journal.clear()
+            return len(self.lines)
+        finally:
+            unlock_dir(self._lock)
+            self._lock = None
+
+    def abandon(self) -> None:
+        """After a failure: :meth:`finish` if the disk allows it (else the journal keeps the finished samples)."""
+        try:
+            self.finish()
+        except OSError:
+            pass
 
 
 def _idx_of(line: str, where: str) -> int:
@@ -190,26 +406,27 @@ def generate_dataset(
         check_int(name, value, low)
     episode_options(setting, **options)  # every option is checked before anything is written
     resolved = shared_renderer(renderer, size).name  # "auto" is recorded as what it chose
-    writer = DatasetWriter.open(out, generation_manifest(setting, seed, size, resolved, **options))
-    todo = [i for i in range(start, start + n) if i not in writer.done]
-    tasks = ((writer.out, setting, seed, i, tuple(size), resolved, options) for i in todo)
-    made = 0
-    try:
-        for line in _progress(_run(_make_generated, tasks, workers), len(todo), f"generating {setting}", progress):
-            writer.record(line)
-            made += 1
-    finally:
-        total = writer.finish()
-    return made, total
+    with stopping_cleanly(Path(out), RESUMES):
+        writer = DatasetWriter.open(out, generation_manifest(setting, seed, size, resolved, **options))
+        todo = [i for i in range(start, start + n) if i not in writer.done]
+        tasks = ((writer.out, setting, seed, i, tuple(size), resolved, options) for i in todo)
+        with closing(_run(_make_generated, tasks, workers)) as lines:  # closing it shuts the worker pool down
+            return writer.record_all(_progress(lines, len(todo), f"generating {setting}", progress))
 
 
-def _run(fn: Callable[[Any], str], tasks: Iterable[Any], workers: int) -> Iterator[str]:
-    """``fn`` over ``tasks`` in this process, or in ``workers`` processes with a bounded queue (any order)."""
+def _run(fn: Callable[[Any], str], tasks: Iterable[Any], workers: int) -> Generator[str, None, None]:
+    """``fn`` over ``tasks`` in this process, or in ``workers`` processes with a bounded queue (any order).
+
+    The workers die with this process (:func:`_die_with_parent`). When this process is interrupted, the
+    samples in progress finish and the queued ones are dropped.
+    """
     if workers == 1:
         yield from map(fn, tasks)
         return
     context = multiprocessing.get_context("spawn")  # a GL context must not cross a fork
-    pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
     pending: set[futures.Future[str]] = set()
     tasks = iter(tasks)
     try:
@@ -226,6 +443,38 @@ def _run(fn: Callable[[Any], str], tasks: Iterable[Any], workers: int) -> Iterat
                 yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the worker never outlives ``parent``, the process that started the pool.
+
+    On Linux the kernel kills it with SIGKILL the moment the parent dies, however the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread checks the parent's pid every
+    :data:`_PARENT_POLL_S` seconds and exits. Ctrl-C and SIGTERM are ignored here: they are the parent's
+    to handle, which lets the samples in progress finish and shuts the pool down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not _kernel_kills_orphans():
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _kernel_kills_orphans() -> bool:
+    """Ask the kernel for SIGKILL when the parent dies; ``False`` where it cannot (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)
 
 
 def _progress(items: Iterable[Any], total: int, label: str, enabled: bool) -> Iterator[Any]:

@@ -5,12 +5,17 @@ index always give the same problem and pixels, and any range of rows can be expo
 format carries the problem as JSON, so any reward (star, state, sparse, an ablation) and any metric can
 be recomputed from a row with :mod:`tvr_gym.integrations`. The columns of each format are defined here
 only (:data:`COLUMNS`) and documented in ``docs/integrations.md``.
+
+A table export is staged in ``OUT/.tmp-export-*/`` and moved into place when complete; an export that
+is stopped (Ctrl-C, SIGTERM, a full disk) removes its staging directory and keeps nothing, and the next
+export into ``OUT`` removes those a killed one left. ``trance`` exports resume like ``tvr-gym generate``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,7 +30,17 @@ from tvr_gym.core import chat
 from tvr_gym.core.atomic import atomic_write_text, replace_dir
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.trance import Problem
-from tvr_gym.data.dataset import DatasetWriter, write_sample
+from tvr_gym.data.dataset import (
+    BUSY,
+    RESUMES,
+    DatasetDirError,
+    DatasetWriter,
+    lock_dir,
+    share_lock,
+    stopping_cleanly,
+    unlock_dir,
+    write_sample,
+)
 from tvr_gym.envs.base import check_env_kwargs
 from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.version import __version__
@@ -33,6 +48,12 @@ from tvr_gym.version import __version__
 __all__ = ["COLUMNS", "FORMATS", "ExportRow", "export", "export_rows"]
 
 FORMATS = ("hf", "verl", "easyr1", "trance", "skyrl")
+STAGING_PREFIX = ".tmp-export-"
+"""``OUT/.tmp-export-*/``: where a table export is built before it is moved into place."""
+CLAIM_WAIT_S = 30.0
+"""How long a table export waits for another export into the same ``OUT`` to finish removing stale files."""
+STARTS_OVER = "nothing of this export is kept; rerun the same command to start it over"
+"""What a stopped table export keeps: it is written whole or not at all."""
 VERL_AGENT_NAME = "tvr_interactive"
 """The ``agent_name`` of ``TVR-Interactive-v0``'s verl rows: the name its agent-loop config entry registers."""
 COLUMNS: dict[str, dict[str, str]] = {
@@ -319,19 +340,59 @@ def export(
     if env_id == INTERACTIVE_ID and fmt == "verl" and config.obs_mode != "image":
         raise ValueError("obs_mode: the verl agent loop shows images; export TVR-Interactive-v0 with obs_mode='image'")
     if fmt == "trance":
-        return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
+        with stopping_cleanly(Path(out), RESUMES):
+            return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
-    return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images)
+    with stopping_cleanly(Path(out), STARTS_OVER):
+        return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images)
 
 
 def _export_table(
     fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
     with_images: bool,
 ) -> Path:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _claim(out, split)
+    try:
+        return _build_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, out, with_images)
+    finally:
+        unlock_dir(lock)
+
+
+def _claim(out: Path, split: str) -> int | None:
+    """Hold ``out`` for this export (a shared lock: exports of other splits may run beside it).
+
+    When no other export is running there, first tidy up after killed ones: remove their staging
+    directories (``.tmp-export-*``), and put back the old ``split`` that :func:`replace_dir` had moved
+    aside (``.old-SPLIT``) if it was killed before the new one took its place, else remove that copy.
+    """
+    try:
+        lock = lock_dir(out)
+    except BlockingIOError:  # another export is running (its staging directory is live), or cleaning up
+        try:
+            return lock_dir(out, shared=True, wait_s=CLAIM_WAIT_S)
+        except BlockingIOError:  # a command that holds it whole (generate, a trance export)
+            raise DatasetDirError(f"{out}: {BUSY}") from None
+    for stale in out.glob(STAGING_PREFIX + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    old, current = out / f".old-{split}", out / split
+    if old.is_dir() and not old.is_symlink():
+        if current.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, current)
+    share_lock(lock)  # now others may start
+    return lock
+
+
+def _build_table(
+    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
+    with_images: bool,
+) -> Path:  # fmt: skip
     from datasets import Dataset
 
-    out.mkdir(parents=True, exist_ok=True)
-    with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=out) as tmp:
+    with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out) as tmp:
         dataset = Dataset.from_generator(
             _shaped_rows,
             features=_features(fmt, with_images, interactive=env_id == INTERACTIVE_ID),
@@ -380,11 +441,12 @@ def _export_trance(
     manifest = {"kind": "export", "tvr_gym": __version__, "env": env_id, "seed": seed, "env_kwargs": env_kwargs}
     writer = DatasetWriter.open(out, json.loads(json.dumps(manifest, default=list)))
     todo = [i for i in range(start, start + n) if i not in writer.done]
-    try:
+
+    def lines() -> Iterator[str]:
         for row in _progress(export_rows(env_id, todo, seed, **env_kwargs), len(todo), f"exporting {env_id}", progress):
             problem = replace(row.problem_object, idx=row.index, final_view=row.final_view)
             images = {("initial", "center"): row.initial, ("final", row.final_view): row.final}
-            writer.record(write_sample(writer.out, problem, images))
-    finally:
-        writer.finish()
+            yield write_sample(writer.out, problem, images)
+
+    writer.record_all(lines())
     return out
