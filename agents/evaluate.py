@@ -1,9 +1,11 @@
-"""Run any agent on any registered TVR environment for N seeded episodes (episode i uses seed + i).
+"""Run any agent on any single-shot TVR environment for N seeded episodes (episode i uses seed + i).
 
-With ``out``, every finished episode is appended to ``out/episodes.jsonl`` as it ends (a crash or Ctrl-C
-loses at most the batch in flight), and ``resume=True`` skips the episodes already there, so an eval of
-a large model that takes hours can be interrupted and continued; the summary is always rebuilt from
-the records of the file. ``max_tokens`` caps the tokens a model agent generates per answer.
+With ``out``, every finished episode is appended to ``out/episodes.jsonl`` as it ends (a crash, Ctrl-C,
+SIGTERM or ``kill -9`` loses at most the batch in flight), and running the same evaluation into the same
+directory again continues it: an eval of a large model that takes hours can be stopped and continued,
+and its finished episodes are never run again or lost. ``out`` is locked while an evaluation runs in
+it, and one holding another evaluation is refused unless it is overwritten explicitly (:class:`EvalDir`).
+``max_tokens`` caps the tokens a model agent generates per answer.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,15 @@ import tvr_gym  # noqa: F401  (registers the environment ids)
 from tvr_gym.agents.base import act_batch
 from tvr_gym.core.atomic import Journal, atomic_write_text, check_writable
 from tvr_gym.core.metrics import summarize
-from tvr_gym.core.options import check_int
-from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
+from tvr_gym.core.options import check_int, is_int
+from tvr_gym.envs.base import check_env_kwargs, tvr_env_class
+from tvr_gym.envs.registration import ENV_IDS, INTERACTIVE_ID, check_env_id
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "eval.json"
+LOCK_FILE = ".eval.lock"
+"""Held (``flock``) by the process evaluating into the directory; it holds that process's id."""
 TOKEN_CAPS = ("max_tokens", "max_new_tokens")
 """The attribute that caps a model agent's answer length: ``openai:`` agents' ``max_tokens`` (the request's),
 ``mllm:`` agents' ``max_new_tokens`` (``generate``'s)."""
@@ -66,28 +71,204 @@ def summary_records(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     ]
 
 
-def _open_log(out: Path, manifest: dict[str, Any], resume: bool) -> tuple[Journal, dict[int, dict[str, Any]]]:
-    """The episode log of ``out`` and, with ``resume``, the records already in it (by seed)."""
-    check_writable(out)
-    journal = Journal(out / EPISODES_FILE)
-    described = out / MANIFEST_FILE
-    if not resume:
-        journal.clear()
+class EvalDirError(ValueError):
+    """``out`` cannot take this evaluation: in use, another evaluation's, or holding a damaged journal."""
+
+
+def _answers_like_tvr(env_id: str) -> bool:
+    """Whether another registered environment (a user's TVR variant) has the single-shot TVR interface."""
+    try:
+        env = gym.make(env_id)
+    except Exception:  # noqa: BLE001 - an environment that cannot be built cannot be evaluated
+        return False
+    try:
+        obs, action = env.observation_space, env.action_space
+        keys = set(obs.spaces) if isinstance(obs, gym.spaces.Dict) else set()
+        return {"initial", "final", "prompt"} <= keys and isinstance(action, gym.spaces.Text)
+    finally:
+        env.close()
+
+
+def check_eval_env(env_id: object) -> str:
+    """``env_id`` when it is a single-shot TVR environment (what :func:`evaluate` answers), else ``ValueError``."""
+    check_env_id(env_id)
+    if env_id == INTERACTIVE_ID:
+        raise ValueError(
+            f"{env_id} is multi-turn, and this evaluator answers single-shot problems: evaluate chat policies with "
+            "tvr_gym.agents.interactive.evaluate_interactive, MaskablePPO with InteractivePPOAgent.evaluate"
+        )
+    if env_id not in ENV_IDS and not _answers_like_tvr(env_id):
+        raise ValueError(
+            f"env: {env_id!r} is not a single-shot TVR environment (observations with initial, final and prompt, "
+            f"a text action); the registered ones: {', '.join(ENV_IDS)}"
+        )
+    return str(env_id)
+
+
+JOURNAL_HINT = "fix or delete that line (its episode then runs again), or add --overwrite to start over"
+_RECORD_FIELDS: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("n_steps", (int,)), ("final_view", (str, type(None))), ("reward", (int, float)), ("metrics", (dict,)),
+)  # fmt: skip
+"""What :func:`summary_records` reads from a journal record besides its ``seed``, and the JSON types it takes."""
+
+
+def _check_record(where: str, record: Any, first_seed: int) -> dict[str, Any]:
+    """``record`` (a decoded journal line) when it is an episode record; :class:`EvalDirError` naming ``where``."""
+    if not isinstance(record, dict):
+        raise EvalDirError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    seed = record.get("seed")
+    if not is_int(seed) or seed < first_seed:
+        raise EvalDirError(f"{where}: expected a seed, an integer >= {first_seed} (the evaluation's), got {seed!r}")
+    for key, types in _RECORD_FIELDS:
+        value = record.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise EvalDirError(f"{where}: {key}: expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
+    return record
+
+
+def read_journal(path: str | os.PathLike[str], first_seed: int = 0) -> dict[int, dict[str, Any]]:
+    """The records of an ``episodes.jsonl`` by seed; :class:`EvalDirError` naming ``file:line`` for a bad line.
+
+    Every line must be a record with a ``seed >= first_seed`` (each seed once); blank lines are skipped. A
+    last line without its newline is a write cut short by a kill: when it is not JSON (torn) it is cut off
+    the file and its episode runs again; when it is whole, it is checked like any line and its newline added.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()
+    *lines, tail = raw.split(b"\n")
+    records: dict[int, dict[str, Any]] = {}
+    where_seed: dict[int, int] = {}
+
+    def add(number: int, value: Any) -> None:
+        where = f"{path}:{number}"
+        try:
+            record = _check_record(where, value, first_seed)
+            seed = int(record["seed"])
+            if seed in where_seed:
+                raise EvalDirError(f"{where}: seed {seed} is also on line {where_seed[seed]}")
+        except EvalDirError as exc:
+            raise EvalDirError(f"{exc}; {JOURNAL_HINT}") from None
+        records[seed], where_seed[seed] = record, number
+
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                value = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise EvalDirError(f"{path}:{number}: not a JSON record ({exc}); {JOURNAL_HINT}") from None
+            add(number, value)
+    if tail.strip():
+        try:
+            value = json.loads(tail.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):  # torn by a kill: cut it off, its episode runs again
+            with path.open("r+b") as fh:
+                fh.truncate(len(raw) - len(tail))
+        else:
+            add(len(lines) + 1, value)
+            with path.open("ab") as fh:
+                fh.write(b"\n")
+    return records
+
+
+def _lock(out: Path) -> int:
+    """An open descriptor of ``out``'s lock file, exclusively ``flock``-ed (the kernel releases it when the
+    process ends, however it ends); :class:`EvalDirError` when another process holds it."""
+    import fcntl
+
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip() or "?"
+        os.close(fd)
+        raise EvalDirError(
+            f"--out: {out} is in use by another evaluation (process {holder}); wait for it to end, or use another --out"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise EvalDirError(f"--out: cannot lock {out / LOCK_FILE} ({exc.strerror or exc})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _held_episodes(journal: Path) -> int:
+    """Complete lines of a journal, counted without reading them as records."""
+    return journal.read_bytes().count(b"\n") if journal.is_file() else 0
+
+
+class EvalDir:
+    """The ``out`` directory of one evaluation, held under its lock: ``eval.json`` (what is evaluated),
+    ``episodes.jsonl`` (the journal of finished episodes) and, at the end, ``summary.json``.
+
+    :meth:`open` decides what happens to what ``out`` holds: the journal of the same evaluation is
+    continued; that of another evaluation is refused unless ``overwrite``; a directory without either
+    starts one.
+    """
+
+    def __init__(self, path: Path, records: dict[int, dict[str, Any]]) -> None:
+        self.path = path
+        self.records = records
+        """Every record of the journal, by seed (those of this run are added as they finish)."""
+        self.journal = Journal(path / EPISODES_FILE)
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, out: str | os.PathLike[str], manifest: Mapping[str, Any], overwrite: bool = False
+    ) -> Iterator[EvalDir]:
+        """``out`` locked for this evaluation (``manifest``: what is evaluated) until the block ends."""
+        path = check_writable(out)
+        fd = _lock(path)
+        try:
+            yield cls(path, cls._take(path, dict(manifest), overwrite))
+        finally:
+            os.close(fd)  # releases the lock; the lock file stays (removing it would race with the next run)
+
+    @staticmethod
+    def _take(path: Path, manifest: dict[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:
+        """The records already there for ``manifest``, after refusing or (``overwrite``) discarding another's."""
+        described, journal = path / MANIFEST_FILE, path / EPISODES_FILE
+        if overwrite:  # the journal goes first: a kill in between never leaves old episodes under a new manifest
+            journal.unlink(missing_ok=True)
+            (path / SUMMARY_FILE).unlink(missing_ok=True)
+        found = None
+        if described.is_file():
+            try:
+                found = json.loads(described.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                found = f"unreadable ({exc})"
+        if found == manifest:
+            return read_journal(journal, int(manifest["seed"]))
+        held = _held_episodes(journal)
+        if held:
+            if isinstance(found, dict):
+                keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
+                what = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys)
+            else:
+                what = f"{MANIFEST_FILE} is {found or 'missing'}"
+            raise EvalDirError(
+                f"--out: {path} holds the {held} episodes of another evaluation ({what}); "
+                "use another --out, or add --overwrite to discard them"
+            )
+        journal.unlink(missing_ok=True)  # nothing finished there (at most a torn line): this evaluation takes it
+        (path / SUMMARY_FILE).unlink(missing_ok=True)  # another evaluation's summary must not sit beside this one
         atomic_write_text(described, json.dumps(manifest, indent=1) + "\n")
-        return journal, {}
-    if described.is_file():
-        found = json.loads(described.read_text(encoding="utf-8"))
-        if found != manifest:
-            keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
-            diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys)
-            raise ValueError(f"resume: {out} holds another evaluation ({diff}); use another --out")
-    else:
-        atomic_write_text(described, json.dumps(manifest, indent=1) + "\n")
-    done = {}
-    for line in journal.read():
-        record = json.loads(line)
-        done[int(record["seed"])] = record
-    return journal, done
+        return {}
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Journal finished ``records`` durably."""
+        records = list(records)
+        self.journal.append(json.dumps(r, default=_jsonable) for r in records)
+        self.records.update((int(r["seed"]), r) for r in records)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Rewrite the journal sorted by seed (every record it holds) and write ``summary``, both atomically."""
+        lines = (json.dumps(self.records[s], default=_jsonable) + "\n" for s in sorted(self.records))
+        atomic_write_text(self.path / EPISODES_FILE, lines)
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, default=_jsonable) + "\n")
 
 
 def evaluate(
@@ -99,89 +280,100 @@ def evaluate(
     progress: bool = True,
     batch_size: int = 1,
     out: str | os.PathLike[str] | None = None,
-    resume: bool = False,
+    overwrite: bool = False,
     max_tokens: int | None = None,
+    name: str | None = None,
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes of ``env_id``; episode ``i`` is ``reset(seed=seed + i)``.
 
     ``batch_size`` episodes are reset together and answered with one ``act_batch`` call. Agents
     with ``privileged = True`` receive each reset ``info`` through ``observe_privileged`` first. An
     agent with an ``obs_mode`` or ``prompt_layout`` attribute (e.g. a trained MLLM policy) sets the
-    environment's observation mode or prompt layout unless ``env_kwargs`` does. With ``out``, episodes stream to
-    ``out/episodes.jsonl`` and the summary is written to ``out/summary.json``; ``resume`` continues
-    an interrupted run of the same agent, environment and seed. ``max_tokens`` caps the generated tokens
-    per answer for this run (:func:`token_cap`; ``None``: the agent's own cap). A served model left
-    uncapped can write its whole default budget (1,024 tokens for ``openai:``) on every episode.
+    environment's observation mode or prompt layout unless ``env_kwargs`` does. ``max_tokens`` caps the
+    generated tokens per answer for this run (:func:`token_cap`; ``None``: the agent's own cap). A served
+    model left uncapped can write its whole default budget (1,024 tokens for ``openai:``) on every episode.
+
+    With ``out`` (:class:`EvalDir`), episodes stream to ``out/episodes.jsonl`` as they finish, and a
+    directory already holding this evaluation (same ``name``, environment, seed, keywords and cap, as
+    recorded in ``out/eval.json``) is continued: its episodes are not run again and never lost. One
+    holding another evaluation is refused unless ``overwrite``, and one in use by another process is
+    refused. ``name`` identifies the agent in ``eval.json`` (default: its ``name`` attribute or class):
+    give one that tells its weights apart, e.g. the checkpoint path. The result and ``out/summary.json``
+    hold exactly the requested episodes, while the journal keeps every episode it holds.
     """
     check_int("episodes", episodes, 0)
     check_int("batch_size", batch_size, 1)
-    check_env_id(env_id)
+    check_int("seed", seed, 0)
+    check_eval_env(env_id)
     if max_tokens is not None:
         _cap_attribute(agent, max_tokens)  # a bad cap fails before any environment is built
-    if env_id == INTERACTIVE_ID:
-        raise ValueError(
-            f"{env_id} is multi-turn, and this evaluator answers single-shot problems: evaluate chat policies with "
-            "tvr_gym.agents.interactive.evaluate_interactive, MaskablePPO with InteractivePPOAgent.evaluate"
-        )
     env_kwargs = dict(env_kwargs or {})
     for key in ("obs_mode", "prompt_layout"):  # what the agent was trained to read, unless the caller says
         if key not in env_kwargs and getattr(agent, key, None) is not None:
             env_kwargs[key] = getattr(agent, key)
-    name = str(getattr(agent, "name", type(agent).__name__))
-    journal, done = None, {}
-    if out is not None:
-        kwargs = json.loads(json.dumps(env_kwargs, default=list))
-        manifest = {"agent": name, "env": env_id, "seed": seed, "env_kwargs": kwargs}
-        if max_tokens is not None:  # another cap gives other answers: resuming under it would mix them
-            manifest["max_tokens"] = max_tokens
-        journal, done = _open_log(Path(out), manifest, resume)
-    todo = [i for i in range(episodes) if seed + i not in done]
-    envs = [gym.make(env_id, **env_kwargs) for _ in range(min(batch_size, max(len(todo), 1)))]
-    privileged = bool(getattr(agent, "privileged", False))
-    records = dict(done)  # a resumed file keeps every record it holds
-    bar = _progress(progress, episodes, f"{name} on {env_id}", len(records))
-    try:
-        with token_cap(agent, max_tokens):
-            for start in range(0, len(todo), len(envs)):
-                batch = todo[start : start + len(envs)]
-                observations, infos = [], []
-                for env, i in zip(envs, batch):
-                    obs, info = env.reset(seed=seed + i)
-                    observations.append(obs)
-                    infos.append(info)
-                    if privileged:
-                        agent.observe_privileged(info)
-                answers = act_batch(agent, observations)
-                finished = []
-                for env, i, answer, info in zip(envs, batch, answers, infos):
-                    _, reward, _, _, step_info = env.step(answer)
-                    finished.append(
-                        {
-                            "seed": seed + i,
-                            "n_steps": len(info["problem"]["transformations"]),
-                            "final_view": info["final_view"],
-                            "answer": answer if isinstance(answer, str) else repr(answer),
-                            "truth": info["truth"],
-                            "reward": float(reward),
-                            "reward_terms": step_info["reward_terms"],
-                            "metrics": step_info["metrics"],
-                        }
-                    )
-                if journal is not None:
-                    journal.append(json.dumps(r, default=_jsonable) for r in finished)
-                records.update((r["seed"], r) for r in finished)
-                if bar is not None:
-                    bar[0].advance(bar[1], len(batch))
-    finally:
-        if bar is not None:
-            bar[0].stop()
-        for env in envs:
-            env.close()
-    ordered = [records[s] for s in sorted(records)]
-    result = EvalResult(ordered, summarize(summary_records(ordered)))
-    if out is not None:
-        result.save(out)  # sorted by seed, and the summary of every record in the file
+    if tvr_env_class(env_id) is not None:  # another TVR-shaped env checks its keywords when built
+        check_env_kwargs(env_id, **env_kwargs)  # a bad keyword or source fails before out is created
+    name = str(name if name is not None else getattr(agent, "name", type(agent).__name__))
+    with ExitStack() as stack:
+        run = None
+        if out is not None:
+            kwargs = json.loads(json.dumps(env_kwargs, default=list))
+            manifest = {"agent": name, "env": env_id, "seed": seed, "env_kwargs": kwargs}
+            if max_tokens is not None:  # another cap gives other answers: continuing under it would mix them
+                manifest["max_tokens"] = max_tokens
+            run = stack.enter_context(EvalDir.open(out, manifest, overwrite))
+        records = run.records if run is not None else {}
+        todo = [i for i in range(episodes) if seed + i not in records]
+        bar = _progress(progress, episodes, f"{name} on {env_id}", episodes - len(todo))
+        envs = [gym.make(env_id, **env_kwargs) for _ in range(min(batch_size, max(len(todo), 1)))]
+        try:
+            with token_cap(agent, max_tokens):
+                for start in range(0, len(todo), len(envs)):
+                    finished = _run_batch(agent, envs, [seed + i for i in todo[start : start + len(envs)]])
+                    if run is not None:
+                        run.append(finished)
+                    else:
+                        records.update((r["seed"], r) for r in finished)
+                    if bar is not None:
+                        bar[0].advance(bar[1], len(finished))
+        finally:
+            if bar is not None:
+                bar[0].stop()
+            for env in envs:
+                env.close()
+        ordered = [records[seed + i] for i in range(episodes)]
+        result = EvalResult(ordered, summarize(summary_records(ordered)))
+        if run is not None:
+            run.finish(result.summary)
     return result
+
+
+def _run_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """The records of one batch: each env reset with its seed, all answered by one ``act_batch`` call."""
+    observations, infos = [], []
+    for env, episode_seed in zip(envs, seeds):
+        obs, info = env.reset(seed=episode_seed)
+        observations.append(obs)
+        infos.append(info)
+        if getattr(agent, "privileged", False):
+            agent.observe_privileged(info)
+    answers = act_batch(agent, observations)
+    finished = []
+    for env, episode_seed, answer, info in zip(envs, seeds, answers, infos):
+        _, reward, _, _, step_info = env.step(answer)
+        finished.append(
+            {
+                "seed": episode_seed,
+                "n_steps": len(info["problem"]["transformations"]),
+                "final_view": info["final_view"],
+                "answer": answer if isinstance(answer, str) else repr(answer),
+                "truth": info["truth"],
+                "reward": float(reward),
+                "reward_terms": step_info["reward_terms"],
+                "metrics": step_info["metrics"],
+            }
+        )
+    return finished
 
 
 def _cap_attribute(agent: Any, max_tokens: int) -> str:

@@ -16,6 +16,17 @@ from typing import Any
 from tvr_gym.core import chat
 
 DEFAULT_URL = "https://api.openai.com/v1"
+API_EXTRA_HINT = "install the api extra: pip install -e '.[api]' (or pip install 'tvr-gym[api]')"
+
+
+def _openai() -> Any:
+    """The ``openai`` package; when it is missing, ``ModuleNotFoundError`` naming the ``[api]`` extra."""
+    try:
+        import openai
+    except ImportError as exc:
+        raise ModuleNotFoundError(f"agent openai: needs the openai package ({exc}); {API_EXTRA_HINT}",
+                                  name="openai") from None  # fmt: skip
+    return openai
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -55,8 +66,7 @@ class OpenAIAgent:
         api_key: str | None = None,
         check: bool = True,
     ) -> None:
-        from openai import OpenAI
-
+        openai = _openai()  # before anything else: a missing package says which extra to install
         if concurrency < 1 or max_tokens < 1 or timeout <= 0 or max_retries < 0:
             raise ValueError("concurrency and max_tokens must be >= 1, timeout > 0 and max_retries >= 0")
         self.model, self.base_url = model, base_url
@@ -68,7 +78,7 @@ class OpenAIAgent:
         self.usage: list[dict[str, int]] = []
         """One ``{"prompt_tokens", "completion_tokens"}`` per reply the server reported usage for, as replies arrive."""
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.client = OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
         if check:
             self.check_server()
 
@@ -83,8 +93,7 @@ class OpenAIAgent:
 
     def check_server(self) -> None:
         """Fail fast, with the URL in the message, when the endpoint cannot be reached."""
-        import openai
-
+        openai = _openai()
         try:
             self.client.with_options(max_retries=min(self.client.max_retries, 1)).models.list()
         except openai.APIConnectionError as exc:
@@ -99,8 +108,7 @@ class OpenAIAgent:
         return chat.openai_messages(str(obs.get("prompt", "")), images, self.system_prompt)
 
     def act(self, obs: Mapping[str, Any]) -> str:
-        import openai
-
+        openai = _openai()
         try:
             reply = self.client.chat.completions.create(
                 model=self.model, messages=self.messages(obs), max_tokens=self.max_tokens,

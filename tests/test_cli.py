@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -137,3 +139,130 @@ def test_every_env_config_keyword_is_a_flag_that_reaches_the_environment():
         assert own == {} and set(kwargs) == set(flagged) - {"setting"}
         assert (config.render_size, config.steps, tuple(config.attributes)) == ((32, 24), 2, ("color", "size"))
         assert config.cache_size == 7 and config.episode.final_views == ("left",) and config.prompt_layout == "compact"
+
+
+# ---------------------------------------------------------------------------- bad input: one line, exit 2, nothing made
+
+HUGE = "99999999999999999999"
+BAD_INPUT = {
+    "eval-seed": ["eval", "--seed", "-1", "--episodes", "1", "--out", "OUT"],
+    "eval-gym-env": ["eval", "--env", "CartPole-v1", "--episodes", "1", "--out", "OUT"],
+    "eval-interactive": ["eval", "--env", "TVR-Interactive-v0", "--episodes", "1", "--out", "OUT"],
+    "eval-agent": ["eval", "--agent", "nope", "--episodes", "1", "--out", "OUT"],
+    "eval-mllm-missing": ["eval", "--agent", "mllm:/missing", "--episodes", "1", "--out", "OUT"],
+    "eval-ppo-missing": ["eval", "--agent", "ppo:/missing", "--episodes", "1", "--out", "OUT"],
+    "eval-episodes": ["eval", "--episodes", "-1", "--out", "OUT"],
+    "eval-batch-size": ["eval", "--episodes", "1", "--batch-size", "0", "--out", "OUT"],
+    "eval-source": ["eval", "--episodes", "1", "--source", "/missing", "--out", "OUT"],
+    "eval-cache-dir-proc": ["eval", "--episodes", "1", "--cache-dir", "/proc/nope", "--out", "OUT"],
+    "eval-cache-dir-file": ["eval", "--episodes", "1", "--cache-dir", "FILE/cache", "--out", "OUT"],
+    "eval-out-file": ["eval", "--episodes", "1", "--out", "FILE/eval"],
+    "export-cache-dir": ["export", "--n", "1", "--cache-dir", "/proc/nope", "--out", "OUT"],
+    "demo-size": ["demo", "--size", "0", "0", "--episodes", "1", "--out", "OUT"],
+    "show-suffix": ["show", "--out", "OUT.txt"],
+    "show-no-suffix": ["show", "--out", "OUT"],
+    "export-gym-env": ["export", "--env", "CartPole-v1", "--n", "1", "--out", "OUT"],
+    **{
+        f"export-interactive-{fmt}": ["export", "--format", fmt, "--env", "TVR-Interactive-v0", "--n", "1", "--out",
+                                      "OUT"]
+        for fmt in ("hf", "trance", "easyr1")
+    },  # fmt: skip
+}
+"""Each case's argv; ``OUT`` and ``FILE`` (an existing plain file) lie in the test's empty working directory."""
+
+
+@pytest.mark.parametrize("argv", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_one_line_on_stderr_exit_2_and_creates_nothing(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("")
+    rc = main([*argv, *(["--quiet"] if argv[0] not in ("show",) else [])])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith(f"tvr-gym {argv[0]}: error: ") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def _memory_cap() -> None:
+    import resource
+
+    cap = 1 << 30  # a command that grows without bound meets MemoryError here, not the machine's limit
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+@pytest.mark.parametrize("command", ["generate", "export"])
+def test_a_count_beyond_the_bound_is_refused_before_anything_is_made(tmp_path, command):
+    argv = [sys.executable, "-m", "tvr_gym", command, "--n", HUGE, "--out", "OUT", "--quiet"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=_memory_cap)
+    assert done.returncode == 2
+    assert done.stderr == f"tvr-gym {command}: error: --n: expected an integer in 0..1000000, got {HUGE}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_the_interactive_env_writes_verl_rows(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    assert main(["export", "--format", "verl", "--env", "TVR-Interactive-v0", "--n", "2", "--size", "32", "24",
+                 "--out", str(tmp_path / "v"), "--quiet"]) == 0  # fmt: skip
+    assert pq.read_table(tmp_path / "v" / "train.parquet").num_rows == 2
+
+
+def test_an_openai_agent_without_the_api_extra_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openai", None)  # what `import openai` meets without the [api] extra
+    out = tmp_path / "e"
+    assert main(["eval", "--agent", "openai:m@http://127.0.0.1:9/v1", "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install -e '.[api]'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_cache_dir_that_can_be_made_is_accepted(tmp_path, capsys):
+    cache = tmp_path / "deep" / "cache"
+    assert main(["eval", "--episodes", "1", "--size", "32", "24", "--cache-dir", str(cache), "--out",
+                 str(tmp_path / "e"), "--quiet"]) == 0  # fmt: skip
+    assert (tmp_path / "e" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp", ".bmp"])
+def test_show_writes_the_format_its_suffix_names(tmp_path, suffix):
+    path = tmp_path / f"p{suffix}"
+    assert main(["show", "--size", "32", "24", "--out", str(path)]) == 0
+    with Image.open(path) as im:
+        assert im.format == Image.registered_extensions()[suffix]
+
+
+@pytest.mark.parametrize(
+    ("trainer", "device", "message"),
+    [("grpo", "tpu", "unknown device 'tpu'; valid: auto, cpu, cuda, mps"),
+     ("ppo", "tpu", "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N, mps"),
+     ("grpo", "cuda:1", "CUDA_VISIBLE_DEVICES=1"),
+     ("ppo", "cuda:99", "cuda:99: this machine has")],
+)  # fmt: skip
+def test_train_refuses_a_device_it_cannot_use_before_anything_is_made(tmp_path, trainer, device, message):
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    extra = ["--model", "tiny", "--steps", "1"] if trainer == "grpo" else ["--timesteps", "64"]
+    # a fresh process: the trainers import torch's triton, which must not follow this process's gl context
+    done = subprocess.run([sys.executable, "-m", "tvr_gym", "train", trainer, "--device", device, *extra,
+                           "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "tvr-gym train: error: --device: " in done.stderr
+    assert message in done.stderr
+    assert not out.exists()
+
+
+def test_generate_stopped_by_sigterm_keeps_its_samples_and_says_how_to_continue(tmp_path):
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "tvr_gym", "generate", "--n", "100000", "--size", "16", "12", "--out", str(out),
+           "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list((out / "image").glob("*-init.*"))) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.startswith("tvr-gym generate: interrupted (SIGTERM); ") and "Traceback" not in err
+    assert "rerun the same command to resume" in err
+    assert len(list(load_trance(out))) >= 1  # data.jsonl lists the finished samples

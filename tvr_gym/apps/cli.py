@@ -9,52 +9,76 @@ so they are loaded only for ``train`` and ``make-tiny-model``.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tvr_gym.agents import AGENT_NAMES, make_agent
-from tvr_gym.agents.evaluate import evaluate
-from tvr_gym.apps.cliargs import add_env_options, env_kwargs
+from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
+from tvr_gym.apps.cliargs import add_env_options, check_creatable, env_kwargs
 from tvr_gym.apps.demo import run_demo
-from tvr_gym.apps.show import show_problem
-from tvr_gym.core.atomic import check_writable
+from tvr_gym.apps.show import check_image_path, show_problem
 from tvr_gym.core.metrics import format_table
-from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int, check_size
 from tvr_gym.core.reference import comparison_table
 from tvr_gym.core.trance import load_trance
 from tvr_gym.data.dataset import generate_dataset, merge_datasets
 from tvr_gym.data.export import FORMATS, export
+from tvr_gym.envs.base import check_env_kwargs
 from tvr_gym.envs.registration import ENV_IDS, check_env_id
 from tvr_gym.problems.generator import generate
 from tvr_gym.render import RENDERERS
 
 TRAIN_HINT = "install the training extras: pip install -e '.[train]'"
+MAX_ROWS = 1_000_000
+"""The most problems (``generate``) or rows (``export``) one command makes: what a run keeps in memory grows
+with it. Larger datasets are made as ``--start/--n`` shards (and joined with ``merge``)."""
+RESUME_NOTE = "rerun the same command to resume"
 
 
 # ---------------------------------------------------------------------------- commands
 
 
+def agent_id(spec: str) -> str:
+    """What ``eval.json`` records of an agent spec: ``mllm:`` and ``ppo:`` paths made absolute, so the same
+    checkpoint is the same agent from any directory and two checkpoints are never the same agent."""
+    kind, colon, path = spec.partition(":")
+    return f"{kind}:{Path(path).resolve()}" if colon and kind in ("mllm", "ppo") and path else spec
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    check_env_id(args.env)
-    default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
-    out = check_writable(Path(args.out) if args.out else Path("out") / "eval" / default_name)
+    # every argument is checked before a model loads, a server is asked or OUT is created
+    check_eval_env(args.env)
+    check_int("--seed", args.seed, 0)
+    check_int("--episodes", args.episodes, 0)
+    check_int("--batch-size", args.batch_size, 1)
     if args.max_tokens is not None:
-        check_int("--max-tokens", args.max_tokens, 1)  # before a model loads or a server is asked
+        check_int("--max-tokens", args.max_tokens, 1)
+    kwargs = env_kwargs(args)
+    layout_needs_agent = "prompt_layout" in kwargs and "obs_mode" not in kwargs  # the agent may bring its obs_mode
+    check_env_kwargs(args.env, **{k: v for k, v in kwargs.items() if k != "prompt_layout" or not layout_needs_agent})
+    default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
+    out = check_creatable(Path(args.out) if args.out else Path("out") / "eval" / default_name, "--out")
+    args.on_interrupt = f"the finished episodes are kept in {out / EPISODES_FILE}: {RESUME_NOTE}"
     agent = make_agent(args.agent, seed=args.seed, obs_mode=args.obs_mode)
     result = evaluate(
-        agent, args.env, args.episodes, seed=args.seed, env_kwargs=env_kwargs(args),
-        progress=not args.quiet, batch_size=args.batch_size, out=out, resume=args.resume, max_tokens=args.max_tokens,
+        agent, args.env, args.episodes, seed=args.seed, env_kwargs=kwargs, progress=not args.quiet,
+        batch_size=args.batch_size, out=out, overwrite=args.overwrite, max_tokens=args.max_tokens,
+        name=agent_id(args.agent),
     )  # fmt: skip
     print(format_table(result.summary))
     print(comparison_table(result.summary, ENV_IDS.get(args.env), name=args.agent))
-    print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'} ({len(result.records)} episodes)")
+    print(f"wrote {out / 'summary.json'} ({len(result.records)} episodes) and {out / EPISODES_FILE}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    check_image_path(args.out)  # before a problem is made or drawn
     if args.trance:
         problem = next((p for p in load_trance(args.trance) if p.idx == args.index), None)
         if problem is None:
@@ -67,6 +91,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    check_int("--n", args.n, 0, MAX_ROWS)
+    check_size(args.size, "--size")
+    check_creatable(args.out, "--out")
+    args.on_interrupt = f"the finished samples are kept in {args.out}: {RESUME_NOTE}"
     made, total = generate_dataset(
         args.out, args.setting, args.seed, args.n, start=args.start, size=tuple(args.size), renderer=args.renderer,
         workers=args.workers, progress=not args.quiet,
@@ -85,6 +113,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_env_id(args.env)
+    check_int("--n", args.n, 0, MAX_ROWS)
+    check_creatable(args.out, "--out")
+    resumable = args.format == "trance"
+    args.on_interrupt = (
+        f"the finished samples are kept in {args.out}: {RESUME_NOTE}" if resumable
+        else "nothing was exported (a split is written only when complete)"
+    )  # fmt: skip
     target = export(
         args.format, args.env, args.n, args.out, seed=args.seed, start=args.start, split=args.split,
         progress=not args.quiet, **env_kwargs(args),
@@ -94,9 +129,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    args.on_interrupt = f"the finished episodes are kept under {args.out}/<agent>/: {RESUME_NOTE}"
     run_demo(
         out_dir=Path(args.out), episodes=args.episodes, seed=args.seed, renderer=args.renderer,
-        size=tuple(args.size), progress=not args.quiet,
+        size=tuple(args.size), progress=not args.quiet, overwrite=args.overwrite,
     )  # fmt: skip
     return 0
 
@@ -167,6 +203,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--renderer", default="auto", choices=RENDERERS)
     p.add_argument("--size", **size)
+    p.add_argument("--overwrite", action="store_true", help="discard the evaluations OUT holds if they differ")
     p.add_argument("--quiet", **quiet)
     p.set_defaults(func=cmd_demo)
 
@@ -176,8 +213,18 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--batch-size", type=int, default=1, help="episodes answered together (concurrent for openai:)")
-    p.add_argument("--out", help="directory for summary.json and episodes.jsonl (default out/eval/AGENT-ENV)")
-    p.add_argument("--resume", action="store_true", help="skip the episodes already in OUT/episodes.jsonl")
+    p.add_argument(
+        "--out", help="directory for eval.json, episodes.jsonl and summary.json (default out/eval/AGENT-ENV); "
+        "one holding this evaluation is continued",
+    )  # fmt: skip
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true",
+        help="continue the evaluation in OUT (the default: its finished episodes are never run again or lost)",
+    )  # fmt: skip
+    again.add_argument(
+        "--overwrite", action="store_true", help="discard the episodes of another evaluation that OUT holds",
+    )  # fmt: skip
     p.add_argument(
         "--max-tokens", type=int, metavar="N",
         help="cap on the tokens generated per answer, for mllm: and openai: agents (N >= 1; default: the agent's "
@@ -187,7 +234,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     add_env_options(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("show", help="draw one problem (initial, final, answer) as a PNG")
+    p = sub.add_parser("show", help="draw one problem (initial, final, answer) as a picture (PNG, JPEG, ...)")
     p.add_argument("--setting", default="crossview", choices=SETTINGS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index", type=int, default=0, help="the generated problem's index, or the sample idx of --trance")
@@ -195,7 +242,7 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--answer", help="an answer to draw beside the truth")
     p.add_argument("--renderer", default="auto", choices=RENDERERS)
     p.add_argument("--size", **size)
-    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--out", required=True, help="picture path; its suffix names the format (.png, .jpg, .webp, ...)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("generate", help="write a TRANCE-format dataset (data.jsonl + image/); rerun to resume")
@@ -247,6 +294,26 @@ def _needs_trainers(argv: Sequence[str]) -> bool:
     return first in ("train", "make-tiny-model")
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM stops a command as Ctrl-C does (a ``KeyboardInterrupt``), so finished work is kept the same way;
+    yields the list the SIGTERM is noted in. Signal handlers belong to the main thread: elsewhere, nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_trainers=_needs_trainers(argv))
@@ -254,15 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:
-        print(f"tvr-gym {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tvr-gym {args.command}: interrupted; finished work is kept (rerun the same command to resume)",
-              file=sys.stderr)  # fmt: skip
-        return 130
+    with _terminate_as_interrupt() as received:
+        try:
+            return int(args.func(args) or 0)
+        except (ValueError, FileNotFoundError, ConnectionError) as exc:
+            print(f"tvr-gym {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] == "tvr_gym":
+                raise  # our own module missing is a bug, with its traceback
+            hint = "" if "pip install" in str(exc) else "; install the extra that provides it (pip install -e '.[all]')"
+            print(f"tvr-gym {args.command}: error: {exc}{hint}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:  # the note of the work that stopped (what it kept), else the command's
+            signum = received[0] if received else getattr(exc, "signum", None) or signal.SIGINT
+            note = getattr(exc, "note", None) or getattr(args, "on_interrupt", None)
+            line = f"tvr-gym {args.command}: interrupted ({signal.Signals(signum).name})"
+            print(line + (f"; {note}" if note else ""), file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from tvr_gym.core.options import EnvConfig
@@ -87,6 +90,7 @@ VOCABULARY: dict[str, str] = {
     "lr": "--lr",
     "learning_rate": "--lr",
     "resume": "--resume",
+    "overwrite": "--overwrite",
 }
 """The one flag of each concept, by the ``dest`` it fills: every subcommand spells a concept this way."""
 
@@ -119,8 +123,31 @@ def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = 
     parser.set_defaults(env_options=added)  # what env_kwargs reads back, and nothing else
 
 
+def check_creatable(path: str | os.PathLike[str], flag: str) -> Path:
+    """``path`` when it is a directory, or could be made one, that this process can write in; nothing is created.
+
+    A temporary directory is made and removed in the nearest existing ancestor, which proves what
+    permission bits cannot (read-only mounts, ``/proc``, root). ``ValueError`` naming ``flag`` otherwise, so a
+    command refuses a bad directory before it builds, loads or creates anything.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag}: cannot write to {path} ({probe} is not a directory)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tvr-gym-write-test-", dir=probe))
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot write to {path} ({exc.strerror or exc})") from None
+    return path
+
+
 def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The environment keywords of the flags :func:`add_env_options` added and the user gave."""
+    """The environment keywords of the flags :func:`add_env_options` added and the user gave.
+
+    A ``--cache-dir`` that cannot be made or written is refused here (:func:`check_creatable`), before any work.
+    """
     out: dict[str, Any] = {}
     if getattr(args, "setting", None) is not None and getattr(args, "env", None) != INTERACTIVE_ID:
         raise ValueError(f"--setting is for {INTERACTIVE_ID}; {args.env} has its setting in its id")
@@ -128,4 +155,6 @@ def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, dest, None)
         if value is not None:
             out[ENV_FLAGS[dest][0]] = tuple(value) if isinstance(value, list) else value
+    if out.get("cache_dir") is not None:
+        check_creatable(out["cache_dir"], ENV_FLAGS["cache_dir"][1])
     return out

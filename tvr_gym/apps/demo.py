@@ -12,10 +12,12 @@ import numpy as np
 
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.evaluate import evaluate
+from tvr_gym.apps.cliargs import check_creatable
 from tvr_gym.core.atomic import atomic_write_text, save_png
 from tvr_gym.core.metrics import format_table, render_tables
-from tvr_gym.core.options import DEFAULT_RENDER_SIZE
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, check_int, check_size
 from tvr_gym.core.reference import REFERENCE, summary_row
+from tvr_gym.envs.base import check_env_kwargs
 from tvr_gym.render.cache import shared_lru
 from tvr_gym.render.rig import VIEWS
 
@@ -31,21 +33,30 @@ def run_demo(
     size: tuple[int, int] = DEFAULT_RENDER_SIZE,
     progress: bool = True,
     examples: int = 3,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate random, noop and oracle on the same CrossView episodes; print tables; draw examples.
 
-    Writes ``summary.json``, ``<agent>/episodes.jsonl`` and ``episodes.png`` under ``out_dir`` and
-    returns {agent: summary}.
+    Writes ``summary.json``, ``<agent>/`` (each agent's evaluation directory,
+    :class:`tvr_gym.agents.evaluate.EvalDir`: continued by the same demo, refused to another unless
+    ``overwrite``) and ``episodes.png`` under ``out_dir`` and returns {agent: summary}. Every argument is
+    checked before anything is created.
     """
-    out = Path(out_dir)
+    check_int("episodes", episodes, 1)
+    check_int("seed", seed, 0)
+    check_int("examples", examples, 0)
+    env_kwargs = {"renderer": renderer, "render_size": check_size(size)}
+    check_env_kwargs(DEMO_ENV, **env_kwargs)
+    out = check_creatable(out_dir, "--out")
     lru = shared_lru()
     lru.resize(max(lru.maxsize, 2 * episodes + 8))  # every agent sees the same episodes: render them once
-    env_kwargs = {"renderer": renderer, "render_size": tuple(size)}
     results = {}
     for name in DEMO_AGENTS:
         start = time.perf_counter()
         agent = make_agent(name, seed=seed)
-        results[name] = evaluate(agent, DEMO_ENV, episodes, seed, env_kwargs, progress, out=out / name)
+        results[name] = evaluate(
+            agent, DEMO_ENV, episodes, seed, env_kwargs, progress, out=out / name, overwrite=overwrite, name=name
+        )
         print(f"{name}: {episodes} episodes in {time.perf_counter() - start:.1f} s")
     summaries = {name: r.summary for name, r in results.items()}
 

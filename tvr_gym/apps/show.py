@@ -50,6 +50,17 @@ def _image(problem: Problem, phase: str, view: str, renderer: str, size: tuple[i
     return Image.fromarray(np.ascontiguousarray(pixels)), source
 
 
+def check_image_path(path: str | os.PathLike[str]) -> str:
+    """The PIL format that ``path``'s suffix names (``.png``: PNG, ``.jpg``: JPEG, ``.webp``, ...), checked before
+    anything is drawn; ``ValueError`` for a suffix PIL cannot write as an image (``.txt``) or none."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        what = f"PIL cannot write {suffix!r} images" if suffix else "no suffix names an image format"
+        raise ValueError(f"--out: {path}: {what}; use .png (or .jpg, .webp, .bmp, .tif)")
+    return fmt
+
+
 def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
     char = max(font.getlength("n"), 1.0)
     lines = []
@@ -66,7 +77,8 @@ def show_problem(
     answer: str | None = None,
     title: str | None = None,
 ) -> Path:
-    """Write a PNG of ``problem`` to ``path`` (atomically) and return the path.
+    """Write a picture of ``problem`` to ``path`` (atomically) and return the path; the format is the one
+    the suffix names (:func:`check_image_path`: ``.png``, ``.jpg``, ...).
 
     Top: the title; then the initial image (centre camera) and the final image (camera
     ``problem.final_view`` or centre) with labels; below, the transformations in words and, if
@@ -76,6 +88,7 @@ def show_problem(
     if not isinstance(problem, Problem):
         raise ValueError(f"problem: expected a tvr_gym.core.trance.Problem, got {type(problem).__name__}")
     w, h = check_size(size)
+    fmt = check_image_path(path)
     final_view = problem.final_view or "center"
     font = ImageFont.load_default(size=FONT_SIZE)
     big = ImageFont.load_default(size=FONT_SIZE + 2)
@@ -118,8 +131,11 @@ def show_problem(
         draw.text((MARGIN, y), line, fill=ANSWER_INK, font=font)
         y += line_h
     with atomic_open(path, "wb") as fh:
-        canvas.save(fh, format="PNG")
+        try:
+            canvas.save(fh, format=fmt)
+        except (OSError, ValueError) as exc:  # a format that takes no RGB picture, e.g. XBM
+            raise ValueError(f"--out: PIL cannot write this picture as {fmt} ({exc}); use .png") from None
     return Path(path)
 
 
-__all__ = ["describe_object", "describe_step", "show_problem"]
+__all__ = ["check_image_path", "describe_object", "describe_step", "show_problem"]

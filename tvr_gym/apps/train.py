@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from typing import Any
 
 import torch
@@ -69,17 +70,46 @@ def register(subparsers: Any, train_subparsers: Any) -> None:
         parser.set_defaults(func=lambda args, c=config_class, r=run: run_trl(args, c, r))
 
 
+def check_device(device: str | None, per_process_gpu: bool = False) -> str | None:
+    """``device`` when this machine has it: ``auto`` (or ``None``: a GPU when there is one), ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``; ``ValueError`` otherwise, before anything is built or written.
+
+    ``per_process_gpu``: the trainer runs under ``accelerate``, which gives each process its own GPU, so
+    ``cuda:N`` is refused with the way to pick GPUs (``CUDA_VISIBLE_DEVICES``).
+    """
+    if device is None or device in ("auto", "cpu"):
+        return device
+    kind, colon, index = str(device).partition(":")
+    if kind == "cuda" and (not colon or index.isdigit()):
+        if colon and per_process_gpu:
+            raise ValueError(f"--device: {device}: accelerate gives each process its GPU; choose them with "
+                             f"CUDA_VISIBLE_DEVICES={index} and --device cuda")  # fmt: skip
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"--device: {device}: this machine has no CUDA device; use cpu or auto")
+        if colon and int(index) >= count:
+            raise ValueError(f"--device: {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return device
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("--device: mps: this machine has no MPS device; use cpu or auto")
+        return device
+    valid = "auto, cpu, cuda, mps" if per_process_gpu else "auto, cpu, cuda, cuda:N, mps"
+    raise ValueError(f"--device: unknown device {device!r}; valid: {valid}")
+
+
 def _finished(line: str) -> None:
     if os.environ.get("RANK", "0") == "0":  # one line, also under accelerate and torchrun
         print(line)
 
 
 def run_grpo(args: argparse.Namespace) -> int:
+    check_device(args.device, per_process_gpu=True)
     cfg = dataclass_from_args(GRPOConfig, args, env_kwargs=env_kwargs(args))
     try:
         history = train(cfg)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # the trainer said what it kept; SIGTERM exits 143, Ctrl-C 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     if history:
         last = history[-1]
         _finished(f"done: {last['step']} steps, last reward {last['reward']:.3f}, model in {cfg.out}/final")
@@ -87,6 +117,7 @@ def run_grpo(args: argparse.Namespace) -> int:
 
 
 def run_ppo(args: argparse.Namespace) -> int:
+    check_device(args.device)
     cfg = dataclass_from_args(PPOConfig, args, env_kwargs=env_kwargs(args))
     agent = train_from_config(cfg)
     settings = agent.settings

@@ -25,7 +25,8 @@ from tvr_gym.render.pool import hold
 from tvr_gym.render.store import LRU, RenderCache, shared_lru
 
 __all__ = [
-    "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs", "weights_dict",
+    "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs",
+    "tvr_env_class", "weights_dict",
 ]
 
 ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
@@ -147,19 +148,28 @@ def weights_dict(weights: Any) -> dict[str, float]:
     return dict(weights)
 
 
+def tvr_env_class(env_id: str) -> type[TVREnvBase] | None:
+    """The TVR environment class ``env_id`` builds (a :class:`TVREnvBase`), or ``None`` for any other
+    registered environment; an unknown id is a ``ValueError``."""
+    from gymnasium.envs.registration import load_env_creator, registry
+
+    from tvr_gym.envs.registration import check_env_id
+
+    entry = registry[check_env_id(env_id)].entry_point
+    cls = load_env_creator(entry) if isinstance(entry, str) else entry
+    return cls if isinstance(cls, type) and issubclass(cls, TVREnvBase) else None
+
+
 def check_env_kwargs(env_id: str, **kwargs: Any) -> EnvConfig:
     """The config of ``gym.make(env_id, **kwargs)``, every keyword checked as the environment checks it,
     without building the environment (exports and trainers check their arguments before any work). A
     TRANCE directory ``source`` is read, so a damaged one fails here too."""
     from gymnasium.envs.registration import registry
 
-    from tvr_gym.envs.registration import check_env_id
-
-    spec = registry[check_env_id(env_id)]
-    cls = gym.envs.registration.load_env_creator(spec.entry_point)
-    if not (isinstance(cls, type) and issubclass(cls, TVREnvBase)):
+    cls = tvr_env_class(env_id)
+    if cls is None:
         raise ValueError(f"env: {env_id} is not a TVR environment")
-    config, _ = cls.check_kwargs(**{**spec.kwargs, **kwargs})
+    config, _ = cls.check_kwargs(**{**registry[env_id].kwargs, **kwargs})
     if config.source != "procedural":
         make_source(config.source, config.episode)
     return config
