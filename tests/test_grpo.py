@@ -355,8 +355,8 @@ def replace_dir(tmp, target):  # {save} is written, not yet renamed into place: 
 grpo.replace_dir = replace_dir
 try:
     grpo.train(test_grpo.small_config({tiny!r}, {out!r}, **{overrides!r}))
-except KeyboardInterrupt:
-    sys.exit(130)  # what `tvr-gym train grpo` returns
+except KeyboardInterrupt as exc:
+    sys.exit(128 + exc.signum)  # what `tvr-gym train grpo` returns: 128 + the first signal
 """
 
 
@@ -396,7 +396,7 @@ def test_a_second_signal_during_a_checkpoint_waits_for_it(tiny_dir, tmp_path, sa
 def test_a_signal_during_the_final_save_of_a_finished_run_waits_for_it(tiny_dir, tmp_path):
     run = tmp_path / "run"
     done = run_with_a_signal_during_a_save(tiny_dir, run, "final", signal.SIGTERM, steps=2)
-    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-2000:]  # the first signal was SIGTERM
     verify_checkpoint(run / "checkpoint-2")
     assert (run / "final" / MANIFEST).is_file() and _logged_steps(run) == [1, 2]
     assert f"interrupted after the last step: kept {run / 'checkpoint-2'}, {run / 'final'} and log.jsonl" in done.stderr

@@ -119,7 +119,7 @@ class GRPOConfig:
     temperature: float = field(default=1.0, metadata=_help("sampling temperature"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling"))
     resume: bool = field(default=False, metadata=_help("continue from the latest OUT/checkpoint-STEP"))
-    device: str | None = field(default=None, metadata=_help("cpu forces the CPU; default: accelerate's choice"))
+    device: str | None = field(default=None, metadata=_help("auto, cpu, cuda or mps; default: accelerate's choice"))
     dtype: str | None = field(default=None, metadata=_help("model dtype (default: bf16 on CUDA)", choices=DTYPES))
     quiet: bool = field(default=False, metadata=_help("no progress bar"))
     window: int = field(default=DEFAULT_WINDOW, metadata=_help("interactive: turns shown with their images"))
@@ -782,6 +782,8 @@ class GracefulStop:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
+        """The first signal received (its exit status is 128 + it)."""
         self.deferred = False
         self._aborted = False
         self._saving = 0
@@ -790,6 +792,7 @@ class GracefulStop:
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
 
     def _on_signal(self, signum, frame) -> None:
+        self.signum = self.signum or signum
         self.deferred = self.deferred or self._saving > 0
         if self.requested and not self._saving and not self._aborted:
             self._aborted = True
@@ -808,6 +811,12 @@ class GracefulStop:
     def close(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def interrupted(self) -> KeyboardInterrupt:
+        """The ``KeyboardInterrupt`` that ends the run, carrying the signal (``signum``) for its exit status."""
+        exc = KeyboardInterrupt()
+        exc.signum = self.signum or signal.SIGINT  # type: ignore[attr-defined]
+        return exc
 
 
 # ====================================================================== training
@@ -883,12 +892,12 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
             finish(accelerator, policy, out, checkpoint(step), writer, history, stop, interrupted)
     except KeyboardInterrupt:  # a second signal mid-step
         abort(accelerator, policy, out, step, writer, history, stop)
-        raise
+        raise stop.interrupted() from None
     finally:
         stop.close()  # only now: every save above is covered
         bar.close()
         for env in envs:
             env.close()
     if stop.requested:
-        raise KeyboardInterrupt
+        raise stop.interrupted()
     return history
