@@ -19,8 +19,15 @@ from tvr_gym.core.answer import format_answer, format_item, read_turn
 from tvr_gym.core.chat import Exchange, ImageBudget, count_images, interactive_messages
 from tvr_gym.core.reward import StarWeights, StateWeights
 from tvr_gym.core.spec import SPEC
-from tvr_gym.core.transform import PAIRS, state_distance
-from tvr_gym.envs.interactive import DEFAULT_COSTS, AsyncTVRInteractive, TVRInteractive
+from tvr_gym.core.transform import PAIRS, changed_entries, state_distance
+from tvr_gym.envs.board import POTENTIALS, TIER_CREDIT
+from tvr_gym.envs.interactive import (
+    DEFAULT_COSTS,
+    DEFAULT_IDLE_COST,
+    DEFAULT_SUCCESS_BONUS,
+    AsyncTVRInteractive,
+    TVRInteractive,
+)  # fmt: skip
 
 from props import examples
 
@@ -61,25 +68,31 @@ def _action(code: int, env: TVRInteractive, rng: np.random.Generator, k: int) ->
 
 
 @settings(max_examples=examples(25), deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS, setting=st.sampled_from(["basic", "event", "crossview"]))
-def test_turn_rewards_telescope_to_the_change_in_potential(seed, codes, setting):
-    env = make(setting=setting)
+@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS, setting=st.sampled_from(["basic", "event", "crossview"]),
+       potential=st.sampled_from(POTENTIALS))  # fmt: skip
+def test_turn_rewards_telescope_to_the_change_in_potential(seed, codes, setting, potential):
+    env = make(setting=setting, potential=potential)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     start = env.potential()
     progress = rewards = costs = terminal = 0.0
     ended = False
     for k, code in enumerate(codes + [9]):
-        before = env.current
+        before, before_potential = env.current, env.potential()
         _, reward, terminated, truncated, info = env.step(_action(code, env, rng, k))
         progress += info["progress"]
         rewards += reward
         costs += DEFAULT_COSTS.get(info["outcome"], 0.0)
-        assert info["progress"] == env.potential() - (-state_distance(before, env.problem.final))
+        assert info["progress"] == env.potential() - before_potential
+        if potential == "distance":
+            assert env.potential() == -state_distance(env.current, env.problem.final)
         if info["outcome"] != "applied":
             assert env.current == before, info["outcome"]  # nothing but an applied step changes the state
         if terminated or truncated:
-            terminal = info["terminal"]
+            terminal = info["terminal"] + info["bonus"]
+            won = DEFAULT_SUCCESS_BONUS if terminated and info["interactive"]["success"] else 0.0
+            idle = DEFAULT_IDLE_COST if not changed_entries(env.problem.initial, env.current) else 0.0
+            assert info["bonus"] == won - idle
             ended = True
             break
     assert ended
@@ -89,7 +102,7 @@ def test_turn_rewards_telescope_to_the_change_in_potential(seed, codes, setting)
 
 def test_the_true_steps_then_done_score_the_maximum_and_succeed():
     for setting in ("basic", "event", "crossview"):
-        env = make(setting=setting)
+        env = make(setting=setting, potential="distance", success_bonus=0.0)
         env.reset(seed=11)
         n = len(env.problem.transformations)
         total = 0.0
@@ -109,13 +122,14 @@ def test_the_true_steps_then_done_score_the_maximum_and_succeed():
         assert total == pytest.approx(float(state_distance(env.problem.initial, env.problem.final)) + best)
 
 
-def test_done_at_once_scores_the_empty_answer():
+def test_done_at_once_scores_the_empty_answer_and_pays_the_idle_cost():
     env = make()
     env.reset(seed=5)
     _, reward, terminated, _, info = env.step("done")
     assert terminated and info["progress"] == 0.0
     n = len(env.problem.transformations)  # nothing changed: every true step missing, and no format term
-    assert reward == pytest.approx(-StateWeights().missing * n) and info["terminal_terms"]["format"] == 0.0
+    assert info["terminal"] == pytest.approx(-StateWeights().missing * n) and info["terminal_terms"]["format"] == 0.0
+    assert info["bonus"] == -DEFAULT_IDLE_COST and reward == pytest.approx(info["terminal"] - DEFAULT_IDLE_COST)
     assert info["interactive"]["success"] == 0.0 and info["interactive"]["misplaced"] == 1.0
     assert info["metrics"]["acc"] == 0.0
 
@@ -176,6 +190,82 @@ def test_a_wrong_step_then_its_fix_ends_as_well_as_the_direct_path(terminal):
     assert info["terminal"] == pytest.approx(TERMINAL_MAXIMUM[terminal](n))
 
 
+def _first_episode(setting: str, wanted, **kwargs) -> TVRInteractive:
+    """The first seed's episode whose first true step satisfies ``wanted``."""
+    for seed in range(200):
+        env = make(setting=setting, **kwargs)
+        env.reset(seed=seed)
+        if wanted(env.problem.transformations[0], env):
+            return env
+    raise AssertionError("no such episode in 200 seeds")
+
+
+def test_graded_progress_ranks_a_turn_by_star_tiers():
+    """The true step > the right entry with a wrong value > the right object's other attribute > another object;
+    with the distance potential the middle two earned nothing or -1, as a wrong object."""
+    env = _first_episode("event", lambda step, env: step.attr != "position", potential="graded")
+    step = env.problem.transformations[0]
+    other_attr = next(a for a in ("color", "material", "shape") if (step.obj_idx, a) not in env.problem.changed)
+    bystander = next(i for i in range(SPEC.n_objects) if i not in {o for o, _ in env.problem.changed})
+    turns = {
+        "true": f"{step.obj_idx}.{step.attr}.{step.value}",
+        "right entry, wrong value": f"{step.obj_idx}.{step.attr}.{_wrong_value(env, step.attr, step.obj_idx)}",
+        "right object, other attribute": f"{step.obj_idx}.{other_attr}.{_wrong_value(env, other_attr, step.obj_idx)}",
+        "other object": f"{bystander}.color.{_wrong_value(env, 'color', bystander)}",
+    }
+    earned = {}
+    for name, turn in turns.items():
+        twin = env.spawn()
+        _, _, _, _, info = twin.step(turn)
+        assert info["outcome"] == "applied", (name, info)
+        earned[name] = info["progress"]
+    n_true = sum(obj == step.obj_idx for obj, _ in env.problem.changed)  # object credit per true entry of it
+    assert earned["true"] == pytest.approx(1 + (n_true + 1) * TIER_CREDIT)
+    assert earned["right entry, wrong value"] == pytest.approx((n_true + 1) * TIER_CREDIT)
+    assert earned["right object, other attribute"] == pytest.approx(-1 + n_true * TIER_CREDIT)
+    assert earned["other object"] == -1.0
+    assert list(earned.values()) == sorted(earned.values(), reverse=True)
+
+
+def test_graded_progress_pays_a_move_that_lands_closer():
+    def two_step_move(step, env):
+        return step.attr == "position" and step.value[1] == 2 and env.problem.final.objects[step.obj_idx].visible
+
+    env = _first_episode("event", two_step_move, potential="graded")
+    step = env.problem.transformations[0]
+    half = f"{step.obj_idx}.position.{step.value[0]}.1"
+    n_true = sum(obj == step.obj_idx for obj, _ in env.problem.changed)
+    first = env.step(half)[4]
+    assert first["outcome"] == "applied" and first["progress"] == pytest.approx(0.5 + (n_true + 1) * TIER_CREDIT)
+    second = env.step(half)[4]
+    assert second["outcome"] == "applied" and second["progress"] == pytest.approx(0.5)
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), codes=ACTIONS, setting=st.sampled_from(["basic", "event"]))
+def test_no_episode_returns_more_than_the_true_steps_then_done(seed, codes, setting):
+    """Under the default rewards the true steps then ``done`` earn the most; ending by truncation earns less."""
+    def run(actions):
+        env = make(setting=setting)
+        env.reset(seed=seed)
+        total, info = 0.0, {}
+        for action in actions:
+            _, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            if terminated or truncated:
+                return total, info
+        return total, info
+
+    probe = make(setting=setting)
+    probe.reset(seed=seed)
+    best, _ = run([*truth(probe), "done"])
+    rng = np.random.default_rng(seed)
+    other, _ = run([_action(code, probe, rng, k) for k, code in enumerate(codes)] + ["done"])
+    assert other <= best + 1e-9
+    stalled, info = run([*truth(probe)] + ["nonsense"] * 20)  # the target reached, never done: truncated
+    assert info["outcome"] == "unreadable" and info["bonus"] == 0.0 and stalled < best
+
+
 def test_the_turn_limit_is_the_same_for_every_episode_of_a_setting():
     """The limit once was the true number of steps plus 4, so "Turn 1 of 8" told the answer's length."""
     for setting, most in (("basic", 1), ("event", 4), ("crossview", 4)):
@@ -233,7 +323,18 @@ def test_terminal_reward_and_costs_are_configurable():
     _, reward, _, _, info = env.step("gibberish")
     assert info["outcome"] == "unreadable" and reward == -0.5
     _, reward, _, _, info = env.step("done")
-    assert reward == 0.0 and info["terminal"] == 0.0
+    assert reward == -DEFAULT_IDLE_COST and info["terminal"] == 0.0
+    env = make(terminal_reward="none", idle_cost=0.0, success_bonus=2.5, potential="distance")
+    env.reset(seed=5)
+    assert env.step("done")[1] == 0.0
+    env.reset(seed=5)
+    for action in truth(env):
+        env.step(action)
+    *_, info = env.step("done")
+    assert info["bonus"] == 2.5 and info["progress"] == 0.0
+    for bad in ({"success_bonus": -1}, {"idle_cost": float("nan")}, {"success_bonus": True}, {"potential": "dense"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make(**bad)
     with pytest.raises(ValueError, match="costs: unknown"):
         make(costs={"typo": 1.0})
     with pytest.raises(ValueError, match="costs.illegal"):

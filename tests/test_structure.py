@@ -49,7 +49,8 @@ def test_every_subcommand_uses_one_flag_per_concept():
     [
         ("train grpo", ["--renderer", "--max-visible", "--final-views", "--weight-decay", "--lora-alpha", "--size",
                         "--obs-mode", "--quiet", "--transformations", "--source"]),
-        ("train ppo", ["--size", "--obs-mode", "--quiet", "--reward", "--max-visible", "--lr"]),
+        ("train ppo", ["--size", "--obs-mode", "--quiet", "--reward", "--max-visible", "--lr", "--potential",
+                       "--success-bonus", "--idle-cost", "--slack"]),
         ("train trl-grpo", ["--out", "--steps", "--lr", "--quiet", "--size", "--obs-mode", "--use_vllm", "--n"]),
         ("eval", ["--size", "--obs-mode", "--quiet", "--transformations", "--final-views", "--resume"]),
         ("export", ["--size", "--obs-mode", "--quiet", "--n", "--format"]),
@@ -76,6 +77,21 @@ def test_grpo_flags_come_from_the_config_and_every_reward_name_is_accepted():
         cfg = dataclass_from_args(GRPOConfig, args, env_kwargs=env_kwargs(args))
         assert cfg.reward == reward and cfg.weight_decay == 0.1 and cfg.lora_alpha == 8 and cfg.size == [64, 48]
         assert cfg.env_kwargs == {"renderer": "numpy", "final_views": ("left", "right"), "max_visible": 3}
+
+
+def test_the_interactive_reward_options_reach_the_environment_from_the_command_line():
+    from tvr_gym.apps.cliargs import env_kwargs
+    from tvr_gym.envs.base import check_env_kwargs
+    from tvr_gym.envs.interactive import TVRInteractive
+
+    parser = dict(_parsers(build_parser(with_trainers=True)))["tvr-gym train ppo"]
+    args = parser.parse_args(["--env", "TVR-Interactive-v0", "--potential", "distance", "--success-bonus", "0.5",
+                              "--idle-cost", "2", "--slack", "1"])  # fmt: skip
+    kwargs = env_kwargs(args)
+    assert kwargs == {"potential": "distance", "success_bonus": 0.5, "idle_cost": 2.0, "slack": 1}
+    check_env_kwargs("TVR-Interactive-v0", **kwargs)
+    env = TVRInteractive(**kwargs, renderer="numpy", render_size=(16, 12))
+    assert (env.potential_kind, env.success_bonus, env.idle_cost, env.slack) == ("distance", 0.5, 2.0, 1)
 
 
 # ---------------------------------------------------------------- imports

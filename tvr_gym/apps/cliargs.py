@@ -17,6 +17,8 @@ from typing import Any, TypeVar, get_type_hints
 
 from tvr_gym.core.options import EnvConfig
 from tvr_gym.core.reward import REWARD_NAMES
+from tvr_gym.envs.board import POTENTIALS
+from tvr_gym.envs.interactive import DEFAULT_IDLE_COST, DEFAULT_POTENTIAL, DEFAULT_SLACK, DEFAULT_SUCCESS_BONUS
 from tvr_gym.envs.registration import INTERACTIVE_ID
 
 T = TypeVar("T")
@@ -108,6 +110,16 @@ ENV_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
 """By parsed name: each :class:`~tvr_gym.core.options.EnvConfig` keyword, its flag and its argparse options, read from
 the field: a keyword added there is a flag of every subcommand that takes environment options."""
 ENV_FLAGS["reward"] = ("reward", "--reward", {"choices": REWARD_NAMES, "help": "default star"})  # single-shot envs
+ENV_FLAGS.update({  # TVR-Interactive-v0's reward options (docs/interactive.md)
+    "potential": ("potential", "--potential", {
+        "choices": POTENTIALS, "help": f"{INTERACTIVE_ID}: the per-turn potential (default {DEFAULT_POTENTIAL})"}),
+    "success_bonus": ("success_bonus", "--success-bonus", {
+        "type": float, "help": f"{INTERACTIVE_ID}: added when done ends a success (default {DEFAULT_SUCCESS_BONUS})"}),
+    "idle_cost": ("idle_cost", "--idle-cost", {
+        "type": float, "help": f"{INTERACTIVE_ID}: taken when it ends as it began (default {DEFAULT_IDLE_COST})"}),
+    "slack": ("slack", "--slack", {
+        "type": int, "help": f"{INTERACTIVE_ID}: turns beyond the most steps plus done (default {DEFAULT_SLACK})"}),
+})  # fmt: skip
 
 
 def add_env_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:

@@ -16,9 +16,17 @@ from typing import Any
 from tvr_gym.core.answer import DONE, Turn, format_answer, format_item, read_turn
 from tvr_gym.core.metrics import net_change
 from tvr_gym.core.reward import score_answer
-from tvr_gym.core.scene import State
+from tvr_gym.core.scene import State, is_visible_position
+from tvr_gym.core.spec import SPEC
 from tvr_gym.core.trance import Problem
 from tvr_gym.core.transform import changed_entries, state_distance, try_apply
+
+POTENTIALS = ("graded", "distance")
+"""The potentials a turn's progress can follow (:meth:`Board.potential`)."""
+TIER_CREDIT = 0.25
+"""``graded``: what touching an object the truth changes earns, and again touching one of its true entries."""
+MOVE_REACH = SPEC.cells_per_step * max(SPEC.steps)
+"""Cells the longest move covers: ``graded`` scores a wrong position by its distance in such moves (at most 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,8 @@ class Board:
     applied: list[tuple] = field(default_factory=list, init=False)
     turns: int = 0
     done: bool = False
+    touched: set[tuple[int, str]] = field(default_factory=set, init=False)
+    """The (object, attribute) entries the applied steps changed: the path's history ``graded`` reads."""
 
     def __post_init__(self) -> None:
         self.key = dict(self.key)
@@ -56,9 +66,18 @@ class Board:
         board.done = done
         return board
 
-    def potential(self, state: State | None = None) -> float:
-        """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
-        return 0.0 - state_distance(self.current if state is None else state, self.problem.final)
+    def potential(self, kind: str = "distance") -> float:
+        """Φ of the episode so far, which a turn's progress differences (so the progress terms telescope).
+
+        ``distance``: minus the TVR distance from the current state to the target. ``graded``: STAR's tiers
+        one level down: minus the distance with a wrong position counted by how far it is (in longest
+        moves, at most 1), plus :data:`TIER_CREDIT` per true entry whose object the path has touched and
+        again per true entry it has touched. Both are at their highest exactly on the target reached by a
+        path that touched every true entry, as the true steps do.
+        """
+        if kind == "distance":
+            return 0.0 - state_distance(self.current, self.problem.final)
+        return graded_potential(self.problem, self.current, self.touched)
 
     def play(self, turn: Turn) -> Outcome:
         """One turn: ``done``, an unreadable turn (nothing changes), or a step (:meth:`apply`). Counts the turn."""
@@ -81,6 +100,7 @@ class Board:
             return Outcome("noop", f"no change: {text} leaves the scene as it looks", step)
         before, self.current = self.current.objects[step[0]], self.current.with_object(step[0], result.obj)
         self.applied.append(step)
+        self.touched.add((step[0], step[1]))
         if not (before.visible or result.obj.visible):
             return Outcome("applied", f"applied {text} (object {step[0]} is hidden: the image does not show it)", step)
         return Outcome("applied", f"applied {text}", step)
@@ -115,6 +135,21 @@ class Board:
                 "applied": len(self.applied),
             },
         }
+
+
+def graded_potential(problem: Problem, state: State, touched: set[tuple[int, str]]) -> float:
+    """The ``graded`` potential (:meth:`Board.potential`) of ``state`` reached by a path that touched ``touched``."""
+    value = 0.0
+    for now, goal in zip(state.objects, problem.final.objects, strict=True):
+        value -= (now.color != goal.color) + (now.material != goal.material) + (now.shape != goal.shape)
+        value -= now.size != goal.size
+        if now.position != goal.position and (is_visible_position(now.position) or is_visible_position(goal.position)):
+            gap = max(abs(now.position[0] - goal.position[0]), abs(now.position[1] - goal.position[1]))
+            value -= min(1.0, gap / MOVE_REACH)
+    objects = {obj for obj, _ in touched}
+    for obj, attr in problem.changed:
+        value += TIER_CREDIT * ((obj in objects) + ((obj, attr) in touched))
+    return value
 
 
 SAVED_FIELDS = ("key", "applied", "turns", "done")
@@ -165,4 +200,7 @@ def wrong_objects(state: State, target: State) -> frozenset[int]:
     return frozenset(i for i, _ in changed_entries(state, target))
 
 
-__all__ = ["SAVED_FIELDS", "Board", "Outcome", "read_saved", "wrong_objects"]
+__all__ = [
+    "MOVE_REACH", "POTENTIALS", "SAVED_FIELDS", "TIER_CREDIT",
+    "Board", "Outcome", "graded_potential", "read_saved", "wrong_objects",
+]  # fmt: skip

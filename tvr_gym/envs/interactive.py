@@ -21,11 +21,12 @@ from gymnasium import spaces
 from tvr_gym.core.answer import DONE, format_answer, read_turn
 from tvr_gym.core.options import EnvConfig, check_choice, check_int
 from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
-from tvr_gym.core.reward import REWARD_NAMES, get_reward
+from tvr_gym.core.reward import REWARD_LIMIT, REWARD_NAMES, get_reward
 from tvr_gym.core.scene import State
 from tvr_gym.core.trance import Problem
+from tvr_gym.core.transform import changed_entries
 from tvr_gym.envs.base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
-from tvr_gym.envs.board import Board, Outcome, read_saved
+from tvr_gym.envs.board import POTENTIALS, Board, Outcome, read_saved, wrong_objects
 from tvr_gym.render.cache import render_view
 
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
@@ -35,6 +36,12 @@ DEFAULT_COSTS = {"illegal": 0.1, "noop": 0.05, "unreadable": 0.1}
 """What an illegal, no-op or unreadable turn costs (subtracted from its reward)."""
 DEFAULT_SLACK = 3
 """Turns allowed beyond the most steps an episode can hold, plus ``done``."""
+DEFAULT_POTENTIAL = "graded"
+"""The potential of the per-turn progress (:data:`tvr_gym.envs.board.POTENTIALS`)."""
+DEFAULT_SUCCESS_BONUS = 1.0
+"""Added to the terminal reward when ``done`` ends a successful episode (so truncation scores below it)."""
+DEFAULT_IDLE_COST = 1.0
+"""Taken at the end when the scene is as it began (STAR charges passive inaction: ``done`` at once is no refuge)."""
 FEEDBACK_MAX_LENGTH = 1024
 
 
@@ -94,7 +101,9 @@ class TVRInteractive(TVREnvBase):
     ``close()`` lets go of the process's shared renderer (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
     """
 
-    OWN_KEYWORDS = ("terminal_reward", "reward_weights", "costs", "max_turns", "slack")
+    OWN_KEYWORDS = (
+        "terminal_reward", "reward_weights", "costs", "max_turns", "slack", "potential", "success_bonus", "idle_cost",
+    )  # fmt: skip
     CONFIG_DEFAULTS = {"setting": "event"}
 
     @classmethod
@@ -105,8 +114,16 @@ class TVRInteractive(TVREnvBase):
         costs: Mapping[str, float] | None = None,
         max_turns: int | None = None,
         slack: int = DEFAULT_SLACK,
+        potential: str = DEFAULT_POTENTIAL,
+        success_bonus: float = DEFAULT_SUCCESS_BONUS,
+        idle_cost: float = DEFAULT_IDLE_COST,
     ) -> dict[str, Any]:
         check_choice("terminal_reward", terminal_reward, TERMINAL_REWARDS)
+        check_choice("potential", potential, POTENTIALS)
+        for name, value in (("success_bonus", success_bonus), ("idle_cost", idle_cost)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not 0 <= value <= REWARD_LIMIT:  # NaN fails the comparison too
+                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
         weights = weights_dict(reward_weights)
         try:
             terminal_fn = None if terminal_reward == "none" else get_reward(terminal_reward, **weights)
@@ -118,6 +135,9 @@ class TVRInteractive(TVREnvBase):
             "costs": _check_costs(costs),
             "max_turns": None if max_turns is None else check_int("max_turns", max_turns, 1),
             "slack": check_int("slack", slack, 0),
+            "potential": potential,
+            "success_bonus": float(success_bonus),
+            "idle_cost": float(idle_cost),
         }
 
     @classmethod
@@ -134,6 +154,9 @@ class TVRInteractive(TVREnvBase):
         super().__init__(env_config)
         self.terminal_name, self._terminal_fn = own["terminal_reward"], own["terminal_fn"]
         self.costs, self.max_turns, self.slack = own["costs"], own["max_turns"], own["slack"]
+        self.potential_kind: str = own["potential"]
+        """The potential the per-turn progress follows (``potential``: :data:`tvr_gym.envs.board.POTENTIALS`)."""
+        self.success_bonus, self.idle_cost = own["success_bonus"], own["idle_cost"]
         image = self.image_space()
         self.observation_space = spaces.Dict(
             {
@@ -167,24 +190,35 @@ class TVRInteractive(TVREnvBase):
         the limit never tells how many steps the answer has)."""
         return self.max_turns or self.options.steps[1] + 1 + self.slack
 
-    def potential(self, state: State | None = None) -> float:
-        """Φ: minus the TVR distance from ``state`` (default: the current state) to the target."""
+    def potential(self) -> float:
+        """Φ of the episode so far (:meth:`tvr_gym.envs.board.Board.potential` of this env's ``potential``)."""
         assert self.board is not None
-        return self.board.potential(state)
+        return self.board.potential(self.potential_kind)
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        info = self.begin(seed=seed, options=options)
+        return self._observation(), info
+
+    def step(self, action: Any):
+        reward, terminated, truncated, info = self.play_turn(action)
+        return self._observation(), reward, terminated, truncated, info
+
+    def begin(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """:meth:`reset` without rendering the observation: the ``info``. For agents that read the states
+        (:attr:`current`, :attr:`problem`) rather than the images, such as the SB3 view."""
         super().reset(seed=seed)
         key, problem = self.source.draw(self.np_random, reset_index(options))
         self.board, self._feedback = Board(key, problem), ""
-        return self._observation(), self._info()
+        return self._info()
 
-    def step(self, action: Any):
+    def play_turn(self, action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        """:meth:`step` without rendering the observation: (reward, terminated, truncated, info)."""
         board = self.board
         if board is None or board.done:
             raise RuntimeError("step() needs a running episode: call reset() first")
-        before = board.potential()
+        before = board.potential(self.potential_kind)
         outcome = board.play(read_turn(action))
-        progress = board.potential() - before
+        progress = board.potential(self.potential_kind) - before
         reward = progress - self.costs.get(outcome.kind, 0.0)
         terminated = outcome.kind == DONE
         truncated = not terminated and board.turns >= self.turn_limit
@@ -193,10 +227,10 @@ class TVRInteractive(TVREnvBase):
         info.update({"turn_reward": reward, "progress": progress, "outcome": outcome.kind})
         if terminated or truncated:
             board.done = True
-            end = board.end(self._terminal_fn)
-            reward += end["terminal"]
+            end = {**board.end(self._terminal_fn), **self._bonus(board, terminated)}
+            reward += end["terminal"] + end["bonus"]
             info.update(end)
-        return self._observation(), float(reward), terminated, truncated, info
+        return float(reward), terminated, truncated, info
 
     def truncate(self) -> tuple[float, dict[str, Any]]:
         """End the running episode now, as truncated, without a turn: (terminal reward, final info).
@@ -208,10 +242,17 @@ class TVRInteractive(TVREnvBase):
         if board is None or board.done:
             raise RuntimeError("truncate() needs a running episode")
         board.done = True
-        end = board.end(self._terminal_fn)
+        end = {**board.end(self._terminal_fn), **self._bonus(board, False)}
         info = self._info()
         info.update({**end, "outcome": "truncated"})
         return end["terminal"], info
+
+    def _bonus(self, board: Board, by_done: bool) -> dict[str, float]:
+        """``bonus``: ``success_bonus`` when ``done`` ends a successful episode, minus ``idle_cost`` when the
+        episode ends with the scene as it began (TVR's equality), whatever the path."""
+        won = by_done and not wrong_objects(board.current, board.problem.final)
+        idle = not changed_entries(board.problem.initial, board.current)
+        return {"bonus": (self.success_bonus if won else 0.0) - (self.idle_cost if idle else 0.0)}
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self.board is None else (self._target_image(), self._current_image())
@@ -257,7 +298,7 @@ class TVRInteractive(TVREnvBase):
         return {
             "turn": board.turns,
             "turn_limit": self.turn_limit,
-            "potential": board.potential(),
+            "potential": board.potential(self.potential_kind),
             "applied": board.answer(),
             "truth": format_answer(board.problem.transformations),
             "key": dict(board.key),

@@ -128,8 +128,9 @@ class InteractiveSB3(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """``Discrete(331)`` actions, a symbolic ``Box`` observation and :meth:`action_masks` (module docstring).
 
     Rewards, ``terminated``/``truncated`` and ``info`` are the environment's; ``info["action_text"]``
-    holds the text each action stood for. The images the environment renders are not used: give it a
-    small ``render_size``.
+    holds the text each action stood for. The environment's images are never rendered
+    (:meth:`~tvr_gym.envs.interactive.TVRInteractive.begin` and ``play_turn``): the observation is the
+    object tables.
     """
 
     def __init__(self, env: gym.Env) -> None:
@@ -141,12 +142,12 @@ class InteractiveSB3(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._mask: tuple[State, np.ndarray] | None = None  # (state, its mask)
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
-        _, info = self.env.reset(seed=seed, options=options)
+        info = self._base.begin(seed=seed, options=options)  # the images are never rendered: not read here
         return self._observation(info), info
 
     def step(self, action: Any):
         text = action_text(action)
-        _, reward, terminated, truncated, info = self.env.step(text)
+        reward, terminated, truncated, info = self._base.play_turn(text)
         info["action_text"] = text
         return self._observation(info), reward, terminated, truncated, info
 

@@ -1,0 +1,92 @@
+"""Solvers of ``TVR-Interactive-v0`` that read the states: the references a learner is measured against.
+
+- :class:`OraclePolicy` plays the problem's true steps in order, then ``done``: the upper bound, and the
+  source of demonstrations.
+- :class:`GreedyPolicy` looks one step ahead: of the legal steps (the SB3 action mask), the one that most
+  reduces the TVR distance to the target, and ``done`` when none does. It knows no path, only the tables,
+  so it shows what reading the two states alone achieves.
+
+Both are SB3-style policies of an :class:`~tvr_gym.envs.interactive_sb3.InteractiveSB3` environment
+(``predict(observation, action_masks)``), so :func:`~tvr_gym.envs.interactive_sb3.play_episode` plays them
+as it plays MaskablePPO; they read the environment they are bound to, which a learner cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tvr_gym.core.scene import State
+from tvr_gym.core.transform import state_distance, try_apply
+from tvr_gym.envs.interactive import TVRInteractive
+from tvr_gym.envs.interactive_sb3 import DONE_ACTION, InteractiveSB3, action_of, step_of
+
+SOLVERS = ("oracle", "greedy")
+"""The solver names of :func:`make_solver`."""
+
+
+class _BoundPolicy:
+    """A policy that reads the states of the environment it is bound to."""
+
+    name = "solver"
+
+    def __init__(self, env: InteractiveSB3) -> None:
+        if not isinstance(env, InteractiveSB3):
+            raise ValueError(f"env: a solver plays an InteractiveSB3 env, not {type(env).__name__}")
+        self.env = env
+
+    @property
+    def base(self) -> TVRInteractive:
+        base = self.env.unwrapped
+        if base.board is None:
+            raise RuntimeError("predict() needs an episode: reset the environment first")
+        return base
+
+
+class OraclePolicy(_BoundPolicy):
+    """The true steps in order (turn ``k`` plays step ``k``), then ``done``."""
+
+    name = "oracle"
+
+    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
+        board = self.base.board
+        steps = board.problem.truth_steps
+        return (action_of(steps[board.turns]) if board.turns < len(steps) else DONE_ACTION), None
+
+
+class GreedyPolicy(_BoundPolicy):
+    """The masked-in step that leaves the smallest TVR distance to the target, if smaller than now; else
+    ``done``. Ties go to the first such action."""
+
+    name = "greedy"
+
+    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
+        board = self.base.board
+        return greedy_action(board.current, board.problem.final, action_masks), None
+
+
+def greedy_action(current: State, target: State, mask: np.ndarray) -> int:
+    """The greedy choice among the actions ``mask`` allows (:class:`GreedyPolicy`)."""
+    best, best_distance = DONE_ACTION, state_distance(current, target)
+    for action in np.flatnonzero(mask[:DONE_ACTION]):
+        step = step_of(int(action))
+        outcome = try_apply(current, step)
+        if not outcome.legal:
+            continue
+        distance = state_distance(current.with_object(step[0], outcome.obj), target)
+        if distance < best_distance:
+            best, best_distance = int(action), distance
+    return best
+
+
+def make_solver(name: str, env: InteractiveSB3) -> OraclePolicy | GreedyPolicy:
+    """The solver called ``name`` (:data:`SOLVERS`), bound to ``env``."""
+    if name == "oracle":
+        return OraclePolicy(env)
+    if name == "greedy":
+        return GreedyPolicy(env)
+    raise ValueError(f"solver: unknown {name!r}; valid: {', '.join(SOLVERS)}")
+
+
+__all__ = ["SOLVERS", "GreedyPolicy", "OraclePolicy", "greedy_action", "make_solver"]
