@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -87,6 +88,17 @@ def _answers_like_tvr(env_id: str) -> bool:
         return {"initial", "final", "prompt"} <= keys and isinstance(action, gym.spaces.Text)
     finally:
         env.close()
+
+
+_NAMES = "|".join(re.escape(name) for name in (MANIFEST_FILE, EPISODES_FILE, SUMMARY_FILE))
+_STALE = re.compile(rf"\.(?:{_NAMES})\.\w{{8}}\.tmp")
+"""The temporaries an atomic write of this directory's files makes (``.NAME.XXXXXXXX.tmp``)."""
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    for entry in path.iterdir():
+        if _STALE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
 
 
 def check_eval_env(env_id: object) -> str:
@@ -231,6 +243,7 @@ class EvalDir:
     def _take(path: Path, manifest: dict[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:
         """The records already there for ``manifest``, after refusing or (``overwrite``) discarding another's."""
         described, journal = path / MANIFEST_FILE, path / EPISODES_FILE
+        _remove_stale_temporaries(path)  # a killed run's half-written files (the lock is ours: none is live)
         if overwrite:  # the journal goes first: a kill in between never leaves old episodes under a new manifest
             journal.unlink(missing_ok=True)
             (path / SUMMARY_FILE).unlink(missing_ok=True)

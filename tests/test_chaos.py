@@ -1,6 +1,6 @@
-"""Chaos: ``generate --workers 2`` and ``export`` stopped at seeded random points (SIGKILL, SIGTERM, Ctrl-C) and
-by a full disk leave no orphan process, no stray temporary file after a successful rerun, and a rerun gives the
-bytes of an uninterrupted run.
+"""Chaos: ``generate --workers 2``, ``export``, ``eval`` and ``train grpo`` stopped at seeded random points
+(SIGKILL, SIGTERM, Ctrl-C) and by a full disk leave no orphan process, no stray temporary file after a successful
+rerun, and a rerun gives the bytes of an uninterrupted run (a GRPO rerun resumes from its last exact checkpoint).
 
 Orphans are found by process group: each command starts a new session, so its workers and the multiprocessing
 resource tracker share its process group, and they are looked up in ``/proc`` (zombies do not count: they run
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tvr_gym.agents.evaluate import EPISODES_FILE, LOCK_FILE, MANIFEST_FILE, SUMMARY_FILE
 from tvr_gym.apps.cli import main
 from tvr_gym.data.dataset import JOURNAL_FILE, RESUMES
 from tvr_gym.data.export import STAGING_PREFIX, STARTS_OVER
@@ -45,8 +46,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _strays(root: Path) -> list[str]:
-    """Temporary files and staging directories anywhere under ``root``."""
-    return sorted(str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(STAGING_PREFIX))
+    """Temporary files (``.NAME.XXXXXXXX.tmp``) and directories (export's staging, GRPO's ``.tmp-checkpoint-N``)
+    anywhere under ``root``."""
+    return sorted(str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-"))
 
 
 def _group(pgid: int) -> list[str]:
@@ -77,11 +79,36 @@ def _left_behind(pgid: int) -> list[str]:
     return alive
 
 
-def _start(args: list[str], out: Path, stderr: Path) -> subprocess.Popen:
+_KILLED_AT_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    from tvr_gym.apps.cli import main
+
+    target, rename = os.path.realpath(sys.argv[1]), os.replace
+
+    def killed_at_target(src, dst, *args, **kwargs):  # what target's temporary holds is complete, not yet in place
+        if os.path.realpath(dst) == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rename(src, dst, *args, **kwargs)
+
+    os.replace = killed_at_target
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+"""``tvr-gym ARGS`` killed (SIGKILL) as it is about to rename a finished temporary onto the path ``argv[1]``."""
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _start(
+    args: list[str], out: Path, stderr: Path, kill_at: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``tvr-gym ARGS --out OUT`` in a session of its own; with ``kill_at``, killed where it writes that file."""
+    command = ["-m", "tvr_gym"] if kill_at is None else ["-c", _KILLED_AT_RENAME, str(kill_at)]
     with stderr.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "tvr_gym", *args, "--out", str(out)],
-            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+            [sys.executable, *command, *args, "--out", str(out)],
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, env=env,
         )  # fmt: skip
 
 
@@ -309,3 +336,133 @@ def test_only_stale_staging_directories_are_removed_and_a_busy_out_is_refused(tm
     assert main([*EXPORT_HF, "--n", "2", "--out", str(trance.out)]) == 2
     assert "another tvr-gym command is writing into it" in capsys.readouterr().err
     trance.finish()
+
+
+# ---------------------------------------------------------------------------- eval
+
+
+EVAL = ["eval", "--agent", "random", "--env", "TVR-CrossView-v0", *FAST]
+N_EVAL = 150
+"""Enough episodes that each run is still going at its kill (every kill comes within 75 of them)."""
+
+
+def _journaled(out: Path) -> int:
+    """Episodes the eval journaled so far (whole lines of ``episodes.jsonl``)."""
+    journal = out / EPISODES_FILE
+    return journal.read_bytes().count(b"\n") if journal.is_file() else 0
+
+
+def _eval_files(out: Path) -> dict[str, bytes]:
+    """What an eval leaves in OUT but its lock file, which stays (removing it would race with the next run)
+    and holds the process id."""
+    return {name: data for name, data in _files(out).items() if name != LOCK_FILE}
+
+
+def test_eval_killed_at_random_points_leaves_no_orphan_and_resumes_to_the_same_bytes(tmp_path, capsys):
+    rng = random.Random(31)
+    reference, out, stderr = tmp_path / "reference", tmp_path / "out", tmp_path / "stderr"
+    command = [*EVAL, "--episodes", str(N_EVAL)]
+    assert main([*command, "--out", str(reference)]) == 0
+    stopped = 0
+    for signum, group in rng.sample(KILLS, k=len(KILLS)):
+        target = _journaled(out) + rng.randint(1, 15)  # the seeded random point: after this many episodes
+        proc = _start(command, out, stderr)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _journaled(out) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        rc = _stop(proc, signum, group)
+        left = _left_behind(proc.pid)
+        assert not left, f"orphans after {signal.Signals(signum).name}: {left}"
+        _check_stopped(rc, signum, stderr, resumable=True)
+        stopped += rc != 0
+    assert stopped == len(KILLS), "a run ended before its kill"
+    proc = _start(command, out, stderr)  # the very same command continues the journal
+    assert proc.wait(timeout=120) == 0, stderr.read_text()
+    assert not _left_behind(proc.pid)
+    assert _strays(out) == []
+    assert _eval_files(out) == _eval_files(reference)  # eval.json, the journal sorted by seed, summary.json
+
+
+def test_eval_killed_while_it_writes_a_result_leaves_no_temporary_after_the_rerun(tmp_path):
+    rng = random.Random(8)
+    reference, out, stderr = tmp_path / "reference", tmp_path / "out", tmp_path / "stderr"
+    command = [*EVAL, "--episodes", "6"]
+    assert main([*command, "--out", str(reference)]) == 0
+    written = rng.choice([MANIFEST_FILE, EPISODES_FILE, SUMMARY_FILE])  # the first or one of the last two writes
+    proc = _start(command, out, stderr, kill_at=out / written)
+    assert proc.wait(timeout=120) == -signal.SIGKILL, stderr.read_text()
+    assert not _left_behind(proc.pid)
+    proc = _start(command, out, stderr)
+    assert proc.wait(timeout=120) == 0, stderr.read_text()
+    assert _strays(out) == []
+    assert _eval_files(out) == _eval_files(reference)
+
+
+# ---------------------------------------------------------------------------- train grpo
+
+
+GRPO_STEPS = 4
+
+
+def _grpo_command(model: Path) -> list[str]:
+    """A tiny GRPO run on CPU that saves every step (a few seconds)."""
+    return ["train", "grpo", "--model", str(model), "--env", "TVR-Basic-v0", "--renderer",
+            "numpy", "--size", "32", "24", "--steps", str(GRPO_STEPS), "--batch-size", "2", "--group-size", "4",
+            "--max-new-tokens", "8", "--lr", "0.01", "--save-every", "1", "--eval-every", "0", "--device", "cpu",
+            "--quiet"]  # fmt: skip
+
+
+TIMES = ("step_time", "wall_time")
+"""What a log record measures rather than computes: the only values a resume may change."""
+
+
+def _untimed(records) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+
+
+def _grpo_result(out: Path) -> dict[str, object]:
+    """Every file of each checkpoint and of ``final/``, and the log; their times aside, and what names the run in
+    its trainer state (the config: OUT, --resume). The manifests follow from the files (and hold the times' digest).
+
+    ``final/tokenizer.json`` is compared without ``padding``: a rerun that only finishes a run (its last checkpoint
+    was there) saves the tokenizer before it has padded a batch, which records no padding state there; the
+    processor sets padding on every call, so both load and encode alike."""
+    result: dict[str, object] = {}
+    for folder in sorted([*out.glob("checkpoint-*"), out / "final"]):
+        for name, data in _files(folder).items():
+            key = f"{folder.name}/{name}"
+            if name == "trainer_state.json":
+                state = json.loads(data)
+                result[key] = [state["step"], state["seed_stream"], state["skipped"], _untimed(state["history"])]
+            elif folder.name == "final" and name == "tokenizer.json":
+                result[key] = {k: v for k, v in json.loads(data).items() if k != "padding"}
+            elif name != "manifest.json":
+                result[key] = data
+    result["log.jsonl"] = _untimed(json.loads(line) for line in (out / "log.jsonl").read_text().splitlines())
+    return result
+
+
+def test_grpo_killed_at_random_points_resumes_to_the_same_weights_and_log(tiny_dir, tmp_path):
+    """Killed where it renames a finished write into place (its temporary left whole, the worst moment for strays):
+    first as it writes config.json (no checkpoint yet: the rerun starts over), then at a seeded random checkpoint,
+    then at a seeded one of the two writes after the last checkpoint (final/, log.jsonl), where the run's steps
+    are all done: ``--resume`` finishes the run rather than refusing it for having reached ``--steps``."""
+    from tvr_gym.agents.mllm.grpo import latest_checkpoint
+
+    rng = random.Random(11)
+    command = _grpo_command(tiny_dir)
+    reference, out, stderr = tmp_path / "reference", tmp_path / "out", tmp_path / "stderr"
+    proc = _start(command, reference, stderr, env=ONE_THREAD)
+    assert proc.wait(timeout=300) == 0, stderr.read_text()[-3000:]
+    kills = ["config.json", f"checkpoint-{rng.randint(1, GRPO_STEPS - 1)}", rng.choice(["final", "log.jsonl"])]
+    for written in [*kills, None]:
+        resume = ["--resume"] if latest_checkpoint(out) else []  # from scratch while no exact checkpoint exists
+        proc = _start([*command, *resume], out, stderr, kill_at=written and out / written, env=ONE_THREAD)
+        rc = proc.wait(timeout=300)
+        assert rc == (0 if written is None else -signal.SIGKILL), f"at {written}: {stderr.read_text()[-3000:]}"
+        left = _left_behind(proc.pid)
+        assert not left, f"orphans after the kill at {written}: {left}"
+    assert _strays(out) == []
+    result, expected = _grpo_result(out), _grpo_result(reference)
+    assert result["final/model.safetensors"] == expected["final/model.safetensors"]  # the weights, byte for byte
+    assert result == expected

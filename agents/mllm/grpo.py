@@ -35,6 +35,7 @@ import json
 import math
 import pickle
 import random
+import re
 import shutil
 import signal
 import sys
@@ -247,6 +248,14 @@ ACCELERATE_STATE = "accelerate_state"
 """``accelerator.save_state``: optimizer, weights and every process's RNG, whole under ZeRO-3 and FSDP."""
 MANIFEST = "manifest.json"
 """The sha256 of every other file of a checkpoint, written last; ``--resume`` checks them all before loading."""
+FINAL = "final"
+"""OUT/final: the model of the last step, written after its exact checkpoint."""
+LOG_FILE = "log.jsonl"
+_STALE = re.compile(
+    r"\.tmp-(?:checkpoint-\d+|partial-\d+|final)"  # save_checkpoint's temporary directories
+    r"|\.(?:config\.json|log\.jsonl|eval-\d+\.(?:json|txt))\.[a-z0-9_]{8}\.tmp"  # atomic_write_text's (mkstemp)
+)
+"""What a run killed mid-write leaves in OUT."""
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -255,6 +264,33 @@ def latest_checkpoint(out: Path) -> Path | None:
     steps = [p.name.removeprefix("checkpoint-") for p in out.glob("checkpoint-*") if p.is_dir()]
     found = [int(step) for step in steps if step.isdigit()]
     return out / f"checkpoint-{max(found)}" if found else None
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Remove what a killed run left half-written in ``out`` (:data:`_STALE`, ours by name only). Only one run
+    writes into an OUT (a save already replaces its own temporary directory), so at the start all are stale."""
+    for path in out.iterdir():
+        if not _STALE.fullmatch(path.name) or path.is_symlink():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def finished(out: Path, checkpoint: Path) -> bool:
+    """Whether the run whose last exact checkpoint is ``checkpoint`` ended: OUT/final holds that checkpoint's
+    weights (its safetensors files, by their manifests) and the log ends at its step. A run killed (or stopped
+    by a signal) between that checkpoint and its end has not, and ``--resume`` then finishes it."""
+    try:
+        final = json.loads((out / FINAL / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+        saved = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+        logged = (out / LOG_FILE).read_text(encoding="utf-8").splitlines()
+        weights = {name: digest for name, digest in final.items() if name.endswith(".safetensors")}
+        same_model = bool(weights) and all(saved.get(name) == digest for name, digest in weights.items())
+        return same_model and bool(logged) and json.loads(logged[-1])["step"] == load_trainer_state(checkpoint)["step"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def file_digests(folder: Path) -> dict[str, str]:
@@ -422,7 +458,7 @@ def check_config(cfg: GRPOConfig) -> Path | None:
     if resume_from is not None:
         verify_checkpoint(resume_from)
         done = load_trainer_state(resume_from)["step"]
-        if done >= cfg.steps:
+        if done > cfg.steps or (done == cfg.steps and finished(out, resume_from)):
             raise ValueError(f"resume: {resume_from.name} already reached step {done}; raise --steps to extend the run")
     return resume_from
 
@@ -739,7 +775,7 @@ def close_log(accelerator, out: Path, writer, history: list[dict[str, float]]) -
     if writer is not None:
         writer.close()
     if accelerator.is_main_process:
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def report(accelerator, line: str) -> None:
@@ -753,7 +789,7 @@ def finish(accelerator, policy: Policy, out: Path, last: Path, writer, history, 
     """The end of a run whose last step is the exact checkpoint ``last``: the model as OUT/final (unless
     ``interrupted``: a signal stopped the loop), the log; after any signal, one line saying what was kept."""
     if not interrupted:
-        policy.save(accelerator, out / "final")
+        policy.save(accelerator, out / FINAL)
     close_log(accelerator, out, writer, history)
     waited = "; a signal during the save waited for it" if stop.deferred else ""
     if interrupted:
@@ -833,6 +869,7 @@ def train(cfg: GRPOConfig) -> list[dict[str, float]]:
     out = Path(cfg.out).expanduser().resolve()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
     base = resolve_model_dir(cfg)
 
     # ---- seeding: each process its own RNGs; one episode stream shared, each process taking its slice
