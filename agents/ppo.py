@@ -72,19 +72,22 @@ DEFAULT_PPO_KWARGS: dict[str, dict[str, Any]] = {
     "symbolic": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
     "image": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
     "image-table": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
-    "interactive": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "ent_coef": 0.01},
+    "interactive": {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "ent_coef": 0.06},
 }
 """Overrides of SB3's PPO defaults per run kind (:func:`run_kind`), for one-step episodes (every step
 ends an episode). The symbolic ones are the measured recipe of ``benchmarks/learning.py``: with
-``ent_coef`` 0 every attribute's value collapses to one constant (held-out Acc stops near 0.5)."""
-DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "image-table": 8, "interactive": 1}
+``ent_coef`` 0 every attribute's value collapses to one constant (held-out Acc stops near 0.5). The
+interactive runs take the same recipe: with lr 3e-4, one environment and entropy 0.01 MaskablePPO said
+``done`` at once in every held-out episode after 40k steps, with it it reached success 0.13-0.16
+(``benchmarks/results/interactive_rewards.md``)."""
+DEFAULT_N_ENVS = {"symbolic": 8, "image": 1, "image-table": 8, "interactive": 8}
 """Parallel environments per run kind: 8 symbolic ones give rollouts of 1,024 one-step episodes."""
 DEFAULT_TIMESTEPS = {"symbolic": 200_000, "image": 100_000, "image-table": 100_000, "interactive": 100_000}
 """Steps of ``tvr-gym train ppo`` per run kind when ``--timesteps`` is not given."""
 LR_SCHEDULES = ("constant", "decay")
 """``constant``, or ``decay``: the learning rate for the first half of training, then linearly to 0
 (:class:`DecayingRate`)."""
-DEFAULT_LR_SCHEDULE = {"symbolic": "decay", "image": "constant", "image-table": "decay", "interactive": "constant"}
+DEFAULT_LR_SCHEDULE = {"symbolic": "decay", "image": "constant", "image-table": "decay", "interactive": "decay"}
 """With a constant 1e-3, symbolic runs peaked at held-out Acc 0.92 after 120k-160k steps and fell to
 0.76 by 200k (seed 0); the decay keeps what was learned."""
 
@@ -351,8 +354,15 @@ def run_kind(env_id: str, obs: str | None) -> str:
     return check_choice("obs", obs or "symbolic", OBS_KINDS)
 
 
-def _policy_of(arch: str) -> tuple[str, dict[str, Any] | None]:
-    """SB3's policy name and ``policy_kwargs`` for an :data:`ARCHS` entry."""
+def _policy_of(arch: str, interactive: bool = False) -> tuple[Any, dict[str, Any] | None]:
+    """SB3's policy (name or class) and ``policy_kwargs`` for an :data:`ARCHS` entry. ``objects`` on
+    ``TVR-Interactive-v0`` reads each object's step logits off the object itself (one head shared by all
+    objects, :class:`~tvr_gym.agents.ppo_objects.ObjectActionPolicy`) instead of a linear head over pooled
+    features, which must learn every (object, pair) action on its own."""
+    if arch == "objects" and interactive:
+        from tvr_gym.agents.ppo_objects import OBJECT_ACTION_POLICY_KWARGS, ObjectActionPolicy
+
+        return ObjectActionPolicy, dict(OBJECT_ACTION_POLICY_KWARGS)
     if arch == "objects":
         from tvr_gym.agents.ppo_objects import POLICY_KWARGS
 
@@ -582,7 +592,7 @@ def _resolve_settings(
 def _build_model(settings: PPOSettings, vec: Any, device: str, verbose: int, tensorboard_log: str) -> Any:
     """SB3's ``PPO`` (sb3-contrib's ``MaskablePPO`` on ``TVR-Interactive-v0``) on ``vec``, with the network of
     the settings' ``arch`` and their hyperparameters; the ``decay`` schedule wraps the learning rate."""
-    policy, policy_kwargs = _policy_of(settings.arch)
+    policy, policy_kwargs = _policy_of(settings.arch, interactive=settings.algo == "maskable_ppo")
     if settings.algo == "maskable_ppo":
         from sb3_contrib import MaskablePPO as algo_class
     else:

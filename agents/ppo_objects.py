@@ -33,13 +33,18 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from tvr_gym.core.spec import SPEC
+from tvr_gym.core.transform import PAIRS
 from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, GLIMPSE_OFFSETS
 
-__all__ = ["GLIMPSE_POLICY_KWARGS", "POLICY_KWARGS", "ObjectGlimpseExtractor", "ObjectTableExtractor", "policy_kwargs"]
+__all__ = [
+    "GLIMPSE_POLICY_KWARGS", "OBJECT_ACTION_POLICY_KWARGS", "POLICY_KWARGS", "ObjectActionExtractor",
+    "ObjectActionHead", "ObjectActionPolicy", "ObjectGlimpseExtractor", "ObjectTableExtractor", "policy_kwargs",
+]  # fmt: skip
 
 
 def pool_objects(hidden: torch.Tensor, score: nn.Linear, extra: torch.Tensor) -> torch.Tensor:
@@ -150,3 +155,63 @@ GLIMPSE_POLICY_KWARGS: dict[str, Any] = {
 def policy_kwargs(hidden: int = 128) -> dict[str, Any]:
     """:data:`POLICY_KWARGS` with another per-object width."""
     return {**POLICY_KWARGS, "features_extractor_kwargs": {"hidden": hidden}}
+
+
+# ------------------------------------------------------------ interactive: one action per (object, pair)
+
+
+class ObjectActionExtractor(ObjectTableExtractor):
+    """:class:`ObjectTableExtractor` for ``TVR-Interactive-v0``'s ``Discrete(objects × pairs + 1)`` action: besides the
+    pooled features it gives each object's logits over the (attribute, value) pairs, from one head shared
+    by every object, so what the policy learns of one object holds for all ten.
+
+    Features: ``[object logits (N * P) | scores, pooled, max, extra]``; :class:`ObjectActionPolicy` reads the
+    first part as the step logits and the rest for ``done`` and the value.
+    """
+
+    def __init__(self, observation_space: spaces.Box, hidden: int = 128, n_pairs: int = 1) -> None:
+        super().__init__(observation_space, hidden)
+        self.n_pairs = n_pairs
+        self.pair_head = nn.Linear(hidden, n_pairs)
+        self._features_dim = self.n_objects * n_pairs + self._features_dim
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        batch = observations.shape[0]
+        tables = observations[:, : self.table_size].reshape(batch, 2, self.n_objects, self.n_features)
+        first, second = tables[:, 0], tables[:, 1]
+        hidden = self.object_net(torch.cat([first, second, second - first], dim=-1))  # (B, N, H)
+        logits = self.pair_head(hidden).reshape(batch, -1)  # (B, N * P): object-major, as the actions
+        return torch.cat([logits, pool_objects(hidden, self.score, observations[:, self.table_size :])], dim=-1)
+
+
+class ObjectActionHead(nn.Module):
+    """The step logits read off the features as they are, and ``done``'s from the pooled part."""
+
+    def __init__(self, n_steps: int, pooled: int) -> None:
+        super().__init__()
+        self.n_steps = n_steps
+        self.done = nn.Linear(pooled, 1)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.cat([latent[:, : self.n_steps], self.done(latent[:, self.n_steps :])], dim=-1)
+
+
+class ObjectActionPolicy(MaskableActorCriticPolicy):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` with :class:`ObjectActionHead` as its action head: needs
+    :class:`ObjectActionExtractor` (:data:`OBJECT_ACTION_POLICY_KWARGS`)."""
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        extractor = self.features_extractor
+        n_steps = extractor.n_objects * extractor.n_pairs
+        self.action_net = ObjectActionHead(n_steps, extractor.features_dim - n_steps)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+
+OBJECT_ACTION_POLICY_KWARGS: dict[str, Any] = {
+    "features_extractor_class": ObjectActionExtractor,
+    "features_extractor_kwargs": {"hidden": 128, "n_pairs": len(PAIRS)},
+    "net_arch": {"pi": [], "vf": [64]},
+    "ortho_init": False,
+}
+"""The interactive policy's keywords: per-object step logits from a shared head, a small value head."""

@@ -215,7 +215,8 @@ def cli_run(tmp_path_factory, torch_one_thread):
     out = tmp_path_factory.mktemp("interactive_ppo") / "run"
     argv = [
         "train", "ppo", "--env", "TVR-Interactive-v0", "--timesteps", "256", "--out", str(out), "--n-steps", "64",
-        "--batch-size", "32", "--checkpoint-every", "128", "--quiet", "--seed", "1", "--reward", "sparse",
+        "--n-envs", "2", "--batch-size", "32", "--checkpoint-every", "128", "--quiet", "--seed", "1",
+        "--reward", "sparse",
     ]  # fmt: skip
     assert main(argv) == 0
     return out
@@ -281,3 +282,29 @@ def test_train_ppo_keeps_interactive_runs_symbolic(tmp_path):
     with pytest.raises(ValueError, match="setting"):
         train_ppo("TVR-Interactive-v0", 10, tmp_path, env_kwargs={"setting": "nope"})
     assert not (tmp_path / MODEL_FILE).exists()
+
+
+def test_the_interactive_policy_scores_each_objects_steps_with_one_shared_head():
+    """Swapping two objects in both tables swaps their blocks of step logits and leaves the others': what
+    the policy learns of one object holds for every object."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from tvr_gym.agents.ppo_objects import OBJECT_ACTION_POLICY_KWARGS, ObjectActionPolicy
+    from tvr_gym.core.transform import PAIRS
+    from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT
+
+    env = make_interactive_sb3_env(setting="event", renderer="numpy")
+    model = MaskablePPO(ObjectActionPolicy, env, policy_kwargs=dict(OBJECT_ACTION_POLICY_KWARGS), seed=0)
+    obs, _ = env.reset(seed=3)
+    n, f, p = SPEC.n_objects, FEATURES_PER_OBJECT, len(PAIRS)
+    swapped = obs.copy()
+    tables = swapped[: 2 * n * f].reshape(2, n, f)
+    tables[:, [1, 6]] = tables[:, [6, 1]]
+    policy = model.policy
+    with torch.no_grad():  # the raw action logits (before the distribution normalises them)
+        logits = [policy.action_net(policy.extract_features(policy.obs_to_tensor(o)[0]))[0] for o in (obs, swapped)]
+    blocks = [lg[:-1].reshape(n, p) for lg in logits]
+    assert torch.allclose(blocks[0][1], blocks[1][6], atol=1e-5)
+    assert torch.allclose(blocks[0][6], blocks[1][1], atol=1e-5)
+    assert torch.allclose(blocks[0][0], blocks[1][0], atol=1e-5) and not torch.allclose(blocks[0][1], blocks[0][6])
