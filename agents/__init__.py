@@ -7,18 +7,24 @@ from typing import Any
 
 from tvr_gym.agents.base import Agent, act_batch
 from tvr_gym.agents.baselines import NoOpAgent, OracleAgent, RandomAgent, VisibleGuessAgent
+from tvr_gym.envs.registration import INTERACTIVE_ID
 
 __all__ = [
     "AGENT_NAMES", "Agent", "NoOpAgent", "OracleAgent", "RandomAgent", "VisibleGuessAgent", "act_batch", "make_agent",
 ]  # fmt: skip
 
-AGENT_NAMES = ("random", "visible", "oracle", "noop", "mllm:PATH", "ppo:PATH", "openai:MODEL@URL")
-"""Agent specs accepted by :func:`make_agent`."""
+AGENT_NAMES = ("random", "visible", "oracle", "noop", "greedy", "mllm:PATH", "ppo:PATH", "openai:MODEL@URL")
+"""Agent specs accepted by :func:`make_agent` (``greedy`` on ``TVR-Interactive-v0`` only; ``visible`` and ``noop``
+on single-shot environments only)."""
 
 
-def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> Any:
+def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None, env_id: str | None = None) -> Any:
     """Build an agent from a spec: ``random``, ``visible`` (a random guess on the objects in view),
-    ``oracle``, ``noop``, ``mllm:PATH``, ``ppo:PATH``, ``openai:MODEL@URL``.
+    ``oracle``, ``noop``, ``greedy``, ``mllm:PATH``, ``ppo:PATH``, ``openai:MODEL@URL``.
+
+    ``env_id`` ``TVR-Interactive-v0`` makes the agents that play it: ``random``, ``oracle`` and ``greedy`` as
+    :class:`~tvr_gym.agents.solvers.TablePlayer`, ``ppo:PATH`` a MaskablePPO model trained on it; ``mllm:`` and
+    ``openai:`` agents play it as chats.
 
     ``obs_mode`` (``image`` or ``text``) says what a policy sees. A checkpoint trained by tvr-gym records
     it in ``tvr_policy.json``; one trained elsewhere (verl, EasyR1, another TRL script) has none and must
@@ -29,6 +35,20 @@ def make_agent(spec: str, seed: int | None = 0, obs_mode: str | None = None) -> 
     if obs_mode is not None and obs_mode not in ("image", "text"):
         raise ValueError(f"obs_mode: unknown {obs_mode!r}; valid: image, text")
     name, _, path = spec.partition(":")
+    if env_id == INTERACTIVE_ID:
+        from tvr_gym.agents.solvers import TABLE_PLAYERS, TablePlayer
+
+        if name in TABLE_PLAYERS and not path:
+            return TablePlayer(name, seed=seed)
+        if name in ("visible", "noop") and not path:
+            raise ValueError(f"agent: {name} answers single-shot problems; on {env_id} use {', '.join(TABLE_PLAYERS)}, "
+                             "ppo:PATH, mllm:PATH or openai:MODEL@URL")  # fmt: skip
+        if name == "ppo" and path:
+            from tvr_gym.agents.ppo import InteractivePPOAgent
+
+            return InteractivePPOAgent.load(path)
+    elif name == "greedy" and not path:
+        raise ValueError(f"agent: greedy plays {INTERACTIVE_ID} (--env {INTERACTIVE_ID}); it has no single-shot form")
     if name == "random" and not path:
         return RandomAgent(seed=seed)
     if name == "visible" and not path:

@@ -23,6 +23,7 @@ import gymnasium as gym
 
 import tvr_gym  # noqa: F401  (registers the environment ids)
 from tvr_gym.agents.base import act_batch
+from tvr_gym.agents.interactive import INTERACTIVE_KEYS, interactive_means, play_chats, play_tables
 from tvr_gym.core.atomic import Journal, atomic_write_text, check_writable
 from tvr_gym.core.metrics import summarize
 from tvr_gym.core.options import check_int, is_int
@@ -102,17 +103,13 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def check_eval_env(env_id: object) -> str:
-    """``env_id`` when it is a single-shot TVR environment (what :func:`evaluate` answers), else ``ValueError``."""
+    """``env_id`` when :func:`evaluate` can run it (a single-shot TVR environment, or ``TVR-Interactive-v0``),
+    else ``ValueError``."""
     check_env_id(env_id)
-    if env_id == INTERACTIVE_ID:
-        raise ValueError(
-            f"{env_id} is multi-turn, and this evaluator answers single-shot problems: evaluate chat policies with "
-            "tvr_gym.agents.interactive.evaluate_interactive, MaskablePPO with InteractivePPOAgent.evaluate"
-        )
-    if env_id not in ENV_IDS and not _answers_like_tvr(env_id):
+    if env_id not in ENV_IDS and env_id != INTERACTIVE_ID and not _answers_like_tvr(env_id):
         raise ValueError(
             f"env: {env_id!r} is not a single-shot TVR environment (observations with initial, final and prompt, "
-            f"a text action); the registered ones: {', '.join(ENV_IDS)}"
+            f"a text action); the registered ones: {', '.join(ENV_IDS)}, and {INTERACTIVE_ID}"
         )
     return str(env_id)
 
@@ -124,7 +121,7 @@ _RECORD_FIELDS: tuple[tuple[str, tuple[type, ...]], ...] = (
 """What :func:`summary_records` reads from a journal record besides its ``seed``, and the JSON types it takes."""
 
 
-def _check_record(where: str, record: Any, first_seed: int) -> dict[str, Any]:
+def _check_record(where: str, record: Any, first_seed: int, interactive: bool = False) -> dict[str, Any]:
     """``record`` (a decoded journal line) when it is an episode record; :class:`EvalDirError` naming ``where``."""
     if not isinstance(record, dict):
         raise EvalDirError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -135,11 +132,21 @@ def _check_record(where: str, record: Any, first_seed: int) -> dict[str, Any]:
         value = record.get(key)
         if not isinstance(value, types) or isinstance(value, bool):
             raise EvalDirError(f"{where}: {key}: expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
+    if interactive:  # what interactive_means reads
+        scores = record.get("interactive")
+        bad = not isinstance(scores, dict) or any(
+            not isinstance(scores.get(k), (int, float)) or isinstance(scores.get(k), bool) for k in INTERACTIVE_KEYS
+        )
+        if bad:
+            raise EvalDirError(f"{where}: interactive: expected numbers {', '.join(INTERACTIVE_KEYS)}, got {scores!r}")
     return record
 
 
-def read_journal(path: str | os.PathLike[str], first_seed: int = 0) -> dict[int, dict[str, Any]]:
+def read_journal(
+    path: str | os.PathLike[str], first_seed: int = 0, interactive: bool = False
+) -> dict[int, dict[str, Any]]:
     """The records of an ``episodes.jsonl`` by seed; :class:`EvalDirError` naming ``file:line`` for a bad line.
+    ``interactive``: the records of a ``TVR-Interactive-v0`` evaluation, which also hold their ``interactive`` scores.
 
     Every line must be a record with a ``seed >= first_seed`` (each seed once); blank lines are skipped. A
     last line without its newline is a write cut short by a kill: when it is not JSON (torn) it is cut off
@@ -156,7 +163,7 @@ def read_journal(path: str | os.PathLike[str], first_seed: int = 0) -> dict[int,
     def add(number: int, value: Any) -> None:
         where = f"{path}:{number}"
         try:
-            record = _check_record(where, value, first_seed)
+            record = _check_record(where, value, first_seed, interactive)
             seed = int(record["seed"])
             if seed in where_seed:
                 raise EvalDirError(f"{where}: seed {seed} is also on line {where_seed[seed]}")
@@ -254,7 +261,7 @@ class EvalDir:
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 found = f"unreadable ({exc})"
         if found == manifest:
-            return read_journal(journal, int(manifest["seed"]))
+            return read_journal(journal, int(manifest["seed"]), manifest.get("env") == INTERACTIVE_ID)
         held = _held_episodes(journal)
         if held:
             if isinstance(found, dict):
@@ -313,11 +320,19 @@ def evaluate(
     refused. ``name`` identifies the agent in ``eval.json`` (default: its ``name`` attribute or class):
     give one that tells its weights apart, e.g. the checkpoint path. The result and ``out/summary.json``
     hold exactly the requested episodes, while the journal keeps every episode it holds.
+
+    On ``TVR-Interactive-v0`` an episode is played to its end (:func:`check_interactive_agent`): agents that
+    read the object tables (``random``, ``oracle``, ``greedy``, MaskablePPO) one episode at a time through the
+    SB3 view, chat policies (``mllm:``, ``openai:``) ``batch_size`` episodes in lock step. A record holds
+    every turn and ``interactive`` (success, misplaced, fixed_strict, turns, applied), ``reward`` is the
+    return, and the summary adds their means (``interactive``) to TVR's tables of the net changes.
     """
     check_int("episodes", episodes, 0)
     check_int("batch_size", batch_size, 1)
     check_int("seed", seed, 0)
     check_eval_env(env_id)
+    interactive = env_id == INTERACTIVE_ID
+    check_interactive_agent(agent, interactive)
     if max_tokens is not None:
         _cap_attribute(agent, max_tokens)  # a bad cap fails before any environment is built
     env_kwargs = dict(env_kwargs or {})
@@ -338,11 +353,12 @@ def evaluate(
         records = run.records if run is not None else {}
         todo = [i for i in range(episodes) if seed + i not in records]
         bar = _progress(progress, episodes, f"{name} on {env_id}", episodes - len(todo))
-        envs = [gym.make(env_id, **env_kwargs) for _ in range(min(batch_size, max(len(todo), 1)))]
+        envs = _make_envs(agent, env_id, env_kwargs, min(batch_size, max(len(todo), 1)))
+        run_batch = _run_interactive_batch if interactive else _run_batch
         try:
             with token_cap(agent, max_tokens):
                 for start in range(0, len(todo), len(envs)):
-                    finished = _run_batch(agent, envs, [seed + i for i in todo[start : start + len(envs)]])
+                    finished = run_batch(agent, envs, [seed + i for i in todo[start : start + len(envs)]])
                     if run is not None:
                         run.append(finished)
                     else:
@@ -356,9 +372,40 @@ def evaluate(
                 env.close()
         ordered = [records[seed + i] for i in range(episodes)]
         result = EvalResult(ordered, summarize(summary_records(ordered)))
+        if interactive:
+            result.summary["interactive"] = interactive_means(ordered)
         if run is not None:
             run.finish(result.summary)
     return result
+
+
+def check_interactive_agent(agent: Any, interactive: bool) -> None:
+    """``ValueError`` unless ``agent`` plays the kind of environment evaluated: on ``TVR-Interactive-v0`` one
+    that reads object tables (``table_policy``: ``random``, ``oracle``, ``greedy``, MaskablePPO trained on it)
+    or a chat policy (``act_chats``: ``mllm:``, ``openai:``); elsewhere one that answers single-shot problems."""
+    name = getattr(agent, "name", type(agent).__name__)
+    if interactive and not (hasattr(agent, "table_policy") or hasattr(agent, "act_chats")):
+        raise ValueError(
+            f"agent: {name} answers single-shot problems; on {INTERACTIVE_ID} use random, oracle, greedy, "
+            "ppo:PATH (trained on it), mllm:PATH or openai:MODEL@URL"
+        )
+    if not interactive and getattr(agent, "interactive", False):
+        raise ValueError(f"agent: {name} plays {INTERACTIVE_ID} episodes; evaluate it with --env {INTERACTIVE_ID}")
+
+
+def _make_envs(agent: Any, env_id: str, env_kwargs: Mapping[str, Any], n: int) -> list[Any]:
+    """The environments a batch runs in: one SB3 view for an agent that reads object tables (it plays one
+    episode at a time), else ``n`` environments."""
+    if env_id == INTERACTIVE_ID and hasattr(agent, "table_policy"):
+        return [agent.make_env(**env_kwargs)]
+    return [gym.make(env_id, **env_kwargs) for _ in range(n)]
+
+
+def _run_interactive_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """The records (:func:`~tvr_gym.agents.interactive.episode_record`) of one batch of interactive episodes."""
+    if hasattr(agent, "table_policy"):
+        return play_tables(agent, envs[0], seeds)
+    return play_chats(agent, envs[: len(seeds)], seeds)
 
 
 def _run_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 hosted APIs. ``tvr-gym eval --agent openai:MODEL@URL`` builds one.
 
 Each observation becomes one chat request with both images as PNG data URLs (:func:`tvr_gym.core.chat.openai_messages`).
+On ``TVR-Interactive-v0`` each turn is one request holding the episode's chat so far (:meth:`OpenAIAgent.act_chats`).
 Requests have a timeout and are retried with backoff by the official ``openai`` client; a batch is sent
 concurrently. A server that cannot be reached is reported when the agent is built, before any episode.
 """
@@ -108,11 +109,31 @@ class OpenAIAgent:
         return chat.openai_messages(str(obs.get("prompt", "")), images, self.system_prompt)
 
     def act(self, obs: Mapping[str, Any]) -> str:
+        return self._complete(self.messages(obs))
+
+    def chat_messages(self, chat_and_images: tuple[Sequence[Mapping[str, Any]], Sequence[Any]]) -> list[dict[str, Any]]:
+        """The request's messages for one turn of an interactive episode (:func:`tvr_gym.core.chat.openai_chat`),
+        with the system prompt in front when the chat has none."""
+        messages, images = chat_and_images
+        out = chat.openai_chat(messages, images)
+        if self.system_prompt and not (out and out[0].get("role") == "system"):
+            out.insert(0, {"role": "system", "content": self.system_prompt})
+        return out
+
+    def act_chats(self, chats: Sequence[tuple[Sequence[Mapping[str, Any]], Sequence[Any]]]) -> list[str]:
+        """The next turn of each interactive chat (:func:`tvr_gym.core.chat.interactive_messages`), one request
+        each, ``concurrency`` at a time: how :func:`tvr_gym.agents.interactive.play_chats` asks a served model."""
+        requests = [self.chat_messages(c) for c in chats]
+        if len(requests) <= 1:
+            return [self._complete(m) for m in requests]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            return list(pool.map(self._complete, requests))
+
+    def _complete(self, messages: list[dict[str, Any]]) -> str:
         openai = _openai()
         try:
             reply = self.client.chat.completions.create(
-                model=self.model, messages=self.messages(obs), max_tokens=self.max_tokens,
-                temperature=self.temperature,
+                model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=self.temperature,
             )  # fmt: skip
         except openai.APIConnectionError as exc:
             raise ConnectionError(f"{self.name}: the server went away ({exc})") from None

@@ -27,6 +27,7 @@ import numpy as np
 
 import tvr_gym  # noqa: F401  (registers the ids, also in subprocesses)
 from tvr_gym.agents.base import Agent, Observation
+from tvr_gym.agents.interactive import INTERACTIVE_KEYS
 from tvr_gym.core.atomic import atomic_open, atomic_write_text
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.scene import State
@@ -305,6 +306,13 @@ class InteractivePPOAgent:
         kwargs.setdefault("render_size", self.settings.render_size)
         return make_interactive_sb3_env(**kwargs)
 
+    def table_policy(self, env: InteractiveSB3, episode_seed: int) -> Any:
+        """The policy of one episode (:func:`tvr_gym.agents.interactive.play_tables`): the model, its sampling
+        seeded by ``episode_seed`` unless it plays deterministically."""
+        if not self.deterministic:
+            self.model.set_random_seed(episode_seed)
+        return self.model
+
     def act_state(self, current: State, target: State, turn: int, turn_limit: int) -> str:
         """The text of this turn's action (``obj.attr.value`` or ``done``) for the given states."""
         obs = symbolic_observation(current, target, turn, turn_limit)
@@ -339,7 +347,7 @@ class InteractivePPOAgent:
 
 def interactive_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Means over :func:`~tvr_gym.envs.interactive_sb3.play_episode` records: reward, the interactive scores, Acc."""
-    keys = ("success", "misplaced", "fixed_strict", "turns", "applied")
+    keys = INTERACTIVE_KEYS
     out = {"episodes": float(len(records)), "reward": float(np.mean([r["reward"] for r in records]))}
     out.update({k: float(np.mean([r["interactive"][k] for r in records])) for k in keys})
     for key in ("acc", "loose_acc", "dist", "norm_dist"):

@@ -20,7 +20,14 @@ import numpy as np
 from tvr_gym.core.scene import State
 from tvr_gym.core.transform import state_distance, try_apply
 from tvr_gym.envs.interactive import TVRInteractive
-from tvr_gym.envs.interactive_sb3 import DONE_ACTION, InteractiveSB3, action_of, step_of
+from tvr_gym.envs.interactive_sb3 import (
+    DONE_ACTION,
+    InteractiveSB3,
+    MaskedRandomPolicy,
+    action_of,
+    make_interactive_sb3_env,
+    step_of,
+)
 
 SOLVERS = ("oracle", "greedy")
 """The solver names of :func:`make_solver`."""
@@ -89,4 +96,35 @@ def make_solver(name: str, env: InteractiveSB3) -> OraclePolicy | GreedyPolicy:
     raise ValueError(f"solver: unknown {name!r}; valid: {', '.join(SOLVERS)}")
 
 
-__all__ = ["SOLVERS", "GreedyPolicy", "OraclePolicy", "greedy_action", "make_solver"]
+TABLE_PLAYERS = ("random", "oracle", "greedy")
+"""The :class:`TablePlayer` names: the masked random policy and the solvers."""
+
+
+class TablePlayer:
+    """``random``, ``oracle`` or ``greedy`` as an agent of ``tvr-gym eval --env TVR-Interactive-v0``: it plays
+    through the SB3 view (:func:`tvr_gym.agents.interactive.play_tables`), as MaskablePPO does. ``random``
+    draws each episode's actions from ``seed`` and the episode's seed, so a resumed evaluation plays the
+    episodes an uninterrupted one plays."""
+
+    interactive = True
+    privileged = False
+
+    def __init__(self, name: str, seed: int | None = 0) -> None:
+        if name not in TABLE_PLAYERS:
+            raise ValueError(f"agent: unknown {name!r} for TVR-Interactive-v0; valid: {', '.join(TABLE_PLAYERS)}")
+        self.name = name
+        self.seed = seed
+
+    def make_env(self, **env_kwargs: Any) -> InteractiveSB3:
+        return make_interactive_sb3_env(**env_kwargs)
+
+    def table_policy(self, env: InteractiveSB3, episode_seed: int) -> Any:
+        """The policy that plays the episode of ``episode_seed`` in ``env``."""
+        if self.name == "random":
+            return MaskedRandomPolicy(None if self.seed is None else [self.seed, episode_seed])
+        return make_solver(self.name, env)
+
+
+__all__ = [
+    "SOLVERS", "TABLE_PLAYERS", "GreedyPolicy", "OraclePolicy", "TablePlayer", "greedy_action", "make_solver",
+]  # fmt: skip

@@ -50,9 +50,29 @@ PLAIN_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tool_model_dir(tmp_path_factory):
-    from tvr_gym.agents.mllm.tiny import make_tiny_model
+    """What the docs say to run: ``tvr-gym make-tiny-model DIR --tools``."""
+    from tvr_gym.apps.cli import main
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-tools") / "model", seed=0, extra_texts=chat_texts())
+    out = tmp_path_factory.mktemp("tiny-tools") / "model"
+    assert main(["make-tiny-model", str(out), "--tools"]) == 0
+    return out
+
+
+def test_make_tiny_model_tools_spells_every_tool_chat_text_and_the_plain_one_does_not(tool_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tvr_gym.apps.cli import main
+
+    assert main(["make-tiny-model", str(tmp_path / "plain")]) == 0
+    call = chat_texts()[-1]  # a <tool_call> as the template writes it
+    for directory, unknown in ((tool_model_dir, False), (tmp_path / "plain", True)):
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        ids = tokenizer(call, add_special_tokens=False)["input_ids"]
+        assert (tokenizer.unk_token_id in ids) is unknown
+    tokenizer = AutoTokenizer.from_pretrained(tool_model_dir, local_files_only=True)
+    for text in chat_texts():
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, text[:80]
 
 
 @pytest.fixture(scope="module")

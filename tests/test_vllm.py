@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("TVR_GYM_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 MODEL = "tiny"
 ENV_ID = "TVR-CrossView-v0"
+INTERACTIVE_ID = "TVR-Interactive-v0"
 SIZE = (160, 120)
 """Real renders, small: the tiny processor gives each a few vision tokens whatever the size."""
 CAP = 5
@@ -154,6 +155,8 @@ def test_a_served_model_is_evaluated_with_images_as_text_and_under_a_token_cap(v
     _images_reach_the_model_as_the_hf_processor_counts_them(vllm_server, processor)
     _text_observations_are_served_without_image_tokens(vllm_server, processor)
     _eval_max_tokens_reaches_the_server(vllm_server, tmp_path / "eval")
+    _interactive_episodes_ask_one_request_per_turn_with_the_chat_so_far(vllm_server, processor)
+    _interactive_eval_journals_every_turn(vllm_server, tmp_path / "interactive")
 
 
 def _images_reach_the_model_as_the_hf_processor_counts_them(server: Server, processor) -> None:
@@ -239,3 +242,41 @@ def test_bad_max_tokens_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: not an integer
         main(["eval", "--max-tokens", "many"])
     assert "argument --max-tokens: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def _interactive_episodes_ask_one_request_per_turn_with_the_chat_so_far(server: Server, processor) -> None:
+    """Each turn of a served model's episode is one request holding the whole chat so far, with every
+    image of the window: the server's prompt tokens equal the HF processor's count of that chat."""
+    from tvr_gym.agents.interactive import play_chats
+    from tvr_gym.agents.openai_agent import OpenAIAgent
+
+    agent = OpenAIAgent(MODEL, server.url, max_tokens=CAP)
+    kwargs = {"render_size": SIZE, "setting": "basic", "renderer": "numpy"}
+    (record,) = play_chats(agent, [gym.make(INTERACTIVE_ID, **kwargs)], [11])
+    assert len(agent.usage) == sum(t["action"] is not None for t in record["turns"]) >= 2
+    env = gym.make(INTERACTIVE_ID, **kwargs)
+    obs, _ = env.reset(seed=11)
+    prompt, target, first, history = obs["prompt"], obs["target"], obs["current"], []
+    for turn, used in zip(record["turns"], agent.usage):
+        messages, images = chat.interactive_messages(prompt, target, first, history)
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        ids = processor(text=[text], images=[Image.fromarray(a) for a in images], return_tensors="pt")["input_ids"]
+        assert used["prompt_tokens"] == int(ids.shape[-1])
+        obs, *_ = env.step(turn["action"])
+        assert obs["feedback"] == turn["feedback"]
+        history.append(chat.Exchange(turn["action"], obs["feedback"], obs["current"]))
+
+
+def _interactive_eval_journals_every_turn(server: Server, out: Path) -> None:
+    before = _metrics(server)
+    assert main(["eval", "--agent", f"openai:{MODEL}@{server.url}", "--env", INTERACTIVE_ID, "--episodes", "2",
+                 "--batch-size", "2", "--size", *map(str, SIZE), "--max-tokens", str(CAP), "--setting", "basic",
+                 "--renderer", "numpy", "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    requests = _metric(_metrics(server), "vllm:request_params_max_tokens_count") - _metric(
+        before, "vllm:request_params_max_tokens_count"
+    )
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in records] == [0, 1]
+    assert requests == sum(t["action"] is not None for r in records for t in r["turns"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["interactive"]) >= {"success", "misplaced", "fixed_strict", "turns", "return"}

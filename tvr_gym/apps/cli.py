@@ -23,7 +23,7 @@ from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
 from tvr_gym.apps.cliargs import add_env_options, check_creatable, env_kwargs
 from tvr_gym.apps.demo import run_demo
 from tvr_gym.apps.show import check_image_path, show_problem
-from tvr_gym.core.metrics import format_table
+from tvr_gym.core.metrics import format_table, interactive_table
 from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int, check_size
 from tvr_gym.core.reference import comparison_table
 from tvr_gym.core.trance import load_trance
@@ -65,14 +65,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     default_name = f"{args.agent.replace(':', '_').replace('/', '_')}-{args.env}"
     out = check_creatable(Path(args.out) if args.out else Path("out") / "eval" / default_name, "--out")
     args.on_interrupt = f"the finished episodes are kept in {out / EPISODES_FILE}: {RESUME_NOTE}"
-    agent = make_agent(args.agent, seed=args.seed, obs_mode=args.obs_mode)
+    agent = make_agent(args.agent, seed=args.seed, obs_mode=args.obs_mode, env_id=args.env)
     result = evaluate(
         agent, args.env, args.episodes, seed=args.seed, env_kwargs=kwargs, progress=not args.quiet,
         batch_size=args.batch_size, out=out, overwrite=args.overwrite, max_tokens=args.max_tokens,
         name=agent_id(args.agent),
     )  # fmt: skip
     print(format_table(result.summary))
-    print(comparison_table(result.summary, ENV_IDS.get(args.env), name=args.agent))
+    if "interactive" in result.summary:  # multi-turn: the published single-shot results do not compare
+        print(interactive_table(result.summary["interactive"]))
+    else:
+        print(comparison_table(result.summary, ENV_IDS.get(args.env), name=args.agent))
     print(f"wrote {out / 'summary.json'} ({len(result.records)} episodes) and {out / EPISODES_FILE}")
     return 0
 

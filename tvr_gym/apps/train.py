@@ -35,6 +35,10 @@ def register(subparsers: Any, train_subparsers: Any) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--hidden-size", type=int, default=64)
     tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument(
+        "--tools", action="store_true", help="a vocabulary that spells TRL's tool calls of TVR-Interactive-v0 "
+        "(tvr_gym.integrations.trl_env): for environment_factory runs",
+    )  # fmt: skip
     tiny.add_argument("--image-tokens", type=int, default=6, help="cap on vision tokens per image (6 keeps a 160x120 "
                       "render at 4 tokens; 24 keeps it whole at 168x112)")  # fmt: skip
     tiny.add_argument(
@@ -152,8 +156,13 @@ def run_make_tiny(args: argparse.Namespace) -> int:
     check_int("warmup_steps", args.warmup_steps, 0)
     if args.warmup_steps:
         max_items_of(args.env)  # an unknown id fails before anything is written
+    extra_texts = None
+    if args.tools:
+        from tvr_gym.integrations.trl_env import chat_texts
+
+        extra_texts = chat_texts()
     path = make_tiny_model(args.dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers,
-                           image_tokens=args.image_tokens)  # fmt: skip
+                           image_tokens=args.image_tokens, extra_texts=extra_texts)  # fmt: skip
     print(f"tiny Qwen2.5-VL checkpoint written to {path}")
     if args.warmup_steps:
         warmup_format(

@@ -39,6 +39,7 @@ __all__ = [
     "IMAGE_PLACEHOLDER",
     "ImageBudget",
     "count_images",
+    "openai_chat",
     "image_tokens",
     "interactive_messages",
     "images_of",
@@ -107,6 +108,29 @@ def openai_messages(prompt: str, images: Sequence[np.ndarray], system: str | Non
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": png_data_url(im)}} for im in images]
     content.append({"type": "text", "text": prompt})
     return _with_system({"role": "user", "content": content}, system)
+
+
+def openai_chat(chat: Sequence[Message], images: Sequence[np.ndarray]) -> list[Message]:
+    """A chat with ``{"type": "image"}`` blocks and its images in block order (:func:`interactive_messages`)
+    as OpenAI chat-completions messages: each block becomes its image as a PNG data URL, an assistant's
+    text parts become one string (what every server takes), string contents stay strings."""
+    if count_images(chat) != len(images):
+        raise ValueError(f"images: the chat has {count_images(chat)} image blocks, got {len(images)} images")
+    pending = iter(images)
+    out: list[Message] = []
+    for message in chat:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": png_data_url(next(pending))}}
+                if part.get("type") == "image"
+                else dict(part)
+                for part in content
+            ]
+            if message.get("role") == "assistant" and all(part.get("type") == "text" for part in content):
+                content = "".join(part["text"] for part in content)
+        out.append({**message, "content": content})
+    return out
 
 
 # ---------------------------------------------------------------- interactive episodes (multi-turn)

@@ -15,6 +15,7 @@ from tvr_gym.core.trance import Problem
 from tvr_gym.core.transform import PAIRS, Simulation, moved, simulate
 
 __all__ = [
+    "INTERACTIVE_COLUMNS",
     "STATE_KEYS",
     "BASIC_KEYS",
     "VIEWS",
@@ -25,6 +26,7 @@ __all__ = [
     "entry_counts",
     "episode_metrics",
     "format_table",
+    "interactive_table",
     "judge",
     "summarize",
     "tvr_acc",
@@ -383,6 +385,19 @@ def render_tables(
             table.add_row(*(_cell(c, digits) for c in row))
         console.print(table)
     return buf.getvalue()
+
+
+INTERACTIVE_COLUMNS = (
+    ("success", "Success"), ("misplaced", "Misplaced"), ("fixed_strict", "Fixed-Strict"), ("turns", "turns"),
+    ("applied", "applied"), ("return", "return"),
+)  # fmt: skip
+"""The interactive means an evaluation reports (``docs/interactive.md``), with their headings."""
+
+
+def interactive_table(means: Mapping[str, Any]) -> str:
+    """A text table of an interactive evaluation's means (:data:`INTERACTIVE_COLUMNS`)."""
+    header = [h for _, h in INTERACTIVE_COLUMNS]
+    return render_tables([("Interactive episodes", header, [[means.get(k) for k, _ in INTERACTIVE_COLUMNS]])])
 
 
 def format_table(summary: Mapping[str, Any]) -> str:

@@ -194,24 +194,26 @@ def play_episode(
     """Play one episode of ``env`` with ``policy`` (e.g. a ``MaskablePPO`` model) and return its record.
 
     ``policy.predict(obs, action_masks=mask, deterministic=...)`` picks each action from the masked
-    ones. The record holds the summed ``reward``, the ``actions`` as text, and the environment's final
+    ones. The record holds the summed ``reward``, the ``actions`` as text, the ``turns`` (each one's
+    ``action``, ``outcome`` and ``reward``), and the environment's final
     ``interactive`` (success, misplaced, fixed_strict, turns, applied) and ``metrics`` (TVR's metrics of
     the net change), ``applied`` and ``truth``.
     """
     if not isinstance(env, InteractiveSB3):
         raise ValueError(f"env: expected an InteractiveSB3 env, not {type(env).__name__}")
     obs, info = env.reset(seed=seed, options=options)
-    total, actions = 0.0, []
+    total, turns = 0.0, []
     while True:
         action, _ = policy.predict(obs, action_masks=env.action_masks(), deterministic=deterministic)
         obs, reward, terminated, truncated, info = env.step(int(np.asarray(action).reshape(())))
         total += float(reward)
-        actions.append(info["action_text"])
+        turns.append({"action": info["action_text"], "outcome": info["outcome"], "reward": float(reward)})
         if terminated or truncated:
             break
     return {
         "reward": total,
-        "actions": actions,
+        "actions": [t["action"] for t in turns],
+        "turns": turns,
         "terminated": bool(terminated),
         "interactive": info["interactive"],
         "metrics": info["metrics"],
