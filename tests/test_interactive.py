@@ -629,13 +629,20 @@ def test_the_async_facade_steps_off_the_event_loop_with_the_same_results():
 # ---------------------------------------------------------------------------- command line
 
 
-def test_the_single_shot_evaluator_refuses_the_interactive_id(tmp_path, capsys):
+def test_the_evaluator_refuses_a_single_shot_agent_on_the_interactive_id(tmp_path, capsys):
+    """A baseline that answers single-shot problems cannot play turns (tests/test_interactive_eval.py runs
+    the agents that can)."""
+    from tvr_gym.agents import OracleAgent
+    from tvr_gym.agents.evaluate import evaluate
     from tvr_gym.apps.cli import main
 
-    argv = ["eval", "--env", "TVR-Interactive-v0", "--agent", "random", "--episodes", "2", "--quiet"]
+    argv = ["eval", "--env", "TVR-Interactive-v0", "--agent", "noop", "--episodes", "2", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
-    assert "multi-turn" in capsys.readouterr().err
+    assert "answers single-shot problems" in capsys.readouterr().err
     assert not (tmp_path / "eval" / "episodes.jsonl").exists()
+    with pytest.raises(ValueError, match="answers single-shot problems"):
+        evaluate(OracleAgent(), "TVR-Interactive-v0", 1, progress=False, out=tmp_path / "api")
+    assert not (tmp_path / "api").exists()
 
 
 def test_setting_flag_is_for_the_interactive_id_only(capsys):
