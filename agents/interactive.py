@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from tvr_gym.core.chat import DEFAULT_WINDOW, Exchange, ImageBudget, interactive_messages
+from tvr_gym.core.chat import DEFAULT_WINDOW, Exchange, ImageBudget, interactive_messages, reply_exchange
 from tvr_gym.core.metrics import summarize
-from tvr_gym.core.prompt import state_table
 from tvr_gym.envs.base import CENTRE
 
 if TYPE_CHECKING:  # torch loads only where a model does (the CLI's eval of a baseline needs none)
@@ -67,13 +66,6 @@ def start(env: gym.Env, obs: dict[str, Any], use_images: bool) -> Episode:
     return Episode(env.unwrapped, obs["prompt"], *images)
 
 
-def _reply(episode: Episode, action: str, obs: dict[str, Any], use_images: bool) -> Exchange:
-    feedback = obs["feedback"]
-    if not use_images:  # text mode: the state itself goes with the feedback
-        feedback += "\n" + state_table(episode.env.current, "Current objects")
-    return Exchange(action, feedback, obs["current"] if use_images else None)
-
-
 def play(
     episodes: Sequence[Episode],
     policy: Callable[[list[Chat]], Any],
@@ -109,7 +101,7 @@ def play(
             obs, reward, terminated, truncated, info = e.env.step(text)
             e.rewards.append(float(reward))
             e.outcomes.append(info["outcome"])
-            e.history.append(_reply(e, text, obs, use_images))
+            e.history.append(reply_exchange(text, obs, e.env.current, use_images))
             if terminated or truncated:
                 e.final = info
 

@@ -17,20 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from tvr_gym.core.scene import State
-from tvr_gym.core.transform import state_distance, try_apply
-from tvr_gym.envs.interactive import TVRInteractive
 from tvr_gym.envs.interactive_sb3 import (
-    DONE_ACTION,
+    SOLVERS,
     InteractiveSB3,
     MaskedRandomPolicy,
-    action_of,
+    greedy_action,
     make_interactive_sb3_env,
-    step_of,
+    solver_action,
 )
-
-SOLVERS = ("oracle", "greedy")
-"""The solver names of :func:`make_solver`."""
 
 
 class _BoundPolicy:
@@ -43,12 +37,11 @@ class _BoundPolicy:
             raise ValueError(f"env: a solver plays an InteractiveSB3 env, not {type(env).__name__}")
         self.env = env
 
-    @property
-    def base(self) -> TVRInteractive:
+    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
         base = self.env.unwrapped
         if base.board is None:
             raise RuntimeError("predict() needs an episode: reset the environment first")
-        return base
+        return solver_action(self.name, base.board), None
 
 
 class OraclePolicy(_BoundPolicy):
@@ -56,35 +49,12 @@ class OraclePolicy(_BoundPolicy):
 
     name = "oracle"
 
-    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
-        board = self.base.board
-        steps = board.problem.truth_steps
-        return (action_of(steps[board.turns]) if board.turns < len(steps) else DONE_ACTION), None
-
 
 class GreedyPolicy(_BoundPolicy):
-    """The masked-in step that leaves the smallest TVR distance to the target, if smaller than now; else
-    ``done``. Ties go to the first such action."""
+    """The legal step that leaves the smallest TVR distance to the target, if smaller than now; else
+    ``done`` (:func:`~tvr_gym.envs.interactive_sb3.greedy_action`)."""
 
     name = "greedy"
-
-    def predict(self, observation: Any, action_masks: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
-        board = self.base.board
-        return greedy_action(board.current, board.problem.final, action_masks), None
-
-
-def greedy_action(current: State, target: State, mask: np.ndarray) -> int:
-    """The greedy choice among the actions ``mask`` allows (:class:`GreedyPolicy`)."""
-    best, best_distance = DONE_ACTION, state_distance(current, target)
-    for action in np.flatnonzero(mask[:DONE_ACTION]):
-        step = step_of(int(action))
-        outcome = try_apply(current, step)
-        if not outcome.legal:
-            continue
-        distance = state_distance(current.with_object(step[0], outcome.obj), target)
-        if distance < best_distance:
-            best, best_distance = int(action), distance
-    return best
 
 
 def make_solver(name: str, env: InteractiveSB3) -> OraclePolicy | GreedyPolicy:

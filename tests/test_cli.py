@@ -147,8 +147,8 @@ HUGE = "99999999999999999999"
 BAD_INPUT = {
     "eval-seed": ["eval", "--seed", "-1", "--episodes", "1", "--out", "OUT"],
     "eval-gym-env": ["eval", "--env", "CartPole-v1", "--episodes", "1", "--out", "OUT"],
-    "eval-interactive-single-shot-agent": ["eval", "--agent", "visible", "--env", "TVR-Interactive-v0", "--episodes", "1",
-                                           "--out", "OUT"],  # fmt: skip
+    "eval-interactive-baseline": ["eval", "--agent", "visible", "--env", "TVR-Interactive-v0", "--episodes", "1",
+                                  "--out", "OUT"],  # fmt: skip
     "eval-agent": ["eval", "--agent", "nope", "--episodes", "1", "--out", "OUT"],
     "eval-mllm-missing": ["eval", "--agent", "mllm:/missing", "--episodes", "1", "--out", "OUT"],
     "eval-ppo-missing": ["eval", "--agent", "ppo:/missing", "--episodes", "1", "--out", "OUT"],

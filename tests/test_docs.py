@@ -70,7 +70,7 @@ def test_every_command_shown_parses(doc, monkeypatch):
 
 def test_the_documented_columns_are_the_exported_ones():
     text = (REPO / "docs" / "integrations.md").read_text()
-    for fmt in ("hf", "verl", "easyr1", "skyrl"):
+    for fmt in ("hf", "verl", "easyr1", "skyrl", "hf-demonstrations", "verl-demonstrations"):
         section = text.split(f"**`{fmt}`**", 1)[1].split("**`", 1)[0].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
         assert documented == set(COLUMNS[fmt]), fmt

@@ -23,8 +23,9 @@ from tvr_gym.agents.mllm.tiny import build_tiny_base
 from tvr_gym.core.options import check_int
 from tvr_gym.core.prompt import OBS_MODES
 from tvr_gym.core.reward import ABLATIONS, REWARDS
+from tvr_gym.data.demonstrations import turn_rows
 from tvr_gym.data.export import export
-from tvr_gym.envs.registration import check_env_id
+from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.integrations import trl_reward
 
 DATA_DIR = "data"
@@ -79,7 +80,9 @@ def train_rows(tvr: TVRArguments, out: Path, progress: bool = True):
     with PartialState().main_process_first():  # one process exports, the others then read it
         if tvr.dataset is None and not (path / "train" / "dataset_info.json").is_file():
             env_kwargs = {"obs_mode": tvr.obs_mode, "render_size": tuple(tvr.size), "renderer": tvr.renderer}
-            export("hf", tvr.env, tvr.n, path, seed=tvr.episode_seed, progress=progress, **env_kwargs)
+            solver = "oracle" if tvr.env == INTERACTIVE_ID else None  # interactive rows are demonstrations
+            export("hf", tvr.env, tvr.n, path, seed=tvr.episode_seed, progress=progress, demonstrations=solver,
+                   **env_kwargs)  # fmt: skip
     loaded = load_from_disk(str(path))
     rows = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
     if not isinstance(rows, Dataset) or "problem" not in rows.column_names:
@@ -126,12 +129,31 @@ def train_trl_grpo(tvr: TVRArguments, config) -> Path:
 
 
 def sft_rows(rows):
-    """Prompt-completion rows for TRL's SFT: the true answer as the assistant's completion."""
+    """Rows for TRL's SFT: prompt-completion rows with the true answer as the assistant's completion, or, for
+    ``TVR-Interactive-v0`` demonstrations (``messages``), the whole chats, every assistant turn trained."""
+    if "messages" in rows.column_names:
+        return _turn_rows(rows)
     keep = [c for c in ("prompt", "images") if c in rows.column_names]
     return rows.map(
         lambda row: {"completion": [{"role": "assistant", "content": row["answer"]}]},
         remove_columns=[c for c in rows.column_names if c not in keep],
     )
+
+
+def _turn_rows(rows):
+    """``TVR-Interactive-v0`` demonstrations as one prompt-completion row per turn (:func:`turn_rows`): the loss
+    falls on the solver's turns only, each seen with the chat the policy sees then."""
+    with_images = "images" in rows.column_names
+
+    def expand(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"prompt": [], "completion": [], **({"images": []} if with_images else {})}
+        for i, messages in enumerate(batch["messages"]):
+            for row in turn_rows(messages, batch["images"][i] if with_images else []):
+                for key in out:
+                    out[key].append(row[key])
+        return out
+
+    return rows.map(expand, batched=True, remove_columns=rows.column_names)
 
 
 def train_sft(tvr: TVRArguments, config) -> Path:

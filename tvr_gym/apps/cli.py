@@ -30,6 +30,7 @@ from tvr_gym.core.trance import load_trance
 from tvr_gym.data.dataset import generate_dataset, merge_datasets
 from tvr_gym.data.export import FORMATS, export
 from tvr_gym.envs.base import check_env_kwargs
+from tvr_gym.envs.interactive_sb3 import SOLVERS
 from tvr_gym.envs.registration import ENV_IDS, check_env_id
 from tvr_gym.problems.generator import generate
 from tvr_gym.render import RENDERERS
@@ -125,9 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     )  # fmt: skip
     target = export(
         args.format, args.env, args.n, args.out, seed=args.seed, start=args.start, split=args.split,
-        progress=not args.quiet, **env_kwargs(args),
+        progress=not args.quiet, demonstrations=args.demonstrations, **env_kwargs(args),
     )  # fmt: skip
-    print(f"wrote {args.n} episodes of {args.env} as {args.format} to {target}")
+    what = f"{args.demonstrations} demonstrations" if args.demonstrations else "episodes"
+    print(f"wrote {args.n} {what} of {args.env} as {args.format} to {target}")
     return 0
 
 
@@ -273,6 +275,10 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="row i is env.reset(seed=SEED, options={'index': i})")
     p.add_argument("--start", type=int, default=0, help="index of the first row (shards: disjoint --start/--n)")
     p.add_argument("--split", default="train", help="split name: OUT/SPLIT (hf) or OUT/SPLIT.parquet")
+    p.add_argument(
+        "--demonstrations", choices=SOLVERS, help="TVR-Interactive-v0: the solver's whole episodes as multi-turn "
+        "SFT chats (hf for TRL, verl for its MultiTurnSFTDataset)",
+    )  # fmt: skip
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", **quiet)
     add_env_options(p)

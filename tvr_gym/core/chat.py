@@ -40,6 +40,7 @@ __all__ = [
     "ImageBudget",
     "count_images",
     "openai_chat",
+    "reply_exchange",
     "image_tokens",
     "interactive_messages",
     "images_of",
@@ -146,6 +147,17 @@ class Exchange:
     """The environment's feedback text (``obs["feedback"]``)."""
     image: np.ndarray | None = None
     """The new render of the current state (``obs["current"]``)."""
+
+
+def reply_exchange(action: str, obs: Mapping[str, Any], current: Any, use_images: bool) -> Exchange:
+    """The :class:`Exchange` of a turn that said ``action`` and got ``obs`` back: with images, the feedback and the
+    new render; without, the feedback and the ``current`` state's table (the text chat's only view of it)."""
+    from tvr_gym.core.prompt import state_table
+
+    feedback = str(obs["feedback"])
+    if not use_images:
+        feedback += "\n" + state_table(current, "Current objects")
+    return Exchange(action, feedback, np.asarray(obs["current"]) if use_images else None)
 
 
 DEFAULT_WINDOW = 4

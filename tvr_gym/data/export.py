@@ -41,7 +41,9 @@ from tvr_gym.data.dataset import (
     unlock_dir,
     write_sample,
 )
+from tvr_gym.data.demonstrations import Demonstration, demonstrations
 from tvr_gym.envs.base import check_env_kwargs
+from tvr_gym.envs.interactive_sb3 import SOLVERS
 from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
 from tvr_gym.version import __version__
 
@@ -90,6 +92,22 @@ COLUMNS: dict[str, dict[str, str]] = {
         "extra_info": "{'index', 'split', 'env_id', 'seed', 'answer', 'n_steps', 'final_view'}",
     },
     "trance": {"data.jsonl": "TRANCE samples with final_view", "image/": "the observed initial and final images"},
+    "hf-demonstrations": {
+        "messages": "the solver's episode as a TRL chat: user [target, current, prompt], then each turn "
+        "(assistant <think></think><answer>STEP</answer>, user [new image, feedback]), ending with the "
+        "assistant's done; content blocks {'type': 'image'} / {'type': 'text', 'text': ...}",
+        "images": "one image per image block, in block order (image observations only)",
+        "answer": "the true answer", "problem": "the problem as JSON", "n_steps": "number of true transformations",
+        "final_view": "camera of the target image", "env_id": "TVR-Interactive-v0", "index": "row index i",
+        "seed": "the export's seed", "solver": "oracle or greedy", "success": "the episode reached the target",
+        "return": "the episode's total reward",
+    },
+    "verl-demonstrations": {
+        "messages": "the same chat for verl's MultiTurnSFTDataset: string contents, one <image> per image",
+        "images": "one image per <image>, in order (image observations only)",
+        "data_source": "tvr-interactive/<setting>",
+        "extra_info": "{'index', 'split', 'env_id', 'seed', 'answer', 'n_steps', 'final_view', 'solver', 'success'}",
+    },
 }
 """Every column of every format, with its meaning."""
 
@@ -235,6 +253,36 @@ def _skyrl_row(row: ExportRow, split: str) -> dict[str, Any]:
     }
 
 
+def _hf_demonstration_row(demo: Demonstration) -> dict[str, Any]:
+    out = {
+        "messages": demo.messages, "answer": demo.answer, "problem": json.dumps(demo.problem, separators=(",", ":")),
+        "n_steps": demo.n_steps, "final_view": demo.final_view, "env_id": INTERACTIVE_ID, "index": demo.index,
+        "seed": demo.seed, "solver": demo.solver, "success": demo.success, "return": demo.episode_return,
+    }  # fmt: skip
+    if demo.images:
+        out["images"] = _pil(demo.images)
+    return out
+
+
+def _placeholder_content(blocks: list[dict[str, Any]]) -> str:
+    """Content blocks as one string, each image block an ``<image>`` (verl's placeholder)."""
+    return "".join(chat.IMAGE_PLACEHOLDER if b["type"] == "image" else b["text"] for b in blocks)
+
+
+def _verl_demonstration_row(demo: Demonstration, split: str) -> dict[str, Any]:
+    out = {
+        "messages": [{"role": m["role"], "content": _placeholder_content(m["content"])} for m in demo.messages],
+        "data_source": f"tvr-interactive/{demo.setting}",
+        "extra_info": {
+            "index": demo.index, "split": split, "env_id": INTERACTIVE_ID, "seed": demo.seed, "answer": demo.answer,
+            "n_steps": demo.n_steps, "final_view": demo.final_view, "solver": demo.solver, "success": demo.success,
+        },
+    }  # fmt: skip
+    if demo.images:
+        out["images"] = _pil(demo.images)
+    return out
+
+
 def _skyrl_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """SkyRL-gym's messages are text only, so its rows are too: ``obs_mode`` is ``text`` (the default here)."""
     if env_kwargs.get("obs_mode", "text") != "text":
@@ -245,10 +293,12 @@ def _skyrl_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**env_kwargs, "obs_mode": "text"}
 
 
-def _features(fmt: str, with_images: bool, interactive: bool = False):
+def _features(fmt: str, with_images: bool, interactive: bool = False, demonstrations: bool = False):
     from datasets import Features, Image, List, Value
 
     text = Value("string")
+    if demonstrations:
+        return _demonstration_features(fmt, with_images)
     message = {"role": text, "content": text}
     extra_info = {  # ExportRow.extra_info
         "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
@@ -285,16 +335,45 @@ def _features(fmt: str, with_images: bool, interactive: bool = False):
     return Features(columns)
 
 
-def _progress(rows: Iterator[ExportRow], total: int, label: str, enabled: bool) -> Iterator[ExportRow]:
+def _demonstration_features(fmt: str, with_images: bool):
+    from datasets import Features, Image, List, Value
+
+    text = Value("string")
+    if fmt == "hf":
+        columns: dict[str, Any] = {
+            "messages": List({"role": text, "content": List({"type": text, "text": text})}), "answer": text,
+            "problem": text, "n_steps": Value("int32"), "final_view": text, "env_id": text, "index": Value("int64"),
+            "seed": Value("int64"), "solver": text, "success": Value("bool"), "return": Value("float64"),
+        }  # fmt: skip
+    else:
+        columns = {
+            "messages": List({"role": text, "content": text}), "data_source": text,
+            "extra_info": {
+                "index": Value("int64"), "split": text, "env_id": text, "seed": Value("int64"), "answer": text,
+                "n_steps": Value("int32"), "final_view": text, "solver": text, "success": Value("bool"),
+            },
+        }  # fmt: skip
+    if with_images:
+        columns["images"] = List(Image())
+    return Features(columns)
+
+
+def _progress(rows: Iterator[Any], total: int, label: str, enabled: bool) -> Iterator[Any]:
     from rich.progress import track
 
     yield from track(rows, total=total, description=label, disable=not enabled, transient=False)
 
 
 def _shaped_rows(
-    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool
-) -> Iterator[dict[str, Any]]:
+    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool,
+    solver: str | None = None,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
     """The rows of a table format (a module-level generator, so ``datasets`` can fingerprint its arguments)."""
+    if solver is not None:
+        demos = demonstrations(range(start, start + n), seed, solver, **env_kwargs)
+        for demo in _progress(demos, n, f"{solver} demonstrations of {env_id} ({fmt})", progress):
+            yield _hf_demonstration_row(demo) if fmt == "hf" else _verl_demonstration_row(demo, split)
+        return
     shape = {
         "hf": _hf_row, "verl": lambda r: _verl_row(r, split), "easyr1": _easyr1_row,
         "skyrl": lambda r: _skyrl_row(r, split),
@@ -313,9 +392,14 @@ def export(
     start: int = 0,
     split: str = "train",
     progress: bool = True,
+    demonstrations: str | None = None,
     **env_kwargs: Any,
 ) -> Path:
     """Export rows ``start .. start + n - 1`` of ``env_id`` as ``fmt``; returns what was written.
+
+    ``demonstrations`` (``oracle`` or ``greedy``, ``TVR-Interactive-v0`` only) exports that solver's whole
+    episodes as multi-turn SFT chats (:mod:`tvr_gym.data.demonstrations`): ``hf`` rows for TRL's SFT, ``verl``
+    rows for verl's ``MultiTurnSFTDataset``.
 
     - ``hf``: ``out/<split>/``, a ``datasets`` dataset (``save_to_disk``); ``out/dataset_dict.json``
       lists the splits, so ``load_from_disk(out)`` gives them all;
@@ -335,26 +419,32 @@ def export(
     if fmt == "skyrl":
         env_kwargs = _skyrl_kwargs(env_kwargs)
     config = check_env_kwargs(env_id, **env_kwargs)  # bad keywords fail here, before any directory exists
-    if env_id == INTERACTIVE_ID and fmt in ("trance", "easyr1", "hf"):
-        raise ValueError(f"format: {INTERACTIVE_ID} exports as verl (its agent loop) or skyrl rows, not {fmt}")
-    if env_id == INTERACTIVE_ID and fmt == "verl" and config.obs_mode != "image":
+    if demonstrations is not None:
+        check_choice("demonstrations", demonstrations, SOLVERS)
+        if env_id != INTERACTIVE_ID or fmt not in ("hf", "verl"):
+            raise ValueError(f"demonstrations: solver episodes export from {INTERACTIVE_ID} as hf or verl rows")
+    elif env_id == INTERACTIVE_ID and fmt in ("trance", "easyr1", "hf"):
+        extra = "; hf rows are demonstrations (--demonstrations oracle)" if fmt == "hf" else ""
+        raise ValueError(f"format: {INTERACTIVE_ID} exports as verl (its agent loop) or skyrl rows, not {fmt}{extra}")
+    if env_id == INTERACTIVE_ID and fmt == "verl" and demonstrations is None and config.obs_mode != "image":
         raise ValueError("obs_mode: the verl agent loop shows images; export TVR-Interactive-v0 with obs_mode='image'")
     if fmt == "trance":
         with stopping_cleanly(Path(out), RESUMES):
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
     with stopping_cleanly(Path(out), STARTS_OVER):
-        return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images)
+        return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images,
+                             demonstrations)  # fmt: skip
 
 
 def _export_table(
     fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
-    with_images: bool,
+    with_images: bool, solver: str | None = None,
 ) -> Path:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     lock = _claim(out, split)
     try:
-        return _build_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, out, with_images)
+        return _build_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, out, with_images, solver)
     finally:
         unlock_dir(lock)
 
@@ -388,16 +478,16 @@ def _claim(out: Path, split: str) -> int | None:
 
 def _build_table(
     fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
-    with_images: bool,
+    with_images: bool, solver: str | None = None,
 ) -> Path:  # fmt: skip
     from datasets import Dataset
 
     with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out) as tmp:
         dataset = Dataset.from_generator(
             _shaped_rows,
-            features=_features(fmt, with_images, interactive=env_id == INTERACTIVE_ID),
+            features=_features(fmt, with_images, env_id == INTERACTIVE_ID, demonstrations=solver is not None),
             gen_kwargs={"fmt": fmt, "env_id": env_id, "start": start, "n": n, "seed": seed, "split": split,
-                        "env_kwargs": env_kwargs, "progress": progress},  # fmt: skip
+                        "env_kwargs": env_kwargs, "progress": progress, "solver": solver},  # fmt: skip
             cache_dir=str(Path(tmp) / "cache"),
         )
         if fmt == "hf":

@@ -28,7 +28,8 @@ from tvr_gym.core.answer import DONE, format_item
 from tvr_gym.core.options import is_int
 from tvr_gym.core.scene import State
 from tvr_gym.core.spec import SPEC
-from tvr_gym.core.transform import PAIRS, pair_index, try_apply
+from tvr_gym.core.transform import PAIRS, pair_index, state_distance, try_apply
+from tvr_gym.envs.board import Board
 from tvr_gym.envs.interactive import TVRInteractive
 from tvr_gym.envs.registration import INTERACTIVE_ID
 from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, encode_state
@@ -36,14 +37,17 @@ from tvr_gym.envs.wrappers import FEATURES_PER_OBJECT, encode_state
 __all__ = [
     "DONE_ACTION",
     "N_ACTIONS",
+    "SOLVERS",
     "InteractiveSB3",
     "MaskedRandomPolicy",
     "action_of",
     "action_text",
+    "greedy_action",
     "legal_mask",
     "make_interactive_sb3_env",
     "observation_size",
     "play_episode",
+    "solver_action",
     "step_of",
     "symbolic_observation",
 ]
@@ -104,6 +108,37 @@ def legal_mask(state: State) -> np.ndarray:
         for k, (attr, value) in enumerate(PAIRS):
             mask[base + k] = try_apply(state, (i, attr, value)).legal
     return mask
+
+
+SOLVERS = ("oracle", "greedy")
+"""The solvers of :func:`solver_action`."""
+
+
+def greedy_action(current: State, target: State, mask: np.ndarray) -> int:
+    """Of the actions ``mask`` allows, the step that leaves the smallest TVR distance to ``target``, if smaller
+    than now; else :data:`DONE_ACTION`. Ties go to the first such action."""
+    best, best_distance = DONE_ACTION, state_distance(current, target)
+    for action in np.flatnonzero(mask[:DONE_ACTION]):
+        step = step_of(int(action))
+        outcome = try_apply(current, step)
+        if not outcome.legal:
+            continue
+        distance = state_distance(current.with_object(step[0], outcome.obj), target)
+        if distance < best_distance:
+            best, best_distance = int(action), distance
+    return best
+
+
+def solver_action(name: str, board: Board) -> int:
+    """The action of the solver ``name`` (:data:`SOLVERS`) on a running episode's ``board``: ``oracle`` plays
+    the true steps in order (turn ``k``, step ``k``), then ``done``; ``greedy`` the :func:`greedy_action` among
+    the legal steps. Solvers read the target state, which a learner cannot."""
+    if name == "oracle":
+        steps = board.problem.truth_steps
+        return action_of(steps[board.turns]) if board.turns < len(steps) else DONE_ACTION
+    if name == "greedy":
+        return greedy_action(board.current, board.problem.final, legal_mask(board.current))
+    raise ValueError(f"solver: unknown {name!r}; valid: {', '.join(SOLVERS)}")
 
 
 def observation_size() -> int:
