@@ -9,6 +9,9 @@ The table reports held-out success and the turns used: ``turns 1.00`` means the 
 at once. Writes ``benchmarks/results/interactive_rewards.md``.
 
     .venv/bin/python -m benchmarks.interactive_rewards [--setting basic] [--steps 40000] [--variants v0 v5]
+    .venv/bin/python -m benchmarks.interactive_rewards --quick   # v3 for 8k steps, 40 episodes: ~2 minutes
+
+``--quick`` writes into ``runs/interactive-rewards-quick`` only, never into ``benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "v3": ("graded + bonus + idle cost, symbolic PPO", NEW, SYMBOLIC_PPO),
     "v4": ("as v3, terminal none", {**NEW, "terminal_reward": "none"}, SYMBOLIC_PPO),
     "v5": ("as v4, slack 0", {**NEW, "terminal_reward": "none", "slack": 0}, SYMBOLIC_PPO),
+    "v6": ("as v3, entropy 0.01", NEW, {**SYMBOLIC_PPO, "ent_coef": 0.01}),
+    "v7": ("as v3, entropy 0", NEW, {**SYMBOLIC_PPO, "ent_coef": 0.0}),
 }
 
 
@@ -86,8 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/interactive-rewards")
-    parser.add_argument("--report", default=str(RESULTS / "interactive_rewards.md"))
+    parser.add_argument("--report", default=None, help="default benchmarks/results/interactive_rewards.md")
+    parser.add_argument("--quick", action="store_true", help="v3 for 8k steps on 40 episodes, results in OUT only")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.episodes, args.variants = 8_000, 40, ["v3"]
+        args.out = "runs/interactive-rewards-quick"
+    default_report = Path(args.out) / "report.md" if args.quick else RESULTS / "interactive_rewards.md"
+    args.report = args.report or str(default_report)
     jobs = [(v, args.setting, args.steps, args.episodes, args.seed, args.out) for v in args.variants]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(run_variant, *zip(*jobs)))

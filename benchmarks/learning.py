@@ -59,6 +59,8 @@ GRPO_PARTS = {"grpo-sft": ("sft", "text"), "grpo-format": ("format", "text"), "g
 """Each GRPO part's start kind and observation mode."""
 SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
 FORMAT_ARMS = ("star", "sparse", "state")
+PPO_REWARDS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier")
+"""The training rewards a PPO run may take (``--ppo-rewards``): STAR, its two baselines and its two tier ablations."""
 KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
 """The fields that name a run: a new run replaces the stored run with the same values."""
 
@@ -154,12 +156,16 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     return run(job)
 
 
-def ppo_jobs(out: Path, parts: list[str], budget: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+def ppo_jobs(
+    out: Path, parts: list[str], budget: dict[str, Any], seeds: list[int], rewards: tuple[str, ...] = ("star",),
+    task: str = "basic",
+) -> list[dict[str, Any]]:
     from benchmarks.learning_ppo import jobs
 
     timesteps = budget["ppo"]["timesteps"]
     modes = [m for m in PPO_MODES if f"ppo-{m}" in parts]
-    made = jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"], budget["ppo"].get("overrides"))
+    made = jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"], budget["ppo"].get("overrides"), rewards,
+                task)  # fmt: skip
     return [{"kind": "ppo", **j} for j in made]
 
 
@@ -243,15 +249,16 @@ def adam_jobs(out: Path, budget: dict[str, Any], seeds: list[int]) -> list[dict[
     ]  # fmt: skip
 
 
-def chances(parts: list[str], budget: dict[str, Any]) -> dict[str, Any]:
+def chances(parts: list[str], budget: dict[str, Any], task: str = "basic") -> dict[str, Any]:
     from benchmarks import learning_grpo, learning_ppo
 
     found = {}
     for mode in PPO_MODES:
         if f"ppo-{mode}" in parts:
-            found[f"ppo/{mode}"] = learning_ppo.chance(mode, budget["ppo"]["episodes"])
+            name = f"ppo/{mode}" + ("" if task == "basic" else f"/{task}")
+            found[name] = learning_ppo.chance(mode, budget["ppo"]["episodes"], task=task)
             if mode != "image":  # the image observation holds no table to read
-                found[f"ppo/{mode}/visible"] = learning_ppo.chance(mode, budget["ppo"]["episodes"], "visible")
+                found[f"{name}/visible"] = learning_ppo.chance(mode, budget["ppo"]["episodes"], "visible", task)
     for obs_mode in sorted({GRPO_PARTS[p][1] for p in parts if p in GRPO_PARTS}):
         found[f"grpo/{obs_mode}"] = learning_grpo.chance(obs_mode, budget["episodes"])
         found[f"grpo/{obs_mode}/visible"] = learning_grpo.chance(obs_mode, budget["episodes"], "visible")
@@ -270,6 +277,10 @@ def main() -> None:
                         "later with --first-seed 1 --seeds 2; the store merges them)")  # fmt: skip
     parser.add_argument("--arms", default=None, help="comma-separated rewards of the GRPO parts to run (default: "
                         "each part's arms; e.g. star,sft)")  # fmt: skip
+    parser.add_argument("--ppo-rewards", default="star", help="comma-separated training rewards of the PPO parts "
+                        f"(STAR's claim, issue 25: star,sparse,state,no_object_tier,no_attribute_tier); valid: "
+                        f"{', '.join(PPO_REWARDS)}")  # fmt: skip
+    parser.add_argument("--ppo-task", default="basic", choices=("basic", "event"), help="the PPO parts' task")
     ablations = sorted({name for names in FULL["ablations"].values() for name in names})
     parser.add_argument("--ablation", default=None, choices=ablations, help="run the arms with this lever of the "
                         "protocol taken out (default parts: those that have it); stored as its variant")  # fmt: skip
@@ -296,6 +307,9 @@ def main() -> None:
         if set(wanted) - known:
             parser.error(f"--arms: unknown {', '.join(sorted(set(wanted) - known))}; valid: {', '.join(sorted(known))}")
         budget["arms"] = {part: tuple(a for a in arms if a in wanted) for part, arms in budget["arms"].items()}
+    ppo_rewards = tuple(r.strip() for r in args.ppo_rewards.split(",") if r.strip())
+    if not ppo_rewards or set(ppo_rewards) - set(PPO_REWARDS):
+        parser.error(f"--ppo-rewards: expected some of {', '.join(PPO_REWARDS)}, got {args.ppo_rewards!r}")
     if args.minutes is not None:
         budget["minutes"] = {part: args.minutes for part in budget["minutes"]}
     count = args.seeds if args.seeds is not None else (1 if args.quick else 3)
@@ -313,10 +327,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    chance = chances(parts, budget)
+    chance = chances(parts, budget, args.ppo_task)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         # PPO runs start at once; the GRPO starts are built meanwhile (in this process), then their arms queue up
-        futures = [pool.submit(_run, job) for job in with_ablation(ppo_jobs(out, parts, budget, seeds), args.ablation)]
+        made = ppo_jobs(out, parts, budget, seeds, ppo_rewards, args.ppo_task)
+        futures = [pool.submit(_run, job) for job in with_ablation(made, args.ablation)]
         if "adam" in parts:
             futures += [pool.submit(_run, job) for job in adam_jobs(out, budget, seeds)]
         for part in GRPO_PARTS:
@@ -367,8 +382,9 @@ def report(store: dict[str, Any]) -> None:
             "STAR final", "Event Acc")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|---|---|---|---|---:|---:|---|---:|---:|---:|")
-    for (algo, _, start, obs, reward, variant), runs in sorted(groups(store).items()):
+    for (algo, task, start, obs, reward, variant), runs in sorted(groups(store).items()):
         reward = f"{reward} ({variant})" if variant else reward
+        reward += f" [{task}]" if task != "basic" else ""
         finals = [r["acc"][-1] for r in runs]
         event = [r["event"]["acc"] for r in runs if "event" in r]
         event_text = f"{np.mean(event):.3f}" if event else "–"
@@ -392,17 +408,33 @@ FIGURES = {
               "training minutes (SFT, then GRPO from its end)", ("acc", "obj_acc", "star")),
     "adam": ("sparse GRPO from the small format start: AdamW with and without skip_flat", "steps", "GRPO steps",
              ("star", "format", "obj_acc")),
+    "ppo_rewards": ("symbolic PPO from scratch, one arm per training reward (STAR's claim)", "steps",
+                    "environment steps", ("acc", "obj_acc", "star")),
 }  # fmt: skip
 """Each figure: title, x axis (key, label) and the three held-out metrics drawn."""
 TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star": "held-out STAR reward",
           "format": "held-out well-formed share"}  # fmt: skip
-CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/"}
+CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/",
+          "ppo_rewards": "ppo/symbolic"}  # fmt: skip
+
+
+def is_reward_arm(run: dict[str, Any]) -> bool:
+    """A PPO run of STAR's claim: trained with another reward than ``star``, or on another task than Basic."""
+    return run["algo"] == "ppo" and (run["reward"] != "star" or run.get("task", "basic") != "basic")
+
+
+def in_figure(run: dict[str, Any], name: str) -> bool:
+    """Whether ``run`` is drawn in figure ``name``: each run in one figure, except that the ``star`` runs of
+    symbolic PPO on Basic are also the reference of ``ppo_rewards``."""
+    if name == "ppo_rewards":
+        return run["algo"] == "ppo" and run["obs_mode"] == "symbolic" and not is_ablation(run)
+    return figure_of(run) == name
 
 
 def figure_of(run: dict[str, Any]) -> str:
     """Which figure of :data:`FIGURES` a run belongs to."""
     if run["algo"] == "ppo":
-        return "ppo"
+        return "ppo_rewards" if is_reward_arm(run) else "ppo"
     if run["obs_mode"] == "image":
         return "image"
     return "adam" if run.get("variant") in FULL["adam"]["variants"] else run["start"]
@@ -429,7 +461,7 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     title, x_key, x_label, metrics = FIGURES[name]
-    chosen = {k: v for k, v in groups(store).items() if figure_of(v[0]) == name}
+    chosen = {k: v for k, v in groups(store).items() if in_figure(v[0], name)}
     fig, axes = plt.subplots(1, 3, figsize=(18, 6.4))
     colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     # in the image figure the SFT start's own curve comes first, and the arms from it continue where it ends
@@ -437,9 +469,10 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
                   default=0.0) if name == "image" else 0.0  # fmt: skip
     hue = hues(chosen)
     for group, runs in sorted(chosen.items()):
-        algo, _, start, obs, reward, variant = group
+        algo, task, start, obs, reward, variant = group
         n = hue[group]
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
+        label = f"{task}, reward {reward}" if name == "ppo_rewards" else label
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
         offset = sft_end if start == "sft" else 0.0

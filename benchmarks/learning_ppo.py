@@ -17,15 +17,18 @@ from tvr_gym.agents.mllm.grpo import EVAL_SEED_BASE
 HELD_OUT_SEED = EVAL_SEED_BASE
 """The first held-out reset seed (the same base as the GRPO runs'); training envs use seeds ``seed + i``."""
 ENV_ID = "TVR-Basic-v0"
+TASK_ENVS = {"basic": "TVR-Basic-v0", "event": "TVR-Event-v0"}
+"""The single-shot environment of each ``task`` a PPO run learns."""
 IMAGE_SIZE = (64, 48)
 """Image runs render at 64x48: 2.7x faster per step than TRANCE's 160x120, and the objects stay visible."""
 
 
-def held_out(agent: Any, episodes: int, render_size: tuple[int, int]) -> dict[str, float]:
-    """Greedy answers of ``agent`` on the held-out episodes: TVR Acc, Basic Obj/Attr/ValAcc, STAR reward."""
+def held_out(agent: Any, episodes: int, render_size: tuple[int, int], env_id: str = ENV_ID) -> dict[str, float]:
+    """Greedy answers of ``agent`` on the held-out episodes: TVR Acc, Basic Obj/Attr/ValAcc, STAR reward (the
+    STAR reward whatever reward the run trained with, so arms compare)."""
     from tvr_gym.agents.evaluate import evaluate
 
-    result = evaluate(agent, ENV_ID, episodes, seed=HELD_OUT_SEED, env_kwargs={"render_size": render_size},
+    result = evaluate(agent, env_id, episodes, seed=HELD_OUT_SEED, env_kwargs={"render_size": render_size},
                       progress=False, batch_size=50)  # fmt: skip
     return summary_scores(result.summary)
 
@@ -39,7 +42,9 @@ def summary_scores(summary: dict[str, Any]) -> dict[str, float]:
     }  # fmt: skip
 
 
-def _curve_callback(settings_box: dict, every: int, episodes: int, render_size: tuple[int, int], curve: dict):
+def _curve_callback(
+    settings_box: dict, every: int, episodes: int, render_size: tuple[int, int], curve: dict, env_id: str = ENV_ID
+):
     """An SB3 callback that fills ``curve`` (lists per key) at step 0, after the first update past each
     multiple of ``every`` steps, and at the end."""
     from stable_baselines3.common.callbacks import BaseCallback
@@ -57,7 +62,7 @@ def _curve_callback(settings_box: dict, every: int, episodes: int, render_size: 
             wall = time.perf_counter() - self.start - self.paused
             t0 = time.perf_counter()
             settings = PPOSettings.from_file(settings_box["path"])
-            scores = held_out(PPOAgent(self.model, settings), episodes, render_size)
+            scores = held_out(PPOAgent(self.model, settings), episodes, render_size, env_id)
             self.paused += time.perf_counter() - t0
             curve.setdefault("steps", []).append(int(self.num_timesteps))
             curve.setdefault("wall_s", []).append(round(wall, 2))
@@ -86,12 +91,15 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out"])
     render_size = tuple(job["render_size"])
     curve: dict[str, list] = {}
-    callback = _curve_callback({"path": out / SETTINGS_FILE}, job["eval_every"], job["episodes"], render_size, curve)
+    task, reward = job.get("task", "basic"), job.get("reward", "star")
+    env_id = TASK_ENVS[task]
+    callback = _curve_callback({"path": out / SETTINGS_FILE}, job["eval_every"], job["episodes"], render_size, curve,
+                               env_id)  # fmt: skip
     t0 = time.perf_counter()
-    train_ppo(ENV_ID, job["timesteps"], out, seed=job["seed"], obs=job["obs_mode"], render_size=render_size,
-              checkpoint_every=0, callbacks=[callback], **job["ppo_kwargs"])  # fmt: skip
+    train_ppo(env_id, job["timesteps"], out, seed=job["seed"], obs=job["obs_mode"], render_size=render_size,
+              checkpoint_every=0, callbacks=[callback], env_kwargs={"reward": reward}, **job["ppo_kwargs"])  # fmt: skip
     return {
-        "algo": "ppo", "task": "basic", "start": "scratch", "obs_mode": job["obs_mode"], "reward": "star",
+        "algo": "ppo", "task": task, "start": "scratch", "obs_mode": job["obs_mode"], "reward": reward,
         "seed": job["seed"], **curve, "settings": job["ppo_kwargs"], "variant": job.get("variant", ""),
         "total_s": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
@@ -104,21 +112,27 @@ def jobs(
     timesteps: dict[str, int],
     episodes: int,
     overrides: dict[str, Any] | None = None,
+    rewards: tuple[str, ...] = ("star",),
+    task: str = "basic",
 ) -> list[dict]:
-    """The runs of the PPO part: the ``seeds`` per observation kind, ten curve points each; ``overrides``
-    change ``train_ppo``'s defaults (none in the full run)."""
+    """The runs of the PPO part: the ``seeds`` per observation kind and training reward, ten curve points each;
+    ``overrides`` change ``train_ppo``'s defaults (none in the full run). ``task`` ``event`` learns
+    TVR-Event-v0 (run directories and stored runs say so)."""
     from tvr_gym.agents.ppo import DEFAULT_RENDER_SIZE
 
     made = []
     for obs_mode in obs_modes:
         size = DEFAULT_RENDER_SIZE[obs_mode] if obs_mode == "symbolic" else IMAGE_SIZE
         steps = timesteps[obs_mode]
-        for seed in seeds:
-            made.append({
-                "obs_mode": obs_mode, "seed": seed, "timesteps": steps, "eval_every": max(steps // 10, 1),
-                "episodes": episodes, "render_size": list(size), "out": str(out / f"ppo-{obs_mode}-{seed}"),
-                "ppo_kwargs": dict(overrides or {}),
-            })  # fmt: skip
+        for reward in rewards:
+            name = f"ppo-{obs_mode}" + ("" if reward == "star" else f"-{reward}")
+            name += "" if task == "basic" else f"-{task}"
+            for seed in seeds:
+                made.append({
+                    "obs_mode": obs_mode, "seed": seed, "timesteps": steps, "eval_every": max(steps // 10, 1),
+                    "episodes": episodes, "render_size": list(size), "out": str(out / f"{name}-{seed}"),
+                    "ppo_kwargs": dict(overrides or {}), "reward": reward, "task": task,
+                })  # fmt: skip
     return made
 
 
@@ -133,7 +147,8 @@ def one_item_guess(guess: str) -> Any:
     return {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
 
 
-def chance(obs_mode: str, episodes: int, guess: str = "random") -> dict[str, float]:
+def chance(obs_mode: str, episodes: int, guess: str = "random", task: str = "basic") -> dict[str, float]:
     """A one-item guess (:func:`one_item_guess`) on the same held-out episodes; ``visible`` reads the initial
     table, which the symbolic and image-table observations hold."""
-    return held_out(one_item_guess(guess), episodes, (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE)
+    size = (16, 12) if obs_mode == "symbolic" else IMAGE_SIZE
+    return held_out(one_item_guess(guess), episodes, size, TASK_ENVS[task])

@@ -153,3 +153,27 @@ def test_the_image_ablation_shows_the_initial_image_twice_and_nothing_else_chang
     assert wrapped.act({"initial": a, "final": b, "prompt": "p"}) == "<think></think><answer>1.color.red</answer>"
     assert seen[0]["final"] is a and seen[0]["initial"] is a and seen[0]["prompt"] == "p"
     assert not wrapped.privileged
+
+
+def test_ppo_reward_arms_train_with_their_reward_and_are_stored_and_drawn_apart(tmp_path):
+    """STAR's claim with learners that learn: one PPO run per training reward and task, each its own key."""
+    from benchmarks.learning import in_figure, ppo_jobs
+
+    made = ppo_jobs(tmp_path, ["ppo-symbolic"], FULL, [0, 1], ("star", "sparse"), "event")
+    assert [(j["reward"], j["task"], j["seed"]) for j in made] == [
+        ("star", "event", 0), ("star", "event", 1), ("sparse", "event", 0), ("sparse", "event", 1),
+    ]  # fmt: skip
+    assert len({j["out"] for j in made}) == 4 and all(j["timesteps"] == 200_000 for j in made)
+    star = {**_run("star", 0, 0.9), "algo": "ppo", "obs_mode": "symbolic"}
+    sparse = {**star, "reward": "sparse"}
+    event = {**star, "task": "event"}
+    assert [figure_of(r) for r in (star, sparse, event)] == ["ppo", "ppo_rewards", "ppo_rewards"]
+    assert all(in_figure(r, "ppo_rewards") for r in (star, sparse, event))  # star on Basic is the reference
+    assert len({key_of(r) for r in (star, sparse, event)}) == 3
+
+
+def test_an_unknown_ppo_reward_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["learning", "--parts", "ppo-symbolic", "--ppo-rewards", "star,nope"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2 and "--ppo-rewards" in capsys.readouterr().err
