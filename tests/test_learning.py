@@ -177,3 +177,15 @@ def test_an_unknown_ppo_reward_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         main()
     assert stopped.value.code == 2 and "--ppo-rewards" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "module", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+)
+def test_every_benchmark_module_imports(module):
+    """A benchmark that no longer imports (a helper moved) fails here, not on the day its numbers are needed."""
+    import importlib
+
+    loaded = importlib.import_module(f"benchmarks.{module}")
+    if f"-m benchmarks.{module}" in (loaded.__doc__ or ""):  # a documented command has an entry point
+        assert callable(getattr(loaded, "main", None))
