@@ -25,6 +25,7 @@ import tvr_gym  # noqa: F401  (registers the environment ids)
 from tvr_gym.agents.base import act_batch
 from tvr_gym.agents.interactive import INTERACTIVE_KEYS, interactive_means, play_chats, play_tables
 from tvr_gym.core.atomic import Journal, atomic_write_text, check_writable
+from tvr_gym.core.chat import DEFAULT_WINDOW, ImageBudget
 from tvr_gym.core.metrics import summarize
 from tvr_gym.core.options import check_int, is_int
 from tvr_gym.envs.base import check_env_kwargs, tvr_env_class
@@ -303,6 +304,8 @@ def evaluate(
     overwrite: bool = False,
     max_tokens: int | None = None,
     name: str | None = None,
+    window: int = DEFAULT_WINDOW,
+    max_images: int | None = None,
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes of ``env_id``; episode ``i`` is ``reset(seed=seed + i)``.
 
@@ -325,7 +328,9 @@ def evaluate(
     read the object tables (``random``, ``oracle``, ``greedy``, MaskablePPO) one episode at a time through the
     SB3 view, chat policies (``mllm:``, ``openai:``) ``batch_size`` episodes in lock step. A record holds
     every turn and ``interactive`` (success, misplaced, fixed_strict, turns, applied), ``reward`` is the
-    return, and the summary adds their means (``interactive``) to TVR's tables of the net changes.
+    return, and the summary adds their means (``interactive``) to TVR's tables of the net changes. A chat
+    shows the images of the last ``window`` replies, and an episode whose next turn would hold more than
+    ``max_images`` images (a served model's per-request limit) is truncated there (:class:`ImageBudget`).
     """
     check_int("episodes", episodes, 0)
     check_int("batch_size", batch_size, 1)
@@ -333,6 +338,8 @@ def evaluate(
     check_eval_env(env_id)
     interactive = env_id == INTERACTIVE_ID
     check_interactive_agent(agent, interactive)
+    budget = ImageBudget(max_images)  # checks max_images
+    check_int("window", window, 0)
     if max_tokens is not None:
         _cap_attribute(agent, max_tokens)  # a bad cap fails before any environment is built
     env_kwargs = dict(env_kwargs or {})
@@ -349,16 +356,21 @@ def evaluate(
             manifest = {"agent": name, "env": env_id, "seed": seed, "env_kwargs": kwargs}
             if max_tokens is not None:  # another cap gives other answers: continuing under it would mix them
                 manifest["max_tokens"] = max_tokens
+            if interactive and hasattr(agent, "act_chats"):  # what a chat policy is shown
+                manifest.update(window=window, max_images=max_images)
             run = stack.enter_context(EvalDir.open(out, manifest, overwrite))
         records = run.records if run is not None else {}
         todo = [i for i in range(episodes) if seed + i not in records]
         bar = _progress(progress, episodes, f"{name} on {env_id}", episodes - len(todo))
         envs = _make_envs(agent, env_id, env_kwargs, min(batch_size, max(len(todo), 1)))
-        run_batch = _run_interactive_batch if interactive else _run_batch
         try:
             with token_cap(agent, max_tokens):
                 for start in range(0, len(todo), len(envs)):
-                    finished = run_batch(agent, envs, [seed + i for i in todo[start : start + len(envs)]])
+                    seeds = [seed + i for i in todo[start : start + len(envs)]]
+                    if interactive:
+                        finished = _run_interactive_batch(agent, envs, seeds, window, budget)
+                    else:
+                        finished = _run_batch(agent, envs, seeds)
                     if run is not None:
                         run.append(finished)
                     else:
@@ -401,11 +413,13 @@ def _make_envs(agent: Any, env_id: str, env_kwargs: Mapping[str, Any], n: int) -
     return [gym.make(env_id, **env_kwargs) for _ in range(n)]
 
 
-def _run_interactive_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, Any]]:
+def _run_interactive_batch(
+    agent: Any, envs: list[Any], seeds: list[int], window: int, budget: ImageBudget
+) -> list[dict[str, Any]]:
     """The records (:func:`~tvr_gym.agents.interactive.episode_record`) of one batch of interactive episodes."""
     if hasattr(agent, "table_policy"):
         return play_tables(agent, envs[0], seeds)
-    return play_chats(agent, envs[: len(seeds)], seeds)
+    return play_chats(agent, envs[: len(seeds)], seeds, window, budget)
 
 
 def _run_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, Any]]:

@@ -151,3 +151,23 @@ def test_openai_chat_puts_each_image_where_its_block_is():
     assert count_images(messages) == 3
     with pytest.raises(ValueError, match="3 image blocks, got 2"):
         openai_chat(messages, ordered[:2])
+
+
+def test_an_image_budget_truncates_a_chat_agents_episodes_before_the_turn_that_would_pass_it(tiny_dir, tmp_path):
+    out = tmp_path / "budget"
+    argv = ["eval", "--agent", f"mllm:{tiny_dir}", "--obs-mode", "image", "--episodes", "3", "--size", "56", "56",
+            "--setting", "event", "--max-tokens", "4", "--max-images", "3", "--out", str(out), *ARGS]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / EPISODES_FILE).read_text().splitlines()]
+    for r in records:  # target + first render + one reply: one model turn, then the budget ends the episode
+        assert [t["action"] is not None for t in r["turns"]] == [True, False]
+        assert r["turns"][-1]["outcome"] == "truncated"
+    manifest = json.loads((out / "eval.json").read_text())
+    assert manifest["max_images"] == 3 and manifest["window"] == 4
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--max-images", "1"), ("--window", "-1")])
+def test_bad_chat_budgets_are_one_line_errors(tmp_path, capsys, flag, value):
+    out = tmp_path / "out"
+    assert main(["eval", "--agent", "oracle", "--episodes", "1", flag, value, "--out", str(out), *ARGS]) == 2
+    assert flag in capsys.readouterr().err and not out.exists()

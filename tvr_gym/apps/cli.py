@@ -23,6 +23,7 @@ from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
 from tvr_gym.apps.cliargs import add_env_options, check_creatable, env_kwargs
 from tvr_gym.apps.demo import run_demo
 from tvr_gym.apps.show import check_image_path, show_problem
+from tvr_gym.core.chat import DEFAULT_WINDOW
 from tvr_gym.core.metrics import format_table, interactive_table
 from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int, check_size
 from tvr_gym.core.reference import comparison_table
@@ -58,6 +59,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_int("--seed", args.seed, 0)
     check_int("--episodes", args.episodes, 0)
     check_int("--batch-size", args.batch_size, 1)
+    check_int("--window", args.window, 0)
+    if args.max_images is not None:
+        check_int("--max-images", args.max_images, 2)
     if args.max_tokens is not None:
         check_int("--max-tokens", args.max_tokens, 1)
     kwargs = env_kwargs(args)
@@ -70,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(
         agent, args.env, args.episodes, seed=args.seed, env_kwargs=kwargs, progress=not args.quiet,
         batch_size=args.batch_size, out=out, overwrite=args.overwrite, max_tokens=args.max_tokens,
-        name=agent_id(args.agent),
+        name=agent_id(args.agent), window=args.window, max_images=args.max_images,
     )  # fmt: skip
     print(format_table(result.summary))
     if "interactive" in result.summary:  # multi-turn: the published single-shot results do not compare
@@ -234,6 +238,12 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
         "--max-tokens", type=int, metavar="N",
         help="cap on the tokens generated per answer, for mllm: and openai: agents (N >= 1; default: the agent's "
         "own, 1024 for openai:, the checkpoint's max_new_tokens or 128 for mllm:)",
+    )  # fmt: skip
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="TVR-Interactive-v0, chat agents: replies "
+                   "shown with their images (older ones keep their text)")  # fmt: skip
+    p.add_argument(
+        "--max-images", type=int, metavar="N", help="TVR-Interactive-v0, chat agents: images a chat may hold (a "
+        "server's per-request limit, N >= 2); an episode ends before a turn that would pass it",
     )  # fmt: skip
     p.add_argument("--quiet", **quiet)
     add_env_options(p)
