@@ -45,6 +45,9 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "v5": ("as v4, slack 0", {**NEW, "terminal_reward": "none", "slack": 0}, SYMBOLIC_PPO),
     "v6": ("as v3, entropy 0.01", NEW, {**SYMBOLIC_PPO, "ent_coef": 0.01}),
     "v7": ("as v3, entropy 0", NEW, {**SYMBOLIC_PPO, "ent_coef": 0.0}),
+    "v8": ("as v3, idle cost 3 (done at once below any first step)", {**NEW, "idle_cost": 3.0}, SYMBOLIC_PPO),
+    "v9": ("as v3, idle cost 2 (done at once below a step on the right object)", {**NEW, "idle_cost": 2.0},
+           SYMBOLIC_PPO),
 }
 
 
