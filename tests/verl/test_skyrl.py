@@ -357,12 +357,25 @@ def test_bad_extras_are_a_clear_error(env_id):
         skyrl_gym.make(env_id, env_config={}, extras={"reward_spec": {"ground_truth": "not json"}})
 
 
+def test_the_turn_limit_is_the_settings_whatever_the_answer_length(rows):
+    """The limit never tells how many steps the answer has: every crossview row gets the env's own limit."""
+    limits, lengths = set(), set()
+    for row in rows["interactive"]:
+        _, _, extras = _split(row)
+        sky = skyrl_gym.make(INTERACTIVE_ENV_ID, env_config={}, extras={**extras, "max_turns": 50})
+        limits.add(sky.max_turns)
+        lengths.add(row["extra_info"]["n_steps"])
+    assert len(lengths) > 1 and limits == {_text_env(INTERACTIVE).unwrapped.turn_limit}
+
+
 def test_a_single_shot_row_is_refused_by_the_interactive_env(rows):
-    prompt, _, extras = _split(rows["single"][0])
+    _, _, extras = _split(rows["single"][0])
+    with pytest.raises(ValueError, match=r"extras.data_source: expected tvr-interactive/<setting>.*--format skyrl"):
+        skyrl_gym.make(INTERACTIVE_ENV_ID, env_config={}, extras=extras)
+    prompt, _, extras = _split(rows["interactive"][0])
     env = skyrl_gym.make(INTERACTIVE_ENV_ID, env_config={}, extras=extras)
     with pytest.raises(ValueError, match="not this episode's interactive prompt"):
-        env.init(prompt)
-    prompt, _, extras = _split(rows["interactive"][0])
+        env.init(_split(rows["interactive"][1])[0])  # another row's prompt
     env = skyrl_gym.make(INTERACTIVE_ENV_ID, env_config={}, extras=extras)
     system = [{"role": "system", "content": "You are careful."}]
     assert env.init(system + prompt)[0] == system + prompt  # a system message may precede it

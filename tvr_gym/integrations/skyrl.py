@@ -40,6 +40,7 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput, Con
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.prompt import state_table
 from tvr_gym.core.reward import REWARD_NAMES, score_answer
+from tvr_gym.core.spec import SPEC
 from tvr_gym.core.trance import Problem
 from tvr_gym.data.export import SKYRL_ENV_CLASSES
 from tvr_gym.envs.base import action_as_text
@@ -187,6 +188,18 @@ class _RowSource:
         return self._problem
 
 
+def _setting(extras: Mapping[str, Any]) -> str:
+    """The row's setting, from its ``data_source`` (``tvr-interactive/<setting>``, as the export writes it)."""
+    kind, _, setting = str(extras.get("data_source", "")).partition("/")
+    if kind != "tvr-interactive" or setting not in SPEC.steps_per_setting:
+        raise ValueError(
+            f"extras.data_source: expected tvr-interactive/<setting> ({', '.join(SPEC.steps_per_setting)}), got "
+            f"{extras.get('data_source')!r}; build the rows with "
+            "`tvr-gym export --env TVR-Interactive-v0 --format skyrl`"
+        )
+    return setting
+
+
 class TVRSkyRLInteractiveEnv(BaseTextEnv):
     """``TVR-Interactive-v0`` for SkyRL, in text mode: one transformation (or ``done``) per turn.
 
@@ -194,8 +207,9 @@ class TVRSkyRLInteractiveEnv(BaseTextEnv):
     reward is that turn's reward (progress, minus a cost for an illegal, no-op or unreadable turn, plus
     the terminal reward on the last turn), so a trajectory's rewards sum to the episode's return. The
     reply is one user message: the feedback and the table of the current state. The episode ends on
-    ``done`` or at the turn limit, which is the environment's (true steps + 1 + ``slack``, or
-    ``max_turns``), capped by SkyRL's ``generator.max_turns`` (``extras["max_turns"]``).
+    ``done`` or at the turn limit, which is the environment's for the row's setting (its most steps + 1 +
+    ``slack``, or ``max_turns``; the same for every row of a setting, so it never tells the answer's length),
+    capped by SkyRL's ``generator.max_turns`` (``extras["max_turns"]``).
 
     ``env_config`` keys: ``terminal_reward`` (``state`` by default, any reward name, or ``none``),
     ``reward_weights``, ``costs``, ``max_turns`` and ``slack``, as for ``TVR-Interactive-v0``;
@@ -210,11 +224,12 @@ class TVRSkyRLInteractiveEnv(BaseTextEnv):
         config = _config(env_config, defaults, INTERACTIVE_KEYS)
         check_choice("terminal_reward", config.get("terminal_reward", "state"), TERMINAL_REWARDS)
         problem = _problem(extras)
+        config.setdefault("setting", _setting(extras))  # the turn limit is the setting's, never the answer's length
         cap = extras.get("max_turns")
         if cap is not None:
             cap = check_int("extras.max_turns (generator.max_turns)", cap, 1)
             slack = check_int("slack", config.get("slack", DEFAULT_SLACK), 0)
-            own = config.get("max_turns") or len(problem.transformations) + 1 + slack
+            own = config.get("max_turns") or SPEC.steps_per_setting[config["setting"]][1] + 1 + slack
             config["max_turns"] = min(check_int("max_turns", own, 1), cap)
         with _LOCK:
             self.env = TVRInteractive(obs_mode="text", **TEXT_RENDER, **config)
