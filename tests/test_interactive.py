@@ -165,6 +165,24 @@ def test_terminal_rewards_agree_with_success(seed, codes, terminal, setting):
     assert 0.0 <= info["interactive"]["misplaced"] <= 1.0
 
 
+def test_true_steps_that_cancel_out_are_earned_by_reaching_the_target():
+    """Event seed 5667 paints object 4 gray and then red again (its colour at the start): reaching the target
+    earns all four true steps, and ``done`` at once already matches the two that cancel out."""
+    env = make(setting="event", terminal_reward="star")
+    env.reset(seed=5667)
+    truth = env.problem.truth_steps
+    assert [s[1] for s in truth] == ["position", "color", "color", "position"]
+    assert env.problem.initial.objects[4].color == env.problem.final.objects[4].color
+    for step in truth:
+        env.step(format_item(step))
+    _, _, _, _, info = env.step("done")
+    assert info["terminal"] == pytest.approx(StarWeights().full * 4) and info["interactive"]["success"] == 1.0
+    env.reset(seed=5667)
+    _, _, _, _, info = env.step("done")
+    w = StarWeights()
+    assert info["terminal"] == pytest.approx(2 * w.full - 2 * w.missing)  # the cancelled colour steps, nothing else
+
+
 def _wrong_value(env: TVRInteractive, attr: str, obj: int) -> str:
     current, target = getattr(env.current.objects[obj], attr), getattr(env.problem.final.objects[obj], attr)
     return next(v for v in SPEC.values[attr] if v not in (current, target))

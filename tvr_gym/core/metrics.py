@@ -183,9 +183,10 @@ def net_change(problem: Problem, state: State) -> Judged:
     """The change from ``problem``'s initial state to ``state`` (reached legally), judged as an answer: what
     an interactive episode's end is scored on, whatever path led there.
 
-    Each (object, attribute) entry that differs from the initial state (TVR's equality) is one step. An
-    entry equal to the target's is the truth's own steps on it (a position reached by two moves still earns
-    the true move); any other entry is a wrong step on that object and attribute: its new value, or for a
+    An (object, attribute) entry equal to the target's (TVR's equality) is the truth's own steps on it (a
+    position reached by two moves still earns the true move, and an entry the truth changes and changes
+    back earns those steps while it is as it began: reaching the target earns every true step). Any other
+    entry that differs from the initial state is a wrong step on that object and attribute: its new value, or for a
     position the move that lands there, else a move outside the truth's options (an entry no single move
     reaches, such as one moved twice, still earns the object and attribute tiers; in the rare case that
     every move is among the options it is an unreadable item). Wrong steps come first,
@@ -199,29 +200,26 @@ def net_change(problem: Problem, state: State) -> Judged:
     for i, (start, now, goal) in enumerate(zip(initial.objects, state.objects, final.objects, strict=True)):
         for attr in SPEC.attributes:
             if attr == "position":
-                if _position_equal(start.position, now.position):
-                    continue
                 if _position_equal(now.position, goal.position):
                     right.extend(_true_steps(problem, i, attr))
+                elif _position_equal(start.position, now.position):
+                    continue
                 elif (move := _move_to(problem, i, start.position, now.position)) is not None:
                     wrong.append((i, attr, move))
                 else:
                     unjudged += 1
+            elif getattr(now, attr) == getattr(goal, attr):
+                right.extend(_true_steps(problem, i, attr))
             elif getattr(start, attr) != getattr(now, attr):
-                if getattr(now, attr) == getattr(goal, attr):
-                    right.extend(_true_steps(problem, i, attr))
-                else:
-                    wrong.append((i, attr, getattr(now, attr)))
+                wrong.append((i, attr, getattr(now, attr)))
     judged = Judged(Parsed(steps=[*wrong, *right], n_unreadable=unjudged), problem)
     judged._sim = Simulation(state, False, False, 0)
     return judged
 
 
 def _true_steps(problem: Problem, obj: int, attr: str) -> list[Step]:
-    steps = [step for step in problem.truth_steps if step[0] == obj and step[1] == attr]
-    if not steps:  # the truth changes it and changes it back: TVR's equality says unchanged, never reached
-        raise AssertionError(f"object {obj} {attr}: equal to the target, changed, yet no true step changes it")
-    return steps
+    """The truth's steps on (obj, attr): none when it leaves the entry alone."""
+    return [step for step in problem.truth_steps if step[0] == obj and step[1] == attr]
 
 
 def _move_to(problem: Problem, obj: int, start: tuple[int, int], end: tuple[int, int]) -> tuple[str, int] | None:
