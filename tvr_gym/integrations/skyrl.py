@@ -44,7 +44,7 @@ from tvr_gym.core.spec import SPEC
 from tvr_gym.core.trance import Problem
 from tvr_gym.data.export import SKYRL_ENV_CLASSES
 from tvr_gym.envs.base import action_as_text
-from tvr_gym.envs.interactive import DEFAULT_SLACK, TERMINAL_REWARDS, TVRInteractive
+from tvr_gym.envs.interactive import TERMINAL_REWARDS, TVRInteractive
 from tvr_gym.integrations.scoring import Scorer, problem_from_json
 
 __all__ = [
@@ -228,11 +228,10 @@ class TVRSkyRLInteractiveEnv(BaseTextEnv):
         cap = extras.get("max_turns")
         if cap is not None:
             cap = check_int("extras.max_turns (generator.max_turns)", cap, 1)
-            slack = check_int("slack", config.get("slack", DEFAULT_SLACK), 0)
-            own = config.get("max_turns") or SPEC.steps_per_setting[config["setting"]][1] + 1 + slack
-            config["max_turns"] = min(check_int("max_turns", own, 1), cap)
         with _LOCK:
             self.env = TVRInteractive(obs_mode="text", **TEXT_RENDER, **config)
+            if cap is not None and cap < self.env.turn_limit:  # the env's own limit, capped by SkyRL's
+                self.env = TVRInteractive(obs_mode="text", **TEXT_RENDER, **{**config, "max_turns": cap})
             self.env.source = _RowSource(problem)  # reset() now starts the row's episode
             obs, self.info = self.env.reset()
         self.prompt = obs["prompt"]
