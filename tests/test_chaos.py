@@ -155,18 +155,16 @@ KILLS = [(signal.SIGKILL, False), (signal.SIGKILL, False), (signal.SIGTERM, Fals
          (signal.SIGINT, True)]  # fmt: skip
 
 
-def test_generate_killed_at_random_points_leaves_no_orphan_and_resumes_to_the_same_bytes(tmp_path):
-    rng = random.Random(20240607)
-    reference = tmp_path / "reference"
-    command = [*GENERATE, "--n", str(N_GENERATE), "--workers", "2"]
-    assert main([*GENERATE, "--n", str(N_GENERATE), "--out", str(reference)]) == 0
-    out, stderr = tmp_path / "out", tmp_path / "stderr"
+def _kill_after_random_progress(command, out: Path, stderr: Path, rng: random.Random, progress, most: int) -> None:
+    """Run ``command`` once per :data:`KILLS` entry (in a seeded order) and stop it with that signal once
+    ``progress(out)`` has grown by a seeded 1..``most``; each stop must leave no orphan and say only what is
+    true of a resumable command, and every run must still be going when its signal comes."""
     stopped = 0
     for signum, group in rng.sample(KILLS, k=len(KILLS)):
-        target = _finished(out) + rng.randint(1, 3)  # the seeded random point: after this many samples
+        target = progress(out) + rng.randint(1, most)  # the seeded random point
         proc = _start(command, out, stderr)
         deadline = time.monotonic() + 60
-        while proc.poll() is None and _finished(out) < target and time.monotonic() < deadline:
+        while proc.poll() is None and progress(out) < target and time.monotonic() < deadline:
             time.sleep(0.005)
         rc = _stop(proc, signum, group)
         left = _left_behind(proc.pid)
@@ -174,6 +172,15 @@ def test_generate_killed_at_random_points_leaves_no_orphan_and_resumes_to_the_sa
         _check_stopped(rc, signum, stderr, resumable=True)
         stopped += rc != 0
     assert stopped == len(KILLS), "a run ended before its kill"
+
+
+def test_generate_killed_at_random_points_leaves_no_orphan_and_resumes_to_the_same_bytes(tmp_path):
+    rng = random.Random(20240607)
+    reference = tmp_path / "reference"
+    command = [*GENERATE, "--n", str(N_GENERATE), "--workers", "2"]
+    assert main([*GENERATE, "--n", str(N_GENERATE), "--out", str(reference)]) == 0
+    out, stderr = tmp_path / "out", tmp_path / "stderr"
+    _kill_after_random_progress(command, out, stderr, rng, _finished, most=3)  # samples finished
     proc = _start(command, out, stderr)
     assert proc.wait(timeout=120) == 0, stderr.read_text()
     assert not _left_behind(proc.pid)
@@ -363,19 +370,7 @@ def test_eval_killed_at_random_points_leaves_no_orphan_and_resumes_to_the_same_b
     reference, out, stderr = tmp_path / "reference", tmp_path / "out", tmp_path / "stderr"
     command = [*EVAL, "--episodes", str(N_EVAL)]
     assert main([*command, "--out", str(reference)]) == 0
-    stopped = 0
-    for signum, group in rng.sample(KILLS, k=len(KILLS)):
-        target = _journaled(out) + rng.randint(1, 15)  # the seeded random point: after this many episodes
-        proc = _start(command, out, stderr)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and _journaled(out) < target and time.monotonic() < deadline:
-            time.sleep(0.005)
-        rc = _stop(proc, signum, group)
-        left = _left_behind(proc.pid)
-        assert not left, f"orphans after {signal.Signals(signum).name}: {left}"
-        _check_stopped(rc, signum, stderr, resumable=True)
-        stopped += rc != 0
-    assert stopped == len(KILLS), "a run ended before its kill"
+    _kill_after_random_progress(command, out, stderr, rng, _journaled, most=15)  # episodes journaled
     proc = _start(command, out, stderr)  # the very same command continues the journal
     assert proc.wait(timeout=120) == 0, stderr.read_text()
     assert not _left_behind(proc.pid)
