@@ -430,6 +430,12 @@ def _base_env(env_id: str, **env_kwargs: Any):
     return gym.make(env_id, **env_kwargs)
 
 
+def _interactive_sb3_env(env_id: str, **env_kwargs: Any) -> InteractiveSB3:
+    """The SB3 view of an interactive env, built inside SB3's ``Monitor``: its turns go through
+    ``play_turn`` on the base env, so a ``Monitor`` inside it would never see an episode."""
+    return InteractiveSB3(_base_env(env_id, **env_kwargs))
+
+
 def _atomic_save(model: Any, path: Path) -> Path:
     """``model.save`` into ``path`` so that the file is either absent or complete."""
     with atomic_open(path, "wb") as fh:
@@ -534,13 +540,13 @@ def train_ppo(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SETTINGS_FILE, settings.to_json())
     interactive = settings.algo == "maskable_ppo"
-    vec = make_vec_env(
-        functools.partial(_base_env, env_id),
+    vec = make_vec_env(  # Monitor wraps the SB3 view of an interactive env: its turns bypass the inner wrappers
+        functools.partial(_interactive_sb3_env if interactive else _base_env, env_id),
         n_envs=settings.n_envs,
         seed=settings.seed,
         env_kwargs={**settings.env_kwargs, "render_size": settings.render_size},
         monitor_dir=str(out / "monitor"),
-        wrapper_class=InteractiveSB3 if interactive else wrap_for_sb3,
+        wrapper_class=None if interactive else wrap_for_sb3,
         wrapper_kwargs=None if interactive else {"obs": settings.obs, "max_items": settings.max_items},
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
     )

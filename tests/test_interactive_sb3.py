@@ -232,6 +232,21 @@ def test_cli_trains_maskable_ppo_on_the_symbolic_interactive_env(cli_run):
     assert list((cli_run / "tensorboard").glob("MaskablePPO_*"))
 
 
+def test_the_monitor_records_every_interactive_episode(cli_run):
+    """SB3's Monitor sees the episodes (its CSVs feed ``rollout/ep_rew_mean``): each row's return and length
+    are those of a real episode, at most the turn limit long."""
+    import csv
+
+    rows = []
+    for path in sorted((cli_run / "monitor").glob("*.monitor.csv")):
+        lines = path.read_text().splitlines()[1:]  # the first line is Monitor's JSON header
+        rows += list(csv.DictReader(lines))
+    limit = make_interactive_sb3_env(setting="event").unwrapped.turn_limit
+    assert len(rows) >= 256 // limit  # 256 steps hold at least this many finished episodes
+    assert all(1 <= int(r["l"]) <= limit for r in rows)
+    assert sum(int(r["l"]) for r in rows) <= 256
+
+
 def test_the_saved_model_loads_and_plays_an_episode_of_legal_turns(cli_run):
     from sb3_contrib import MaskablePPO
 
