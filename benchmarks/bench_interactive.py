@@ -8,8 +8,11 @@ are timed, each for ``--seconds``, for both environments:
 - cached: 16 seeds again and again from the render cache (the G members of a GRPO group replay one
   scene).
 
-The reference is the single-shot environment serving the same seeds (``reset`` + one ``step``). The
-process pins itself to one core and sets ``LP_NUM_THREADS=1``::
+The reference is the single-shot environment serving the same seeds (``reset`` + one ``step``).
+
+It also times the SB3 action mask (``legal_mask``: every step's legality at once, which MaskablePPO asks
+for at every turn) against the same 330 judgements made one by one with ``try_apply``.
+The process pins itself to one core and sets ``LP_NUM_THREADS=1``::
 
     LP_NUM_THREADS=1 taskset -c 0 .venv/bin/python -m benchmarks.bench_interactive
 """
@@ -64,6 +67,28 @@ def single_rate(env, seeds, seconds: float) -> tuple[float, float]:
     return rate, rate
 
 
+def mask_rates(seconds: float) -> tuple[float, float]:
+    """(masks/s of ``legal_mask``, masks/s of one ``try_apply`` per step) on the initial states of Event problems."""
+    from tvr_gym.core.transform import PAIRS, try_apply
+    from tvr_gym.envs.interactive_sb3 import legal_mask, make_interactive_sb3_env
+
+    env = make_interactive_sb3_env(setting="event", renderer="numpy")
+    states = []
+    for seed in range(64):
+        env.reset(seed=seed)
+        states.append(env.unwrapped.current)
+    steps = [(i, *pair) for i in range(len(states[0].objects)) for pair in PAIRS]
+
+    def rate(mask) -> float:
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            mask(states[count % len(states)])
+            count += 1
+        return count / (time.perf_counter() - start)
+
+    return rate(legal_mask), rate(lambda state: [try_apply(state, step).legal for step in steps])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -86,6 +111,8 @@ def main() -> None:
         print(
             mode, f"interactive {i_turns:.1f} turns/s ({i_eps:.1f} episodes/s), single-shot {s_eps:.1f}/s", flush=True
         )
+    arrays, one_by_one = mask_rates(args.seconds)
+    print(f"masks: legal_mask {arrays:,.0f}/s, try_apply one by one {one_by_one:,.0f}/s", flush=True)
     report(
         [
             "# Interactive environment throughput",
@@ -99,6 +126,11 @@ def main() -> None:
             "| turns per single-shot step |",
             "|---|---|---|---|---|",
             *(f"| {m} | {t:,.1f} | {e:,.1f} | {s:,.1f} | {r:.2f}× |" for m, t, e, s, r in rows),
+            "",
+            "| action mask (330 steps) | masks/s | ratio |",
+            "|---|---|---|",
+            f"| `legal_mask` (arrays) | {arrays:,.0f} | {arrays / one_by_one:.1f}× |",
+            f"| `try_apply` one by one (reference) | {one_by_one:,.0f} | 1.0× |",
         ],
         args.out,
     )

@@ -15,6 +15,7 @@ from tvr_gym.core.transform import (
     STEP_KINDS,
     Transformation,
     apply,
+    legal_steps,
     move_type,
     moved,
     out_options,
@@ -209,6 +210,24 @@ def test_fixture_move_types_and_options_match_our_rules(trance_problems):
                 expected = set(out_options(start)) if t.type == "out" else {t.value}
                 assert set(t.options) == expected, (p.idx, t)
             state = apply(state, t)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), walk=st.integers(0, 4))
+def test_legal_steps_is_try_apply_for_every_step_at_once(seed, walk):
+    """The array form the action mask uses says of every (object, pair) what :func:`try_apply` says."""
+    rng = random.Random(seed)
+    state = random_state(rng)
+    for _ in range(walk + 1):
+        table = legal_steps(state)
+        expected = [[try_apply(state, (i, *pair)).legal for pair in PAIRS] for i in range(SPEC.n_objects)]
+        assert table.shape == (SPEC.n_objects, len(PAIRS)) and table.dtype == bool
+        assert table.tolist() == expected
+        legal = [(i, k) for i in range(SPEC.n_objects) for k in range(len(PAIRS)) if expected[i][k]]
+        if not legal:
+            break
+        i, k = rng.choice(legal)
+        state = state.with_object(i, try_apply(state, (i, *PAIRS[k])).obj)
 
 
 @settings(max_examples=examples(200), deadline=None)

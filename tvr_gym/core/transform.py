@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import numpy as np
+
 from tvr_gym.core.options import check_int, is_int
-from tvr_gym.core.scene import ATTRIBUTES, SceneObject, State, is_visible_position, on_grid, overlaps
+from tvr_gym.core.scene import ATTRIBUTES, RADIUS_CELLS, SceneObject, State, is_visible_position, on_grid, overlaps
 from tvr_gym.core.spec import SPEC, Move
 
 Value = Union[str, Move]
@@ -220,6 +222,65 @@ def _judge(objs: Sequence[SceneObject], step: tuple[int, str, Value], noop: bool
     if noop and not _looks_changed(objs[obj_idx], new):
         return StepOutcome("noop", new)
     return StepOutcome("applied", new)
+
+
+def _pair_tables() -> dict[str, Any]:
+    """:data:`PAIRS` as arrays for :func:`legal_steps`: each pair's attribute, value, move offset (cells) and
+    new radius (size pairs)."""
+    attrs = np.array([attr for attr, _ in PAIRS])
+    offsets = np.zeros((len(PAIRS), 2), dtype=np.int64)
+    radii = np.zeros(len(PAIRS), dtype=np.int64)
+    for k, (attr, value) in enumerate(PAIRS):
+        if attr == "position":
+            offsets[k] = moved((0, 0), value)  # type: ignore[arg-type]
+        elif attr == "size":
+            radii[k] = RADIUS_CELLS[value]  # type: ignore[index]
+    return {"attrs": attrs, "values": [value for _, value in PAIRS], "offsets": offsets, "radii": radii}
+
+
+_PAIR_TABLES = _pair_tables()
+
+
+def legal_steps(state: State) -> np.ndarray:
+    """``bool (n_objects, len(PAIRS))``: entry ``[i, k]`` is ``try_apply(state, (i, *PAIRS[k])).legal``, computed
+    for every step at once (the interactive action mask asks for all 330 at every turn).
+
+    The same rule, written on arrays: a colour, material or shape step is legal when the value differs; a size
+    step when it differs and the new size overlaps no other object; a move when it stays on the grid, overlaps
+    no other object and starts or ends in the visible square. A property test checks it against
+    :func:`try_apply` on every step of random states.
+    """
+    objs = state.objects
+    tables = _PAIR_TABLES
+    attrs, offsets, radii = tables["attrs"], tables["offsets"], tables["radii"]
+    positions = np.array([o.position for o in objs], dtype=np.int64)  # (N, 2)
+    radius = np.array([o.radius_cells for o in objs], dtype=np.int64)  # (N,)
+    n = len(objs)
+    legal = np.zeros((n, len(PAIRS)), dtype=bool)
+    for attr in ("color", "material", "shape", "size"):
+        ks = np.flatnonzero(attrs == attr)
+        current = np.array([getattr(o, attr) for o in objs])
+        values = np.array([tables["values"][k] for k in ks])
+        legal[:, ks] = current[:, None] != values[None, :]
+    others = ~np.eye(n, dtype=bool)  # (N, N): j != i
+
+    def free(centres: np.ndarray, radius_i: np.ndarray) -> np.ndarray:
+        """(N, K) centres of object i with radius (N, K): no overlap with any other object j."""
+        gap = centres[:, :, None, :] - positions[None, None, :, :]  # (N, K, N, 2)
+        reach = radius_i[:, :, None] + radius[None, None, :] + SPEC.min_gap_cells
+        hit = (gap**2).sum(-1) < reach**2
+        return ~(hit & others[:, None, :]).any(-1)
+
+    sizes = np.flatnonzero(attrs == "size")
+    in_place = np.repeat(positions[:, None, :], len(sizes), 1)
+    legal[:, sizes] &= free(in_place, np.broadcast_to(radii[sizes], (n, len(sizes))))
+    moves = np.flatnonzero(attrs == "position")
+    to = positions[:, None, :] + offsets[moves][None, :, :]  # (N, M, 2)
+    grid, seen = SPEC.grid_limit, SPEC.visible_limit
+    on = (np.abs(to) <= grid).all(-1)
+    shown = (np.abs(to) <= seen).all(-1) | (np.abs(positions) <= seen).all(-1)[:, None]
+    legal[:, moves] = on & shown & free(to, np.broadcast_to(radius[:, None], (n, len(moves))))
+    return legal
 
 
 def _looks_changed(a: SceneObject, b: SceneObject) -> bool:

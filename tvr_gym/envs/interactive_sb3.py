@@ -28,7 +28,7 @@ from tvr_gym.core.answer import DONE, format_item
 from tvr_gym.core.options import is_int
 from tvr_gym.core.scene import State
 from tvr_gym.core.spec import SPEC
-from tvr_gym.core.transform import PAIRS, pair_index, state_distance, try_apply
+from tvr_gym.core.transform import PAIRS, legal_steps, pair_index, state_distance, try_apply
 from tvr_gym.envs.board import Board
 from tvr_gym.envs.interactive import TVRInteractive
 from tvr_gym.envs.registration import INTERACTIVE_ID
@@ -98,16 +98,11 @@ def _check_action(action: Any) -> int:
 def legal_mask(state: State) -> np.ndarray:
     """``bool (N_ACTIONS,)``: True for the steps that would change ``state`` legally, and for ``done``.
 
-    The environment's one rule, :func:`~tvr_gym.core.transform.try_apply`: a step is masked in exactly when
-    the environment would apply it (not off the grid, no overlap, a visible change).
+    The environment's one rule, :func:`~tvr_gym.core.transform.try_apply`, for all steps at once
+    (:func:`~tvr_gym.core.transform.legal_steps`): a step is masked in exactly when the environment would
+    apply it (not off the grid, no overlap, a visible change).
     """
-    mask = np.zeros(N_ACTIONS, dtype=bool)
-    mask[DONE_ACTION] = True
-    for i in range(_N_OBJECTS):
-        base = i * _N_PAIRS
-        for k, (attr, value) in enumerate(PAIRS):
-            mask[base + k] = try_apply(state, (i, attr, value)).legal
-    return mask
+    return np.append(legal_steps(state).reshape(-1), True)  # object-major, as the actions; then done
 
 
 SOLVERS = ("oracle", "greedy")
