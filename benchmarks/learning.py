@@ -53,19 +53,25 @@ import numpy as np
 from tvr_gym.core.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+INTERACTIVE_STEPS = 400_000
+"""Steps of an interactive PPO run (``ppo-interactive``): what one core trains in well under the 60 minutes of
+issue 25's goal (about 20 on the reference machine, ``wall_s`` in the stored runs)."""
 PPO_MODES = ("symbolic", "image", "image-table")
-PARTS = (*(f"ppo-{mode}" for mode in PPO_MODES), "grpo-sft", "grpo-format", "grpo-image", "adam")
+PARTS = (*(f"ppo-{mode}" for mode in PPO_MODES), "ppo-interactive", "grpo-sft", "grpo-format", "grpo-image", "adam")
 GRPO_PARTS = {"grpo-sft": ("sft", "text"), "grpo-format": ("format", "text"), "grpo-image": ("sft", "image")}
 """Each GRPO part's start kind and observation mode."""
 SFT_ARMS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier", "sft")
 FORMAT_ARMS = ("star", "sparse", "state")
 PPO_REWARDS = ("star", "sparse", "state", "no_object_tier", "no_attribute_tier")
 """The training rewards a PPO run may take (``--ppo-rewards``): STAR, its two baselines and its two tier ablations."""
-KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "seed")
+KEY = ("algo", "task", "start", "obs_mode", "reward", "variant", "env", "seed")
 """The fields that name a run: a new run replaces the stored run with the same values."""
 
 FULL: dict[str, Any] = {
-    "ppo": {"timesteps": {"symbolic": 200_000, "image": 50_000, "image-table": 100_000}, "episodes": 300},
+    "ppo": {
+        "timesteps": {"symbolic": 200_000, "image": 50_000, "image-table": 100_000, "interactive": INTERACTIVE_STEPS},
+        "episodes": 300,
+    },
     "model": {"hidden_size": 64, "layers": 2, "heads": 4},
     "sft": {"lr": 3e-3, "batch_size": 32, "episodes": 8192, "lr_warmup": 100},
     "sft_minutes": 30,
@@ -90,7 +96,7 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     **FULL,
     "ppo": {
-        "timesteps": {"symbolic": 32_768, "image": 2_048, "image-table": 2_048},
+        "timesteps": {"symbolic": 32_768, "image": 2_048, "image-table": 2_048, "interactive": 16_384},
         "episodes": 100,
         "overrides": {"lr_schedule": "constant"},
     },
@@ -150,7 +156,9 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     if job["kind"] == "ppo":
-        from benchmarks.learning_ppo import run
+        from benchmarks.learning_ppo import run, run_interactive
+
+        run = run_interactive if job.get("interactive") else run
     else:
         from benchmarks.learning_grpo import run_arm as run
     return run(job)
@@ -160,12 +168,14 @@ def ppo_jobs(
     out: Path, parts: list[str], budget: dict[str, Any], seeds: list[int], rewards: tuple[str, ...] = ("star",),
     task: str = "basic",
 ) -> list[dict[str, Any]]:
-    from benchmarks.learning_ppo import jobs
+    from benchmarks.learning_ppo import interactive_jobs, jobs
 
     timesteps = budget["ppo"]["timesteps"]
     modes = [m for m in PPO_MODES if f"ppo-{m}" in parts]
     made = jobs(out, modes, seeds, timesteps, budget["ppo"]["episodes"], budget["ppo"].get("overrides"), rewards,
                 task)  # fmt: skip
+    if "ppo-interactive" in parts:  # the tvr-gym train ppo defaults: no overrides, the terminal reward's default
+        made += interactive_jobs(out, seeds, timesteps["interactive"], budget["ppo"]["episodes"], task)
     return [{"kind": "ppo", **j} for j in made]
 
 
@@ -259,6 +269,8 @@ def chances(parts: list[str], budget: dict[str, Any], task: str = "basic") -> di
             found[name] = learning_ppo.chance(mode, budget["ppo"]["episodes"], task=task)
             if mode != "image":  # the image observation holds no table to read
                 found[f"{name}/visible"] = learning_ppo.chance(mode, budget["ppo"]["episodes"], "visible", task)
+    if "ppo-interactive" in parts:
+        found[f"ppo/interactive/{task}"] = learning_ppo.interactive_chance(budget["ppo"]["episodes"], task)
     for obs_mode in sorted({GRPO_PARTS[p][1] for p in parts if p in GRPO_PARTS}):
         found[f"grpo/{obs_mode}"] = learning_grpo.chance(obs_mode, budget["episodes"])
         found[f"grpo/{obs_mode}/visible"] = learning_grpo.chance(obs_mode, budget["episodes"], "visible")
@@ -356,6 +368,12 @@ def main() -> None:
 
 
 def _line(run: dict[str, Any]) -> str:
+    if run.get("env") == "interactive":
+        return (
+            f"{run['algo']} interactive {run['task']} {run['reward']} seed {run['seed']}: Success "
+            f"{run['success'][0]:.3f} -> {run['success'][-1]:.3f}, return {run['return'][0]:.2f} -> "
+            f"{run['return'][-1]:.2f}, turns {run['turns'][-1]:.2f} ({run['wall_s'][-1]:.0f} s of training)"
+        )
     return (
         f"{run['algo']} {run['start']} {run['obs_mode']} {run['reward']} {run.get('variant', '')} seed {run['seed']}: "
         f"Acc {run['acc'][0]:.3f} -> {run['acc'][-1]:.3f}, ObjAcc {run['obj_acc'][0]:.3f} -> {run['obj_acc'][-1]:.3f}, "
@@ -382,7 +400,11 @@ def report(store: dict[str, Any]) -> None:
             "STAR final", "Event Acc")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|---|---|---|---|---:|---:|---|---:|---:|---:|")
-    for (algo, task, start, obs, reward, variant), runs in sorted(groups(store).items()):
+    interactive = {}
+    for (algo, task, start, obs, reward, variant, env), runs in sorted(groups(store).items()):
+        if env == "interactive":
+            interactive[(task, reward, variant)] = runs
+            continue
         reward = f"{reward} ({variant})" if variant else reward
         reward += f" [{task}]" if task != "basic" else ""
         finals = [r["acc"][-1] for r in runs]
@@ -393,6 +415,20 @@ def report(store: dict[str, Any]) -> None:
             f"{np.mean(finals):.3f} ({', '.join(f'{v:.3f}' for v in finals)}) | "
             f"{np.mean([r['obj_acc'][-1] for r in runs]):.3f} | {np.mean([r['star'][-1] for r in runs]):.2f} | "
             f"{event_text} |"
+        )
+    if interactive:
+        print()
+        print("| interactive MaskablePPO | terminal | seeds | Success final (per seed) | steps to Success 0.9 | "
+              "minutes | return | turns |")  # fmt: skip
+        print("|---|---|---:|---|---|---:|---:|---:|")
+    for (task, reward, variant), runs in sorted(interactive.items()):
+        finals = [r["success"][-1] for r in runs]
+        reached = [next((s for s, v in zip(r["steps"], r["success"]) if v >= 0.9), None) for r in runs]
+        print(
+            f"| {task}{f' ({variant})' if variant else ''} | {reward} | {len(runs)} | {np.mean(finals):.3f} "
+            f"({', '.join(f'{v:.3f}' for v in finals)}) | {', '.join('–' if s is None else f'{s:,}' for s in reached)} "
+            f"| {np.mean([r['wall_s'][-1] for r in runs]) / 60:.1f} | {np.mean([r['return'][-1] for r in runs]):.2f} "
+            f"| {np.mean([r['turns'][-1] for r in runs]):.2f} |"
         )
     for name, values in sorted(store.get("chance", {}).items()):
         print(f"{guess_of(name)} ({name}): " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
@@ -410,29 +446,35 @@ FIGURES = {
              ("star", "format", "obj_acc")),
     "ppo_rewards": ("symbolic PPO from scratch, one arm per training reward (STAR's claim)", "steps",
                     "environment steps", ("acc", "obj_acc", "star")),
+    "ppo_interactive": ("MaskablePPO from scratch on TVR-Interactive-v0 (tvr-gym train ppo defaults)", "steps",
+                        "environment steps (turns)", ("success", "return", "turns")),
 }  # fmt: skip
 """Each figure: title, x axis (key, label) and the three held-out metrics drawn."""
 TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star": "held-out STAR reward",
-          "format": "held-out well-formed share"}  # fmt: skip
+          "format": "held-out well-formed share", "success": "held-out Success", "return": "held-out return",
+          "turns": "turns used"}  # fmt: skip
 CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/",
-          "ppo_rewards": "ppo/symbolic"}  # fmt: skip
+          "ppo_rewards": "ppo/symbolic", "ppo_interactive": "ppo/interactive"}  # fmt: skip
 
 
 def is_reward_arm(run: dict[str, Any]) -> bool:
     """A PPO run of STAR's claim: trained with another reward than ``star``, or on another task than Basic."""
-    return run["algo"] == "ppo" and (run["reward"] != "star" or run.get("task", "basic") != "basic")
+    single_shot = run["algo"] == "ppo" and run.get("env") != "interactive"
+    return single_shot and (run["reward"] != "star" or run.get("task", "basic") != "basic")
 
 
 def in_figure(run: dict[str, Any], name: str) -> bool:
     """Whether ``run`` is drawn in figure ``name``: each run in one figure, except that the ``star`` runs of
     symbolic PPO on Basic are also the reference of ``ppo_rewards``."""
     if name == "ppo_rewards":
-        return run["algo"] == "ppo" and run["obs_mode"] == "symbolic" and not is_ablation(run)
+        return figure_of(run) in ("ppo", "ppo_rewards") and run["obs_mode"] == "symbolic" and not is_ablation(run)
     return figure_of(run) == name
 
 
 def figure_of(run: dict[str, Any]) -> str:
     """Which figure of :data:`FIGURES` a run belongs to."""
+    if run.get("env") == "interactive":
+        return "ppo_interactive"
     if run["algo"] == "ppo":
         return "ppo_rewards" if is_reward_arm(run) else "ppo"
     if run["obs_mode"] == "image":
@@ -452,7 +494,8 @@ def plot_all(store: dict[str, Any], folder: Path) -> None:
 def hues(chosen: dict[tuple, list[dict[str, Any]]]) -> dict[tuple, int]:
     """A color number for each group of runs (:func:`groups`): an ablation takes its arm's color (it is
     told apart by a dashed line), every other group has one of its own."""
-    arm_of = {key: (key[:-1], "" if is_ablation(runs[0]) else key[-1]) for key, runs in chosen.items()}
+    at = KEY.index("variant")
+    arm_of = {key: (key[:at] + key[at + 1 :], "" if is_ablation(runs[0]) else key[at]) for key, runs in chosen.items()}
     arms = sorted(set(arm_of.values()))
     return {key: arms.index(arm) for key, arm in arm_of.items()}
 
@@ -469,10 +512,11 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
                   default=0.0) if name == "image" else 0.0  # fmt: skip
     hue = hues(chosen)
     for group, runs in sorted(chosen.items()):
-        algo, task, start, obs, reward, variant = group
+        algo, task, start, obs, reward, variant, _env = group
         n = hue[group]
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
         label = f"{task}, reward {reward}" if name == "ppo_rewards" else label
+        label = f"interactive {task}, terminal {reward}" if name == "ppo_interactive" else label
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
         offset = sft_end if start == "sft" else 0.0

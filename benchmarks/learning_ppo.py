@@ -42,14 +42,37 @@ def summary_scores(summary: dict[str, Any]) -> dict[str, float]:
     }  # fmt: skip
 
 
+def held_out_interactive(agent: Any, episodes: int, setting: str) -> dict[str, float]:
+    """Greedy episodes of an :class:`~tvr_gym.agents.ppo.InteractivePPOAgent` on the held-out problems of
+    ``setting``: Success, the return, the turns, % Misplaced, % Fixed-Strict, and TVR Acc and Basic
+    Obj/Attr/ValAcc of the net changes (as a single-shot answer's, so they compare)."""
+    from tvr_gym.core.metrics import summarize
+
+    result = agent.evaluate(episodes, seed=HELD_OUT_SEED, setting=setting)
+    means, tables = result["summary"], summarize([r["metrics"] for r in result["records"]])
+    overall, basic = tables["overall"], tables["basic"]
+    return {
+        "success": means["success"], "return": means["reward"], "turns": means["turns"],
+        "misplaced": means["misplaced"], "fixed_strict": means["fixed_strict"], "acc": overall["Acc"],
+        "obj_acc": basic["ObjAcc"], "attr_acc": basic["AttrAcc"], "val_acc": basic["ValAcc"],
+    }  # fmt: skip
+
+
 def _curve_callback(
     settings_box: dict, every: int, episodes: int, render_size: tuple[int, int], curve: dict, env_id: str = ENV_ID
 ):
     """An SB3 callback that fills ``curve`` (lists per key) at step 0, after the first update past each
-    multiple of ``every`` steps, and at the end."""
+    multiple of ``every`` steps, and at the end. On ``TVR-Interactive-v0`` (``env_id``) the agent plays the
+    held-out episodes of its setting (:func:`held_out_interactive`)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from tvr_gym.agents.ppo import PPOAgent, PPOSettings
+    from tvr_gym.agents.ppo import InteractivePPOAgent, PPOAgent, PPOSettings
+    from tvr_gym.envs.registration import INTERACTIVE_ID
+
+    def scores(model: Any, settings: PPOSettings) -> dict[str, float]:
+        if env_id == INTERACTIVE_ID:
+            return held_out_interactive(InteractivePPOAgent(model, settings), episodes, settings.env_kwargs["setting"])
+        return held_out(PPOAgent(model, settings), episodes, render_size, env_id)
 
     class HeldOutCurve(BaseCallback):
         def _on_training_start(self) -> None:
@@ -61,12 +84,11 @@ def _curve_callback(
         def _record(self) -> None:
             wall = time.perf_counter() - self.start - self.paused
             t0 = time.perf_counter()
-            settings = PPOSettings.from_file(settings_box["path"])
-            scores = held_out(PPOAgent(self.model, settings), episodes, render_size, env_id)
+            found = scores(self.model, PPOSettings.from_file(settings_box["path"]))
             self.paused += time.perf_counter() - t0
             curve.setdefault("steps", []).append(int(self.num_timesteps))
             curve.setdefault("wall_s", []).append(round(wall, 2))
-            for key, value in scores.items():
+            for key, value in found.items():
                 curve.setdefault(key, []).append(value)
             self.next += every
 
@@ -103,6 +125,40 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "seed": job["seed"], **curve, "settings": job["ppo_kwargs"], "variant": job.get("variant", ""),
         "total_s": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
+
+
+def run_interactive(job: dict[str, Any]) -> dict[str, Any]:
+    """One MaskablePPO run on ``TVR-Interactive-v0`` with ``tvr-gym train ppo``'s defaults (the job's ``task``
+    is the setting), returned as a ``learning.json`` record with ``"env": "interactive"``: the curves of
+    :func:`held_out_interactive`; ``reward`` names the terminal reward."""
+    from tvr_gym.agents.ppo import SETTINGS_FILE, train_ppo
+    from tvr_gym.envs.registration import INTERACTIVE_ID
+
+    out = Path(job["out"])
+    curve: dict[str, list] = {}
+    callback = _curve_callback({"path": out / SETTINGS_FILE}, job["eval_every"], job["episodes"], (0, 0), curve,
+                               INTERACTIVE_ID)  # fmt: skip
+    t0 = time.perf_counter()
+    agent = train_ppo(INTERACTIVE_ID, job["timesteps"], out, seed=job["seed"], checkpoint_every=0, callbacks=[callback],
+                      env_kwargs={"setting": job["task"]}, **job["ppo_kwargs"])  # fmt: skip
+    env = agent.make_env()
+    terminal = env.unwrapped.terminal_name
+    env.close()
+    return {
+        "algo": "ppo", "env": "interactive", "task": job["task"], "start": "scratch", "obs_mode": "symbolic",
+        "reward": terminal, "seed": job["seed"], **curve,
+        "settings": job["ppo_kwargs"], "variant": job.get("variant", ""), "total_s": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
+def interactive_jobs(
+    out: Path, seeds: list[int], timesteps: int, episodes: int, task: str, overrides: dict[str, Any] | None = None
+) -> list[dict]:
+    """The runs of the interactive PPO part: one per seed on interactive ``task``, ten curve points each."""
+    return [{
+        "interactive": True, "task": task, "seed": seed, "timesteps": timesteps, "eval_every": max(timesteps // 10, 1),
+        "episodes": episodes, "out": str(out / f"ppo-interactive-{task}-{seed}"), "ppo_kwargs": dict(overrides or {}),
+    } for seed in seeds]  # fmt: skip
 
 
 def jobs(
@@ -145,6 +201,23 @@ def one_item_guess(guess: str) -> Any:
     from tvr_gym.agents.baselines import RandomAgent, VisibleGuessAgent
 
     return {"random": RandomAgent, "visible": VisibleGuessAgent}[guess](seed=0, max_items=1)
+
+
+def interactive_chance(episodes: int, task: str) -> dict[str, float]:
+    """The masked random policy (a uniform legal step or ``done`` each turn) on the held-out interactive episodes."""
+    from tvr_gym.envs.interactive_sb3 import MaskedRandomPolicy, make_interactive_sb3_env, play_episode
+
+    env = make_interactive_sb3_env(setting=task)
+    policy = MaskedRandomPolicy(0)
+    try:
+        records = [play_episode(env, policy, seed=HELD_OUT_SEED + i) for i in range(episodes)]
+    finally:
+        env.close()
+    return {
+        "success": float(sum(r["interactive"]["success"] for r in records) / episodes),
+        "return": float(sum(r["reward"] for r in records) / episodes),
+        "turns": float(sum(r["interactive"]["turns"] for r in records) / episodes),
+    }
 
 
 def chance(obs_mode: str, episodes: int, guess: str = "random", task: str = "basic") -> dict[str, float]:

@@ -189,3 +189,32 @@ def test_every_benchmark_module_imports(module):
     loaded = importlib.import_module(f"benchmarks.{module}")
     if f"-m benchmarks.{module}" in (loaded.__doc__ or ""):  # a documented command has an entry point
         assert callable(getattr(loaded, "main", None))
+
+
+def test_interactive_ppo_runs_are_stored_apart_and_drawn_in_their_own_figure(tmp_path):
+    """Issue 25's interactive runs: the tvr-gym defaults (no overrides), keyed by ``env`` so that a run on
+    interactive Basic with the ``state`` terminal never replaces the single-shot ``state`` arm."""
+    from benchmarks.learning import in_figure, ppo_jobs
+
+    made = ppo_jobs(tmp_path, ["ppo-interactive"], FULL, [0, 1], ("star",), "event")
+    assert [(j["task"], j["seed"], j["ppo_kwargs"]) for j in made] == [("event", 0, {}), ("event", 1, {})]
+    assert all(j["interactive"] and j["timesteps"] == FULL["ppo"]["timesteps"]["interactive"] for j in made)
+    single = {**_run("state", 0, 0.2), "algo": "ppo", "obs_mode": "symbolic"}
+    interactive = {**single, "env": "interactive", "success": [0.0, 0.5], "return": [-4.0, 1.0], "turns": [1, 2]}
+    assert key_of(single) != key_of(interactive)
+    assert len(merge({"runs": [single]}, [interactive], {})["runs"]) == 2
+    assert figure_of(interactive) == "ppo_interactive" and figure_of(single) == "ppo_rewards"
+    assert not in_figure(interactive, "ppo_rewards")
+
+
+def test_an_interactive_run_records_held_out_success_from_its_first_step(tmp_path):
+    from benchmarks.learning_ppo import interactive_jobs, run_interactive
+
+    (job,) = interactive_jobs(tmp_path, [0], 256, 4, "basic", {"n_steps": 32, "batch_size": 32})
+    run = run_interactive(job)
+    assert run["env"] == "interactive" and run["task"] == "basic" and run["reward"] == "state"
+    assert run["steps"][0] == 0 and run["steps"][-1] == 256
+    lengths = {len(run[k]) for k in ("steps", "wall_s", "success", "return", "turns", "acc", "obj_acc")}
+    assert lengths == {len(run["steps"])}
+    assert all(0.0 <= v <= 1.0 for v in run["success"]) and run["success"] == run["acc"]  # Acc of the net change
+    assert all(1 <= t for t in run["turns"])
