@@ -203,6 +203,30 @@ def test_a_random_masked_policy_plays_an_episode_of_applied_steps():
     assert record["terminated"] == (record["actions"][-1] == "done")
 
 
+def test_sb3_never_bootstraps_a_value_past_the_turn_limit():
+    """At the turn limit the SB3 view ends the episode as terminated (and truncated), so SB3's vector env
+    marks no ``TimeLimit.truncated`` and PPO adds no ``gamma * V`` of a state it never trained on; an
+    episode ended by ``done`` is terminated only."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    vec = DummyVecEnv([lambda: make_interactive_sb3_env(setting="basic")])
+    vec.seed(4)
+    vec.reset()
+    base = vec.envs[0].unwrapped
+    for turn in range(1, base.turn_limit + 1):
+        legal = np.flatnonzero(vec.env_method("action_masks")[0][:-1])
+        _, _, dones, infos = vec.step(np.array([legal[0]]))  # never done: the limit ends it
+        assert bool(dones[0]) == (turn == base.turn_limit)
+    assert infos[0]["outcome"] == "applied" and infos[0]["TimeLimit.truncated"] is False
+    assert "terminal_observation" in infos[0] and infos[0]["interactive"]["turns"] == base.turn_limit
+    env = make_interactive_sb3_env(setting="basic")
+    env.reset(seed=4)
+    *_, terminated, truncated, _ = env.step(DONE_ACTION)
+    assert terminated and not truncated
+    record = play_episode(env, MaskedRandomPolicy(seed=0), seed=4)
+    assert record["terminated"] == (record["actions"][-1] == "done")
+
+
 # ---------------------------------------------------------------------------- MaskablePPO
 
 

@@ -176,10 +176,16 @@ class InteractiveSB3(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._observation(info), info
 
     def step(self, action: Any):
+        """One turn. At the turn limit the episode is ``truncated`` as in the environment and also
+        ``terminated``: the limit is part of this task (the observation holds the turn fraction, and the
+        terminal reward is paid then), so nothing follows it. SB3 adds ``gamma * V(last observation)`` to the
+        last reward of an episode that is truncated but not terminated, as if it went on; here that value is
+        of a state it never trained on, and it paid the policy for running out the turns
+        (``docs/interactive.md``)."""
         text = action_text(action)
         reward, terminated, truncated, info = self._base.play_turn(text)
         info["action_text"] = text
-        return self._observation(info), reward, terminated, truncated, info
+        return self._observation(info), reward, terminated or truncated, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """The legal, state-changing steps of the current state, and ``done`` (see :func:`legal_mask`)."""
@@ -244,7 +250,7 @@ def play_episode(
         "reward": total,
         "actions": [t["action"] for t in turns],
         "turns": turns,
-        "terminated": bool(terminated),
+        "terminated": bool(terminated and not truncated),  # ended by done (the SB3 view ends both ways)
         "interactive": info["interactive"],
         "metrics": info["metrics"],
         "applied": info["applied"],
