@@ -430,6 +430,12 @@ def _base_env(env_id: str, **env_kwargs: Any):
     return gym.make(env_id, **env_kwargs)
 
 
+def _table_only(settings: PPOSettings) -> dict[str, Any]:
+    """``renderer="none"`` for runs that read only the object tables (symbolic, interactive), unless the run
+    names a renderer: their images are never seen, and drawing them took about half of a symbolic run."""
+    return {"renderer": "none"} if settings.obs == "symbolic" else {}
+
+
 def _interactive_sb3_env(env_id: str, **env_kwargs: Any) -> InteractiveSB3:
     """The SB3 view of an interactive env, built inside SB3's ``Monitor``: its turns go through
     ``play_turn`` on the base env, so a ``Monitor`` inside it would never see an episode."""
@@ -544,7 +550,7 @@ def train_ppo(
         functools.partial(_interactive_sb3_env if interactive else _base_env, env_id),
         n_envs=settings.n_envs,
         seed=settings.seed,
-        env_kwargs={**settings.env_kwargs, "render_size": settings.render_size},
+        env_kwargs={**_table_only(settings), **settings.env_kwargs, "render_size": settings.render_size},
         monitor_dir=str(out / "monitor"),
         wrapper_class=None if interactive else wrap_for_sb3,
         wrapper_kwargs=None if interactive else {"obs": settings.obs, "max_items": settings.max_items},

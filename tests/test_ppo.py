@@ -435,3 +435,28 @@ def test_train_ppo_defaults_are_the_symbolic_recipe_and_each_kind_keeps_its_own(
     saved = json.loads((tmp_path / "image" / SETTINGS_FILE).read_text())
     assert saved["n_envs"] == DEFAULT_N_ENVS["image"] and saved["arch"] == "cnn" and saved["lr_schedule"] == "constant"
     assert saved["ppo_kwargs"] == {**DEFAULT_PPO_KWARGS["image"], "n_steps": 8, "batch_size": 8}
+
+
+def test_symbolic_runs_skip_the_images_and_learn_exactly_as_with_them(tmp_path, torch_one_thread):
+    """A symbolic run draws no pixels (``renderer="none"`` unless it names one), and the pixels it skips
+    change nothing it learns: the same seed gives the same weights as a run that renders with ``numpy``."""
+    import torch
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Renderers(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.names = {env.unwrapped.renderer_name for env in self.training_env.envs}
+
+        def _on_step(self) -> bool:
+            return True
+
+    def weights(env_kwargs, name, renderer):
+        seen = Renderers()
+        agent = train_ppo("TVR-Basic-v0", 128, tmp_path / name, obs="symbolic", env_kwargs=env_kwargs,
+                          checkpoint_every=0, n_steps=16, batch_size=64, callbacks=[seen])  # fmt: skip
+        assert seen.names == {renderer}
+        assert agent.settings.env_kwargs == env_kwargs  # the default renderer is not written into the settings
+        return torch.cat([p.detach().flatten() for p in agent.model.policy.parameters()])
+
+    assert torch.equal(weights({}, "blank", "none"), weights({"renderer": "numpy"}, "numpy", "numpy"))

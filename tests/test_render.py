@@ -6,6 +6,7 @@ import colorsys
 import os
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -385,3 +386,17 @@ def test_blender_renders_and_restarts_a_crashed_worker(blender_renderer):
     assert again.shape == (60, 80, 3) and blender_renderer.pid not in (None, pid)
     u, v = cam.project(object_center(state[0]), (80, 60))
     assert color_matches(again[int(v), int(u)], "red")
+
+
+def test_the_none_renderer_draws_black_frames_of_the_size_and_checks_inputs(trance_problems):
+    renderer = make_renderer("none", (32, 24))
+    state, cam = trance_problems[0].initial, camera_rig("center")
+    image, mask = renderer.render(state, cam), renderer.render_mask(state, cam)
+    assert image.shape == (24, 32, 3) and image.dtype == np.uint8 and not image.any()
+    assert mask.shape == (24, 32) and (mask == -1).all()
+    with pytest.raises(ValueError, match="state"):
+        renderer.render(state.to_dicts(), cam)
+    env = gym.make("TVR-Basic-v0", renderer="none", render_size=(32, 24))
+    obs, _ = env.reset(seed=3)
+    assert obs["initial"].shape == (24, 32, 3) and not obs["final"].any()
+    assert obs["prompt"] == gym.make("TVR-Basic-v0", renderer="numpy", render_size=(32, 24)).reset(seed=3)[0]["prompt"]

@@ -55,7 +55,7 @@ MAX_IMAGE_SIDE = 8192
 """The largest image width or height (the renderers' framebuffer limit)."""
 DEFAULT_RENDER_SIZE: tuple[int, int] = tuple(SPEC.raw["camera"]["native_size"])  # type: ignore[assignment]
 """(width, height) of a render unless told otherwise: the spec's native camera size, 320 x 240."""
-RENDERERS = ("auto", "gl", "numpy", "blender")
+RENDERERS = ("auto", "gl", "numpy", "blender", "none")
 """The renderer names (:func:`tvr_gym.render.make_renderer`); ``auto`` is gl where EGL works, else numpy."""
 OBS_MODES = ("image", "text")
 """``image``: the final state is only shown as an image; ``text``: the prompt also holds its table."""
@@ -234,7 +234,8 @@ class EnvConfig:
     final_views: Sequence[str] | None = _flag(
         None, "--final-views", nargs="+", choices=VIEWS, help="cameras of the final image"
     )
-    renderer: str = _flag("auto", "--renderer", choices=RENDERERS, help="default auto: gl, else numpy")
+    renderer: str = _flag("auto", "--renderer", choices=RENDERERS,
+                          help="default auto: gl, else numpy; none: black images, for table-only agents")  # fmt: skip
     render_size: tuple[int, int] = _flag(
         DEFAULT_RENDER_SIZE, "--size", dest="size", nargs=2, type=int, metavar=("W", "H"),
         help=f"image size (default {DEFAULT_RENDER_SIZE[0]} {DEFAULT_RENDER_SIZE[1]})",

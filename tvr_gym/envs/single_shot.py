@@ -64,7 +64,7 @@ class TVRGym(TVREnvBase):
 
     ## Arguments
     ``setting``, ``reward``, ``reward_weights``, ``render_size=(320, 240)``, ``renderer``
-    (a name of :data:`tvr_gym.render.RENDERERS`: ``auto|gl|numpy|blender``), ``final_views`` (CrossView:
+    (a name of :data:`tvr_gym.render.RENDERERS`: ``auto|gl|numpy|blender|none``), ``final_views`` (CrossView:
     default all three cameras, so ID, OOD and TAcc exist; Basic and Event: centre only), ``source``
     (``"procedural"`` or a TRANCE directory), ``max_visible``, ``steps`` (int or (lo, hi)),
     ``attributes`` (the attributes the steps may change; default all five), ``obs_mode``

@@ -27,13 +27,18 @@ def gl_available() -> bool:
 
 
 def make_renderer(name: str = "auto", size: tuple[int, int] = DEFAULT_RENDER_SIZE) -> Renderer:
-    """A renderer by name: ``auto`` (gl, else numpy with one warning), ``gl``, ``numpy`` or ``blender``.
+    """A renderer by name: ``auto`` (gl, else numpy with one warning), ``gl``, ``numpy``, ``blender``, or ``none``
+    (black images, :class:`~tvr_gym.render.blank.BlankRenderer`, for agents that never read the pixels).
 
     Create one renderer and reuse it for many frames; the GL context is shared by all gl renderers.
     ``blender`` needs Blender installed (it raises ``BlenderNotFoundError`` saying how otherwise).
     """
     check_choice("renderer", name, RENDERERS)
     size = check_size(size)
+    if name == "none":
+        from tvr_gym.render.blank import BlankRenderer
+
+        return BlankRenderer(size)
     if name == "numpy":
         from tvr_gym.render.raycast import NumpyRenderer
 
