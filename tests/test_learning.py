@@ -198,7 +198,7 @@ def test_interactive_ppo_runs_are_stored_apart_and_drawn_in_their_own_figure(tmp
 
     made = ppo_jobs(tmp_path, ["ppo-interactive"], FULL, [0, 1], ("star",), "event")
     assert [(j["task"], j["seed"], j["ppo_kwargs"]) for j in made] == [("event", 0, {}), ("event", 1, {})]
-    assert all(j["interactive"] and j["timesteps"] == FULL["ppo"]["timesteps"]["interactive"] for j in made)
+    assert all(j["interactive"] and j["timesteps"] == FULL["ppo"]["timesteps"]["interactive"]["event"] for j in made)
     single = {**_run("state", 0, 0.2), "algo": "ppo", "obs_mode": "symbolic"}
     interactive = {**single, "env": "interactive", "success": [0.0, 0.5], "return": [-4.0, 1.0], "turns": [1, 2]}
     assert key_of(single) != key_of(interactive)

@@ -441,7 +441,6 @@ def test_symbolic_runs_skip_the_images_and_learn_exactly_as_with_them(tmp_path, 
     """A symbolic run draws no pixels (``renderer="none"`` unless it names one), and the pixels it skips
     change nothing it learns: the same seed gives the same weights as a run that renders with ``numpy``."""
     import torch
-
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Renderers(BaseCallback):
