@@ -14,6 +14,9 @@ Run pinned to one core::
    ``generate(..., attributes=["color"], visible=1)``; trained on one set of problems, evaluated on a
    held-out set) and on the full procedural TVR-Basic-v0, greedy answers, against the same network
    before training (``learning_rate=0``) and the random agent.
+
+``--renderers STEPS`` instead times symbolic training on fresh problems with the ``gl`` renderer and with
+``none`` (what symbolic runs use now: they read the tables, never the images), in process CPU time.
 """
 
 from __future__ import annotations
@@ -176,6 +179,19 @@ def to_markdown(rows, learned: dict[str, dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def renderer_cost(work: Path, steps: int, seed: int = 0) -> dict[str, float]:
+    """Process CPU seconds of symbolic PPO training (``train_ppo`` defaults, fresh problems) with ``gl`` at 32x24
+    (the renderer symbolic runs used before) and with ``none`` (their default now; the tables are what they
+    read): the images' share of a symbolic run."""
+    cost = {}
+    for renderer in ("gl", "none"):
+        start = time.process_time()
+        train_ppo("TVR-Basic-v0", steps, work / f"renderer-{renderer}", seed=seed, checkpoint_every=0,
+                  env_kwargs={"renderer": renderer})  # fmt: skip
+        cost[renderer] = time.process_time() - start
+    return cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="episodes per throughput case")
@@ -184,7 +200,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256, help="held-out evaluation episodes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the markdown fragment here")
+    parser.add_argument("--renderers", type=int, default=0, metavar="STEPS",
+                        help="only time STEPS of symbolic training with gl and with none (no other part)")  # fmt: skip
     args = parser.parse_args()
+    if args.renderers:
+        with tempfile.TemporaryDirectory(prefix="bench_ppo_") as tmp:
+            cost = renderer_cost(Path(tmp), args.renderers)
+        report([
+            f"## Symbolic PPO: what the images cost ({args.renderers:,} steps, process CPU seconds)", "",
+            f"- Command: `taskset -c 0 .venv/bin/python -m benchmarks.bench_ppo --renderers {args.renderers}`",
+            f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {_machine()}", "",
+            "| renderer | CPU s | ratio |", "|---|---|---|",
+            f"| gl, 32x24 (the earlier default; reference) | {cost['gl']:.1f} | 1.00× |",
+            f"| none (the default now) | {cost['none']:.1f} | {cost['gl'] / cost['none']:.2f}× faster |",
+        ], args.out)  # fmt: skip
+        return
     with tempfile.TemporaryDirectory(prefix="bench_ppo_") as tmp:
         work = Path(tmp)
         rows = throughput(work, args.n)
