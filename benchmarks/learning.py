@@ -97,7 +97,7 @@ QUICK: dict[str, Any] = {
     **FULL,
     "ppo": {
         "timesteps": {"symbolic": 32_768, "image": 2_048, "image-table": 2_048,
-                      "interactive": {"basic": 16_384, "event": 16_384}},
+                      "interactive": {"basic": 65_536, "event": 65_536}},
         "episodes": 100,
         "overrides": {"lr_schedule": "constant"},
     },

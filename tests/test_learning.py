@@ -24,6 +24,7 @@ from benchmarks.learning import (
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning.json"
 CURVES = ("wall_s", "steps", "acc", "obj_acc", "star")
+INTERACTIVE_CURVES = ("wall_s", "steps", "acc", "obj_acc", "success", "return", "turns")
 
 
 def _run(reward: str, seed: int, acc: float) -> dict:
@@ -56,12 +57,15 @@ def test_the_committed_results_rebuild_every_curve_from_its_start():
     assert store["runs"], "benchmarks/results/learning.json holds no run"
     for run in store["runs"]:
         name = " ".join(str(run.get(k, "")) for k in KEY)
-        assert {"task", "start", "obs_mode", "reward", "seed", *CURVES} <= set(run), name
-        lengths = {len(run[k]) for k in CURVES}
+        curves = INTERACTIVE_CURVES if run.get("env") == "interactive" else CURVES
+        assert {"task", "start", "obs_mode", "reward", "seed", *curves} <= set(run), name
+        lengths = {len(run[k]) for k in curves}
         assert len(lengths) == 1 and lengths.pop() >= 2, name  # the start and at least one point after it
         assert run["steps"][0] == 0 and run["wall_s"][0] == 0, name  # acc[0] is the start
         assert run["steps"] == sorted(run["steps"]) and run["wall_s"] == sorted(run["wall_s"]), name
         assert all(0.0 <= v <= 1.0 for k in ("acc", "obj_acc") for v in run[k] if v is not None), name
+        if run.get("env") == "interactive":  # the net change's Acc is the episode's success
+            assert run["success"] == run["acc"] and all(t >= 1 for t in run["turns"]), name
         assert not run.get("quick"), f"{name}: a --quick run does not belong in the results"
     starts: dict[tuple, set] = {}
     for run in store["runs"]:
