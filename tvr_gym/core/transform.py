@@ -235,7 +235,8 @@ def _pair_tables() -> dict[str, Any]:
             offsets[k] = moved((0, 0), value)  # type: ignore[arg-type]
         elif attr == "size":
             radii[k] = RADIUS_CELLS[value]  # type: ignore[index]
-    return {"attrs": attrs, "values": [value for _, value in PAIRS], "offsets": offsets, "radii": radii}
+    by_attr = {a: (np.flatnonzero(attrs == a), np.array([v for b, v in PAIRS if b == a])) for a in ATTRIBUTES}
+    return {"attrs": attrs, "by_attr": by_attr, "offsets": offsets, "radii": radii}
 
 
 _PAIR_TABLES = _pair_tables()
@@ -257,10 +258,8 @@ def legal_steps(state: State) -> np.ndarray:
     radius = np.array([o.radius_cells for o in objs], dtype=np.int64)  # (N,)
     n = len(objs)
     legal = np.zeros((n, len(PAIRS)), dtype=bool)
-    for attr in ("color", "material", "shape", "size"):
-        ks = np.flatnonzero(attrs == attr)
+    for attr, (ks, values) in tables["by_attr"].items():  # the categorical attributes: legal when the value differs
         current = np.array([getattr(o, attr) for o in objs])
-        values = np.array([tables["values"][k] for k in ks])
         legal[:, ks] = current[:, None] != values[None, :]
     others = ~np.eye(n, dtype=bool)  # (N, N): j != i
 
