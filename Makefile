@@ -24,8 +24,10 @@ $(VENV)/.dev-installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.demo-installed
 
+# The verl venv resolves the torch stack .venv holds: hard links to it save about 5 GB (scripts/seed_venv.py).
 $(VERL_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VERL_VENV)
+	$(PYTHON) scripts/seed_venv.py $(VENV) $(VERL_VENV)
 	$(VERL_PY) -m pip install -q --upgrade pip
 	$(VERL_PY) -m pip install -q -e ".[train,render,test,verl,skyrl]"
 	touch $@
