@@ -20,7 +20,7 @@ from typing import Any
 
 from tvr_gym.agents import AGENT_NAMES, make_agent
 from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
-from tvr_gym.apps.cliargs import add_env_options, check_creatable, env_kwargs
+from tvr_gym.apps.cliargs import add_engine_options, add_env_options, check_creatable, env_kwargs, ray_options
 from tvr_gym.apps.demo import run_demo
 from tvr_gym.apps.show import check_image_path, show_problem
 from tvr_gym.core.chat import DEFAULT_WINDOW
@@ -28,6 +28,7 @@ from tvr_gym.core.metrics import format_table, interactive_table
 from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int, check_size
 from tvr_gym.core.reference import comparison_table
 from tvr_gym.core.trance import load_trance
+from tvr_gym.data.cluster import RangeFailedError
 from tvr_gym.data.dataset import generate_dataset, merge_datasets
 from tvr_gym.data.export import FORMATS, export
 from tvr_gym.envs.base import check_env_kwargs
@@ -102,10 +103,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_int("--n", args.n, 0, MAX_ROWS)
     check_size(args.size, "--size")
     check_creatable(args.out, "--out")
+    ray = ray_options(args)
     args.on_interrupt = f"the finished samples are kept in {args.out}: {RESUME_NOTE}"
     made, total = generate_dataset(
         args.out, args.setting, args.seed, args.n, start=args.start, size=tuple(args.size), renderer=args.renderer,
-        workers=args.workers, progress=not args.quiet,
+        workers=args.workers, progress=not args.quiet, engine=args.engine, ray=ray,
     )  # fmt: skip
     last = args.start + args.n - 1
     print(f"wrote {made} {args.setting} problems to {args.out} ({args.n - made} of indices {args.start}..{last} "
@@ -123,6 +125,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_env_id(args.env)
     check_int("--n", args.n, 0, MAX_ROWS)
     check_creatable(args.out, "--out")
+    ray = ray_options(args)
+    if ray is None and args.workers != 1:
+        raise ValueError("--workers: only with --engine ray (an export runs in one process here)")
+    if ray is not None and args.format != "trance":
+        raise ValueError(f"--engine: ray runs --format trance exports; {args.format} exports run here")
     resumable = args.format == "trance"
     args.on_interrupt = (
         f"the finished samples are kept in {args.out}: {RESUME_NOTE}" if resumable
@@ -130,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )  # fmt: skip
     target = export(
         args.format, args.env, args.n, args.out, seed=args.seed, start=args.start, split=args.split,
-        progress=not args.quiet, demonstrations=args.demonstrations, **env_kwargs(args),
+        progress=not args.quiet, demonstrations=args.demonstrations, engine=args.engine, ray=ray, **env_kwargs(args),
     )  # fmt: skip
     what = f"{args.demonstrations} demonstrations" if args.demonstrations else "episodes"
     print(f"wrote {args.n} {what} of {args.env} as {args.format} to {target}")
@@ -268,8 +275,12 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--renderer", default="auto", choices=RENDERERS)
     p.add_argument("--size", **size)
-    p.add_argument("--workers", type=int, default=1, help="processes that generate and render in parallel")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes that generate and render in parallel (--engine ray: "
+        "the CPUs of the local Ray instance)",
+    )  # fmt: skip
     p.add_argument("--quiet", **quiet)
+    add_engine_options(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("merge", help="join dataset directories (e.g. generate --start/--n shards) into one")
@@ -291,7 +302,9 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", **quiet)
+    p.add_argument("--workers", type=int, default=1, help="--engine ray: the CPUs of the local Ray instance")
     add_env_options(p)
+    add_engine_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train an agent (grpo, ppo, trl-grpo, sft)")
@@ -346,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError, ConnectionError) as exc:
             print(f"tvr-gym {args.command}: error: {exc}", file=sys.stderr)
             return 2
+        except RangeFailedError as exc:  # a Ray task failed on every attempt; the finished ranges are kept
+            print(f"tvr-gym {args.command}: error: {exc}; {getattr(args, 'on_interrupt', '')}", file=sys.stderr)
+            return 1
         except ModuleNotFoundError as exc:
             if (exc.name or "").partition(".")[0] == "tvr_gym":
                 raise  # our own module missing is a bug, with its traceback

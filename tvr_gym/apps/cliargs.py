@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-from tvr_gym.core.options import EnvConfig
+from tvr_gym.core.options import EnvConfig, check_int
 from tvr_gym.core.reward import REWARD_NAMES
 from tvr_gym.envs.board import POTENTIALS
 from tvr_gym.envs.interactive import DEFAULT_IDLE_COST, DEFAULT_POTENTIAL, DEFAULT_SLACK, DEFAULT_SUCCESS_BONUS
@@ -170,3 +170,49 @@ def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if out.get("cache_dir") is not None:
         check_creatable(out["cache_dir"], ENV_FLAGS["cache_dir"][1])
     return out
+
+
+RAY_FLAGS = ("address", "shard_size", "cpus_per_task", "retries")
+"""The flags of :func:`add_engine_options` that only ``--engine ray`` takes."""
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray flags of ``generate`` and ``export`` (:mod:`tvr_gym.data.cluster`)."""
+    from tvr_gym.data.cluster import DEFAULT_RETRIES, DEFAULT_SHARD_SIZE, ENGINES
+
+    group = parser.add_argument_group("engine", "where the samples are made: here, or on a Ray cluster")
+    group.add_argument(
+        "--engine", default="local", choices=ENGINES,
+        help="local: --workers processes here; ray: index ranges as Ray tasks (pip install -e '.[ray]')",
+    )  # fmt: skip
+    group.add_argument(
+        "--address", help="ray: 'auto' (the cluster `ray start` made here), HOST:PORT or ray://HOST:PORT; "
+        "default: a local Ray instance of --workers CPUs, for this command only",
+    )  # fmt: skip
+    group.add_argument("--shard-size", type=int, help=f"ray: samples per task (default {DEFAULT_SHARD_SIZE})")
+    group.add_argument(
+        "--cpus-per-task", type=int, help="ray: CPUs each task asks for; Blender renders with that many threads "
+        "(default 1)",
+    )  # fmt: skip
+    group.add_argument(
+        "--retries", type=int, help=f"ray: attempts after a task fails or its worker dies (default {DEFAULT_RETRIES})"
+    )
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The :class:`~tvr_gym.data.cluster.RayOptions` of the flags, or ``None`` for ``--engine local``.
+
+    A Ray flag given with ``--engine local`` is refused rather than ignored.
+    """
+    from tvr_gym.data.cluster import RayOptions
+
+    given = [name for name in RAY_FLAGS if getattr(args, name, None) is not None]
+    if args.engine != "ray":
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')}: only with --engine ray")
+        return None
+    values = {name: getattr(args, name) for name in given}
+    for name, low in (("shard_size", 1), ("cpus_per_task", 1), ("retries", 0), ("workers", 1)):
+        if name in values or (name == "workers" and hasattr(args, name)):
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), low)
+    return RayOptions(workers=args.workers, **values) if hasattr(args, "workers") else RayOptions(**values)

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ except ImportError:  # not POSIX: no directory locks
     fcntl = None  # type: ignore[assignment]
 
 from tvr_gym.core.atomic import Journal, atomic_open, atomic_write_text, save_png
-from tvr_gym.core.options import DEFAULT_RENDER_SIZE, VIEWS, check_int, episode_options, is_int
+from tvr_gym.core.options import DEFAULT_RENDER_SIZE, VIEWS, check_choice, check_int, episode_options, is_int
 from tvr_gym.core.trance import DATA_FILE, IMAGE_DIR, Problem, TranceFormatError, image_name, parse_line, read_lines
+from tvr_gym.data.cluster import ENGINES, RayOptions, ray_session
 from tvr_gym.problems.generator import generate
 from tvr_gym.render.cache import RenderCache, observed_image, shared_renderer
 from tvr_gym.version import __version__
@@ -308,6 +310,39 @@ class DatasetWriter:
             self._journal.append([line])
         self.lines[idx] = line
 
+    def record_lines(self, lines: Sequence[str]) -> None:
+        """Journal several finished samples at once (one durable append)."""
+        indices = [_idx_of(line, "sample") for line in lines]
+        with _naming(self._journal.path):
+            self._journal.append(lines)
+        self.lines.update(zip(indices, lines))
+
+    def record_ranges(
+        self, fn: Callable[[Any], list[str]], todo: Sequence[int], payload: Callable[[list[int]], Any],
+        options: RayOptions, label: str, progress: bool,
+    ) -> tuple[int, int]:  # fmt: skip
+        """:meth:`record_all` for a Ray job: ``fn(payload(range))`` per range of ``todo`` (:mod:`tvr_gym.data.cluster`).
+
+        Ray is started (or joined) before this is called; each finished range is journalled at once.
+        """
+        from tvr_gym.data.cluster import run_ranges
+
+        made = 0
+
+        def record(lines: list[str]) -> None:
+            nonlocal made
+            self.record_lines(lines)
+            made += len(lines)
+            advance(len(lines))
+
+        try:
+            with counting(len(todo), label, progress) as advance:
+                run_ranges(fn, todo, payload, options, record, on_failure=self._remove_stale_temporaries)
+        except BaseException:
+            self.abandon()
+            raise
+        return made, self.finish()
+
     def record_all(self, lines: Iterable[str]) -> tuple[int, int]:
         """Record every line, then :meth:`finish`; returns (lines recorded, samples in the dataset).
 
@@ -369,6 +404,12 @@ def generation_manifest(setting: str, seed: int, size: tuple[int, int], renderer
     }
 
 
+def _make_generated_range(task: tuple[Path, str, int, list[int], tuple[int, int], str, dict[str, Any]]) -> list[str]:
+    """One Ray task of ``generate``: the samples of one index range (:func:`_make_generated` each)."""
+    out, setting, seed, indices, size, renderer, options = task
+    return [_make_generated((out, setting, seed, i, size, renderer, options)) for i in indices]
+
+
 def _make_generated(task: tuple[Path, str, int, int, tuple[int, int], str, dict[str, Any]]) -> str:
     """One sample: generate it, render its views, write its images; its JSON line (runs in a worker)."""
 
@@ -392,26 +433,46 @@ def generate_dataset(
     renderer: str = "auto",
     workers: int = 1,
     progress: bool = True,
+    engine: str = "local",
+    ray: RayOptions | None = None,
     **options: Any,
 ) -> tuple[int, int]:
     """Generate samples ``start .. start + n - 1`` of ``(setting, seed)`` into ``out``; resumable.
 
     Finished samples are skipped, so the same call after an interruption completes the dataset, and a
     call with another ``start``/``n`` adds those samples to it. ``workers > 1`` generates and renders in
-    that many processes. ``options`` are generator options (``steps``, ``visible``, ``attributes``,
+    that many processes. ``engine="ray"`` runs index ranges as Ray tasks instead (``ray``: where and how,
+    :class:`~tvr_gym.data.cluster.RayOptions`; by default a local instance of ``workers`` CPUs), with the
+    same result byte for byte. ``options`` are generator options (``steps``, ``visible``, ``attributes``,
     ``final_views``). Returns (samples made now, samples in the dataset).
     """
 
     for name, value, low in (("n", n, 0), ("start", start, 0), ("seed", seed, 0), ("workers", workers, 1)):
         check_int(name, value, low)
+    check_choice("engine", engine, ENGINES)
     episode_options(setting, **options)  # every option is checked before anything is written
     resolved = shared_renderer(renderer, size).name  # "auto" is recorded as what it chose
+    if engine == "ray":
+        ray = ray or RayOptions(workers=workers)
+        manifest = generation_manifest(setting, seed, size, resolved, **options)
+        with ray_session(ray), stopping_cleanly(Path(out), RESUMES):  # a bad address fails before any write
+            writer = DatasetWriter.open(out, manifest)
+            todo = [i for i in range(start, start + n) if i not in writer.done]
+            payload = partial(_generated_range_task, writer.out, setting, seed, tuple(size), resolved, options)
+            return writer.record_ranges(_make_generated_range, todo, payload, ray, f"generating {setting}", progress)
     with stopping_cleanly(Path(out), RESUMES):
         writer = DatasetWriter.open(out, generation_manifest(setting, seed, size, resolved, **options))
         todo = [i for i in range(start, start + n) if i not in writer.done]
         tasks = ((writer.out, setting, seed, i, tuple(size), resolved, options) for i in todo)
         with closing(_run(_make_generated, tasks, workers)) as lines:  # closing it shuts the worker pool down
             return writer.record_all(_progress(lines, len(todo), f"generating {setting}", progress))
+
+
+def _generated_range_task(
+    out: Path, setting: str, seed: int, size: tuple[int, int], renderer: str, options: dict[str, Any],
+    indices: list[int],
+) -> tuple[Path, str, int, list[int], tuple[int, int], str, dict[str, Any]]:
+    return out, setting, seed, indices, size, renderer, options
 
 
 def _run(fn: Callable[[Any], str], tasks: Iterable[Any], workers: int) -> Generator[str, None, None]:
@@ -481,6 +542,36 @@ def _progress(items: Iterable[Any], total: int, label: str, enabled: bool) -> It
     from rich.progress import track
 
     yield from track(items, total=total, description=label, disable=not enabled, transient=False)
+
+
+@contextmanager
+def counting(total: int, label: str, enabled: bool, unit: str = "samples") -> Iterator[Callable[[int], None]]:
+    """One progress bar for a whole job, advanced by the returned function; it shows the count and throughput."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, disable=not enabled, transient=False) as bar:
+        task = bar.add_task(label, total=total, rate="-")
+        started = time.monotonic()
+        done = 0
+
+        def advance(k: int) -> None:
+            nonlocal done
+            done += k
+            rate = done / max(time.monotonic() - started, 1e-9)
+            bar.update(task, advance=k, rate=f"{rate:,.1f}")
+
+        yield advance
 
 
 # ---------------------------------------------------------------------------- merge

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tvr_gym.core import chat
 from tvr_gym.core.atomic import atomic_write_text, replace_dir
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.trance import Problem
+from tvr_gym.data.cluster import ENGINES, RayOptions, ray_session
 from tvr_gym.data.dataset import (
     BUSY,
     RESUMES,
@@ -393,6 +395,8 @@ def export(
     split: str = "train",
     progress: bool = True,
     demonstrations: str | None = None,
+    engine: str = "local",
+    ray: RayOptions | None = None,
     **env_kwargs: Any,
 ) -> Path:
     """Export rows ``start .. start + n - 1`` of ``env_id`` as ``fmt``; returns what was written.
@@ -405,12 +409,16 @@ def export(
       lists the splits, so ``load_from_disk(out)`` gives them all;
     - ``verl``, ``easyr1`` and ``skyrl``: ``out/<split>.parquet`` (``skyrl``: text only; it also takes
       ``TVR-Interactive-v0``, whose rows are for the ``tvr_interactive`` environment);
-    - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``.
+    - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``, and like it
+      on a Ray cluster with ``engine="ray"`` (``ray``: :class:`~tvr_gym.data.cluster.RayOptions`).
 
     Every argument is checked, and the environment built, before anything is written; the dataset
     appears atomically once complete.
     """
     check_choice("format", fmt, FORMATS)
+    check_choice("engine", engine, ENGINES)
+    if engine == "ray" and fmt != "trance":
+        raise ValueError(f"engine: ray runs trance exports (and generate); {fmt} exports run here (--engine local)")
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         check_int(name, value, 0)
     if not isinstance(split, str) or not split or not split.replace("_", "").replace("-", "").isalnum():
@@ -428,6 +436,9 @@ def export(
         raise ValueError(f"format: {INTERACTIVE_ID} exports as verl (its agent loop) or skyrl rows, not {fmt}{extra}")
     if env_id == INTERACTIVE_ID and fmt == "verl" and demonstrations is None and config.obs_mode != "image":
         raise ValueError("obs_mode: the verl agent loop shows images; export TVR-Interactive-v0 with obs_mode='image'")
+    if fmt == "trance" and engine == "ray":
+        with ray_session(ray or RayOptions()), stopping_cleanly(Path(out), RESUMES):  # a bad address: before any write
+            return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress, ray or RayOptions())
     if fmt == "trance":
         with stopping_cleanly(Path(out), RESUMES):
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
@@ -526,17 +537,33 @@ def _hf_splits(out: Path) -> list[str]:
 
 
 def _export_trance(
-    env_id: str, seed: int, start: int, n: int, out: Path, env_kwargs: dict, progress: bool
-) -> Path:
+    env_id: str, seed: int, start: int, n: int, out: Path, env_kwargs: dict, progress: bool,
+    ray: RayOptions | None = None,
+) -> Path:  # fmt: skip
     manifest = {"kind": "export", "tvr_gym": __version__, "env": env_id, "seed": seed, "env_kwargs": env_kwargs}
     writer = DatasetWriter.open(out, json.loads(json.dumps(manifest, default=list)))
     todo = [i for i in range(start, start + n) if i not in writer.done]
-
-    def lines() -> Iterator[str]:
-        for row in _progress(export_rows(env_id, todo, seed, **env_kwargs), len(todo), f"exporting {env_id}", progress):
-            problem = replace(row.problem_object, idx=row.index, final_view=row.final_view)
-            images = {("initial", "center"): row.initial, ("final", row.final_view): row.final}
-            yield write_sample(writer.out, problem, images)
-
-    writer.record_all(lines())
+    if ray is not None:
+        payload = partial(_trance_range_task, writer.out, env_id, seed, env_kwargs)
+        writer.record_ranges(_export_trance_range, todo, payload, ray, f"exporting {env_id}", progress)
+        return out
+    rows = _progress(export_rows(env_id, todo, seed, **env_kwargs), len(todo), f"exporting {env_id}", progress)
+    writer.record_all(_trance_line(writer.out, row) for row in rows)
     return out
+
+
+def _trance_line(out: Path, row: ExportRow) -> str:
+    """Write one exported row's observed images as a TRANCE sample; its ``data.jsonl`` line."""
+    problem = replace(row.problem_object, idx=row.index, final_view=row.final_view)
+    images = {("initial", "center"): row.initial, ("final", row.final_view): row.final}
+    return write_sample(out, problem, images)
+
+
+def _trance_range_task(out: Path, env_id: str, seed: int, env_kwargs: dict, indices: list[int]) -> tuple:
+    return out, env_id, seed, indices, env_kwargs
+
+
+def _export_trance_range(task: tuple[Path, str, int, list[int], dict]) -> list[str]:
+    """One Ray task of a trance export: the rows of one index range, written as TRANCE samples."""
+    out, env_id, seed, indices, env_kwargs = task
+    return [_trance_line(out, row) for row in export_rows(env_id, indices, seed, **env_kwargs)]

@@ -31,6 +31,9 @@ from tvr_gym.render.raycast import NumpyRenderer
 from tvr_gym.render.rig import Camera, Lamp
 
 _B = RENDER["blender"]
+BLENDER_THREADS_ENV = "TVR_GYM_BLENDER_THREADS"
+"""Render threads for Blender, overriding the spec's ``threads`` (0: Blender's own choice, every core). A Ray
+task sets it to the CPUs it holds (:mod:`tvr_gym.data.cluster`), so Blender never uses more than Ray gave."""
 STAGE = SPEC.raw["stage"]
 BEVEL = SPEC.raw["bevel"]
 INSTALL_HINT = (
@@ -248,7 +251,7 @@ class BlenderRenderer(Renderer):
             "out": str(out),
             "size": list(self.size),
             "samples": self.samples,
-            "threads": int(_B["threads"]) or None,
+            "threads": blender_threads(),
             **studio_job(state, camera, lamps),
         }
 
@@ -302,3 +305,13 @@ class BlenderRenderer(Renderer):
 
 
 __all__ = ["BlenderNotFoundError", "BlenderRenderer", "BlenderWorkerError", "find_blender"]
+
+
+def blender_threads() -> int | None:
+    """Blender's render threads: :data:`BLENDER_THREADS_ENV` if set, else the spec's ``threads``; ``None``: all."""
+    value = os.environ.get(BLENDER_THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit():
+            raise ValueError(f"{BLENDER_THREADS_ENV}: expected a non-negative integer, got {value!r}")
+        return int(value) or None
+    return int(_B["threads"]) or None

@@ -1,0 +1,289 @@
+"""``generate`` and ``export --format trance`` on a real local Ray instance (``--engine ray``).
+
+Each command runs as its own process, in a session of its own, so every Ray process it starts (GCS,
+raylet, agents, workers) carries that session id and the test can prove none is left behind. The
+reference is the same command with ``--engine local``: the Ray dataset must be byte-identical to it.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tvr_gym.core.trance import DATA_FILE, IMAGE_DIR, image_name
+from tvr_gym.data.cluster import index_ranges
+from tvr_gym.data.dataset import JOURNAL_FILE
+
+
+@pytest.fixture(autouse=True)
+def ray_installed() -> None:
+    """CI installs Ray ([dev] includes [ray]); elsewhere a missing Ray skips, which TVR_GYM_REQUIRE_ALL fails."""
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+LEFTOVER_WAIT_S = 120.0
+"""How long a Ray instance's processes may take to go: its agents notice a SIGKILLed driver within a minute."""
+GEN = ["--setting", "basic", "--seed", "5", "--renderer", "gl", "--quiet"]
+
+
+def tvr_gym(*args: str) -> subprocess.Popen:
+    """``tvr-gym ARGS`` in a new session (its id is the process id), output captured."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tvr_gym", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env=env,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def session_processes(sid: int) -> list[str]:
+    """``pid name`` of every live process in session ``sid`` (zombies are gone already: they hold nothing)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(f"{entry.name} {stat[stat.index('(') + 1 : stat.rindex(')')]}")
+    return found
+
+
+def assert_nothing_left(sid: int) -> None:
+    """Every process of the command's session ends (killed at the end if not, so CI is left clean)."""
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        for line in left:
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    process = tvr_gym(*args)
+    result = finish(process)
+    assert_nothing_left(process.pid)
+    return result
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    """Byte for byte: data.jsonl, the manifest, and every image."""
+    for name in (DATA_FILE, "dataset.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    names = sorted(p.name for p in (a / IMAGE_DIR).iterdir())
+    assert names == sorted(p.name for p in (b / IMAGE_DIR).iterdir())
+    match, mismatch, errors = filecmp.cmpfiles(a / IMAGE_DIR, b / IMAGE_DIR, names, shallow=False)
+    assert not mismatch and not errors and len(match) == len(names)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """30 Basic samples made here (--engine local)."""
+    out = tmp_path_factory.mktemp("local") / "data"
+    code, _, err = run("generate", *GEN, "--n", "30", "--out", str(out))
+    assert code == 0, err
+    return out
+
+
+def test_generate_on_ray_is_byte_identical_to_the_local_run(reference, tmp_path):
+    out = tmp_path / "ray"
+    code, stdout, err = run("generate", *GEN, "--n", "30", "--out", str(out), "--engine", "ray", "--workers", "2",
+                            "--shard-size", "7")  # fmt: skip
+    assert code == 0, err
+    assert "wrote 30 basic problems" in stdout
+    same_dataset(reference, out)
+    assert not (out / JOURNAL_FILE).exists()
+
+
+def test_trance_export_on_ray_is_byte_identical_to_the_local_export(tmp_path):
+    common = ["export", "--format", "trance", "--env", "TVR-CrossView-v0", "--n", "8", "--seed", "3", "--quiet"]
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    assert run(*common, "--out", str(local))[0] == 0
+    code, _, err = run(*common, "--out", str(ray), "--engine", "ray", "--shard-size", "3")
+    assert code == 0, err
+    same_dataset(local, ray)
+
+
+def ray_workers(sid: int, title: str = "ray::tvr_gym_range") -> list[int]:
+    return [int(line.split()[0]) for line in session_processes(sid) if title.startswith(line.split(maxsplit=1)[1])]
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_dataset_is_whole(reference, tmp_path):
+    out = tmp_path / "ray"
+    process = tvr_gym("generate", *GEN, "--n", "30", "--out", str(out), "--engine", "ray", "--shard-size", "30")
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        running = ray_workers(process.pid)  # the worker while it runs the range (idle workers are ray::IDLE)
+        if running:
+            os.kill(running[0], signal.SIGKILL)
+            killed = running[0]
+        time.sleep(0.02)
+    code, _, err = finish(process)
+    assert_nothing_left(process.pid)
+    assert killed is not None, "the range finished before its worker could be killed"
+    assert code == 0, err
+    same_dataset(reference, out)
+
+
+def test_a_killed_driver_leaves_finished_ranges_that_the_same_command_resumes(reference, tmp_path):
+    out = tmp_path / "ray"
+    command = ["generate", *GEN, "--n", "30", "--out", str(out), "--engine", "ray", "--shard-size", "3"]
+    process = tvr_gym(*command)
+    journal = out / JOURNAL_FILE
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no chance to tidy up
+    process.wait()
+    kept = journal.read_text().count("\n")
+    assert 3 <= kept < 30
+
+    code, stdout, err = run(*command)
+    assert code == 0, err
+    made = int(stdout.split()[1])
+    assert made <= 30 - kept, stdout  # the journalled samples were not made again
+    same_dataset(reference, out)
+    assert_nothing_left(process.pid)  # the killed driver's Ray instance is gone too
+
+
+def test_a_range_that_fails_every_time_is_named_and_the_rest_is_kept(tmp_path):
+    out = tmp_path / "ray"
+    assert run("generate", *GEN, "--n", "0", "--out", str(out))[0] == 0  # the dataset, empty
+    (out / IMAGE_DIR / image_name(8, "init", "center")).mkdir()  # sample 8's image cannot be written
+    code, _, err = run("generate", *GEN, "--n", "12", "--out", str(out), "--engine", "ray", "--shard-size", "4",
+                       "--retries", "1")  # fmt: skip
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("tvr-gym generate: error: samples 8..11 failed 2 times; the last: IsADirectoryError")
+    assert "rerun the same command to resume" in lines[-1]
+    kept = sorted(json.loads(line)["idx"] for line in (out / DATA_FILE).read_text().splitlines())
+    assert kept == [0, 1, 2, 3, 4, 5, 6, 7]  # the other ranges, whole
+    assert not [p.name for p in out.rglob("*.tmp")]  # nothing half-written
+    assert not (out / JOURNAL_FILE).exists()
+
+    (out / IMAGE_DIR / image_name(8, "init", "center")).rmdir()  # the cause gone, either engine completes it
+    code, stdout, err = run("generate", *GEN, "--n", "12", "--out", str(out))
+    assert code == 0, err
+    assert stdout.startswith("wrote 4 basic problems")
+    assert len((out / DATA_FILE).read_text().splitlines()) == 12
+
+
+def test_sigterm_stops_a_ray_job_cleanly_and_keeps_the_finished_ranges(tmp_path):
+    out = tmp_path / "ray"
+    process = tvr_gym("generate", *GEN, "--n", "60", "--out", str(out), "--engine", "ray", "--shard-size", "2")
+    journal = out / JOURNAL_FILE
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process)
+    assert_nothing_left(process.pid)
+    assert code == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("tvr-gym generate: interrupted (SIGTERM)")
+    kept = (out / DATA_FILE).read_text().splitlines()
+    assert 2 <= len(kept) < 60
+    assert not [p.name for p in out.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--address", "auto"], "--address: only with --engine ray"),
+        (["--engine", "ray", "--shard-size", "0"], "--shard-size: expected an integer >= 1, got 0"),
+        (["--engine", "ray", "--retries", "-1"], "--retries: expected an integer >= 0, got -1"),
+        (["--engine", "ray", "--address", "127.0.0.1:9"], "--address: no Ray cluster answers at 127.0.0.1:9"),
+        (["--engine", "ray", "--address", "nowhere"], "--address: expected 'auto', HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_a_bad_argument_is_one_line_exit_2_and_creates_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    code, stdout, err = run("generate", *GEN, "--n", "4", "--out", str(out), *args)
+    assert code == 2 and not stdout
+    assert err.strip().splitlines() == [f"tvr-gym generate: error: {err.split('error: ', 1)[1].strip()}"]
+    assert message in err
+    assert not out.exists()
+
+
+def test_export_refuses_ray_for_table_formats(tmp_path):
+    code, _, err = run("export", "--format", "hf", "--n", "2", "--out", str(tmp_path / "x"), "--engine", "ray")
+    assert code == 2 and "ray runs --format trance exports" in err
+    assert not (tmp_path / "x").exists()
+
+
+PROBE = """
+import os, sys
+import ray
+from tvr_gym.data.cluster import RayOptions, ray_session, run_ranges
+from tvr_gym.render.blender import BLENDER_THREADS_ENV
+
+def probe(payload):  # in the Ray worker: what Blender would be told, and the CPUs Ray gave the task
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return [f"{os.environ.get(BLENDER_THREADS_ENV)} {cpus:g}"]
+
+seen = []
+with ray_session(RayOptions(workers=1, cpus_per_task=2, shard_size=1)):
+    run_ranges(probe, [0, 1], lambda chunk: chunk, RayOptions(cpus_per_task=2, shard_size=1), seen.extend)
+print("|".join(seen))
+"""
+
+
+def test_each_task_holds_the_cpus_that_blender_renders_with(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True, env=env)  # fmt: skip
+    code, out, err = finish(process)
+    assert_nothing_left(process.pid)
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "2 2|2 2"  # both ranges: 2 CPUs from Ray, 2 Blender threads
+
+
+def test_blender_threads_come_from_the_environment_before_the_spec(monkeypatch):
+    from tvr_gym.render.base import RENDER
+    from tvr_gym.render.blender import BLENDER_THREADS_ENV, blender_threads
+
+    monkeypatch.delenv(BLENDER_THREADS_ENV, raising=False)
+    assert blender_threads() == (int(RENDER["blender"]["threads"]) or None)
+    monkeypatch.setenv(BLENDER_THREADS_ENV, "3")
+    assert blender_threads() == 3
+    monkeypatch.setenv(BLENDER_THREADS_ENV, "0")
+    assert blender_threads() is None  # Blender's own choice
+    monkeypatch.setenv(BLENDER_THREADS_ENV, "two")
+    with pytest.raises(ValueError, match=BLENDER_THREADS_ENV):
+        blender_threads()
+
+
+@given(st.sets(st.integers(0, 300), max_size=120), st.integers(1, 40))
+def test_index_ranges_cover_the_indices_in_runs_of_consecutive_indices(indices, size):
+    todo = sorted(indices)
+    ranges = index_ranges(todo, size)
+    assert [i for r in ranges for i in r] == todo  # every index once, in order
+    for r in ranges:
+        assert 1 <= len(r) <= size
+        assert r == list(range(r[0], r[0] + len(r)))  # consecutive: one task, one contiguous range
+    for a, b in zip(ranges, ranges[1:]):  # a new range only where the last is full or the run breaks
+        assert len(a) == size or b[0] != a[-1] + 1
