@@ -287,3 +287,66 @@ def test_index_ranges_cover_the_indices_in_runs_of_consecutive_indices(indices, 
         assert r == list(range(r[0], r[0] + len(r)))  # consecutive: one task, one contiguous range
     for a, b in zip(ranges, ranges[1:]):  # a new range only where the last is full or the run breaks
         assert len(a) == size or b[0] != a[-1] + 1
+
+
+# ---------------------------------------------------------------- table exports as parquet shards
+
+TABLE = ["export", "--format", "verl", "--env", "TVR-CrossView-v0", "--n", "7", "--seed", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def shards_local(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "local"
+    code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3")
+    assert code == 0, err
+    return out / "train"
+
+
+def test_parquet_shards_on_ray_are_byte_identical_and_listed_in_the_manifest(shards_local, tmp_path):
+    out = tmp_path / "ray"
+    code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray", "--workers", "2")
+    assert code == 0, err
+    names = sorted(p.name for p in shards_local.iterdir())
+    assert names == ["shards.json", *(f"train-0000{k}-of-00003.parquet" for k in range(3))]
+    assert names == sorted(p.name for p in (out / "train").iterdir())
+    for name in names:
+        assert (shards_local / name).read_bytes() == (out / "train" / name).read_bytes(), name
+    manifest = json.loads((shards_local / "shards.json").read_text())
+    assert [(s["file"], s["start"], s["rows"]) for s in manifest["shards"]] == [
+        ("train-00000-of-00003.parquet", 0, 3), ("train-00001-of-00003.parquet", 3, 3),
+        ("train-00002-of-00003.parquet", 6, 1),
+    ]  # fmt: skip
+
+
+def test_parquet_shards_read_as_the_one_file_export(shards_local, tmp_path):
+    import numpy as np
+    from datasets import Dataset, load_dataset
+
+    whole_dir = tmp_path / "whole"
+    assert run(*TABLE, "--out", str(whole_dir))[0] == 0
+    sharded = load_dataset("parquet", data_files=str(shards_local / "*.parquet"), split="train")
+    whole = Dataset.from_parquet(str(whole_dir / "train.parquet"))
+    assert sharded.features == whole.features and len(sharded) == len(whole) == 7
+    by_dir = load_dataset("parquet", data_dir=str(shards_local), split="train")  # EasyR1's read of a directory
+    assert by_dir.features == whole.features and by_dir["extra_info"] == whole["extra_info"]
+    for a, b in zip(sharded, whole):
+        assert {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"}
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a["images"], b["images"]))
+
+
+def test_a_sharded_export_resumes_shard_by_shard_and_refuses_another_export(shards_local, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(shards_local.parent, out)
+    kept = out / "train" / "train-00000-of-00003.parquet"
+    before = kept.stat().st_ino, kept.stat().st_mtime_ns
+    (out / "train" / "train-00001-of-00003.parquet").unlink()
+    code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray")
+    assert code == 0, err
+    assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == before  # a finished shard is not made again
+    for name in ("train-00001-of-00003.parquet", "shards.json"):
+        assert (out / "train" / name).read_bytes() == (shards_local / name).read_bytes()
+
+    code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "2")
+    assert code == 2 and "holds another export (rows_per_shard: 3 there, 2 now)" in err

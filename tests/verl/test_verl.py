@@ -127,6 +127,29 @@ def test_rlhf_dataset_keeps_every_exported_row(exports, model_dir, mode):
         assert row["extra_info"]["answer"] == info["truth"] and row["index"] == i
 
 
+def test_rlhf_dataset_reads_the_parquet_shards_as_the_whole_export(exports, model_dir, tmp_path):
+    """``export --shard-size``: verl's dataset takes the shards' file list and gets the one-file export's rows."""
+    from verl.utils.tokenizer import hf_processor, hf_tokenizer
+
+    from tvr_gym.data.shards import shard_files
+
+    export("verl", ENV, N, tmp_path, seed=4, render_size=SIZE, progress=False, shard_size=2)
+    files = shard_files(tmp_path / "train")
+    assert len(files) == -(-N // 2) and all(f.suffix == ".parquet" for f in files)
+    config = composed(CONFIGS / "verl_tvr_crossview.sh", model_dir, exports / "image")
+    tokenizer, processor = hf_tokenizer(str(model_dir)), hf_processor(str(model_dir))
+    sharded = dataset(config, files, tokenizer, processor)
+    whole = dataset(config, [exports / "image" / "train.parquet"], tokenizer, processor)
+    assert len(sharded) == len(whole) == N
+    for i in range(N):
+        a, b = sharded[i], whole[i]
+        assert a["index"] == b["index"] == i and a["extra_info"] == b["extra_info"]
+        blocks_a, blocks_b = a["raw_prompt"][-1]["content"], b["raw_prompt"][-1]["content"]
+        assert blocks_a[2]["text"] == blocks_b[2]["text"]
+        for k in (0, 1):
+            assert np.array_equal(np.asarray(blocks_a[k]["image"]), np.asarray(blocks_b[k]["image"]))
+
+
 # ---------------------------------------------------------------- verl loads our reward, which equals env.step
 
 

@@ -125,19 +125,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_env_id(args.env)
     check_int("--n", args.n, 0, MAX_ROWS)
     check_creatable(args.out, "--out")
-    ray = ray_options(args)
+    table = args.format != "trance"
+    ray = ray_options(args, rows_per_shard=table)  # --shard-size: rows per parquet shard, with either engine
     if ray is None and args.workers != 1:
         raise ValueError("--workers: only with --engine ray (an export runs in one process here)")
-    if ray is not None and args.format != "trance":
-        raise ValueError(f"--engine: ray runs --format trance exports; {args.format} exports run here")
-    resumable = args.format == "trance"
+    sharded = table and (ray is not None or args.shard_size is not None)
+    resumable = args.format == "trance" or sharded
     args.on_interrupt = (
         f"the finished samples are kept in {args.out}: {RESUME_NOTE}" if resumable
         else "nothing was exported (a split is written only when complete)"
     )  # fmt: skip
     target = export(
         args.format, args.env, args.n, args.out, seed=args.seed, start=args.start, split=args.split,
-        progress=not args.quiet, demonstrations=args.demonstrations, engine=args.engine, ray=ray, **env_kwargs(args),
+        progress=not args.quiet, demonstrations=args.demonstrations, engine=args.engine, ray=ray,
+        shard_size=args.shard_size if table else None, **env_kwargs(args),
     )  # fmt: skip
     what = f"{args.demonstrations} demonstrations" if args.demonstrations else "episodes"
     print(f"wrote {args.n} {what} of {args.env} as {args.format} to {target}")

@@ -189,7 +189,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         "--address", help="ray: 'auto' (the cluster `ray start` made here), HOST:PORT or ray://HOST:PORT; "
         "default: a local Ray instance of --workers CPUs, for this command only",
     )  # fmt: skip
-    group.add_argument("--shard-size", type=int, help=f"ray: samples per task (default {DEFAULT_SHARD_SIZE})")
+    group.add_argument(
+        "--shard-size", type=int, help=f"ray: samples per task (default {DEFAULT_SHARD_SIZE}); table exports "
+        "(either engine): rows per parquet shard, OUT/SPLIT/SPLIT-00000-of-0000K.parquet (default 1000)",
+    )  # fmt: skip
     group.add_argument(
         "--cpus-per-task", type=int, help="ray: CPUs each task asks for; Blender renders with that many threads "
         "(default 1)",
@@ -199,14 +202,18 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ray_options(args: argparse.Namespace) -> Any:
+def ray_options(args: argparse.Namespace, rows_per_shard: bool = False) -> Any:
     """The :class:`~tvr_gym.data.cluster.RayOptions` of the flags, or ``None`` for ``--engine local``.
 
-    A Ray flag given with ``--engine local`` is refused rather than ignored.
+    A Ray flag given with ``--engine local`` is refused rather than ignored. With ``rows_per_shard`` (a table
+    export), ``--shard-size`` is the rows of each parquet shard, for either engine, and not Ray's.
     """
     from tvr_gym.data.cluster import RayOptions
 
-    given = [name for name in RAY_FLAGS if getattr(args, name, None) is not None]
+    if rows_per_shard and args.shard_size is not None:
+        check_int("--shard-size", args.shard_size, 1)
+    flags = [name for name in RAY_FLAGS if not (rows_per_shard and name == "shard_size")]
+    given = [name for name in flags if getattr(args, name, None) is not None]
     if args.engine != "ray":
         if given:
             raise ValueError(f"--{given[0].replace('_', '-')}: only with --engine ray")

@@ -146,13 +146,14 @@ def run_ranges(
     options: RayOptions,
     on_range: Callable[[list[str]], None],
     on_failure: Callable[[], None] | None = None,
+    name: Callable[[list[int]], str] = describe,
 ) -> int:
     """Run ``fn(payload(range))`` as one Ray task per range of ``indices`` (ascending); returns the ranges run.
 
     ``fn`` (a module-level function, run in a Ray worker) makes one range's samples and returns their lines;
     ``on_range`` gets them, in this process, in the order the ranges finish. When a range fails on every
     attempt, the tasks in flight are cancelled and waited for, ``on_failure`` runs (to remove what they
-    left), and :class:`RangeFailedError` is raised. Call inside :func:`ray_session`.
+    left), and :class:`RangeFailedError` is raised, naming the range by ``name``. Call inside :func:`ray_session`.
     """
     import ray
 
@@ -183,7 +184,7 @@ def run_ranges(
                     lines = ray.get(ref)
                 except Exception as exc:  # the last attempt's error: a RayTaskError, or a worker that died
                     raise RangeFailedError(
-                        f"{describe(chunk)} failed {options.retries + 1} times; the last: {_cause(exc)}"
+                        f"{name(chunk)} failed {options.retries + 1} times; the last: {_cause(exc)}"
                     ) from None
                 on_range(lines)
     except BaseException:

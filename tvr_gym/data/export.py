@@ -397,6 +397,7 @@ def export(
     demonstrations: str | None = None,
     engine: str = "local",
     ray: RayOptions | None = None,
+    shard_size: int | None = None,
     **env_kwargs: Any,
 ) -> Path:
     """Export rows ``start .. start + n - 1`` of ``env_id`` as ``fmt``; returns what was written.
@@ -410,15 +411,21 @@ def export(
     - ``verl``, ``easyr1`` and ``skyrl``: ``out/<split>.parquet`` (``skyrl``: text only; it also takes
       ``TVR-Interactive-v0``, whose rows are for the ``tvr_interactive`` environment);
     - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``, and like it
-      on a Ray cluster with ``engine="ray"`` (``ray``: :class:`~tvr_gym.data.cluster.RayOptions`).
+      on a Ray cluster with ``engine="ray"`` (``ray``: :class:`~tvr_gym.data.cluster.RayOptions`);
+    - with ``shard_size`` or ``engine="ray"``, a table format is written as parquet shards of ``shard_size``
+      rows (default 1000), ``out/<split>/<split>-00000-of-0000K.parquet``, with the manifest
+      ``out/<split>/shards.json``: resumable shard by shard, and on Ray one task per shard
+      (:mod:`tvr_gym.data.shards`). ``hf`` rows too are then parquet (``load_dataset("parquet", ...)``).
 
     Every argument is checked, and the environment built, before anything is written; the dataset
     appears atomically once complete.
     """
     check_choice("format", fmt, FORMATS)
     check_choice("engine", engine, ENGINES)
-    if engine == "ray" and fmt != "trance":
-        raise ValueError(f"engine: ray runs trance exports (and generate); {fmt} exports run here (--engine local)")
+    if shard_size is not None:
+        check_int("shard_size", shard_size, 1)
+        if fmt == "trance":
+            raise ValueError("shard_size: trance exports are one dataset directory; shards are for table formats")
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         check_int(name, value, 0)
     if not isinstance(split, str) or not split or not split.replace("_", "").replace("-", "").isalnum():
@@ -443,6 +450,13 @@ def export(
         with stopping_cleanly(Path(out), RESUMES):
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
+    if shard_size is not None or engine == "ray":
+        from tvr_gym.data.shards import DEFAULT_SHARD_ROWS, export_shards
+
+        with stopping_cleanly(Path(out), RESUMES):
+            return export_shards(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images,
+                                 shard_size or DEFAULT_SHARD_ROWS, (ray or RayOptions()) if engine == "ray" else None,
+                                 demonstrations)  # fmt: skip
     with stopping_cleanly(Path(out), STARTS_OVER):
         return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images,
                              demonstrations)  # fmt: skip
