@@ -400,3 +400,33 @@ def test_the_none_renderer_draws_black_frames_of_the_size_and_checks_inputs(tran
     obs, _ = env.reset(seed=3)
     assert obs["initial"].shape == (24, 32, 3) and not obs["final"].any()
     assert obs["prompt"] == gym.make("TVR-Basic-v0", renderer="numpy", render_size=(32, 24)).reset(seed=3)[0]["prompt"]
+
+
+def test_gl_renders_the_same_frame_from_any_thread(gl_renderer):
+    """A trainer's data thread or a web server's request threads render with the process's one GL context."""
+    import threading
+
+    from tvr_gym.problems.generator import generate
+
+    problem = generate("crossview", 3, index=2)
+    camera = camera_rig("left")
+    in_main = gl_renderer.render(problem.final, camera)
+    made_elsewhere: dict[str, object] = {}
+
+    def elsewhere() -> None:
+        try:
+            made_elsewhere["frame"] = gl_renderer.render(problem.final, camera)
+            other = make_renderer("gl", size=(80, 60))  # a renderer created in this thread, too
+            made_elsewhere["small"] = other.render(problem.final, camera)
+            other.close()
+        except Exception as exc:  # re-raised below, in the test's thread
+            made_elsewhere["error"] = exc
+
+    threads = [threading.Thread(target=elsewhere) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    assert "error" not in made_elsewhere, made_elsewhere.get("error")
+    assert np.array_equal(made_elsewhere["frame"], in_main)
+    assert np.array_equal(made_elsewhere["small"], make_renderer("gl", size=(80, 60)).render(problem.final, camera))
+    assert np.array_equal(gl_renderer.render(problem.final, camera), in_main)  # and the main thread still can

@@ -9,11 +9,15 @@ a resolve into a preallocated buffer. ``render_mask`` is a flat pass without MSA
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import math
 import threading
 import weakref
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -784,6 +788,19 @@ class _Shared:
         self.lock = threading.RLock()
         """Held by every frame: GL state is shared, so renders from several threads take turns."""
         self._static_uniforms()
+        self.any_thread = _release_current()
+        """Whether every use makes the context current in its own thread (:meth:`current`): then any thread may
+        render (a trainer's data thread, a web server's request threads), not only the one that created it."""
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Hold :attr:`lock` with the context current in this thread, and release it from this thread after."""
+        with self.lock:
+            if not self.any_thread:
+                yield
+                return
+            with self.ctx:
+                yield
 
     def _object_program(self, kind: str, shape: str):
         source = _FRAGMENT.replace("_KIND_", str(_KINDS[kind])).replace("_SHAPE_", str(_SHAPES.get(shape, -1)))
@@ -899,6 +916,24 @@ class _Shared:
         self.share("u_sh", self.sh.tobytes())
 
 
+def _release_current() -> bool:
+    """Make no EGL context current in this thread (the one that created the shared context).
+
+    An EGL context is current in at most one thread: left current in its creator, no other thread can use it.
+    Released here, each use enters it (``with ctx``: ``eglMakeCurrent`` in the using thread) and leaves it
+    released. Returns ``False`` where libEGL cannot be reached this way (the creating thread then keeps it).
+    """
+    try:
+        egl = ctypes.CDLL(ctypes.util.find_library("EGL") or "libEGL.so.1")
+        egl.eglGetCurrentDisplay.restype = ctypes.c_void_p
+        egl.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
+        egl.eglMakeCurrent.restype = ctypes.c_uint
+        display = egl.eglGetCurrentDisplay()
+        return bool(display) and egl.eglMakeCurrent(display, None, None, None) == 1
+    except (OSError, AttributeError):
+        return False
+
+
 _SHARED: _Shared | None = None
 _SHARED_ERROR: Exception | None = None
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -958,6 +993,14 @@ class GLRenderer(Renderer):
         self._gl = shared_context()
         self.closed = False
         _LIVE.add(self)
+        with self._gl.current():
+            self._make_framebuffers()
+        self._last_view: tuple[Camera | None, bytes] = (None, b"")
+        w, h = self.size
+        self._pixels = bytearray(w * h * 3)
+        self._codes = bytearray(w * h)
+
+    def _make_framebuffers(self) -> None:
         ctx = self._gl.ctx
         samples = min(int(RENDER["msaa_samples"]), int(ctx.max_samples))
         self._msaa = ctx.framebuffer(
@@ -973,10 +1016,6 @@ class GLRenderer(Renderer):
             depth_attachment=ctx.depth_renderbuffer(self.size),
         )
         self._fbos = (self._msaa, self._behind, self._resolved, self._mask_fbo)
-        self._last_view: tuple[Camera | None, bytes] = (None, b"")
-        w, h = self.size
-        self._pixels = bytearray(w * h * 3)
-        self._codes = bytearray(w * h)
 
     # -- per-frame helpers -------------------------------------------------------------------
     def _viewproj(self, camera: Camera) -> bytes:
@@ -1080,7 +1119,7 @@ class GLRenderer(Renderer):
 
     # -- public API ----------------------------------------------------------------------------
     def render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
-        with self._gl.lock:
+        with self._gl.current():
             return self._render(state, camera, lamps)
 
     def _render(self, state: State, camera: Camera, lamps: list[Lamp] | None = None) -> np.ndarray:
@@ -1120,7 +1159,7 @@ class GLRenderer(Renderer):
         return np.frombuffer(self._pixels, dtype=np.uint8).reshape(h, w, 3).copy()
 
     def render_mask(self, state: State, camera: Camera) -> np.ndarray:
-        with self._gl.lock:
+        with self._gl.current():
             return self._render_mask(state, camera)
 
     def _render_mask(self, state: State, camera: Camera) -> np.ndarray:
@@ -1144,11 +1183,14 @@ class GLRenderer(Renderer):
         """Release this renderer's framebuffers (the shared context stays; see :func:`release_shared_context`)."""
         self.closed = True
         fbos, self._fbos = self._fbos, ()
-        for fbo in fbos:
-            for att in (*fbo.color_attachments, fbo.depth_attachment):
-                if att is not None:
-                    att.release()
-            fbo.release()
+        if not fbos:
+            return
+        with self._gl.current():
+            for fbo in fbos:
+                for att in (*fbo.color_attachments, fbo.depth_attachment):
+                    if att is not None:
+                        att.release()
+                fbo.release()
 
     def __del__(self) -> None:
         try:
