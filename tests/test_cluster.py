@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvr_gym.core.trance import DATA_FILE, IMAGE_DIR, image_name
 from tvr_gym.data.cluster import index_ranges
 from tvr_gym.data.dataset import JOURNAL_FILE
+
+from props import examples
 
 
 @pytest.fixture(autouse=True)
@@ -277,6 +279,7 @@ def test_blender_threads_come_from_the_environment_before_the_spec(monkeypatch):
         blender_threads()
 
 
+@settings(max_examples=examples(200))
 @given(st.sets(st.integers(0, 300), max_size=120), st.integers(1, 40))
 def test_index_ranges_cover_the_indices_in_runs_of_consecutive_indices(indices, size):
     todo = sorted(indices)

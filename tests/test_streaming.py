@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvr_gym.data.export import export
 from tvr_gym.data.streaming import episode_stream, stream_indices
+
+from props import examples
 
 TEXT = {"obs_mode": "text"}
 
@@ -62,6 +64,7 @@ def test_ranks_split_the_stream_into_disjoint_deterministic_parts():
     assert part(0) == parts[0]  # the same seed, the same rows in the same place
 
 
+@settings(max_examples=examples(200))
 @given(st.integers(1, 12), st.integers(0, 50), st.integers(0, 60), st.data())
 def test_stream_indices_deal_every_index_to_exactly_one_shard(num_shards, start, n, data):
     owner = data.draw(st.lists(st.integers(0, 3), min_size=num_shards, max_size=num_shards))  # shard -> worker
