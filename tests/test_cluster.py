@@ -231,9 +231,17 @@ def test_a_bad_argument_is_one_line_exit_2_and_creates_nothing(tmp_path, args, m
     assert not out.exists()
 
 
-def test_export_refuses_ray_for_table_formats(tmp_path):
-    code, _, err = run("export", "--format", "hf", "--n", "2", "--out", str(tmp_path / "x"), "--engine", "ray")
-    assert code == 2 and "ray runs --format trance exports" in err
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "trance", "--shard-size", "4"], "--shard-size: only with --engine ray"),
+        (["--format", "verl", "--workers", "2"], "--workers: only with --engine ray"),
+        (["--format", "verl", "--shard-size", "0"], "--shard-size: expected an integer >= 1, got 0"),
+    ],
+)
+def test_export_refuses_flags_its_engine_does_not_take(tmp_path, args, message):
+    code, _, err = run("export", "--n", "2", "--out", str(tmp_path / "x"), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
