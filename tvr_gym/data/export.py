@@ -18,7 +18,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -44,6 +43,7 @@ from tvr_gym.data.dataset import (
     write_sample,
 )
 from tvr_gym.data.demonstrations import Demonstration, demonstrations
+from tvr_gym.data.shards import DEFAULT_SHARD_ROWS, datasets_quiet, export_shards
 from tvr_gym.envs.base import check_env_kwargs
 from tvr_gym.envs.interactive_sb3 import SOLVERS
 from tvr_gym.envs.registration import INTERACTIVE_ID, check_env_id
@@ -451,12 +451,11 @@ def export(
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
     if shard_size is not None or engine == "ray":
-        from tvr_gym.data.shards import DEFAULT_SHARD_ROWS, export_shards
-
+        features = _features(fmt, with_images, env_id == INTERACTIVE_ID, demonstrations=demonstrations is not None)
         with stopping_cleanly(Path(out), RESUMES):
-            return export_shards(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images,
-                                 shard_size or DEFAULT_SHARD_ROWS, (ray or RayOptions()) if engine == "ray" else None,
-                                 demonstrations)  # fmt: skip
+            return export_shards(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), _shaped_rows,
+                                 features, shard_size or DEFAULT_SHARD_ROWS,
+                                 (ray or RayOptions()) if engine == "ray" else None, demonstrations)  # fmt: skip
     with stopping_cleanly(Path(out), STARTS_OVER):
         return _export_table(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), with_images,
                              demonstrations)  # fmt: skip
@@ -507,7 +506,7 @@ def _build_table(
 ) -> Path:  # fmt: skip
     from datasets import Dataset
 
-    with _datasets_quiet(), tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out) as tmp:
+    with datasets_quiet(), tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out) as tmp:
         dataset = Dataset.from_generator(
             _shaped_rows,
             features=_features(fmt, with_images, env_id == INTERACTIVE_ID, demonstrations=solver is not None),
@@ -528,20 +527,6 @@ def _build_table(
             os.replace(staged, target)
         del dataset
     return target
-
-
-@contextmanager
-def _datasets_quiet() -> Iterator[None]:
-    """``datasets``' own progress bars off (the export's bar says it all), restored afterwards."""
-    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_quiet = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_quiet:
-            enable_progress_bars()
 
 
 def _hf_splits(out: Path) -> list[str]:

@@ -19,6 +19,8 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -29,7 +31,7 @@ from tvr_gym.data.cluster import RayOptions, ray_session
 from tvr_gym.data.dataset import BUSY, DatasetDirError, counting, lock_dir, unlock_dir
 from tvr_gym.version import __version__
 
-__all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "export_shards", "shard_files"]
+__all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "datasets_quiet", "export_shards", "shard_files"]
 
 SHARDS_FILE = "shards.json"
 DEFAULT_SHARD_ROWS = 1000
@@ -60,9 +62,15 @@ def shard_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 def export_shards(
     fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
-    with_images: bool, rows_per_shard: int, ray: RayOptions | None, solver: str | None = None,
+    make_rows: Callable[..., Iterator[dict]], features: Any, rows_per_shard: int, ray: RayOptions | None,
+    solver: str | None = None,
 ) -> Path:  # fmt: skip
-    """Write the shards still missing in ``out/split/``, here or (``ray``) as one Ray task each; the directory."""
+    """Write the shards still missing in ``out/split/``, here or (``ray``) as one Ray task each; the directory.
+
+    ``make_rows(fmt=, env_id=, start=, n=, seed=, split=, env_kwargs=, progress=, solver=)`` makes a shard's
+    rows (a module-level function, run where the shard is made) and ``features`` are their ``datasets``
+    features: :func:`tvr_gym.data.export.export` passes its own.
+    """
     directory = out / split
     shards = plan(split, start, n, rows_per_shard)
     manifest = {
@@ -72,11 +80,11 @@ def export_shards(
     }  # fmt: skip
     if ray is not None:
         with ray_session(ray):  # a bad address fails before anything is written
-            return _export(manifest, directory, with_images, progress, ray)
-    return _export(manifest, directory, with_images, progress, None)
+            return _export(manifest, directory, (make_rows, features), progress, ray)
+    return _export(manifest, directory, (make_rows, features), progress, None)
 
 
-def _export(manifest: dict, directory: Path, with_images: bool, progress: bool, ray: RayOptions | None) -> Path:
+def _export(manifest: dict, directory: Path, maker: tuple, progress: bool, ray: RayOptions | None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     try:
         lock = lock_dir(directory)
@@ -87,7 +95,7 @@ def _export(manifest: dict, directory: Path, with_images: bool, progress: bool, 
         shards = manifest["shards"]
         todo = [k for k, shard in enumerate(shards) if not (directory / shard["file"]).is_file()]
         rows = sum(shards[k]["rows"] for k in todo)
-        task = partial(_shard_task, manifest, str(directory), with_images)
+        task = partial(_shard_task, manifest, str(directory), maker)
         label = f"exporting {manifest['env']} ({manifest['format']}, {len(todo)} shards)"
         with counting(rows, label, progress, unit="rows") as advance:
             if ray is None:
@@ -126,34 +134,30 @@ def _remove_stale(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _shard_task(manifest: dict, directory: str, with_images: bool, chunk: list[int]) -> tuple:
+def _shard_task(manifest: dict, directory: str, maker: tuple, chunk: list[int]) -> tuple:
     (k,) = chunk
-    return manifest, directory, with_images, k
+    return manifest, directory, maker, k
 
 
 def _shard_rows(lines: list[str]) -> int:
     return sum(json.loads(line)["rows"] for line in lines)
 
 
-def _write_shard(task: tuple[dict, str, bool, int]) -> list[str]:
+def _write_shard(task: tuple[dict, str, tuple, int]) -> list[str]:
     """Make one shard's rows and write them as its parquet file, atomically; one line saying what was written."""
     from datasets import Dataset
 
-    from tvr_gym.data.export import _datasets_quiet, _features, _shaped_rows
-    from tvr_gym.envs.registration import INTERACTIVE_ID
-
-    manifest, directory, with_images, k = task
+    manifest, directory, (make_rows, features), k = task
     shard, fmt = manifest["shards"][k], manifest["format"]
     target = Path(directory) / shard["file"]
     env_kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in manifest["env_kwargs"].items()}
-    solver = manifest["demonstrations"]
-    with _datasets_quiet(), tempfile.TemporaryDirectory(prefix="tvr-gym-shard-") as cache:
+    with datasets_quiet(), tempfile.TemporaryDirectory(prefix="tvr-gym-shard-") as cache:
         dataset = Dataset.from_generator(
-            _shaped_rows,
-            features=_features(fmt, with_images, manifest["env"] == INTERACTIVE_ID, demonstrations=solver is not None),
+            make_rows,
+            features=features,
             gen_kwargs={"fmt": fmt, "env_id": manifest["env"], "start": shard["start"], "n": shard["rows"],
                         "seed": manifest["seed"], "split": manifest["split"], "env_kwargs": env_kwargs,
-                        "progress": False, "solver": solver},  # fmt: skip
+                        "progress": False, "solver": manifest["demonstrations"]},  # fmt: skip
             cache_dir=cache,
         )
         staged = Path(directory) / f".{target.name}.{secrets.token_hex(4)}.tmp"  # made by pyarrow: the umask's mode
@@ -174,3 +178,17 @@ def _shard_label(shards: list[dict], chunk: list[int]) -> str:
     """``shard 3 (rows 3000..3999)``: what a failed Ray task was making."""
     shard = shards[chunk[0]]
     return f"shard {chunk[0]} ({shard['file']}, rows {shard['start']}..{shard['start'] + shard['rows'] - 1})"
+
+
+@contextmanager
+def datasets_quiet() -> Iterator[None]:
+    """``datasets``' own progress bars off (the export's bar says it all), restored afterwards."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_quiet = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_quiet:
+            enable_progress_bars()
