@@ -46,7 +46,8 @@ def test_dataloader_workers_share_the_rows_without_overlap():
     from torch.utils.data import DataLoader
 
     stream = episode_stream("TVR-Basic-v0", seed=2, n=18, num_shards=4, **TEXT)
-    loader = DataLoader(stream, batch_size=None, num_workers=2)
+    # spawned: a worker forked after this process rendered with gl hangs in Mesa's llvmpipe (docs/integrations.md)
+    loader = DataLoader(stream, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     seen = indices_of(loader)
     assert sorted(seen) == list(range(18))  # every row once
 
