@@ -148,16 +148,21 @@ def test_a_worker_killed_mid_task_is_retried_and_the_dataset_is_whole(reference,
     same_dataset(reference, out)
 
 
+def wait_for_journal(process: subprocess.Popen, journal: Path, lines: int, timeout: float = 300) -> None:
+    """Until the running command has journalled ``lines`` samples (or ended, or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= lines:
+            return
+        time.sleep(0.05)
+
+
 def test_a_killed_driver_leaves_finished_ranges_that_the_same_command_resumes(reference, tmp_path):
     out = tmp_path / "ray"
     command = ["generate", *GEN, "--n", "30", "--out", str(out), "--engine", "ray", "--shard-size", "3"]
     process = tvr_gym(*command)
     journal = out / JOURNAL_FILE
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.05)
+    wait_for_journal(process, journal, 3)
     process.kill()  # SIGKILL: no chance to tidy up
     process.wait()
     kept = journal.read_text().count("\n")
@@ -197,11 +202,7 @@ def test_sigterm_stops_a_ray_job_cleanly_and_keeps_the_finished_ranges(tmp_path)
     out = tmp_path / "ray"
     process = tvr_gym("generate", *GEN, "--n", "60", "--out", str(out), "--engine", "ray", "--shard-size", "2")
     journal = out / JOURNAL_FILE
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.05)
+    wait_for_journal(process, journal, 2)
     process.send_signal(signal.SIGTERM)
     code, _, err = finish(process)
     assert_nothing_left(process.pid)

@@ -200,6 +200,14 @@ def share_lock(fd: int | None) -> None:
         fcntl.flock(fd, fcntl.LOCK_SH)
 
 
+def lock_or_refuse(directory: Path) -> int | None:
+    """:func:`lock_dir` exclusively, or :class:`DatasetDirError` (:data:`BUSY`) when another command holds it."""
+    try:
+        return lock_dir(directory)
+    except BlockingIOError:
+        raise DatasetDirError(f"{directory}: {BUSY}") from None
+
+
 def unlock_dir(fd: int | None) -> None:
     """Release a lock of :func:`lock_dir`."""
     if fd is not None:
@@ -240,10 +248,7 @@ class DatasetWriter:
         if out.exists() and not out.is_dir():
             raise DatasetDirError(f"{out} is not a directory; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = lock_dir(out)
-        except BlockingIOError:
-            raise DatasetDirError(f"{out}: {BUSY}") from None
+        lock = lock_or_refuse(out)
         try:
             return cls._open_locked(out, manifest, lock)
         except BaseException:

@@ -28,7 +28,7 @@ from typing import Any
 
 from tvr_gym.core.atomic import atomic_write_text
 from tvr_gym.data.cluster import RayOptions, ray_session
-from tvr_gym.data.dataset import BUSY, DatasetDirError, counting, lock_dir, unlock_dir
+from tvr_gym.data.dataset import DatasetDirError, counting, lock_or_refuse, unlock_dir
 from tvr_gym.version import __version__
 
 __all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "datasets_quiet", "export_shards", "shard_files"]
@@ -86,10 +86,7 @@ def export_shards(
 
 def _export(manifest: dict, directory: Path, maker: tuple, progress: bool, ray: RayOptions | None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = lock_dir(directory)
-    except BlockingIOError:
-        raise DatasetDirError(f"{directory}: {BUSY}") from None
+    lock = lock_or_refuse(directory)
     try:
         _claim(directory, manifest)
         shards = manifest["shards"]
