@@ -362,3 +362,21 @@ def test_a_sharded_export_resumes_shard_by_shard_and_refuses_another_export(shar
 
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "2")
     assert code == 2 and "holds another export (rows_per_shard: 3 there, 2 now)" in err
+
+
+def test_ray_tasks_write_shards_to_a_url_as_they_write_them_locally(shards_local, tmp_path):
+    from datasets import load_dataset
+
+    from tvr_gym.data.shards import shard_files
+
+    url = f"file://{tmp_path}/remote"
+    code, out, err = run(*TABLE, "--out", url, "--shard-size", "3", "--engine", "ray", "--workers", "2")
+    assert code == 0, err
+    assert f"to {url}/train" in out
+    names = sorted(p.name for p in shards_local.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "remote" / "train").iterdir())
+    for name in names:
+        assert (shards_local / name).read_bytes() == (tmp_path / "remote" / "train" / name).read_bytes(), name
+    files = shard_files(f"{url}/train")
+    assert files == [f"{url}/train/train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert len(load_dataset("parquet", data_files=files, split="train")) == 7  # datasets reads the URLs

@@ -23,6 +23,7 @@ from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
 from tvr_gym.apps.cliargs import add_engine_options, add_env_options, check_creatable, env_kwargs, ray_options
 from tvr_gym.apps.demo import run_demo
 from tvr_gym.apps.show import check_image_path, show_problem
+from tvr_gym.core.atomic import is_url
 from tvr_gym.core.chat import DEFAULT_WINDOW
 from tvr_gym.core.metrics import format_table, interactive_table
 from tvr_gym.core.options import DEFAULT_RENDER_SIZE, SETTINGS, check_int, check_size
@@ -31,6 +32,7 @@ from tvr_gym.core.trance import load_trance
 from tvr_gym.data.cluster import RangeFailedError
 from tvr_gym.data.dataset import generate_dataset, merge_datasets
 from tvr_gym.data.export import FORMATS, export
+from tvr_gym.data.shards import check_url
 from tvr_gym.envs.base import check_env_kwargs
 from tvr_gym.envs.interactive_sb3 import SOLVERS
 from tvr_gym.envs.registration import ENV_IDS, check_env_id
@@ -124,12 +126,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     check_env_id(args.env)
     check_int("--n", args.n, 0, MAX_ROWS)
-    check_creatable(args.out, "--out")
     table = args.format != "trance"
+    if table and is_url(args.out):
+        check_url(args.out)  # an object store: the export writes parquet shards there
+    else:
+        check_creatable(args.out, "--out")
     ray = ray_options(args, rows_per_shard=table)  # --shard-size: rows per parquet shard, with either engine
     if ray is None and args.workers != 1:
         raise ValueError("--workers: only with --engine ray (an export runs in one process here)")
-    sharded = table and (ray is not None or args.shard_size is not None)
+    sharded = table and (ray is not None or args.shard_size is not None or is_url(args.out))
     resumable = args.format == "trance" or sharded
     args.on_interrupt = (
         f"the finished samples are kept in {args.out}: {RESUME_NOTE}" if resumable
@@ -301,7 +306,8 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
         "--demonstrations", choices=SOLVERS, help="TVR-Interactive-v0: the solver's whole episodes as multi-turn "
         "SFT chats (hf for TRL, verl for its MultiTurnSFTDataset)",
     )  # fmt: skip
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="a directory, or for table formats a URL fsspec knows (s3://bucket/x "
+                   "with s3fs, file:///abs/path): parquet shards are written there")  # fmt: skip
     p.add_argument("--quiet", **quiet)
     p.add_argument("--workers", type=int, default=1, help="--engine ray: the CPUs of the local Ray instance")
     add_env_options(p)

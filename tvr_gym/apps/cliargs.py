@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from tvr_gym.core.atomic import is_url
 from tvr_gym.core.options import EnvConfig, check_int
 from tvr_gym.core.reward import REWARD_NAMES
 from tvr_gym.envs.board import POTENTIALS
@@ -142,6 +143,9 @@ def check_creatable(path: str | os.PathLike[str], flag: str) -> Path:
     permission bits cannot (read-only mounts, ``/proc``, root). ``ValueError`` naming ``flag`` otherwise, so a
     command refuses a bad directory before it builds, loads or creates anything.
     """
+    if is_url(path):
+        raise ValueError(f"{flag}: {path} is a URL; only export's table formats write to one (parquet shards, "
+                         "docs/cluster.md); use a local or shared path")  # fmt: skip
     path = Path(path)
     probe = path
     while not probe.exists() and probe.parent != probe:

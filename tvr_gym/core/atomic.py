@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -12,6 +13,13 @@ from typing import IO, Any
 
 import numpy as np
 from PIL import Image
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(where: object) -> bool:
+    """Whether ``where`` is a URL (``s3://bucket/x``, ``file:///tmp/x``) rather than a local path."""
+    return isinstance(where, str) and _URL.match(where) is not None
 
 
 def _read_umask() -> int:

@@ -140,7 +140,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def stopping_cleanly(out: Path, kept: str) -> Iterator[None]:
+def stopping_cleanly(out: Path | str, kept: str) -> Iterator[None]:
     """Make each way a long write into ``out`` stops one clear error that says what was ``kept``.
 
     SIGTERM (what ``kill`` and schedulers send) stops the block like Ctrl-C; both raise :class:`Interrupted`.

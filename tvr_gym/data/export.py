@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from tvr_gym.core import chat
-from tvr_gym.core.atomic import atomic_write_text, replace_dir
+from tvr_gym.core.atomic import atomic_write_text, is_url, replace_dir
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.trance import Problem
 from tvr_gym.data.cluster import ENGINES, RayOptions, ray_session
@@ -399,7 +399,7 @@ def export(
     ray: RayOptions | None = None,
     shard_size: int | None = None,
     **env_kwargs: Any,
-) -> Path:
+) -> Path | str:
     """Export rows ``start .. start + n - 1`` of ``env_id`` as ``fmt``; returns what was written.
 
     ``demonstrations`` (``oracle`` or ``greedy``, ``TVR-Interactive-v0`` only) exports that solver's whole
@@ -416,6 +416,8 @@ def export(
       rows (default 1000), ``out/<split>/<split>-00000-of-0000K.parquet``, with the manifest
       ``out/<split>/shards.json``: resumable shard by shard, and on Ray one task per shard
       (:mod:`tvr_gym.data.shards`). ``hf`` rows too are then parquet (``load_dataset("parquet", ...)``).
+      ``out`` may then be a URL of a file system ``fsspec`` has (``s3://bucket/x`` with ``s3fs``,
+      ``file:///abs/path``), and a URL ``out`` always writes shards; the URL is returned.
 
     Every argument is checked, and the environment built, before anything is written; the dataset
     appears atomically once complete.
@@ -443,6 +445,9 @@ def export(
         raise ValueError(f"format: {INTERACTIVE_ID} exports as verl (its agent loop) or skyrl rows, not {fmt}{extra}")
     if env_id == INTERACTIVE_ID and fmt == "verl" and demonstrations is None and config.obs_mode != "image":
         raise ValueError("obs_mode: the verl agent loop shows images; export TVR-Interactive-v0 with obs_mode='image'")
+    if is_url(out) and fmt == "trance":
+        raise ValueError(f"out: {out}: a URL takes table exports (parquet shards); write trance data to a local or "
+                         "shared path")  # fmt: skip
     if fmt == "trance" and engine == "ray":
         with ray_session(ray or RayOptions()), stopping_cleanly(Path(out), RESUMES):  # a bad address: before any write
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress, ray or RayOptions())
@@ -450,10 +455,10 @@ def export(
         with stopping_cleanly(Path(out), RESUMES):
             return _export_trance(env_id, seed, start, n, Path(out), env_kwargs, progress)
     with_images = config.obs_mode == "image"
-    if shard_size is not None or engine == "ray":
+    if shard_size is not None or engine == "ray" or is_url(out):
         features = _features(fmt, with_images, env_id == INTERACTIVE_ID, demonstrations=demonstrations is not None)
-        with stopping_cleanly(Path(out), RESUMES):
-            return export_shards(fmt, env_id, start, n, seed, split, env_kwargs, progress, Path(out), _shaped_rows,
+        with stopping_cleanly(out, RESUMES):
+            return export_shards(fmt, env_id, start, n, seed, split, env_kwargs, progress, out, _shaped_rows,
                                  features, shard_size or DEFAULT_SHARD_ROWS,
                                  (ray or RayOptions()) if engine == "ray" else None, demonstrations)  # fmt: skip
     with stopping_cleanly(Path(out), STARTS_OVER):

@@ -1,10 +1,16 @@
 """Table exports as parquet shards, made here or as Ray tasks: ``export --shard-size R`` / ``--engine ray``.
 
 Rows ``start .. start + n - 1`` are cut into shards of ``rows_per_shard`` consecutive rows, written as
-``OUT/SPLIT/SPLIT-00000-of-00004.parquet`` and so on, each whole or not at all (a temporary file renamed
-into place). ``OUT/SPLIT/shards.json`` is the manifest: what was exported (format, environment, seed,
-rows, keywords) and every shard's file, first row and row count. It is written before the first shard,
-so a rerun of the same command skips the shards already there, and a different command is refused.
+``OUT/SPLIT/SPLIT-00000-of-00004.parquet`` and so on, each whole or not at all. ``OUT/SPLIT/shards.json`` is
+the manifest: what was exported (format, environment, seed, rows, keywords) and every shard's file, first row
+and row count. It is written before the first shard, so a rerun of the same command skips the shards already
+there, and a different command is refused.
+
+``OUT`` is a local (or shared) directory, or a URL of a file system ``fsspec`` knows: ``s3://bucket/x``
+(with ``s3fs``), ``gs://`` (``gcsfs``), ``file:///abs/path``. A local shard is written beside its name and
+renamed into place; a remote one is uploaded under a temporary name and moved onto its name, which object
+stores do as one copy, so a reader never sees half a shard. Object stores have no locks: two exports into
+the same URL at once are not detected (a local directory is locked).
 
 A shard depends only on its rows, so the files are the same byte for byte whichever engine made them
 and in whatever order. They are plain parquet with the ``datasets`` features in their schema, read as they
@@ -20,23 +26,93 @@ import re
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tvr_gym.core.atomic import atomic_write_text
+from tvr_gym.core.atomic import atomic_open, is_url
 from tvr_gym.data.cluster import RayOptions, ray_session
 from tvr_gym.data.dataset import DatasetDirError, counting, lock_or_refuse, unlock_dir
 from tvr_gym.version import __version__
 
-__all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "datasets_quiet", "export_shards", "shard_files"]
+__all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "check_url", "datasets_quiet", "export_shards", "shard_files"]
 
 SHARDS_FILE = "shards.json"
 DEFAULT_SHARD_ROWS = 1000
 """Rows per parquet shard when ``--shard-size`` is not given: files of tens of MB with 320x240 images."""
-_STALE = re.compile(r"\..+\.parquet\.[a-z0-9_]+\.tmp")
+_STALE = re.compile(r"\..+\.(parquet|json)\.[A-Za-z0-9_]+\.tmp")
+
+
+def check_url(url: str) -> str:
+    """``url`` when ``fsspec`` has a file system for its protocol, installed; ``ValueError`` saying what is missing."""
+    from fsspec.registry import get_filesystem_class
+
+    protocol = url.split("://", 1)[0]
+    try:
+        get_filesystem_class(protocol)
+    except ValueError:
+        raise ValueError(f"--out: {url}: fsspec knows no file system {protocol!r}") from None
+    except ImportError as exc:
+        raise ValueError(f"--out: {url}: the {protocol!r} file system needs a package: {exc}") from None
+    return url
+
+
+def _filesystem(where: str) -> tuple[Any, str]:
+    """The ``fsspec`` file system of a path or URL, and the path on it (no trailing slash)."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(where)
+    return fs, root.rstrip("/") or root
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where.rstrip('/')}/{name}"
+
+
+def _names(fs: Any, root: str) -> set[str]:
+    """The names in ``root`` (none when it does not exist), read afresh (remote listings are cached)."""
+    fs.invalidate_cache(root)
+    try:
+        return {PurePosixPath(path.rstrip("/")).name for path in fs.ls(root, detail=False)}
+    except FileNotFoundError:
+        return set()
+
+
+def _publish(fs: Any, root: str, name: str, data: bytes | Path) -> None:
+    """Put ``data`` (bytes, or a finished local file) at ``root/name`` whole or not at all.
+
+    Locally a file staged beside its name is renamed onto it (bytes are staged here); remotely the data is
+    uploaded under a temporary name and moved onto its name.
+    """
+    target = f"{root}/{name}"
+    if _is_local(fs):
+        if isinstance(data, bytes):
+            with atomic_open(target, "wb") as fh:
+                fh.write(data)
+        else:
+            with open(data, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(data, target)
+        return
+    staged = f"{root}/.{name}.{secrets.token_hex(4)}.tmp"
+    try:
+        if isinstance(data, bytes):
+            fs.pipe_file(staged, data)
+        else:
+            fs.put_file(str(data), staged)
+        fs.mv(staged, target)
+    except BaseException:
+        with suppress(Exception):
+            fs.rm(staged)
+        raise
 
 
 def shard_name(split: str, k: int, count: int) -> str:
@@ -53,25 +129,31 @@ def plan(split: str, start: int, n: int, rows_per_shard: int) -> list[dict[str, 
     ]  # fmt: skip
 
 
-def shard_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The parquet files a sharded export's manifest lists, in row order (for verl's ``data.train_files``)."""
+def shard_files(directory: str | os.PathLike[str]) -> list[Path] | list[str]:
+    """The parquet files a sharded export's manifest lists, in row order (for verl's ``data.train_files``):
+    paths for a local directory, URLs for a URL."""
+    if is_url(directory):
+        fs, root = _filesystem(directory)
+        manifest = json.loads(fs.cat_file(f"{root}/{SHARDS_FILE}"))
+        return [_join(directory, shard["file"]) for shard in manifest["shards"]]
     directory = Path(directory)
     manifest = json.loads((directory / SHARDS_FILE).read_text(encoding="utf-8"))
     return [directory / shard["file"] for shard in manifest["shards"]]
 
 
 def export_shards(
-    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool, out: Path,
-    make_rows: Callable[..., Iterator[dict]], features: Any, rows_per_shard: int, ray: RayOptions | None,
-    solver: str | None = None,
-) -> Path:  # fmt: skip
-    """Write the shards still missing in ``out/split/``, here or (``ray``) as one Ray task each; the directory.
+    fmt: str, env_id: str, start: int, n: int, seed: int, split: str, env_kwargs: dict, progress: bool,
+    out: str | os.PathLike[str], make_rows: Callable[..., Iterator[dict]], features: Any, rows_per_shard: int,
+    ray: RayOptions | None, solver: str | None = None,
+) -> Path | str:  # fmt: skip
+    """Write the shards still missing in ``out/split/``, here or (``ray``) as one Ray task each; the directory
+    (a path, or the URL when ``out`` is one).
 
     ``make_rows(fmt=, env_id=, start=, n=, seed=, split=, env_kwargs=, progress=, solver=)`` makes a shard's
     rows (a module-level function, run where the shard is made) and ``features`` are their ``datasets``
     features: :func:`tvr_gym.data.export.export` passes its own.
     """
-    directory = out / split
+    directory = _join(check_url(out), split) if is_url(out) else str(Path(out).resolve() / split)
     shards = plan(split, start, n, rows_per_shard)
     manifest = {
         "kind": "export-shards", "tvr_gym": __version__, "format": fmt, "env": env_id, "seed": seed, "split": split,
@@ -80,19 +162,22 @@ def export_shards(
     }  # fmt: skip
     if ray is not None:
         with ray_session(ray):  # a bad address fails before anything is written
-            return _export(manifest, directory, (make_rows, features), progress, ray)
-    return _export(manifest, directory, (make_rows, features), progress, None)
+            _export(manifest, directory, (make_rows, features), progress, ray)
+    else:
+        _export(manifest, directory, (make_rows, features), progress, None)
+    return directory if is_url(out) else Path(directory)
 
 
-def _export(manifest: dict, directory: Path, maker: tuple, progress: bool, ray: RayOptions | None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = lock_or_refuse(directory)
+def _export(manifest: dict, directory: str, maker: tuple, progress: bool, ray: RayOptions | None) -> None:
+    fs, root = _filesystem(directory)
+    fs.makedirs(root, exist_ok=True)
+    lock = lock_or_refuse(Path(root)) if _is_local(fs) else None
     try:
-        _claim(directory, manifest)
+        names = _claim(fs, root, directory, manifest)
         shards = manifest["shards"]
-        todo = [k for k, shard in enumerate(shards) if not (directory / shard["file"]).is_file()]
+        todo = [k for k, shard in enumerate(shards) if shard["file"] not in names]
         rows = sum(shards[k]["rows"] for k in todo)
-        task = partial(_shard_task, manifest, str(directory), maker)
+        task = partial(_shard_task, manifest, directory, maker)
         label = f"exporting {manifest['env']} ({manifest['format']}, {len(todo)} shards)"
         with counting(rows, label, progress, unit="rows") as advance:
             if ray is None:
@@ -103,32 +188,38 @@ def _export(manifest: dict, directory: Path, maker: tuple, progress: bool, ray: 
 
                 one_each = replace(ray, shard_size=1)
                 run_ranges(_write_shard, todo, task, one_each, lambda lines: advance(_shard_rows(lines)),
-                           on_failure=lambda: _remove_stale(directory), name=partial(_shard_label, shards))  # fmt: skip
-        return directory
+                           on_failure=lambda: _remove_stale(fs, root), name=partial(_shard_label, shards))  # fmt: skip
     finally:
         unlock_dir(lock)
 
 
-def _claim(directory: Path, manifest: dict) -> None:
-    """Refuse a directory that holds anything but this export; write the manifest; remove stale temporaries."""
-    existing = directory / SHARDS_FILE
-    if existing.is_file():
-        found = json.loads(existing.read_text(encoding="utf-8"))
+def _claim(fs: Any, root: str, where: str, manifest: dict) -> set[str]:
+    """Refuse a directory that holds anything but this export; write the manifest; remove stale temporaries.
+    The names the directory holds."""
+    names = _names(fs, root)
+    if SHARDS_FILE in names:
+        found = json.loads(fs.cat_file(f"{root}/{SHARDS_FILE}"))
         if found != manifest:
             keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
             diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys if k != "shards")
-            raise DatasetDirError(f"{directory} holds another export ({diff or 'other shards'}); choose another --out")
-    elif any(directory.iterdir()):
-        raise DatasetDirError(f"{directory} is not empty and holds no {SHARDS_FILE}; choose another --out or --split")
+            raise DatasetDirError(f"{where} holds another export ({diff or 'other shards'}); choose another --out")
+    elif names:
+        raise DatasetDirError(f"{where} is not empty and holds no {SHARDS_FILE}; choose another --out or --split")
     else:
-        atomic_write_text(existing, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    _remove_stale(directory)
+        _publish(fs, root, SHARDS_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return names - _remove_stale(fs, root, names)
 
 
-def _remove_stale(directory: Path) -> None:
-    for path in directory.iterdir():
-        if _STALE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
+def _remove_stale(fs: Any, root: str, names: set[str] | None = None) -> set[str]:
+    """Remove the temporary files a killed export left in ``root``; their names."""
+    stale = {name for name in (_names(fs, root) if names is None else names) if _STALE.fullmatch(name)}
+    for name in stale:
+        path = f"{root}/{name}"
+        if not _is_local(fs):
+            fs.rm(path)
+        elif Path(path).is_file() and not Path(path).is_symlink():
+            Path(path).unlink(missing_ok=True)
+    return stale
 
 
 def _shard_task(manifest: dict, directory: str, maker: tuple, chunk: list[int]) -> tuple:
@@ -146,7 +237,7 @@ def _write_shard(task: tuple[dict, str, tuple, int]) -> list[str]:
 
     manifest, directory, (make_rows, features), k = task
     shard, fmt = manifest["shards"][k], manifest["format"]
-    target = Path(directory) / shard["file"]
+    fs, root = _filesystem(directory)
     env_kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in manifest["env_kwargs"].items()}
     with datasets_quiet(), tempfile.TemporaryDirectory(prefix="tvr-gym-shard-") as cache:
         dataset = Dataset.from_generator(
@@ -157,16 +248,13 @@ def _write_shard(task: tuple[dict, str, tuple, int]) -> list[str]:
                         "progress": False, "solver": manifest["demonstrations"]},  # fmt: skip
             cache_dir=cache,
         )
-        staged = Path(directory) / f".{target.name}.{secrets.token_hex(4)}.tmp"  # made by pyarrow: the umask's mode
+        # pyarrow writes the file (the umask's mode): beside its name locally, in the cache for an upload
+        staged = Path(root if _is_local(fs) else cache) / f".{shard['file']}.{secrets.token_hex(4)}.tmp"
         try:
             dataset.to_parquet(staged)
-            with open(staged, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(staged, target)
-        except BaseException:
-            Path(staged).unlink(missing_ok=True)
-            raise
+            _publish(fs, root, shard["file"], staged)
         finally:
+            staged.unlink(missing_ok=True)
             del dataset
     return [json.dumps({"file": shard["file"], "rows": shard["rows"]})]
 
