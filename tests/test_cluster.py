@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tvr_gym.core.trance import DATA_FILE, IMAGE_DIR, image_name
 from tvr_gym.data.cluster import index_ranges
 from tvr_gym.data.dataset import JOURNAL_FILE
+from tvr_gym.data.shards import MANIFEST_DIR
 
 from props import examples
 
@@ -319,11 +320,13 @@ def test_parquet_shards_on_ray_are_byte_identical_and_listed_in_the_manifest(sha
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray", "--workers", "2")
     assert code == 0, err
     names = sorted(p.name for p in shards_local.iterdir())
-    assert names == ["shards.json", *(f"train-0000{k}-of-00003.parquet" for k in range(3))]
+    assert names == [f"train-0000{k}-of-00003.parquet" for k in range(3)]  # nothing else (EasyR1 reads the type)
     assert names == sorted(p.name for p in (out / "train").iterdir())
     for name in names:
         assert (shards_local / name).read_bytes() == (out / "train" / name).read_bytes(), name
-    manifest = json.loads((shards_local / "shards.json").read_text())
+    assert sorted(p.name for p in (out / MANIFEST_DIR).iterdir()) == ["train.json"]
+    manifest = json.loads((shards_local.parent / MANIFEST_DIR / "train.json").read_bytes())
+    assert manifest == json.loads((out / MANIFEST_DIR / "train.json").read_bytes())
     assert [(s["file"], s["start"], s["rows"]) for s in manifest["shards"]] == [
         ("train-00000-of-00003.parquet", 0, 3), ("train-00001-of-00003.parquet", 3, 3),
         ("train-00002-of-00003.parquet", 6, 1),
@@ -339,8 +342,12 @@ def test_parquet_shards_read_as_the_one_file_export(shards_local, tmp_path):
     sharded = load_dataset("parquet", data_files=str(shards_local / "*.parquet"), split="train")
     whole = Dataset.from_parquet(str(whole_dir / "train.parquet"))
     assert sharded.features == whole.features and len(sharded) == len(whole) == 7
+    for entry in os.listdir(shards_local):  # EasyR1 reads a directory as the type of whichever name comes first
+        assert os.path.splitext(entry)[1] == ".parquet", entry
     by_dir = load_dataset("parquet", data_dir=str(shards_local), split="train")  # EasyR1's read of a directory
     assert by_dir.features == whole.features and by_dir["extra_info"] == whole["extra_info"]
+    by_out = load_dataset("parquet", data_dir=str(shards_local.parent), split="train")  # the manifests are hidden
+    assert by_out["extra_info"] == whole["extra_info"]
     for a, b in zip(sharded, whole):
         assert {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"}
         assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a["images"], b["images"]))
@@ -357,8 +364,8 @@ def test_a_sharded_export_resumes_shard_by_shard_and_refuses_another_export(shar
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray")
     assert code == 0, err
     assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == before  # a finished shard is not made again
-    for name in ("train-00001-of-00003.parquet", "shards.json"):
-        assert (out / "train" / name).read_bytes() == (shards_local / name).read_bytes()
+    name = "train-00001-of-00003.parquet"
+    assert (out / "train" / name).read_bytes() == (shards_local / name).read_bytes()
 
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "2")
     assert code == 2 and "holds another export (rows_per_shard: 3 there, 2 now)" in err

@@ -45,7 +45,8 @@ def test_shards_uploaded_to_a_url_are_the_local_shards_byte_for_byte(memory, loc
     target = export(**ROWS, out="memory://bucket/data", shard_size=2)
     assert target == "memory://bucket/data/train"
     local = sorted(p.name for p in local_shards.iterdir())
-    assert names(memory, "/bucket/data/train") == local  # no temporary object left
+    assert names(memory, "/bucket/data/train") == local
+    assert names(memory, "/bucket/data/.tvr-gym-shards") == ["train.json"]  # no temporary object left
     for name in local:
         assert memory.cat_file(f"/bucket/data/train/{name}") == (local_shards / name).read_bytes(), name
     assert shard_files(target) == [f"memory://bucket/data/train/train-0000{k}-of-00003.parquet" for k in range(3)]
@@ -55,10 +56,12 @@ def test_a_url_export_resumes_shard_by_shard_and_refuses_another_export(memory, 
     export(**ROWS, out="memory://b/x", shard_size=2)
     kept = memory.info("/b/x/train/train-00000-of-00003.parquet")["created"]
     memory.rm("/b/x/train/train-00001-of-00003.parquet")
-    memory.pipe_file("/b/x/train/.train-00002-of-00003.parquet.0a1b2c3d.tmp", b"half")  # a killed upload's
+    memory.pipe_file("/b/x/.tvr-gym-shards/.train-00002-of-00003.parquet.0a1b2c3d.tmp", b"half")  # a killed upload
+    memory.pipe_file("/b/x/.tvr-gym-shards/.val-00000-of-00001.parquet.0a1b2c3d.tmp", b"another split's")
     export(**ROWS, out="memory://b/x", shard_size=2)
     assert memory.info("/b/x/train/train-00000-of-00003.parquet")["created"] == kept  # not made again
     assert names(memory, "/b/x/train") == sorted(p.name for p in local_shards.iterdir())
+    assert names(memory, "/b/x/.tvr-gym-shards") == [".val-00000-of-00001.parquet.0a1b2c3d.tmp", "train.json"]
     assert memory.cat_file("/b/x/train/train-00001-of-00003.parquet") == (
         local_shards / "train-00001-of-00003.parquet").read_bytes()  # fmt: skip
     with pytest.raises(DatasetDirError, match=r"holds another export \(rows_per_shard: 2 there, 3 now\)"):
@@ -77,12 +80,13 @@ def test_a_failed_upload_leaves_no_shard_and_no_temporary(memory, monkeypatch):
     monkeypatch.setattr(MemoryFileSystem, "mv", broken_move)
     with pytest.raises(OSError, match="connection reset"):
         export(**ROWS, out="memory://c/x", shard_size=2)
-    assert names(memory, "/c/x/train") == ["shards.json"]
+    assert not memory.ls("/c/x/train")
+    assert names(memory, "/c/x/.tvr-gym-shards") == ["train.json"]
 
 
 def test_a_url_export_refuses_a_prefix_that_holds_other_objects(memory):
     memory.pipe_file("/d/x/train/notes.txt", b"mine")
-    with pytest.raises(DatasetDirError, match="is not empty and holds no shards.json"):
+    with pytest.raises(DatasetDirError, match="is not empty and is no sharded export"):
         export(**ROWS, out="memory://d/x", shard_size=2)
     assert names(memory, "/d/x/train") == ["notes.txt"]
 

@@ -414,7 +414,7 @@ def export(
       on a Ray cluster with ``engine="ray"`` (``ray``: :class:`~tvr_gym.data.cluster.RayOptions`);
     - with ``shard_size`` or ``engine="ray"``, a table format is written as parquet shards of ``shard_size``
       rows (default 1000), ``out/<split>/<split>-00000-of-0000K.parquet``, with the manifest
-      ``out/<split>/shards.json``: resumable shard by shard, and on Ray one task per shard
+      ``out/.tvr-gym-shards/<split>.json``: resumable shard by shard, and on Ray one task per shard
       (:mod:`tvr_gym.data.shards`). ``hf`` rows too are then parquet (``load_dataset("parquet", ...)``).
       ``out`` may then be a URL of a file system ``fsspec`` has (``s3://bucket/x`` with ``s3fs``,
       ``file:///abs/path``), and a URL ``out`` always writes shards; the URL is returned.

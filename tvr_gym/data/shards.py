@@ -1,21 +1,23 @@
 """Table exports as parquet shards, made here or as Ray tasks: ``export --shard-size R`` / ``--engine ray``.
 
 Rows ``start .. start + n - 1`` are cut into shards of ``rows_per_shard`` consecutive rows, written as
-``OUT/SPLIT/SPLIT-00000-of-00004.parquet`` and so on, each whole or not at all. ``OUT/SPLIT/shards.json`` is
-the manifest: what was exported (format, environment, seed, rows, keywords) and every shard's file, first row
-and row count. It is written before the first shard, so a rerun of the same command skips the shards already
-there, and a different command is refused.
+``OUT/SPLIT/SPLIT-00000-of-00004.parquet`` and so on, each whole or not at all. ``OUT/SPLIT/`` holds nothing
+else, ever: EasyR1 takes a directory's file type from the first name ``os.listdir`` gives, so a manifest or a
+temporary file there would break it. The manifest is ``OUT/.tvr-gym-shards/SPLIT.json``: what was exported
+(format, environment, seed, rows, keywords) and every shard's file, first row and row count. It is written
+before the first shard, so a rerun of the same command skips the shards already there, and a different
+command is refused. Shards are staged in ``OUT/.tvr-gym-shards/`` too (``datasets`` skips hidden names).
 
 ``OUT`` is a local (or shared) directory, or a URL of a file system ``fsspec`` knows: ``s3://bucket/x``
-(with ``s3fs``), ``gs://`` (``gcsfs``), ``file:///abs/path``. A local shard is written beside its name and
-renamed into place; a remote one is uploaded under a temporary name and moved onto its name, which object
-stores do as one copy, so a reader never sees half a shard. Object stores have no locks: two exports into
-the same URL at once are not detected (a local directory is locked).
+(with ``s3fs``), ``gs://`` (``gcsfs``), ``file:///abs/path``. A local shard is staged on the same file system
+and renamed onto its name; a remote one is uploaded under a temporary name and moved onto its name, which
+object stores do as one copy, so a reader never sees half a shard. Object stores have no locks: two exports
+into the same URL at once are not detected (a local directory is locked).
 
 A shard depends only on its rows, so the files are the same byte for byte whichever engine made them
 and in whatever order. They are plain parquet with the ``datasets`` features in their schema, read as they
 are by ``datasets.load_dataset("parquet", data_files="OUT/SPLIT/*.parquet")``, by verl's ``RLHFDataset``
-(``data.train_files`` = the list of files) and by EasyR1.
+(``data.train_files`` = the list of files) and by EasyR1 (``data.train_files=OUT/SPLIT``).
 """
 
 from __future__ import annotations
@@ -37,12 +39,18 @@ from tvr_gym.data.cluster import RayOptions, ray_session
 from tvr_gym.data.dataset import DatasetDirError, counting, lock_or_refuse, unlock_dir
 from tvr_gym.version import __version__
 
-__all__ = ["DEFAULT_SHARD_ROWS", "SHARDS_FILE", "check_url", "datasets_quiet", "export_shards", "shard_files"]
+__all__ = ["DEFAULT_SHARD_ROWS", "MANIFEST_DIR", "check_url", "datasets_quiet", "export_shards", "manifest_of",
+           "shard_files"]  # fmt: skip
 
-SHARDS_FILE = "shards.json"
+MANIFEST_DIR = ".tvr-gym-shards"
+"""Beside the split directories: each split's manifest ``SPLIT.json``, and the shards being written."""
 DEFAULT_SHARD_ROWS = 1000
 """Rows per parquet shard when ``--shard-size`` is not given: files of tens of MB with 320x240 images."""
-_STALE = re.compile(r"\..+\.(parquet|json)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _temporaries(split: str) -> re.Pattern[str]:
+    """The names of ``split``'s temporaries in :data:`MANIFEST_DIR`: staged shards and manifests."""
+    return re.compile(rf"\.{re.escape(split)}(-\d+-of-\d+\.parquet|\.json)\.[A-Za-z0-9_]+\.tmp")
 
 
 def check_url(url: str) -> str:
@@ -86,11 +94,13 @@ def _names(fs: Any, root: str) -> set[str]:
         return set()
 
 
-def _publish(fs: Any, root: str, name: str, data: bytes | Path) -> None:
-    """Put ``data`` (bytes, or a finished local file) at ``root/name`` whole or not at all.
+def _publish(fs: Any, root: str, name: str, data: bytes | Path, staging: str) -> None:
+    """Put ``data`` (bytes, or a finished local file) at ``root/name`` whole or not at all, staged in ``staging``
+    (on the same file system).
 
-    Locally a file staged beside its name is renamed onto it (bytes are staged here); remotely the data is
-    uploaded under a temporary name and moved onto its name.
+    Locally a file staged on the same file system is renamed onto its name (bytes are staged by
+    :func:`~tvr_gym.core.atomic.atomic_open`); remotely the data is uploaded to ``staging`` under a temporary
+    name and moved onto its name.
     """
     target = f"{root}/{name}"
     if _is_local(fs):
@@ -102,7 +112,7 @@ def _publish(fs: Any, root: str, name: str, data: bytes | Path) -> None:
                 os.fsync(fh.fileno())
             os.replace(data, target)
         return
-    staged = f"{root}/.{name}.{secrets.token_hex(4)}.tmp"
+    staged = f"{staging}/.{name}.{secrets.token_hex(4)}.tmp"
     try:
         if isinstance(data, bytes):
             fs.pipe_file(staged, data)
@@ -129,16 +139,29 @@ def plan(split: str, start: int, n: int, rows_per_shard: int) -> list[dict[str, 
     ]  # fmt: skip
 
 
-def shard_files(directory: str | os.PathLike[str]) -> list[Path] | list[str]:
-    """The parquet files a sharded export's manifest lists, in row order (for verl's ``data.train_files``):
-    paths for a local directory, URLs for a URL."""
+def _locate(directory: str | os.PathLike[str]) -> tuple[str, str]:
+    """(OUT, SPLIT) of a split directory, as a URL or an absolute path."""
     if is_url(directory):
-        fs, root = _filesystem(directory)
-        manifest = json.loads(fs.cat_file(f"{root}/{SHARDS_FILE}"))
-        return [_join(directory, shard["file"]) for shard in manifest["shards"]]
-    directory = Path(directory)
-    manifest = json.loads((directory / SHARDS_FILE).read_text(encoding="utf-8"))
-    return [directory / shard["file"] for shard in manifest["shards"]]
+        out, _, split = str(directory).rstrip("/").rpartition("/")
+        return out, split
+    path = Path(directory).resolve()
+    return str(path.parent), path.name
+
+
+def manifest_of(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of the sharded split in ``directory`` (``OUT/SPLIT``, a path or a URL)."""
+    out, split = _locate(directory)
+    fs, root = _filesystem(out)
+    return json.loads(fs.cat_file(f"{root}/{MANIFEST_DIR}/{split}.json"))
+
+
+def shard_files(directory: str | os.PathLike[str]) -> list[Path] | list[str]:
+    """The parquet files of the sharded split in ``directory``, in row order (for verl's ``data.train_files``):
+    paths for a local directory, URLs for a URL."""
+    shards = manifest_of(directory)["shards"]
+    if is_url(directory):
+        return [_join(str(directory), shard["file"]) for shard in shards]
+    return [Path(directory) / shard["file"] for shard in shards]
 
 
 def export_shards(
@@ -153,7 +176,7 @@ def export_shards(
     rows (a module-level function, run where the shard is made) and ``features`` are their ``datasets``
     features: :func:`tvr_gym.data.export.export` passes its own.
     """
-    directory = _join(check_url(out), split) if is_url(out) else str(Path(out).resolve() / split)
+    where = check_url(str(out)).rstrip("/") if is_url(out) else str(Path(out).resolve())
     shards = plan(split, start, n, rows_per_shard)
     manifest = {
         "kind": "export-shards", "tvr_gym": __version__, "format": fmt, "env": env_id, "seed": seed, "split": split,
@@ -162,22 +185,24 @@ def export_shards(
     }  # fmt: skip
     if ray is not None:
         with ray_session(ray):  # a bad address fails before anything is written
-            _export(manifest, directory, (make_rows, features), progress, ray)
+            _export(manifest, where, (make_rows, features), progress, ray)
     else:
-        _export(manifest, directory, (make_rows, features), progress, None)
-    return directory if is_url(out) else Path(directory)
+        _export(manifest, where, (make_rows, features), progress, None)
+    return _join(where, split) if is_url(out) else Path(where) / split
 
 
-def _export(manifest: dict, directory: str, maker: tuple, progress: bool, ray: RayOptions | None) -> None:
-    fs, root = _filesystem(directory)
-    fs.makedirs(root, exist_ok=True)
-    lock = lock_or_refuse(Path(root)) if _is_local(fs) else None
+def _export(manifest: dict, where: str, maker: tuple, progress: bool, ray: RayOptions | None) -> None:
+    fs, root = _filesystem(where)
+    split = manifest["split"]
+    for name in (split, MANIFEST_DIR):
+        fs.makedirs(f"{root}/{name}", exist_ok=True)
+    lock = lock_or_refuse(Path(root) / split) if _is_local(fs) else None
     try:
-        names = _claim(fs, root, directory, manifest)
+        names = _claim(fs, root, _join(where, split), manifest)
         shards = manifest["shards"]
         todo = [k for k, shard in enumerate(shards) if shard["file"] not in names]
         rows = sum(shards[k]["rows"] for k in todo)
-        task = partial(_shard_task, manifest, directory, maker)
+        task = partial(_shard_task, manifest, where, maker)
         label = f"exporting {manifest['env']} ({manifest['format']}, {len(todo)} shards)"
         with counting(rows, label, progress, unit="rows") as advance:
             if ray is None:
@@ -187,39 +212,46 @@ def _export(manifest: dict, directory: str, maker: tuple, progress: bool, ray: R
                 from tvr_gym.data.cluster import run_ranges
 
                 one_each = replace(ray, shard_size=1)
+                cleanup = partial(_remove_stale, fs, root, split)
                 run_ranges(_write_shard, todo, task, one_each, lambda lines: advance(_shard_rows(lines)),
-                           on_failure=lambda: _remove_stale(fs, root), name=partial(_shard_label, shards))  # fmt: skip
+                           on_failure=cleanup, name=partial(_shard_label, shards))  # fmt: skip
     finally:
         unlock_dir(lock)
 
 
 def _claim(fs: Any, root: str, where: str, manifest: dict) -> set[str]:
-    """Refuse a directory that holds anything but this export; write the manifest; remove stale temporaries.
-    The names the directory holds."""
-    names = _names(fs, root)
-    if SHARDS_FILE in names:
-        found = json.loads(fs.cat_file(f"{root}/{SHARDS_FILE}"))
+    """Refuse a split that holds anything but this export; write the manifest; remove stale temporaries.
+    The names the split directory holds."""
+    split = manifest["split"]
+    names = _names(fs, f"{root}/{split}")
+    meta = f"{root}/{MANIFEST_DIR}"
+    if f"{split}.json" in _names(fs, meta):
+        found = json.loads(fs.cat_file(f"{meta}/{split}.json"))
         if found != manifest:
             keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
             diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys if k != "shards")
             raise DatasetDirError(f"{where} holds another export ({diff or 'other shards'}); choose another --out")
     elif names:
-        raise DatasetDirError(f"{where} is not empty and holds no {SHARDS_FILE}; choose another --out or --split")
+        raise DatasetDirError(f"{where} is not empty and is no sharded export (no {MANIFEST_DIR}/{split}.json "
+                              "beside it); choose another --out or --split")  # fmt: skip
     else:
-        _publish(fs, root, SHARDS_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-    return names - _remove_stale(fs, root, names)
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        _publish(fs, meta, f"{split}.json", text.encode(), meta)
+    _remove_stale(fs, root, split)
+    return names
 
 
-def _remove_stale(fs: Any, root: str, names: set[str] | None = None) -> set[str]:
-    """Remove the temporary files a killed export left in ``root``; their names."""
-    stale = {name for name in (_names(fs, root) if names is None else names) if _STALE.fullmatch(name)}
-    for name in stale:
-        path = f"{root}/{name}"
-        if not _is_local(fs):
-            fs.rm(path)
-        elif Path(path).is_file() and not Path(path).is_symlink():
-            Path(path).unlink(missing_ok=True)
-    return stale
+def _remove_stale(fs: Any, root: str, split: str) -> None:
+    """Remove the temporary files a killed export of ``split`` left."""
+    meta = f"{root}/{MANIFEST_DIR}"
+    stale = _temporaries(split)
+    for name in _names(fs, meta):
+        if stale.fullmatch(name):
+            path = f"{meta}/{name}"
+            if not _is_local(fs):
+                fs.rm(path)
+            elif Path(path).is_file() and not Path(path).is_symlink():
+                Path(path).unlink(missing_ok=True)
 
 
 def _shard_task(manifest: dict, directory: str, maker: tuple, chunk: list[int]) -> tuple:
@@ -235,24 +267,25 @@ def _write_shard(task: tuple[dict, str, tuple, int]) -> list[str]:
     """Make one shard's rows and write them as its parquet file, atomically; one line saying what was written."""
     from datasets import Dataset
 
-    manifest, directory, (make_rows, features), k = task
-    shard, fmt = manifest["shards"][k], manifest["format"]
-    fs, root = _filesystem(directory)
+    manifest, where, (make_rows, features), k = task
+    shard, fmt, split = manifest["shards"][k], manifest["format"], manifest["split"]
+    fs, root = _filesystem(where)
+    meta = f"{root}/{MANIFEST_DIR}"
     env_kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in manifest["env_kwargs"].items()}
     with datasets_quiet(), tempfile.TemporaryDirectory(prefix="tvr-gym-shard-") as cache:
         dataset = Dataset.from_generator(
             make_rows,
             features=features,
             gen_kwargs={"fmt": fmt, "env_id": manifest["env"], "start": shard["start"], "n": shard["rows"],
-                        "seed": manifest["seed"], "split": manifest["split"], "env_kwargs": env_kwargs,
+                        "seed": manifest["seed"], "split": split, "env_kwargs": env_kwargs,
                         "progress": False, "solver": manifest["demonstrations"]},  # fmt: skip
             cache_dir=cache,
         )
-        # pyarrow writes the file (the umask's mode): beside its name locally, in the cache for an upload
-        staged = Path(root if _is_local(fs) else cache) / f".{shard['file']}.{secrets.token_hex(4)}.tmp"
+        # pyarrow writes the file (the umask's mode): beside the split locally, in the cache for an upload
+        staged = Path(meta if _is_local(fs) else cache) / f".{shard['file']}.{secrets.token_hex(4)}.tmp"
         try:
             dataset.to_parquet(staged)
-            _publish(fs, root, shard["file"], staged)
+            _publish(fs, f"{root}/{split}", shard["file"], staged, meta)
         finally:
             staged.unlink(missing_ok=True)
             del dataset
