@@ -283,8 +283,11 @@ def check_dataset(report: Report, config, mode: str, args, work: Path, tokenizer
     env_kwargs = {"obs_mode": mode, "renderer": args.renderer}
     out = work / f"export-{mode}"
     t0 = time.perf_counter()
-    train = export("easyr1", args.env, args.n, out, seed=args.seed, split="train", progress=False, **env_kwargs)
-    val = export("easyr1", args.env, args.n_val, out, seed=args.seed + 1, split="val", progress=False, **env_kwargs)
+    sharding = {"shard_size": args.shard_size} if args.shard_size else {}  # train_files: a directory of shards
+    train = export("easyr1", args.env, args.n, out, seed=args.seed, split="train", progress=False, **sharding,
+                   **env_kwargs)  # fmt: skip
+    val = export("easyr1", args.env, args.n_val, out, seed=args.seed + 1, split="val", progress=False, **sharding,
+                 **env_kwargs)  # fmt: skip
     t_export = time.perf_counter() - t0
 
     data = replace(config.data, train_files=str(train), val_files=str(val), rollout_batch_size=args.n)
@@ -494,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-val", type=int, default=4, help="val rows per observation mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--renderer", default="numpy", help="tvr-gym renderer (export and env alike)")
+    parser.add_argument("--shard-size", type=int, default=None, help="export parquet shards of this many rows, "
+                        "so EasyR1 reads each split as a directory (default: one file per split)")  # fmt: skip
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray-actor reward check")
     parser.add_argument("--workdir", type=Path, help="keep exports and the tokenizer here (default: a temp dir)")
     args = parser.parse_args(argv)

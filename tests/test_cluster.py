@@ -320,7 +320,7 @@ def test_parquet_shards_on_ray_are_byte_identical_and_listed_in_the_manifest(sha
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray", "--workers", "2")
     assert code == 0, err
     names = sorted(p.name for p in shards_local.iterdir())
-    assert names == [f"train-0000{k}-of-00003.parquet" for k in range(3)]  # nothing else (EasyR1 reads the type)
+    assert names == [f"shard-0000{k}-of-00003.parquet" for k in range(3)]  # nothing else (EasyR1 reads the type)
     assert names == sorted(p.name for p in (out / "train").iterdir())
     for name in names:
         assert (shards_local / name).read_bytes() == (out / "train" / name).read_bytes(), name
@@ -328,8 +328,8 @@ def test_parquet_shards_on_ray_are_byte_identical_and_listed_in_the_manifest(sha
     manifest = json.loads((shards_local.parent / MANIFEST_DIR / "train.json").read_bytes())
     assert manifest == json.loads((out / MANIFEST_DIR / "train.json").read_bytes())
     assert [(s["file"], s["start"], s["rows"]) for s in manifest["shards"]] == [
-        ("train-00000-of-00003.parquet", 0, 3), ("train-00001-of-00003.parquet", 3, 3),
-        ("train-00002-of-00003.parquet", 6, 1),
+        ("shard-00000-of-00003.parquet", 0, 3), ("shard-00001-of-00003.parquet", 3, 3),
+        ("shard-00002-of-00003.parquet", 6, 1),
     ]  # fmt: skip
 
 
@@ -358,13 +358,13 @@ def test_a_sharded_export_resumes_shard_by_shard_and_refuses_another_export(shar
 
     out = tmp_path / "copy"
     shutil.copytree(shards_local.parent, out)
-    kept = out / "train" / "train-00000-of-00003.parquet"
+    kept = out / "train" / "shard-00000-of-00003.parquet"
     before = kept.stat().st_ino, kept.stat().st_mtime_ns
-    (out / "train" / "train-00001-of-00003.parquet").unlink()
+    (out / "train" / "shard-00001-of-00003.parquet").unlink()
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "3", "--engine", "ray")
     assert code == 0, err
     assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == before  # a finished shard is not made again
-    name = "train-00001-of-00003.parquet"
+    name = "shard-00001-of-00003.parquet"
     assert (out / "train" / name).read_bytes() == (shards_local / name).read_bytes()
 
     code, _, err = run(*TABLE, "--out", str(out), "--shard-size", "2")
@@ -385,5 +385,5 @@ def test_ray_tasks_write_shards_to_a_url_as_they_write_them_locally(shards_local
     for name in names:
         assert (shards_local / name).read_bytes() == (tmp_path / "remote" / "train" / name).read_bytes(), name
     files = shard_files(f"{url}/train")
-    assert files == [f"{url}/train/train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert files == [f"{url}/train/shard-0000{k}-of-00003.parquet" for k in range(3)]
     assert len(load_dataset("parquet", data_files=files, split="train")) == 7  # datasets reads the URLs

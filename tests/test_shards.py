@@ -49,21 +49,21 @@ def test_shards_uploaded_to_a_url_are_the_local_shards_byte_for_byte(memory, loc
     assert names(memory, "/bucket/data/.tvr-gym-shards") == ["train.json"]  # no temporary object left
     for name in local:
         assert memory.cat_file(f"/bucket/data/train/{name}") == (local_shards / name).read_bytes(), name
-    assert shard_files(target) == [f"memory://bucket/data/train/train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert shard_files(target) == [f"memory://bucket/data/train/shard-0000{k}-of-00003.parquet" for k in range(3)]
 
 
 def test_a_url_export_resumes_shard_by_shard_and_refuses_another_export(memory, local_shards):
     export(**ROWS, out="memory://b/x", shard_size=2)
-    kept = memory.info("/b/x/train/train-00000-of-00003.parquet")["created"]
-    memory.rm("/b/x/train/train-00001-of-00003.parquet")
-    memory.pipe_file("/b/x/.tvr-gym-shards/.train-00002-of-00003.parquet.0a1b2c3d.tmp", b"half")  # a killed upload
-    memory.pipe_file("/b/x/.tvr-gym-shards/.val-00000-of-00001.parquet.0a1b2c3d.tmp", b"another split's")
+    kept = memory.info("/b/x/train/shard-00000-of-00003.parquet")["created"]
+    memory.rm("/b/x/train/shard-00001-of-00003.parquet")
+    memory.pipe_file("/b/x/.tvr-gym-shards/.train.shard-00002-of-00003.parquet.0a1b2c3d.tmp", b"half")  # killed
+    memory.pipe_file("/b/x/.tvr-gym-shards/.val.shard-00000-of-00001.parquet.0a1b2c3d.tmp", b"another split's")
     export(**ROWS, out="memory://b/x", shard_size=2)
-    assert memory.info("/b/x/train/train-00000-of-00003.parquet")["created"] == kept  # not made again
+    assert memory.info("/b/x/train/shard-00000-of-00003.parquet")["created"] == kept  # not made again
     assert names(memory, "/b/x/train") == sorted(p.name for p in local_shards.iterdir())
-    assert names(memory, "/b/x/.tvr-gym-shards") == [".val-00000-of-00001.parquet.0a1b2c3d.tmp", "train.json"]
-    assert memory.cat_file("/b/x/train/train-00001-of-00003.parquet") == (
-        local_shards / "train-00001-of-00003.parquet").read_bytes()  # fmt: skip
+    assert names(memory, "/b/x/.tvr-gym-shards") == [".val.shard-00000-of-00001.parquet.0a1b2c3d.tmp", "train.json"]
+    assert memory.cat_file("/b/x/train/shard-00001-of-00003.parquet") == (
+        local_shards / "shard-00001-of-00003.parquet").read_bytes()  # fmt: skip
     with pytest.raises(DatasetDirError, match=r"holds another export \(rows_per_shard: 2 there, 3 now\)"):
         export(**ROWS, out="memory://b/x", shard_size=3)
 
@@ -106,3 +106,15 @@ def test_a_url_where_none_can_be_written_is_one_line_exit_2(tmp_path, command, m
                            text=True, cwd=tmp_path)  # fmt: skip
     assert found.returncode == 2 and message in found.stderr and len(found.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing made locally (no "gs:" directory)
+
+
+def test_every_split_directory_reads_as_the_train_split_easyr1_asks_for(tmp_path):
+    """EasyR1 loads a directory with ``load_dataset(type, data_dir=..., split="train")``, whatever the split."""
+    from datasets import load_dataset
+
+    for split in ("train", "val", "test"):
+        export(**{**ROWS, "n": 3}, out=tmp_path, split=split, shard_size=2)
+    for split in ("val", "test"):
+        assert len(load_dataset("parquet", data_dir=str(tmp_path / split), split="train")) == 3
+    assert {name: len(rows) for name, rows in load_dataset("parquet", data_dir=str(tmp_path)).items()} == {
+        "train": 3, "validation": 3, "test": 3}  # fmt: skip

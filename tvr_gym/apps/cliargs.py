@@ -195,7 +195,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--shard-size", type=int, help=f"ray: samples per task (default {DEFAULT_SHARD_SIZE}); table exports "
-        "(either engine): rows per parquet shard, OUT/SPLIT/SPLIT-00000-of-0000K.parquet (default 1000)",
+        "(either engine): rows per parquet shard, OUT/SPLIT/shard-00000-of-0000K.parquet (default 1000)",
     )  # fmt: skip
     group.add_argument(
         "--cpus-per-task", type=int, help="ray: CPUs each task asks for; Blender renders with that many threads "

@@ -413,7 +413,7 @@ def export(
     - ``trance``: ``out/data.jsonl`` and ``out/image/``, resumable like ``tvr-gym generate``, and like it
       on a Ray cluster with ``engine="ray"`` (``ray``: :class:`~tvr_gym.data.cluster.RayOptions`);
     - with ``shard_size`` or ``engine="ray"``, a table format is written as parquet shards of ``shard_size``
-      rows (default 1000), ``out/<split>/<split>-00000-of-0000K.parquet``, with the manifest
+      rows (default 1000), ``out/<split>/shard-00000-of-0000K.parquet``, with the manifest
       ``out/.tvr-gym-shards/<split>.json``: resumable shard by shard, and on Ray one task per shard
       (:mod:`tvr_gym.data.shards`). ``hf`` rows too are then parquet (``load_dataset("parquet", ...)``).
       ``out`` may then be a URL of a file system ``fsspec`` has (``s3://bucket/x`` with ``s3fs``,

@@ -1,7 +1,7 @@
 """Table exports as parquet shards, made here or as Ray tasks: ``export --shard-size R`` / ``--engine ray``.
 
 Rows ``start .. start + n - 1`` are cut into shards of ``rows_per_shard`` consecutive rows, written as
-``OUT/SPLIT/SPLIT-00000-of-00004.parquet`` and so on, each whole or not at all. ``OUT/SPLIT/`` holds nothing
+``OUT/SPLIT/shard-00000-of-00004.parquet`` and so on, each whole or not at all. ``OUT/SPLIT/`` holds nothing
 else, ever: EasyR1 takes a directory's file type from the first name ``os.listdir`` gives, so a manifest or a
 temporary file there would break it. The manifest is ``OUT/.tvr-gym-shards/SPLIT.json``: what was exported
 (format, environment, seed, rows, keywords) and every shard's file, first row and row count. It is written
@@ -50,7 +50,12 @@ DEFAULT_SHARD_ROWS = 1000
 
 def _temporaries(split: str) -> re.Pattern[str]:
     """The names of ``split``'s temporaries in :data:`MANIFEST_DIR`: staged shards and manifests."""
-    return re.compile(rf"\.{re.escape(split)}(-\d+-of-\d+\.parquet|\.json)\.[A-Za-z0-9_]+\.tmp")
+    return re.compile(rf"\.{re.escape(split)}(\.shard-\d+-of-\d+\.parquet|\.json)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _staged_name(split: str, name: str) -> str:
+    """A fresh temporary name for ``split``'s file ``name``, matched by :func:`_temporaries`."""
+    return f".{split}.{name}.{secrets.token_hex(4)}.tmp"
 
 
 def check_url(url: str) -> str:
@@ -94,15 +99,13 @@ def _names(fs: Any, root: str) -> set[str]:
         return set()
 
 
-def _publish(fs: Any, root: str, name: str, data: bytes | Path, staging: str) -> None:
-    """Put ``data`` (bytes, or a finished local file) at ``root/name`` whole or not at all, staged in ``staging``
-    (on the same file system).
+def _publish(fs: Any, target: str, data: bytes | Path, staged: str) -> None:
+    """Put ``data`` (bytes, or a finished local file) at ``target`` whole or not at all.
 
-    Locally a file staged on the same file system is renamed onto its name (bytes are staged by
-    :func:`~tvr_gym.core.atomic.atomic_open`); remotely the data is uploaded to ``staging`` under a temporary
-    name and moved onto its name.
+    Locally a file staged on the same file system is renamed onto ``target`` (bytes are staged beside it by
+    :func:`~tvr_gym.core.atomic.atomic_open`); remotely the data is uploaded to ``staged`` and moved onto
+    ``target``.
     """
-    target = f"{root}/{name}"
     if _is_local(fs):
         if isinstance(data, bytes):
             with atomic_open(target, "wb") as fh:
@@ -112,7 +115,6 @@ def _publish(fs: Any, root: str, name: str, data: bytes | Path, staging: str) ->
                 os.fsync(fh.fileno())
             os.replace(data, target)
         return
-    staged = f"{staging}/.{name}.{secrets.token_hex(4)}.tmp"
     try:
         if isinstance(data, bytes):
             fs.pipe_file(staged, data)
@@ -125,15 +127,17 @@ def _publish(fs: Any, root: str, name: str, data: bytes | Path, staging: str) ->
         raise
 
 
-def shard_name(split: str, k: int, count: int) -> str:
-    return f"{split}-{k:05d}-of-{count:05d}.parquet"
+def shard_name(k: int, count: int) -> str:
+    """``shard-00003-of-00010.parquet``: no split in the name, so ``datasets`` reads any split's directory as
+    its ``train`` split, which EasyR1 asks for (a ``val-...`` name would make it ``validation``)."""
+    return f"shard-{k:05d}-of-{count:05d}.parquet"
 
 
-def plan(split: str, start: int, n: int, rows_per_shard: int) -> list[dict[str, Any]]:
+def plan(start: int, n: int, rows_per_shard: int) -> list[dict[str, Any]]:
     """Every shard's file, first row and row count."""
     count = max(1, -(-n // rows_per_shard)) if n else 0
     return [
-        {"file": shard_name(split, k, count), "start": start + k * rows_per_shard,
+        {"file": shard_name(k, count), "start": start + k * rows_per_shard,
          "rows": min(rows_per_shard, n - k * rows_per_shard)}
         for k in range(count)
     ]  # fmt: skip
@@ -177,7 +181,7 @@ def export_shards(
     features: :func:`tvr_gym.data.export.export` passes its own.
     """
     where = check_url(str(out)).rstrip("/") if is_url(out) else str(Path(out).resolve())
-    shards = plan(split, start, n, rows_per_shard)
+    shards = plan(start, n, rows_per_shard)
     manifest = {
         "kind": "export-shards", "tvr_gym": __version__, "format": fmt, "env": env_id, "seed": seed, "split": split,
         "start": start, "n": n, "rows_per_shard": rows_per_shard, "demonstrations": solver,
@@ -236,7 +240,7 @@ def _claim(fs: Any, root: str, where: str, manifest: dict) -> set[str]:
                               "beside it); choose another --out or --split")  # fmt: skip
     else:
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-        _publish(fs, meta, f"{split}.json", text.encode(), meta)
+        _publish(fs, f"{meta}/{split}.json", text.encode(), f"{meta}/{_staged_name(split, 'json')}")
     _remove_stale(fs, root, split)
     return names
 
@@ -282,10 +286,11 @@ def _write_shard(task: tuple[dict, str, tuple, int]) -> list[str]:
             cache_dir=cache,
         )
         # pyarrow writes the file (the umask's mode): beside the split locally, in the cache for an upload
-        staged = Path(meta if _is_local(fs) else cache) / f".{shard['file']}.{secrets.token_hex(4)}.tmp"
+        name = _staged_name(split, shard["file"])
+        staged = Path(meta if _is_local(fs) else cache) / name
         try:
             dataset.to_parquet(staged)
-            _publish(fs, f"{root}/{split}", shard["file"], staged, meta)
+            _publish(fs, f"{root}/{split}/{shard['file']}", staged, f"{meta}/{name}")
         finally:
             staged.unlink(missing_ok=True)
             del dataset
