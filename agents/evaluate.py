@@ -342,10 +342,7 @@ def evaluate(
     check_int("window", window, 0)
     if max_tokens is not None:
         _cap_attribute(agent, max_tokens)  # a bad cap fails before any environment is built
-    env_kwargs = dict(env_kwargs or {})
-    for key in ("obs_mode", "prompt_layout"):  # what the agent was trained to read, unless the caller says
-        if key not in env_kwargs and getattr(agent, key, None) is not None:
-            env_kwargs[key] = getattr(agent, key)
+    env_kwargs = agent_env_kwargs(agent, env_kwargs)
     if tvr_env_class(env_id) is not None:  # another TVR-shaped env checks its keywords when built
         check_env_kwargs(env_id, **env_kwargs)  # a bad keyword or source fails before out is created
     name = str(name if name is not None else getattr(agent, "name", type(agent).__name__))
@@ -361,16 +358,13 @@ def evaluate(
             run = stack.enter_context(EvalDir.open(out, manifest, overwrite))
         records = run.records if run is not None else {}
         todo = [i for i in range(episodes) if seed + i not in records]
-        bar = _progress(progress, episodes, f"{name} on {env_id}", episodes - len(todo))
-        envs = _make_envs(agent, env_id, env_kwargs, min(batch_size, max(len(todo), 1)))
+        bar = progress_bar(progress, episodes, f"{name} on {env_id}", episodes - len(todo))
+        envs = make_envs(agent, env_id, env_kwargs, min(batch_size, max(len(todo), 1)))
         try:
             with token_cap(agent, max_tokens):
                 for start in range(0, len(todo), len(envs)):
                     seeds = [seed + i for i in todo[start : start + len(envs)]]
-                    if interactive:
-                        finished = _run_interactive_batch(agent, envs, seeds, window, budget)
-                    else:
-                        finished = _run_batch(agent, envs, seeds)
+                    finished = play_batch(agent, envs, seeds, interactive, window, budget)
                     if run is not None:
                         run.append(finished)
                     else:
@@ -405,12 +399,33 @@ def check_interactive_agent(agent: Any, interactive: bool) -> None:
         raise ValueError(f"agent: {name} plays {INTERACTIVE_ID} episodes; evaluate it with --env {INTERACTIVE_ID}")
 
 
-def _make_envs(agent: Any, env_id: str, env_kwargs: Mapping[str, Any], n: int) -> list[Any]:
+def agent_env_kwargs(agent: Any, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``env_kwargs`` with the ``obs_mode`` and ``prompt_layout`` the agent was trained to read, where the caller
+    gives none (e.g. a trained MLLM policy's)."""
+    env_kwargs = dict(env_kwargs or {})
+    for key in ("obs_mode", "prompt_layout"):
+        if key not in env_kwargs and getattr(agent, key, None) is not None:
+            env_kwargs[key] = getattr(agent, key)
+    return env_kwargs
+
+
+def make_envs(agent: Any, env_id: str, env_kwargs: Mapping[str, Any], n: int) -> list[Any]:
     """The environments a batch runs in: one SB3 view for an agent that reads object tables (it plays one
     episode at a time), else ``n`` environments."""
     if env_id == INTERACTIVE_ID and hasattr(agent, "table_policy"):
         return [agent.make_env(**env_kwargs)]
     return [gym.make(env_id, **env_kwargs) for _ in range(n)]
+
+
+def play_batch(
+    agent: Any, envs: list[Any], seeds: list[int], interactive: bool, window: int = DEFAULT_WINDOW,
+    budget: ImageBudget = ImageBudget(),  # noqa: B008 - frozen
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The records of the episodes ``seeds``, played to their ends in ``envs`` (of :func:`make_envs`): single-shot
+    ones reset together and answered by one ``act_batch`` call, interactive ones as :func:`evaluate` says."""
+    if interactive:
+        return _run_interactive_batch(agent, envs, seeds, window, budget)
+    return _run_batch(agent, envs, seeds)
 
 
 def _run_interactive_batch(
@@ -435,19 +450,26 @@ def _run_batch(agent: Any, envs: list[Any], seeds: list[int]) -> list[dict[str, 
     finished = []
     for env, episode_seed, answer, info in zip(envs, seeds, answers, infos):
         _, reward, _, _, step_info = env.step(answer)
-        finished.append(
-            {
-                "seed": episode_seed,
-                "n_steps": len(info["problem"]["transformations"]),
-                "final_view": info["final_view"],
-                "answer": answer if isinstance(answer, str) else repr(answer),
-                "truth": info["truth"],
-                "reward": float(reward),
-                "reward_terms": step_info["reward_terms"],
-                "metrics": step_info["metrics"],
-            }
-        )
+        finished.append(answer_record(episode_seed, info, answer, reward, step_info))
     return finished
+
+
+def answer_record(
+    seed: int, reset_info: Mapping[str, Any], answer: Any, reward: float, step_info: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One finished single-shot episode as an evaluation journals it: what :func:`summary_records` reads
+    (``n_steps``, ``final_view``, ``reward``, ``metrics``), the ``answer``, the ``truth`` and the reward terms.
+    ``reset_info`` and ``step_info`` are the ``info`` of the episode's ``reset`` and ``step``."""
+    return {
+        "seed": int(seed),
+        "n_steps": len(reset_info["problem"]["transformations"]),
+        "final_view": reset_info["final_view"],
+        "answer": answer if isinstance(answer, str) else repr(answer),
+        "truth": reset_info["truth"],
+        "reward": float(reward),
+        "reward_terms": step_info["reward_terms"],
+        "metrics": step_info["metrics"],
+    }
 
 
 def _cap_attribute(agent: Any, max_tokens: int) -> str:
@@ -479,7 +501,7 @@ def token_cap(agent: Any, max_tokens: int | None) -> Iterator[Any]:
         setattr(agent, attr, before)
 
 
-def _progress(enabled: bool, total: int, label: str, completed: int = 0):
+def progress_bar(enabled: bool, total: int, label: str, completed: int = 0):
     """A started rich progress bar and its task id, or ``None``."""
     if not enabled:
         return None

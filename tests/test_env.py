@@ -117,14 +117,22 @@ def test_step_needs_reset():
         env.step("x")
 
 
-def test_render_rgb_array_is_side_by_side():
+def test_render_rgb_array_shows_both_images_over_a_caption_of_one_size():
+    from tvr_gym.envs.frames import frame_layout, frame_size
+
     env = make(render_mode="rgb_array")
     obs, _ = env.reset(seed=1)
     frame = env.render()
     h, w = SMALL[1], SMALL[0]
-    assert frame.shape[0] == h and frame.shape[1] > 2 * w and frame.dtype == np.uint8
-    np.testing.assert_array_equal(frame[:, :w], obs["initial"])
-    np.testing.assert_array_equal(frame[:, -w:], obs["final"])
+    top = frame_layout(SMALL).panels_top
+    assert frame.shape == (*frame_size(SMALL)[::-1], 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame[top : top + h, :w], obs["initial"])
+    np.testing.assert_array_equal(frame[top : top + h, -w:], obs["final"])
+    env.step("<think></think><answer>1.color.red</answer>")
+    answered = env.render()
+    assert answered.shape == frame.shape
+    np.testing.assert_array_equal(answered[: top + h], frame[: top + h])  # the same images and labels
+    assert (answered[top + h :] != frame[top + h :]).any()  # the caption now tells the answer
 
 
 # ---------------------------------------------------------------------------- determinism

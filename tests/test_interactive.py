@@ -21,6 +21,7 @@ from tvr_gym.core.reward import StarWeights, StateWeights
 from tvr_gym.core.spec import SPEC
 from tvr_gym.core.transform import PAIRS, changed_entries, state_distance
 from tvr_gym.envs.board import POTENTIALS, TIER_CREDIT
+from tvr_gym.envs.frames import frame_size
 from tvr_gym.envs.interactive import (
     DEFAULT_COSTS,
     DEFAULT_IDLE_COST,
@@ -506,7 +507,7 @@ def test_the_gymnasium_checker_passes():
     check_env(make(), skip_render_check=True)
     env = gym.make("TVR-Interactive-v0", renderer="numpy", render_size=(32, 24), render_mode="rgb_array")
     env.reset(seed=0)
-    assert env.render().shape == (24, 2 * 32 + 4, 3)
+    assert env.render().shape == (*frame_size((32, 24))[::-1], 3)
 
 
 def test_bad_arguments_are_clear_errors():

@@ -1,4 +1,5 @@
-"""The ``tvr-gym`` command line: demo, eval, show, generate, merge, export, train, make-tiny-model and bench.
+"""The ``tvr-gym`` command line: demo, eval, record, play, show, generate, merge, export, train, make-tiny-model
+and bench.
 
 Every subcommand speaks one vocabulary (:data:`tvr_gym.apps.cliargs.VOCABULARY`: ``--out``, ``--size W H``,
 ``--obs-mode``, ``--quiet``, ...), and every environment keyword comes from one helper
@@ -22,6 +23,8 @@ from tvr_gym.agents import AGENT_NAMES, make_agent
 from tvr_gym.agents.evaluate import EPISODES_FILE, check_eval_env, evaluate
 from tvr_gym.apps.cliargs import add_engine_options, add_env_options, check_creatable, env_kwargs, ray_options
 from tvr_gym.apps.demo import run_demo
+from tvr_gym.apps.play import add_play_parser
+from tvr_gym.apps.record import add_record_parser
 from tvr_gym.apps.show import check_image_path, show_problem
 from tvr_gym.core.atomic import is_url
 from tvr_gym.core.chat import DEFAULT_WINDOW
@@ -261,6 +264,9 @@ def build_parser(with_trainers: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quiet", **quiet)
     add_env_options(p)
     p.set_defaults(func=cmd_eval)
+
+    add_record_parser(sub)
+    add_play_parser(sub)
 
     p = sub.add_parser("show", help="draw one problem (initial, final, answer) as a picture (PNG, JPEG, ...)")
     p.add_argument("--setting", default="crossview", choices=SETTINGS)

@@ -24,6 +24,7 @@ __all__ = [
     "as_parsed",
     "basic_scores",
     "entry_counts",
+    "episode_line",
     "episode_metrics",
     "format_table",
     "interactive_table",
@@ -396,6 +397,27 @@ def interactive_table(means: Mapping[str, Any]) -> str:
     """A text table of an interactive evaluation's means (:data:`INTERACTIVE_COLUMNS`)."""
     header = [h for _, h in INTERACTIVE_COLUMNS]
     return render_tables([("Interactive episodes", header, [[means.get(k) for k, _ in INTERACTIVE_COLUMNS]])])
+
+
+_LINE_ORDER = ("acc", "loose_acc", "dist", "norm_dist", "obj_acc", "attr_acc", "val_acc")
+
+
+def _short_number(value: Any) -> str:
+    """``1``, ``0.5``, ``0.33``: a score as briefly as it reads (booleans as 0/1)."""
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def episode_line(metrics: Mapping[str, Any], interactive: Mapping[str, Any] | None = None) -> str:
+    """One episode's scores on one line, under the tables' headings: ``Acc 1 · LAcc 1 · AD 0 · AND 0`` (and the
+    Basic scores of a 1-step problem); an interactive episode's ``Success``, ``Misplaced``, ... first."""
+    pairs = [(name, interactive[key]) for key, name in INTERACTIVE_COLUMNS if key in (interactive or {})]
+    headings = {key: name for name, key in (*_OVERALL, *_BASIC[:3])}  # Basic Acc is left out: its heading is Acc
+    pairs += [(headings[key], metrics[key]) for key in _LINE_ORDER if key in metrics]
+    return " · ".join(f"{name} {_short_number(value)}" for name, value in pairs)
 
 
 def format_table(summary: Mapping[str, Any]) -> str:

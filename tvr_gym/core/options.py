@@ -66,8 +66,9 @@ initial and final value (``initial > final``). Both show the two whole states an
 difference, no marker of what changed); ``compact`` is a little over half the tokens (about 290 of the
 tiny tokenizer's instead of 520) and puts the two values of an attribute side by side, for small models
 trained from scratch."""
-RENDER_MODES = ("rgb_array",)
-"""The environments' ``render_mode`` values (besides ``None``)."""
+RENDER_MODES = ("rgb_array", "rgb_array_list")
+"""The environments' ``render_mode`` values (besides ``None``): a frame of this moment, or the frames of the
+episode so far (one per reset and step; ``tvr_gym.envs.frames``)."""
 
 T = TypeVar("T")
 

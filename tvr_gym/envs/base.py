@@ -20,13 +20,14 @@ from gymnasium import spaces
 
 from tvr_gym.core.options import RENDER_MODES, VIEWS, EnvConfig, EpisodeOptions
 from tvr_gym.core.prompt import PROMPT_CHARSET
+from tvr_gym.envs.frames import PANEL_GAP, Caption, draw_frame
 from tvr_gym.problems.sources import ProceduralSource, TranceSource
 from tvr_gym.render.pool import hold
 from tvr_gym.render.store import LRU, RenderCache, shared_lru
 
 __all__ = [
-    "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "check_env_kwargs",
-    "tvr_env_class", "weights_dict",
+    "ACTION_CHARSET", "ACTION_MAX_LENGTH", "CENTRE", "TVREnvBase", "action_as_text", "action_display",
+    "check_env_kwargs", "tvr_env_class", "weights_dict",
 ]
 
 ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
@@ -34,7 +35,7 @@ ACTION_CHARSET = "".join(sorted(set(PROMPT_CHARSET)))
 ACTION_MAX_LENGTH = 4096
 CENTRE = VIEWS[0]
 """The camera of the initial image (and of the interactive current state)."""
-RENDER_GAP = 4
+RENDER_GAP = PANEL_GAP
 """Pixels between the two images of ``render()``."""
 
 
@@ -42,8 +43,8 @@ class TVREnvBase(gym.Env):
     """The shared part of the TVR environments (not an environment itself: subclasses add spaces and steps).
 
     It owns the :class:`~tvr_gym.core.options.EnvConfig` (``env_config``), the problem ``source``, the render
-    ``cache``, the image part of the observation space, ``render()`` (two images side by side), the
-    ``reset`` options and ``close()``.
+    ``cache``, the image part of the observation space, ``render()`` (the two images, labelled, over a caption
+    of the last step: :mod:`tvr_gym.envs.frames`), the ``reset`` options and ``close()``.
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
@@ -78,6 +79,8 @@ class TVREnvBase(gym.Env):
         self.source_name = str(config.source)
         self.source = make_source(config.source, self.options)
         self._renderer_hold = hold(config.renderer, config.render_size)
+        self._caption = Caption()
+        self._frames: list[np.ndarray] = []
 
     def image_space(self) -> spaces.Box:
         """``Box(0, 255, (H, W, 3), uint8)`` of ``render_size = (W, H)``."""
@@ -85,16 +88,37 @@ class TVREnvBase(gym.Env):
         return spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
 
     def render(self):
-        """``rgb_array``: the episode's two images side by side (``None`` without a render mode)."""
+        """``rgb_array``: the frame of this moment (``None`` without a render mode); ``rgb_array_list``: the
+        frames of the episode since the last ``render()``, one per ``reset`` and step (gymnasium's meaning).
+
+        A frame shows the two images, labelled, and below them the last step's action, feedback and reward,
+        and at the end of an episode the truth and the metrics (:func:`tvr_gym.envs.frames.draw_frame`). Every
+        frame of an environment has one size, :func:`tvr_gym.envs.frames.frame_size` of ``render_size``.
+        """
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array'")
             return None
-        w, h = self.render_size
-        pair = self._render_pair()
-        if pair is None:
-            return np.zeros((h, 2 * w + RENDER_GAP, 3), dtype=np.uint8)
-        gap = np.full((h, RENDER_GAP, 3), 255, dtype=np.uint8)
-        return np.concatenate([pair[0], gap, pair[1]], axis=1)
+        if self.render_mode == "rgb_array_list":
+            frames, self._frames = self._frames, []
+            return frames
+        return self._frame()
+
+    @property
+    def caption(self) -> Caption:
+        """What the caption of ``render()``'s frame says now (:class:`tvr_gym.envs.frames.Caption`)."""
+        return self._caption
+
+    def _frame(self) -> np.ndarray:
+        return draw_frame(self._render_pair(), self._panel_labels(), self._caption, self.render_size)
+
+    def _show(self, caption: Caption, new_episode: bool = False) -> None:
+        """Say ``caption`` from now on; in ``rgb_array_list`` mode also keep this moment's frame (a new episode
+        first drops the frames of the last one, as gymnasium's ``RenderCollection`` does)."""
+        self._caption = caption
+        if self.render_mode == "rgb_array_list":
+            if new_episode:
+                self._frames = []
+            self._frames.append(self._frame())
 
     def close(self) -> None:
         """Let go of this environment's renderer; the last environment of the process to let go of a renderer
@@ -110,6 +134,10 @@ class TVREnvBase(gym.Env):
         """The two images ``render()`` shows, or ``None`` before the first reset."""
         raise NotImplementedError
 
+    def _panel_labels(self) -> tuple[str, str]:
+        """The labels of the two images ``render()`` shows."""
+        raise NotImplementedError
+
 
 def action_as_text(action: Any) -> str:
     """The text of an action as the environments read it: a str itself, bytes decoded, anything else empty
@@ -119,6 +147,11 @@ def action_as_text(action: Any) -> str:
     if isinstance(action, (bytes, bytearray, memoryview)):
         return bytes(action).decode("utf-8", errors="replace")
     return ""
+
+
+def action_display(action: Any) -> str:
+    """An action as a frame shows it: its text (:func:`action_as_text`), or for a value that is no text its repr."""
+    return action_as_text(action) if isinstance(action, (str, bytes, bytearray, memoryview)) else repr(action)
 
 
 def reset_index(options: Mapping[str, Any] | None) -> Any:

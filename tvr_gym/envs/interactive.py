@@ -8,6 +8,7 @@ episode can be copied (:meth:`~TVRInteractive.spawn`) for every member of a GRPO
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import re
@@ -18,15 +19,25 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.core.answer import DONE, format_answer, read_turn
+from tvr_gym.core.answer import DONE, format_answer, format_item, read_turn
+from tvr_gym.core.metrics import episode_line
 from tvr_gym.core.options import EnvConfig, check_choice, check_int
 from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, interactive_prompt, state_table
 from tvr_gym.core.reward import REWARD_LIMIT, REWARD_NAMES, get_reward
 from tvr_gym.core.scene import State
 from tvr_gym.core.trance import Problem
 from tvr_gym.core.transform import changed_entries
-from tvr_gym.envs.base import ACTION_CHARSET, ACTION_MAX_LENGTH, CENTRE, TVREnvBase, reset_index, weights_dict
+from tvr_gym.envs.base import (
+    ACTION_CHARSET,
+    ACTION_MAX_LENGTH,
+    CENTRE,
+    TVREnvBase,
+    action_display,
+    reset_index,
+    weights_dict,
+)
 from tvr_gym.envs.board import POTENTIALS, Board, Outcome, read_saved, wrong_objects
+from tvr_gym.envs.frames import Caption
 from tvr_gym.render.cache import render_view
 
 TERMINAL_REWARDS = (*REWARD_NAMES, "none")
@@ -45,6 +56,8 @@ DEFAULT_IDLE_COST = 3.0
 3 puts ``done`` at once below any first step: MaskablePPO's held-out success on interactive Basic rose from about
 0.15 (idle cost 1) to 0.275 (``benchmarks/results/interactive_rewards_idle.md``)."""
 FEEDBACK_MAX_LENGTH = 1024
+TASK = "make the current scene the target: one transformation per turn, then done"
+"""What the caption of an episode's first frame says."""
 
 
 class TVRInteractive(TVREnvBase):
@@ -97,7 +110,7 @@ class TVRInteractive(TVREnvBase):
     ``reward_weights`` (of the terminal reward), ``costs`` (dict over ``illegal, noop, unreadable``),
     ``max_turns`` (int: a fixed limit), ``slack``, ``render_size``, ``renderer``, ``final_views``,
     ``source``, ``max_visible``, ``steps``, ``attributes``, ``obs_mode`` (``image|text``),
-    ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir``, ``cache_size``: as for
+    ``render_mode`` (``None``, ``"rgb_array"`` or ``"rgb_array_list"``), ``cache_dir``, ``cache_size``: as for
     :class:`tvr_gym.envs.single_shot.TVRGym` (:class:`~tvr_gym.core.options.EnvConfig`); ``prompt_layout`` is
     ``tables`` only.
     ``close()`` lets go of the process's shared renderer (:meth:`tvr_gym.envs.base.TVREnvBase.close`).
@@ -172,6 +185,7 @@ class TVRInteractive(TVREnvBase):
         self.board: Board | None = None
         """The running episode's rules and state (``None`` before the first reset)."""
         self._feedback = ""
+        self._return: float | None = None  # the episode's rewards so far, for the frames' caption (None: unknown)
 
     # ------------------------------------------------------------------ episode
 
@@ -210,7 +224,8 @@ class TVRInteractive(TVREnvBase):
         (:attr:`current`, :attr:`problem`) rather than the images, such as the SB3 view."""
         super().reset(seed=seed)
         key, problem = self.source.draw(self.np_random, reset_index(options))
-        self.board, self._feedback = Board(key, problem), ""
+        self.board, self._feedback, self._return = Board(key, problem), "", 0.0
+        self._show(self._waiting_caption(), new_episode=True)
         return self._info()
 
     def play_turn(self, action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
@@ -232,6 +247,8 @@ class TVRInteractive(TVREnvBase):
             end = {**board.end(self._terminal_fn), **self._bonus(board, terminated)}
             reward += end["terminal"] + end["bonus"]
             info.update(end)
+        self._add_to_return(float(reward))
+        self._show(self._turn_caption(action_display(action), float(reward), info))
         return float(reward), terminated, truncated, info
 
     def truncate(self) -> tuple[float, dict[str, Any]]:
@@ -247,6 +264,8 @@ class TVRInteractive(TVREnvBase):
         end = {**board.end(self._terminal_fn), **self._bonus(board, False)}
         info = self._info()
         info.update({**end, "outcome": "truncated"})
+        self._add_to_return(end["terminal"])
+        self._show(self._turn_caption(None, end["terminal"], info))
         return end["terminal"], info
 
     def _bonus(self, board: Board, by_done: bool) -> dict[str, float]:
@@ -258,6 +277,37 @@ class TVRInteractive(TVREnvBase):
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self.board is None else (self._target_image(), self._current_image())
+
+    def _panel_labels(self) -> tuple[str, str]:
+        view = CENTRE if self.board is None else self.board.problem.final_view or CENTRE
+        return f"target ({view} camera)", f"current ({CENTRE} camera)"
+
+    def _waiting_caption(self) -> Caption:
+        """The caption before a turn: the task, and the turns taken."""
+        turns = 0 if self.board is None else self.board.turns
+        return Caption(feedback=TASK, episode_return=self._return, detail=f"turn {turns} of {self.turn_limit}")
+
+    def _add_to_return(self, reward: float) -> None:
+        """Add to the episode's return (unknown, ``None``, for an episode restored by :meth:`set_state`)."""
+        self._return = None if self._return is None else self._return + reward
+
+    def _turn_caption(self, action: str | None, reward: float, info: dict[str, Any]) -> Caption:
+        """The caption after a turn (``action`` ``None``: the episode was truncated without one); at the end,
+        also the truth, the metrics and what the last reward held besides the turn's."""
+        board = self.board
+        assert board is not None
+        caption = Caption(
+            action=action, feedback=self._feedback if action is not None else "truncated before a turn",
+            reward=reward, episode_return=self._return,
+        )  # fmt: skip
+        if "metrics" not in info:
+            return caption
+        return dataclasses.replace(
+            caption,
+            detail=f"terminal {info['terminal']:+.2f}, bonus {info['bonus']:+.2f}",
+            truth=", ".join(format_item(t) for t in board.problem.transformations) or "(no transformations)",
+            metrics=episode_line(info["metrics"], info["interactive"]),
+        )
 
     # ------------------------------------------------------------------ groups and state
 
@@ -279,14 +329,15 @@ class TVRInteractive(TVREnvBase):
             problem = self.source.from_key(key)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ValueError(f"state: key {key!r} names no problem of this source ({exc})") from None
-        self.board, self._feedback = Board.replayed(key, problem, steps, turns, done), ""
+        self.board, self._feedback, self._return = Board.replayed(key, problem, steps, turns, done), "", None
+        self._show(self._waiting_caption(), new_episode=True)
 
     def spawn(self) -> TVRInteractive:
         """A new environment at this one's state (its own copy: stepping one leaves the other alone)."""
         twin = TVRInteractive(**self.config)
         if self.board is not None:
             twin.set_state(self.get_state())
-            twin._feedback = self._feedback
+            twin._feedback, twin._return, twin._caption = self._feedback, self._return, self._caption
         return twin
 
     def __getstate__(self) -> dict[str, Any]:

@@ -160,7 +160,8 @@ class InteractiveSB3(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Rewards, ``terminated``/``truncated`` and ``info`` are the environment's; ``info["action_text"]``
     holds the text each action stood for. The environment's images are never rendered
     (:meth:`~tvr_gym.envs.interactive.TVRInteractive.begin` and ``play_turn``): the observation is the
-    object tables.
+    object tables. (An environment made with ``render_mode="rgb_array_list"`` still keeps a frame of each turn,
+    for ``tvr-gym record``.)
     """
 
     def __init__(self, env: gym.Env) -> None:

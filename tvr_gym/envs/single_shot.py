@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from tvr_gym.core.answer import format_answer
+from tvr_gym.core.answer import format_answer, format_item
+from tvr_gym.core.metrics import episode_line
 from tvr_gym.core.options import ENV_CONFIG_KEYS, RENDER_MODES, check_choice  # noqa: F401 (RENDER_MODES: its old home)
 from tvr_gym.core.prompt import PROMPT_CHARSET, PROMPT_MAX_LENGTH, build_prompt
 from tvr_gym.core.reward import REWARD_NAMES, get_reward, score_answer
@@ -19,10 +20,15 @@ from tvr_gym.envs.base import (
     CENTRE,
     TVREnvBase,
     action_as_text,
+    action_display,
     reset_index,
     weights_dict,
 )
+from tvr_gym.envs.frames import Caption
 from tvr_gym.render.cache import observed_image
+
+QUESTION = "which transformations turn the initial state into the final one?"
+"""What the caption of an episode's first frame asks."""
 
 
 class TVRGym(TVREnvBase):
@@ -68,7 +74,8 @@ class TVRGym(TVREnvBase):
     default all three cameras, so ID, OOD and TAcc exist; Basic and Event: centre only), ``source``
     (``"procedural"`` or a TRANCE directory), ``max_visible``, ``steps`` (int or (lo, hi)),
     ``attributes`` (the attributes the steps may change; default all five), ``obs_mode``
-    (``image|text``), ``render_mode`` (``None`` or ``"rgb_array"``), ``cache_dir`` (on-disk render
+    (``image|text``), ``render_mode`` (``None``, ``"rgb_array"`` or ``"rgb_array_list"``: labelled frames with a
+    caption of the step, :mod:`tvr_gym.envs.frames`), ``cache_dir`` (on-disk render
     cache), ``cache_size`` (images in the in-memory LRU; default: the process-wide shared LRU; 0
     turns it off) and ``prompt_layout`` (``tables``, or ``compact`` in text mode: one line per object
     pairing its initial and final values; :data:`tvr_gym.core.prompt.PROMPT_LAYOUTS`).
@@ -126,6 +133,7 @@ class TVRGym(TVREnvBase):
         }
         self._truth = format_answer(problem.transformations)
         self._done = False
+        self._show(Caption(feedback=QUESTION), new_episode=True)
         return self._observation(), self._base_info()
 
     def step(self, action: Any):
@@ -133,6 +141,7 @@ class TVRGym(TVREnvBase):
             raise RuntimeError("step() needs a fresh episode: call reset() first (an episode is one step)")
         reward, info = self.score(action)
         self._done = True
+        self._show(self._step_caption(action, reward, info))
         return self._observation(), reward, True, False, info
 
     def score(self, action: Any) -> tuple[float, dict[str, Any]]:
@@ -150,6 +159,24 @@ class TVRGym(TVREnvBase):
 
     def _render_pair(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self._obs is None else (self._obs["initial"], self._obs["final"])
+
+    def _panel_labels(self) -> tuple[str, str]:
+        view = CENTRE if self._problem is None else self._problem.final_view or CENTRE
+        return f"initial ({CENTRE} camera)", f"final ({view} camera)"
+
+    def _step_caption(self, action: Any, reward: float, info: dict[str, Any]) -> Caption:
+        """The caption of the answered episode: the answer, what the parser read, the reward and its terms, the
+        truth and the metrics."""
+        assert self._problem is not None
+        terms = ", ".join(f"{name} {value:+.2f}" for name, value in info["reward_terms"].items() if value)
+        return Caption(
+            action=action_display(action),
+            feedback=parse_feedback(info["parsed"]),
+            reward=reward,
+            detail=f"terms: {terms}" if terms else "",
+            truth=", ".join(format_item(t) for t in self._problem.transformations) or "(no transformations)",
+            metrics=episode_line(info["metrics"]),
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -173,6 +200,15 @@ class TVRGym(TVREnvBase):
 
     def _image(self, problem: Problem, phase: str, view: str) -> np.ndarray:
         return observed_image(problem, phase, view, self.renderer_name, self.render_size, self.cache)
+
+
+def parse_feedback(parsed: dict[str, Any]) -> str:
+    """What the parser read of an answer (``info["parsed"]``), in words: the steps, then any errors."""
+    steps, errors = len(parsed["steps"]), parsed["errors"]
+    read = f"read {steps} step{'' if steps == 1 else 's'}" + (f": {parsed['canonical']}" if steps else "")
+    if errors:
+        return f"{read}; {len(errors)} unreadable: {'; '.join(errors)}"
+    return read if parsed["well_formed"] else f"{read} (not <think>...</think><answer>...</answer>)"
 
 
 KEYWORDS: tuple[str, ...] = (*ENV_CONFIG_KEYS, *TVRGym.OWN_KEYWORDS)
