@@ -10,7 +10,6 @@ without a browser.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -198,28 +197,17 @@ def test_the_human_row_refuses_records_of_no_real_person():
         human_row(scripted, SINGLE)
 
 
-def _cli(monkeypatch):
-    """``tvr_gym.apps.cli.main`` with ``play`` among its subcommands (registered there, or added here)."""
+def _cli():
+    """``tvr-gym``'s ``main``, in this process."""
     from tvr_gym.apps import cli
-    from tvr_gym.apps.play import add_play_parser
 
-    build = cli.build_parser
-
-    def with_play(with_trainers: bool = True) -> argparse.ArgumentParser:
-        parser = build(with_trainers)
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "play" not in sub.choices:
-            add_play_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_play)
     return cli.main
 
 
 def test_the_summary_of_a_test_run_is_refused_in_one_line(tmp_path, monkeypatch, capsys, game):
     view = game.open(SESSION_A)
     game.answer(SESSION_A, view.token, "")
-    assert _cli(monkeypatch)(["play", "--summary", str(tmp_path / "out")]) == 2
+    assert _cli()(["play", "--summary", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tvr-gym play: error: no records of real people (1 records, 1 of")
 
@@ -231,7 +219,7 @@ def test_the_summary_of_a_directory_is_what_eval_reads(tmp_path, monkeypatch, ca
     (out / EPISODES_FILE).write_text("".join(json.dumps(_record(i, float(i < 3))) + "\n" for i in range(4)))
     row = human_summary(out)
     assert row["n"] == 4 and row["summary"]["overall"]["Acc"] == 0.75
-    assert _cli(monkeypatch)(["play", "--summary", str(out)]) == 0
+    assert _cli()(["play", "--summary", str(out)]) == 0
     assert "Human row of TVR-CrossView-v0: n = 4 (0 other" in capsys.readouterr().out
     assert json.loads((out / "human.json").read_text())["n"] == 4
 
@@ -252,7 +240,7 @@ BAD_PLAY = {
 def test_bad_arguments_are_one_line_exit_2_and_create_nothing(tmp_path, monkeypatch, capsys, argv, flag):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "FILE").write_text("")
-    assert _cli(monkeypatch)(["play", *argv]) == 2
+    assert _cli()(["play", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"tvr-gym play: error: {flag}") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
@@ -263,7 +251,7 @@ def test_without_gradio_play_names_its_extra_and_creates_nothing(tmp_path, monke
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
-    assert _cli(monkeypatch)(["play", "--port", "0", "--out", str(tmp_path / "out")]) == 2
+    assert _cli()(["play", "--port", "0", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install -e '.[play]'" in err and not (tmp_path / "out").exists()
 
@@ -275,7 +263,7 @@ def test_a_busy_port_is_refused_before_out_is_made(tmp_path, monkeypatch, capsys
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert _cli(monkeypatch)(["play", "--port", str(port), "--out", str(tmp_path / "out")]) == 2
+        assert _cli()(["play", "--port", str(port), "--out", str(tmp_path / "out")]) == 2
     assert "--port: cannot listen" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import tvr_gym  # noqa: F401  (registers the environment ids)
 from tvr_gym.agents import make_agent
 from tvr_gym.agents.evaluate import evaluate
 from tvr_gym.apps import record as recorder
-from tvr_gym.apps.record import DEFAULT_FPS, LAST_HOLD, add_record_parser, record
+from tvr_gym.apps.record import DEFAULT_FPS, LAST_HOLD, record
 from tvr_gym.envs.frames import ELLIPSIS, ROWS, Caption, caption_layout, fit_lines, frame_layout, frame_size
 from tvr_gym.envs.registration import INTERACTIVE_ID
 
@@ -232,20 +231,10 @@ def test_bad_arguments_to_record_fail_before_anything_is_made(tmp_path):
 
 
 @pytest.fixture
-def tvr_gym_main(monkeypatch):
-    """``tvr_gym.apps.cli.main`` with the ``record`` command (registered here if ``cli.py`` does not yet)."""
+def tvr_gym_main():
+    """``tvr-gym``'s ``main``, in this process."""
     from tvr_gym.apps import cli
 
-    build = cli.build_parser
-
-    def with_record(with_trainers: bool = True) -> argparse.ArgumentParser:
-        parser = build(with_trainers)
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "record" not in sub.choices:
-            add_record_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_record)
     return cli.main
 
 
