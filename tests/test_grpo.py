@@ -589,6 +589,22 @@ def test_lora_run_saves_an_adapter_that_loads_as_an_agent(tiny_dir, tmp_path):
     )
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_reaches_the_model_and_each_step_logs_its_sampling_time(tiny_dir, tmp_path, lora):
+    from tvr_gym.agents.mllm.grpo import build_policy, make_accelerator
+
+    def checkpointed(model) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+    for on in (False, True):
+        cfg = small_config(tiny_dir, tmp_path / f"policy-{on}", lora=lora, lora_r=4, gradient_checkpointing=on)
+        policy = build_policy(cfg, tiny_dir, make_accelerator(cfg))
+        assert checkpointed(policy.model) is on
+    history = train(small_config(tiny_dir, tmp_path / "run", lora=lora, lora_r=4, gradient_checkpointing=True))
+    assert all(np.isfinite(h["loss"]) for h in history)
+    assert all(0 < h["generation_time"] <= h["step_time"] for h in history)
+
+
 def test_cli_builds_the_tiny_model_and_trains(tmp_path, capsys):
     from tvr_gym.apps.cli import main
 

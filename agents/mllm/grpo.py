@@ -112,6 +112,9 @@ class GRPOConfig:
     lora: bool = field(default=False, metadata=_help("train LoRA adapters (peft) instead of all weights"))
     lora_r: int = field(default=16, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha"))
+    gradient_checkpointing: bool = field(
+        default=False, metadata=_help("recompute activations in the backward pass: less memory, more compute")
+    )
     save_every: int = field(default=50, metadata=_help("steps between checkpoints (0: only the last)"))
     eval_every: int = field(default=50, metadata=_help("steps between held-out evaluations (0: off)"))
     eval_episodes: int = field(default=32, metadata=_help("held-out episodes per evaluation"))
@@ -417,21 +420,34 @@ def make_accelerator(cfg: GRPOConfig):
     return Accelerator(cpu=cfg.device == "cpu", kwargs_handlers=[ddp])
 
 
-def load_model(base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype):
-    """The trainable model: the full weights of ``base``, or ``base`` with new LoRA adapters."""
+def lora_config(lora_r: int, lora_alpha: int):
+    """The LoRA adapters we train: every projection of the language model (``peft.LoraConfig``)."""
+    from peft import LoraConfig
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return LoraConfig(
+        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=rf".*language_model.*\.({'|'.join(targets)})"
+    )
+
+
+def load_model(base: Path, lora: bool, lora_r: int, lora_alpha: int, dtype: torch.dtype,
+               gradient_checkpointing: bool = False):  # fmt: skip
+    """The trainable model: the full weights of ``base``, or ``base`` with new LoRA adapters; with
+    ``gradient_checkpointing``, its layers recompute their activations in the backward pass."""
     from transformers import AutoModelForImageTextToText
 
     kwargs = {"local_files_only": True, "trust_remote_code": False, "use_safetensors": True, "dtype": dtype}
     model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
+    if gradient_checkpointing:
+        # transformers 5.2x calls it activation checkpointing (the old name warns); the non-reentrant kind needs
+        # no input that requires a gradient, so it also works under LoRA, where the embeddings are frozen
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
     if not lora:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    config = LoraConfig(
-        r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=rf".*language_model.*\.({'|'.join(targets)})"
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(lora_r, lora_alpha))
 
 
 def resolve_model_dir(cfg: GRPOConfig) -> Path:
@@ -491,7 +507,7 @@ def build_policy(cfg: GRPOConfig, base: Path, accelerator) -> Policy:
     from transformers import AutoProcessor
 
     dtype = resolve_dtype(cfg.dtype, accelerator.device)
-    model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype)
+    model = load_model(base, cfg.lora, cfg.lora_r, cfg.lora_alpha, dtype, cfg.gradient_checkpointing)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True, trust_remote_code=False)
     agent = MLLMAgent(model, processor, use_images=cfg.obs_mode == "image", max_new_tokens=cfg.max_new_tokens,
                       prompt_layout=cfg.env_kwargs.get("prompt_layout"))  # fmt: skip
@@ -571,6 +587,9 @@ class Rollout:
     turns: torch.Tensor
     lengths: torch.Tensor
     """Completion lengths in tokens, one per sample."""
+    generation_time: float = 0.0
+    """Seconds spent sampling: encoding the prompts, generating, decoding (interactive: playing the episodes,
+    the environments' turns included)."""
 
 
 def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
@@ -579,7 +598,9 @@ def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
     (:func:`interactive_rollouts`), each one's return its reward."""
     G = cfg.group_size
     if cfg.interactive:
+        start = time.perf_counter()
         episodes, batch = interactive_rollouts(cfg, agent, envs, seeds)
+        generation_time = time.perf_counter() - start
         accs = [float((e.final or {}).get("metrics", {}).get("acc", 0.0)) for e in episodes]
         terms = defaultdict(list)
         for e in episodes:
@@ -587,9 +608,11 @@ def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
                 terms[key].append(float(value))
         turns = torch.tensor([len(e.chats) for e in episodes])
         lengths = torch.tensor([len(c) for c in batch.completions], dtype=torch.float)
-        return Rollout(batch, torch.tensor([e.total for e in episodes]), accs, terms, turns, lengths)
+        return Rollout(batch, torch.tensor([e.total for e in episodes]), accs, terms, turns, lengths, generation_time)
     observations = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
+    start = time.perf_counter()
     batch = sample(agent, observations, G, temperature=cfg.temperature, top_p=cfg.top_p, with_logprobs=False)
+    generation_time = time.perf_counter() - start
     rewards, terms, accs = [], defaultdict(list), []
     for i, env in enumerate(envs):
         group_rewards, group_terms, group_accs = score_group(env, batch.texts[i * G : (i + 1) * G])
@@ -598,7 +621,7 @@ def rollout_groups(cfg: GRPOConfig, agent: MLLMAgent, envs, seeds) -> Rollout:
         for key, values in group_terms.items():
             terms[key] += values
     turns = torch.ones(len(rewards), dtype=torch.long)
-    return Rollout(batch, torch.tensor(rewards), accs, terms, turns, batch.lengths.float())
+    return Rollout(batch, torch.tensor(rewards), accs, terms, turns, batch.lengths.float(), generation_time)
 
 
 # ====================================================================== step 5: the policy update
@@ -703,7 +726,8 @@ def update_policy(cfg: GRPOConfig, accelerator, policy: Policy, batch, advantage
 # ====================================================================== steps 6-7 and the end: logging, evaluation
 def step_record(cfg: GRPOConfig, accelerator, step: int, rollout: Rollout, stats, skipped: int, flat: bool, t0: float):
     """The log record of a step: reward and Acc averaged over every process, the update's statistics, the
-    completion length, counters, times (the step's from ``t0``) and the mean of each reward term."""
+    completion length, counters, times (the step's from ``t0``, and the part of it spent sampling) and the mean
+    of each reward term."""
     terms_group = "interactive" if cfg.interactive else "reward_terms"
     return {
         "step": step,
@@ -716,6 +740,7 @@ def step_record(cfg: GRPOConfig, accelerator, step: int, rollout: Rollout, stats
         "skipped": float(skipped),
         "flat": float(flat),
         "step_time": time.perf_counter() - t0,
+        "generation_time": rollout.generation_time,
         "wall_time": time.time(),
         **{f"{terms_group}/{k}": float(np.mean(v)) for k, v in rollout.terms.items()},
     }
