@@ -407,7 +407,7 @@ def _grpo_command(model: Path) -> list[str]:
             "--quiet"]  # fmt: skip
 
 
-TIMES = ("step_time", "wall_time")
+TIMES = ("step_time", "wall_time", "generation_time")
 """What a log record measures rather than computes: the only values a resume may change."""
 
 

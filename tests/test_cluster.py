@@ -214,6 +214,58 @@ def test_sigterm_stops_a_ray_job_cleanly_and_keeps_the_finished_ranges(tmp_path)
     assert not [p.name for p in out.rglob("*.tmp")]
 
 
+
+STOPPING_JOB = """
+import json, sys, time
+from tvr_gym.data import cluster
+
+fast, slow, cluster.DRAIN_S = (float(x) for x in sys.argv[1:4])
+
+def work(chunk):  # range 0 finishes first; the others take `slow` seconds
+    import time
+    time.sleep(fast if chunk == [0] else slow)
+    return [str(i) for i in chunk]
+
+got = []
+def on_range(lines):
+    got.append(lines)
+    if len(got) == 1:
+        raise KeyboardInterrupt  # as Ctrl-C lands while the first range is journalled
+
+options = cluster.RayOptions(workers=2, shard_size=1)
+with cluster.ray_session(options) as ray:
+    start = time.monotonic()
+    try:
+        cluster.run_ranges(work, list(range(40)), lambda chunk: chunk, options, on_range)
+    except KeyboardInterrupt:
+        print(json.dumps({"got": sorted(got), "stop_s": time.monotonic() - start}))
+"""
+"""``run_ranges`` on a local Ray instance of 2 CPUs (4 ranges in flight), interrupted by its first finished range."""
+
+
+def stop_a_job(fast: float, slow: float, drain_s: float) -> dict:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", STOPPING_JOB, str(fast), str(slow), str(drain_s)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
+    )  # fmt: skip
+    code, out, err = finish(process, timeout=300)
+    assert_nothing_left(process.pid)
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_stopping_job_lets_its_tasks_in_flight_finish_and_keeps_them():
+    """Nothing in flight is cancelled when it can finish: Ray's cancel racing a task's finish crashes the driver."""
+    result = stop_a_job(fast=0.5, slow=1.0, drain_s=60.0)
+    assert result["got"] == [["0"], ["1"], ["2"], ["3"]]  # the interrupted range and the three in flight, no more
+
+
+def test_a_stopping_job_cancels_what_is_still_running_after_the_drain():
+    result = stop_a_job(fast=0.5, slow=120.0, drain_s=1.0)
+    assert result["got"] == [["0"]]
+    assert result["stop_s"] < 60.0  # the 120 s tasks were cancelled, not waited for
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -44,6 +44,11 @@ CONNECT_TIMEOUT_S = 10.0
 IN_FLIGHT_PER_CPU = 2
 """Ranges submitted per cluster CPU at a time: enough to keep every worker busy, few enough that a killed
 driver loses little and a huge ``n`` costs the driver no memory."""
+DRAIN_S = 10.0
+"""How long a stopping job (an interrupt, or a range that failed every time) waits for its tasks in flight to
+finish, keeping their samples, before it cancels the rest. Cancelling a task as it finishes can crash the
+driver inside Ray (``Tried to complete task that was not pending``, a race of Ray's cancel with the task's
+reply); tasks that finish on their own are never cancelled."""
 
 
 class RangeFailedError(RuntimeError):
@@ -154,6 +159,10 @@ def run_ranges(
     ``on_range`` gets them, in this process, in the order the ranges finish. When a range fails on every
     attempt, the tasks in flight are cancelled and waited for, ``on_failure`` runs (to remove what they
     left), and :class:`RangeFailedError` is raised, naming the range by ``name``. Call inside :func:`ray_session`.
+
+    A job that stops (an interrupt, a failed range) first lets its tasks in flight finish for up to
+    :data:`DRAIN_S` seconds and hands their samples to ``on_range``; only the tasks still running then are
+    cancelled (at once on a second interrupt).
     """
     import ray
 
@@ -188,9 +197,12 @@ def run_ranges(
                     ) from None
                 on_range(lines)
     except BaseException:
-        _stop(ray, list(pending))
-        if on_failure is not None:
-            on_failure()
+        try:
+            _drain(ray, pending, on_range)
+        finally:  # a second interrupt in the drain ends it: the rest is cancelled and cleaned up all the same
+            _stop(ray, list(pending))
+            if on_failure is not None:
+                on_failure()
         raise
 
 
@@ -201,6 +213,21 @@ def _cause(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _drain(ray: Any, pending: dict[Any, list[int]], on_range: Callable[[list[str]], None]) -> None:
+    """Wait (at most :data:`DRAIN_S`) for the tasks in ``pending`` to finish, handing the lines of each one that
+    succeeds to ``on_range`` and removing it from ``pending``; what is left in ``pending`` is still running."""
+    deadline = time.monotonic() + DRAIN_S
+    while pending and (left := deadline - time.monotonic()) > 0:
+        finished, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+        for ref in finished:
+            pending.pop(ref)
+            try:
+                lines = ray.get(ref)
+            except Exception:  # this range failed too: nothing of it is kept
+                continue
+            on_range(lines)
 
 
 def _stop(ray: Any, refs: list[Any], wait_s: float = 30.0) -> None:
