@@ -459,5 +459,6 @@ def test_grpo_killed_at_random_points_resumes_to_the_same_weights_and_log(tiny_d
         assert not left, f"orphans after the kill at {written}: {left}"
     assert _strays(out) == []
     result, expected = _grpo_result(out), _grpo_result(reference)
-    assert result["final/model.safetensors"] == expected["final/model.safetensors"]  # the weights, byte for byte
-    assert result == expected
+    assert "final/model.safetensors" in expected  # the weights are among the files compared, byte for byte
+    differing = sorted(k for k in result.keys() | expected.keys() if result.get(k) != expected.get(k))
+    assert not differing, {k: (repr(result.get(k))[:400], repr(expected.get(k))[:400]) for k in differing}
