@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tvr_gym.core.atomic import atomic_open, atomic_write_text
+from tvr_gym.core.atomic import atomic_open, atomic_write_text, save_png
 
 
 def test_complete_write_replaces_the_file(tmp_path):
@@ -53,3 +53,45 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_no_old_one(tmp_path):
     assert replace_dir(new, target) == target
     assert (target / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# ---------------------------------------------------------------------------- PNG level
+
+
+def zlib_level_flag(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header (RFC 1950): 0 for zlib levels 0-1, 1 for 2-5, 2 for 6, 3 for 7-9."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return png[png.index(b"IDAT") + 5] >> 6
+
+
+def test_every_png_we_write_is_fast_zlib_and_lossless(tmp_path):
+    """Datasets, exports and data URLs all go through encode_png: PIL's default level 6 took two thirds of
+    generate's time (benchmarks/bench_png.py)."""
+    import base64
+    import io
+
+    import numpy as np
+    from datasets import Image as ImageFeature
+    from datasets import load_from_disk
+    from PIL import Image
+
+    from tvr_gym.core.chat import png_data_url
+    from tvr_gym.data.dataset import generate_dataset
+    from tvr_gym.data.export import export
+
+    image = np.random.default_rng(0).integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    url = base64.b64decode(png_data_url(image).removeprefix("data:image/png;base64,"))
+    save_png(image, tmp_path / "a.png")
+    for png in (url, (tmp_path / "a.png").read_bytes()):
+        assert zlib_level_flag(png) == 0
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
+
+    generate_dataset(tmp_path / "data", "basic", seed=1, n=1, renderer="numpy", progress=False)
+    written = sorted((tmp_path / "data").rglob("*.png"))
+    assert len(written) == 4 and all(zlib_level_flag(p.read_bytes()) == 0 for p in written)
+
+    export("hf", "TVR-Basic-v0", 2, tmp_path / "hf", seed=1, progress=False, renderer="numpy", obs_mode="image")
+    rows = load_from_disk(str(tmp_path / "hf"))["train"]
+    rows = rows.cast_column("images", [ImageFeature(decode=False)])
+    stored = [image["bytes"] for row in rows for image in row["images"]]
+    assert len(stored) == 4 and all(zlib_level_flag(png) == 0 for png in stored)

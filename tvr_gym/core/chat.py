@@ -21,15 +21,14 @@ would not fit.
 from __future__ import annotations
 
 import base64
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from tvr_gym.core.atomic import encode_png
 from tvr_gym.core.options import check_int
 
 __all__ = [
@@ -99,9 +98,7 @@ def placeholder_messages(prompt: str, n_images: int, system: str | None = None) 
 
 def png_data_url(image: np.ndarray) -> str:
     """An RGB uint8 image as a ``data:image/png;base64,...`` URL."""
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
 
 
 def openai_messages(prompt: str, images: Sequence[np.ndarray], system: str | None = None) -> list[Message]:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from tvr_gym.core import chat
-from tvr_gym.core.atomic import atomic_write_text, is_url, replace_dir
+from tvr_gym.core.atomic import atomic_write_text, encode_png, is_url, replace_dir
 from tvr_gym.core.options import check_choice, check_int
 from tvr_gym.core.trance import Problem
 from tvr_gym.data.cluster import ENGINES, RayOptions, ray_session
@@ -197,8 +196,9 @@ def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs
         env.close()
 
 
-def _pil(images: list[np.ndarray]) -> list[Image.Image]:
-    return [Image.fromarray(im) for im in images]
+def _pil(images: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Images as the ``datasets`` Image feature stores them, encoded here at our PNG level (its own is PIL's 6)."""
+    return [{"bytes": encode_png(im), "path": None} for im in images]
 
 
 def _hf_row(row: ExportRow) -> dict[str, Any]:
