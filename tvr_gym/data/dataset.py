@@ -225,6 +225,13 @@ def write_sample(out: Path, problem: Problem, images: Images) -> str:
     return json.dumps(replace(problem, images=names, root=out).to_dict(), separators=(",", ":"))
 
 
+def manifest_diff(found: dict[str, Any], wanted: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """What differs between the manifest in a directory and the one a command would write, for its error:
+    ``"seed: 1 there, 2 now; ..."`` (keys in ``skip`` left out)."""
+    keys = sorted(k for k in {*found, *wanted} if found.get(k) != wanted.get(k) and k not in skip)
+    return "; ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in keys)
+
+
 @dataclass
 class DatasetWriter:
     """Resumable writing into one dataset directory, for one ``manifest``.
@@ -264,8 +271,7 @@ class DatasetWriter:
             except (OSError, ValueError) as exc:
                 raise DatasetDirError(f"{existing}: unreadable manifest ({exc}); choose another --out") from None
             if found != manifest:
-                keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
-                diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys)
+                diff = manifest_diff(found, manifest)
                 raise DatasetDirError(f"{out} holds a dataset made differently ({diff}); choose another --out")
         elif any(out.iterdir()):
             raise DatasetDirError(

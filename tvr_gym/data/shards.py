@@ -36,7 +36,7 @@ from typing import Any
 
 from tvr_gym.core.atomic import atomic_open, is_url
 from tvr_gym.data.cluster import RayOptions, ray_session
-from tvr_gym.data.dataset import DatasetDirError, counting, lock_or_refuse, unlock_dir
+from tvr_gym.data.dataset import DatasetDirError, counting, lock_or_refuse, manifest_diff, unlock_dir
 from tvr_gym.version import __version__
 
 __all__ = ["DEFAULT_SHARD_ROWS", "MANIFEST_DIR", "check_url", "datasets_quiet", "export_shards", "manifest_of",
@@ -232,8 +232,7 @@ def _claim(fs: Any, root: str, where: str, manifest: dict) -> set[str]:
     if f"{split}.json" in _names(fs, meta):
         found = json.loads(fs.cat_file(f"{meta}/{split}.json"))
         if found != manifest:
-            keys = sorted(k for k in {*found, *manifest} if found.get(k) != manifest.get(k))
-            diff = "; ".join(f"{k}: {found.get(k)!r} there, {manifest.get(k)!r} now" for k in keys if k != "shards")
+            diff = manifest_diff(found, manifest, skip=("shards",))
             raise DatasetDirError(f"{where} holds another export ({diff or 'other shards'}); choose another --out")
     elif names:
         raise DatasetDirError(f"{where} is not empty and is no sharded export (no {MANIFEST_DIR}/{split}.json "
