@@ -191,25 +191,28 @@ def run_one(job: dict) -> dict:
 
 
 def plot(runs: list[dict], chance: dict[str, float], path: Path, title: str) -> None:
+    """Held-out curves of every GRPO run and their mean. Runs with a time budget stop at different steps: the mean
+    covers the evaluations all of them reached."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 5, figsize=(24, 4.6))
-    steps = [e["step"] for e in runs[0]["eval"]]
+    common = min(len(r["eval"]) for r in runs)
     for ax, (key, name) in zip(axes, METRICS):
-        values = np.array([[e[key] for e in r["eval"]] for r in runs], dtype=float)
-        for row in values:
-            ax.plot(steps, row, color="tab:blue", alpha=0.35, linewidth=1)
-        ax.plot(
-            steps, values.mean(0), color="tab:blue", marker="o", label=f"multi-turn GRPO (mean of {len(runs)} seeds)"
-        )
+        for r in runs:
+            ax.plot([e["step"] for e in r["eval"]], [e[key] for e in r["eval"]], color="tab:blue", alpha=0.35,
+                    linewidth=1)  # fmt: skip
+        mean = np.mean([[e[key] for e in r["eval"][:common]] for r in runs], axis=0)
+        steps = [e["step"] for e in runs[0]["eval"][:common]]
+        ax.plot(steps, mean, color="tab:blue", marker="o", label=f"multi-turn GRPO (mean of {len(runs)} seeds)")
         ax.axhline(chance[key], color="black", linestyle="-.", linewidth=1, label="random turn then done")
         ax.set(title=f"{name} (greedy)", xlabel="GRPO step (0 = warmed-up start)")
         ax.grid(alpha=0.3)
-    train_steps = [h["step"] for h in runs[0]["train"]]
-    values = np.array([[h["reward"] for h in r["train"]] for r in runs], dtype=float)
+    common = min(len(r["train"]) for r in runs)
+    train_steps = [h["step"] for h in runs[0]["train"][:common]]
+    values = np.array([[h["reward"] for h in r["train"][:common]] for r in runs], dtype=float)
     k = min(10, len(train_steps))
     smooth = np.array([np.convolve(v, np.ones(k) / k, mode="valid") for v in values])
     axes[4].plot(train_steps[k - 1 :], smooth.mean(0), color="tab:blue")
@@ -221,6 +224,44 @@ def plot(runs: list[dict], chance: dict[str, float], path: Path, title: str) -> 
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
+
+
+def write_report(curves: dict) -> None:
+    """The plot and ``benchmarks/results/learning_interactive[_sft].md`` from a run's ``curves.json``."""
+    args, runs, chance = argparse.Namespace(**curves["args"]), curves["runs"], curves["chance"]
+    start_scores = curves.get("start") or runs[0]["eval"][0]  # every run's step 0 is the start
+    suffix = "" if args.start == "format" else "_sft"
+    budget = f"{args.minutes:g} min per arm" if args.minutes else f"{args.steps} steps"
+    start_name = "format warm-up"
+    if args.start == "sft":
+        start_name = f"SFT on oracle demonstrations ({args.sft_minutes:g} min)"
+    title = (
+        f"tiny Qwen2.5-VL, {start_name}, then multi-turn GRPO on interactive Basic ({args.obs_mode} obs): "
+        f"{budget}, B={args.batch_size} G={args.group_size}, state terminal reward, {args.seeds} seeds"
+    )
+    grpo_runs = [r for r in runs if r.get("arm", "grpo") == "grpo"]
+    plot(grpo_runs, chance, RESULTS / f"learning_interactive{suffix}.png", title)
+    command = f".venv/bin/python -m benchmarks.learning_interactive --start {args.start} --seeds {args.seeds} "
+    command += f"--minutes {args.minutes:g}" if args.minutes else f"--steps {args.steps} --eval-every {args.eval_every}"
+    lines = [
+        "# Learning curves: multi-turn GRPO on TVR-Interactive-v0 (tiny policy)",
+        "",
+        run_line(command + (f" --sft-minutes {args.sft_minutes:g}" if args.start == "sft" else "")),
+        "",
+        f"Wall time {curves['wall']:.0f} s. {title}. Held-out: {args.eval_episodes} greedy episodes; reference: a "
+        "random one-item turn then `done` on the same episodes.",
+        "",
+        "| | " + " | ".join(name for _, name in METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+        "| random turn then done | " + " | ".join(f"{chance[k]:.3f}" for k, _ in METRICS) + " |",
+        f"| start ({start_name}) | " + " | ".join(f"{start_scores[k]:.3f}" for k, _ in METRICS) + " |",
+    ]
+    for r in runs:
+        last = r["eval"][-1]
+        arm = "continued SFT, end" if r.get("arm") == "sft" else f"GRPO, step {last['step']}"
+        lines.append(f"| seed {r['seed']}, {arm} | " + " | ".join(f"{last[k]:.3f}" for k, _ in METRICS) + " |")
+    lines += ["", f"![curves](learning_interactive{suffix}.png)"]
+    report(lines, RESULTS / f"learning_interactive{suffix}.md")
 
 
 def main() -> None:
@@ -244,7 +285,12 @@ def main() -> None:
     parser.add_argument("--obs-mode", choices=("text", "image"), default="text")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="default runs/learning-interactive[-sft]")
+    parser.add_argument("--replot", metavar="DIR", default=None, help="only redraw the plot and the report from "
+                        "DIR/curves.json (a finished run's --out)")  # fmt: skip
     args = parser.parse_args()
+    if args.replot:
+        write_report(json.loads((Path(args.replot) / "curves.json").read_text()))
+        return
     suffix = "" if args.start == "format" else "_sft"
     out = Path(args.out or f"runs/learning-interactive{suffix.replace('_', '-')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -274,41 +320,9 @@ def main() -> None:
                        "eval_episodes": args.eval_episodes, "start": start_scores}  # fmt: skip
                 futures.append(pool.submit(run_sft_arm, job))
         runs = [f.result() for f in futures]
-    wall = time.time() - t0
-    atomic_write_text(
-        out / "curves.json", json.dumps({"args": vars(args), "wall": wall, "chance": chance, "runs": runs})
-    )
-    budget = f"{args.minutes:g} min per arm" if args.minutes else f"{args.steps} steps"
-    start_name = "format warm-up"
-    if args.start == "sft":
-        start_name = f"SFT on oracle demonstrations ({args.sft_minutes:g} min)"
-    title = (
-        f"tiny Qwen2.5-VL, {start_name}, then multi-turn GRPO on interactive Basic ({args.obs_mode} obs): "
-        f"{budget}, B={args.batch_size} G={args.group_size}, state terminal reward, {args.seeds} seeds"
-    )
-    grpo_runs = [r for r in runs if r.get("arm", "grpo") == "grpo"]
-    plot(grpo_runs, chance, RESULTS / f"learning_interactive{suffix}.png", title)
-    command = f".venv/bin/python -m benchmarks.learning_interactive --start {args.start} --seeds {args.seeds} "
-    command += f"--minutes {args.minutes:g}" if args.minutes else f"--steps {args.steps} --eval-every {args.eval_every}"
-    lines = [
-        "# Learning curves: multi-turn GRPO on TVR-Interactive-v0 (tiny policy)",
-        "",
-        run_line(command + (f" --sft-minutes {args.sft_minutes:g}" if args.start == "sft" else "")),
-        "",
-        f"Wall time {wall:.0f} s. {title}. Held-out: {args.eval_episodes} greedy episodes; reference: a random "
-        "one-item turn then `done` on the same episodes.",
-        "",
-        "| | " + " | ".join(name for _, name in METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
-        "| random turn then done | " + " | ".join(f"{chance[k]:.3f}" for k, _ in METRICS) + " |",
-        f"| start ({start_name}) | " + " | ".join(f"{start_scores[k]:.3f}" for k, _ in METRICS) + " |",
-    ]
-    for r in runs:
-        last = r["eval"][-1]
-        arm = "continued SFT, end" if r.get("arm") == "sft" else f"GRPO, step {last['step']}"
-        lines.append(f"| seed {r['seed']}, {arm} | " + " | ".join(f"{last[k]:.3f}" for k, _ in METRICS) + " |")
-    lines += ["", f"![curves](learning_interactive{suffix}.png)"]
-    report(lines, RESULTS / f"learning_interactive{suffix}.md")
+    curves = {"args": vars(args), "wall": time.time() - t0, "chance": chance, "start": start_scores, "runs": runs}
+    atomic_write_text(out / "curves.json", json.dumps(curves))
+    write_report(curves)
 
 
 if __name__ == "__main__":
