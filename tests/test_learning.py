@@ -222,3 +222,27 @@ def test_an_interactive_run_records_held_out_success_from_its_first_step(tmp_pat
     assert lengths == {len(run["steps"])}
     assert all(0.0 <= v <= 1.0 for v in run["success"]) and run["success"] == run["acc"]  # Acc of the net change
     assert all(1 <= t for t in run["turns"])
+
+
+def test_interactive_grpo_report_draws_seeds_that_stopped_at_different_steps(tmp_path, monkeypatch):
+    """A time budget stops each seed at its own step (a 50-minute run once crashed in the plot for it); the table
+    gives each run's last evaluation, and the start is every run's step 0."""
+    import benchmarks.learning_interactive as li
+
+    monkeypatch.setattr(li, "RESULTS", tmp_path)
+    point = {"success": 0.0, "return": -4.0, "acc": 0.0, "turns": 1.0}
+    runs = [
+        {"arm": "grpo", "seed": s, "eval": [{**point, "step": k * 30, "return": -3.5 - s} for k in range(n)],
+         "train": [{"step": k + 1, "reward": -3.0} for k in range(n * 30)]}
+        for s, n in ((0, 4), (1, 2))
+    ]  # fmt: skip
+    sft_end = {**point, "step": 1, "success": 0.25}
+    runs.append({"arm": "sft", "seed": 0, "train": [], "eval": [{**point, "step": 0}, sft_end]})
+    args = {"start": "sft", "steps": 120, "minutes": 6.0, "eval_every": 30, "eval_episodes": 48, "batch_size": 4,
+            "group_size": 6, "sft_minutes": 12.0, "seeds": 2, "obs_mode": "text"}  # fmt: skip
+    li.write_report({"args": args, "wall": 1.0, "chance": point, "runs": runs})
+    table = (tmp_path / "learning_interactive_sft.md").read_text()
+    assert "| seed 0, GRPO, step 90 | 0.000 | -3.500 |" in table
+    assert "| seed 1, GRPO, step 30 | 0.000 | -4.500 |" in table
+    assert "| seed 0, continued SFT, end | 0.250 |" in table
+    assert (tmp_path / "learning_interactive_sft.png").stat().st_size > 0
