@@ -447,8 +447,12 @@ FIGURES = {
               "training minutes (SFT, then GRPO from its end)", ("acc", "obj_acc", "star")),
     "adam": ("sparse GRPO from the small format start: AdamW with and without skip_flat", "steps", "GRPO steps",
              ("star", "format", "obj_acc")),
-    "ppo_rewards": ("symbolic PPO from scratch, one arm per training reward (STAR's claim)", "steps",
+    "ppo_rewards": ("symbolic PPO from scratch on TVR-Basic, one arm per training reward (STAR's claim)", "steps",
                     "environment steps", ("acc", "obj_acc", "star")),
+    "ppo_rewards_event": ("symbolic PPO from scratch on TVR-Event, one arm per training reward (STAR's claim)",
+                          "steps", "environment steps", ("acc", "obj_acc", "star")),
+    "ppo_rewards_image_table": ("image-table PPO from scratch on TVR-Basic, one arm per training reward (STAR's "
+                                "claim)", "steps", "environment steps", ("acc", "obj_acc", "star")),
     "ppo_interactive": ("MaskablePPO from scratch on TVR-Interactive-v0 (tvr-gym train ppo defaults)", "steps",
                         "environment steps (turns)", ("success", "return", "turns")),
 }  # fmt: skip
@@ -457,7 +461,19 @@ TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star":
           "format": "held-out well-formed share", "success": "held-out Success", "return": "held-out return",
           "turns": "turns used"}  # fmt: skip
 CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/",
-          "ppo_rewards": "ppo/symbolic", "ppo_interactive": "ppo/interactive"}  # fmt: skip
+          "ppo_rewards": "ppo/symbolic", "ppo_rewards_event": "ppo/symbolic/event",
+          "ppo_rewards_image_table": "ppo/image-table", "ppo_interactive": "ppo/interactive"}  # fmt: skip
+"""The chance levels a figure draws: those whose name starts with the value; a reward figure's exactly its own."""
+REWARD_FIGURES = {("basic", "symbolic"): "ppo_rewards", ("event", "symbolic"): "ppo_rewards_event",
+                  ("basic", "image-table"): "ppo_rewards_image_table"}  # fmt: skip
+"""The figure of STAR's claim for each task and observation: its reward arms, and its ``star`` runs."""
+
+
+def shows_chance(name: str, chance_name: str) -> bool:
+    """Whether figure ``name`` draws the chance level stored as ``chance_name``."""
+    if name in REWARD_FIGURES.values():
+        return chance_name.removesuffix("/visible") == CHANCE[name]
+    return chance_name.startswith(CHANCE[name])
 
 
 def is_reward_arm(run: dict[str, Any]) -> bool:
@@ -466,11 +482,16 @@ def is_reward_arm(run: dict[str, Any]) -> bool:
     return single_shot and (run["reward"] != "star" or run.get("task", "basic") != "basic")
 
 
+def reward_figure(run: dict[str, Any]) -> str | None:
+    """The figure of STAR's claim for the run's task and observation, if there is one."""
+    return REWARD_FIGURES.get((run.get("task", "basic"), run["obs_mode"]))
+
+
 def in_figure(run: dict[str, Any], name: str) -> bool:
-    """Whether ``run`` is drawn in figure ``name``: each run in one figure, except that the ``star`` runs of
-    symbolic PPO on Basic are also the reference of ``ppo_rewards``."""
-    if name == "ppo_rewards":
-        return figure_of(run) in ("ppo", "ppo_rewards") and run["obs_mode"] == "symbolic" and not is_ablation(run)
+    """Whether ``run`` is drawn in figure ``name``: each run in one figure, except that the ``star`` runs of PPO
+    on Basic (symbolic, image-table) are also the reference of their reward figure."""
+    if name in REWARD_FIGURES.values():
+        return figure_of(run) in ("ppo", name) and reward_figure(run) == name and not is_ablation(run)
     return figure_of(run) == name
 
 
@@ -479,7 +500,7 @@ def figure_of(run: dict[str, Any]) -> str:
     if run.get("env") == "interactive":
         return "ppo_interactive"
     if run["algo"] == "ppo":
-        return "ppo_rewards" if is_reward_arm(run) else "ppo"
+        return (reward_figure(run) or "ppo") if is_reward_arm(run) else "ppo"
     if run["obs_mode"] == "image":
         return "image"
     return "adam" if run.get("variant") in FULL["adam"]["variants"] else run["start"]
@@ -518,7 +539,7 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
         algo, task, start, obs, reward, variant, _env = group
         n = hue[group]
         label = f"{obs} obs" if algo == "ppo" else ("continued SFT" if reward == "sft" else f"GRPO {reward}")
-        label = f"{task}, reward {reward}" if name == "ppo_rewards" else label
+        label = f"{task}, reward {reward}" if name in REWARD_FIGURES.values() else label
         label = f"interactive {task}, terminal {reward}" if name == "ppo_interactive" else label
         label = "SFT from random weights" if start == "scratch" and algo == "sft" else label
         label += (f" ({variant})" if variant else "") + (f" ({len(runs)} seeds)" if len(runs) > 1 else " (1 seed)")
@@ -533,7 +554,7 @@ def _plot(store: dict[str, Any], name: str, path: Path) -> None:
     for ax, key in zip(axes, metrics):
         lines: dict[tuple[str, float], list[str]] = {}  # one line per guess and value, naming every source
         for chance_name, values in sorted(store.get("chance", {}).items()):
-            if chance_name.startswith(CHANCE[name]) and key in values:
+            if shows_chance(name, chance_name) and key in values:
                 source = chance_name.removesuffix("/visible")
                 lines.setdefault((guess_of(chance_name), round(values[key], 6)), []).append(source)
         for (guess, value), sources in lines.items():

@@ -161,7 +161,7 @@ def test_the_image_ablation_shows_the_initial_image_twice_and_nothing_else_chang
 
 def test_ppo_reward_arms_train_with_their_reward_and_are_stored_and_drawn_apart(tmp_path):
     """STAR's claim with learners that learn: one PPO run per training reward and task, each its own key."""
-    from benchmarks.learning import in_figure, ppo_jobs
+    from benchmarks.learning import in_figure, ppo_jobs, shows_chance
 
     made = ppo_jobs(tmp_path, ["ppo-symbolic"], FULL, [0, 1], ("star", "sparse"), "event")
     assert [(j["reward"], j["task"], j["seed"]) for j in made] == [
@@ -171,9 +171,16 @@ def test_ppo_reward_arms_train_with_their_reward_and_are_stored_and_drawn_apart(
     star = {**_run("star", 0, 0.9), "algo": "ppo", "obs_mode": "symbolic"}
     sparse = {**star, "reward": "sparse"}
     event = {**star, "task": "event"}
-    assert [figure_of(r) for r in (star, sparse, event)] == ["ppo", "ppo_rewards", "ppo_rewards"]
-    assert all(in_figure(r, "ppo_rewards") for r in (star, sparse, event))  # star on Basic is the reference
+    table = {**star, "obs_mode": "image-table"}
+    table_sparse = {**table, "reward": "sparse"}
+    assert [figure_of(r) for r in (star, sparse, event, table, table_sparse)] == [
+        "ppo", "ppo_rewards", "ppo_rewards_event", "ppo", "ppo_rewards_image_table"]  # fmt: skip
+    assert in_figure(star, "ppo_rewards") and in_figure(sparse, "ppo_rewards")  # star on Basic is the reference
+    assert not in_figure(event, "ppo_rewards") and in_figure(event, "ppo_rewards_event")
+    assert in_figure(table, "ppo_rewards_image_table") and not in_figure(table, "ppo_rewards")
     assert len({key_of(r) for r in (star, sparse, event)}) == 3
+    assert [c for c in ("ppo/symbolic", "ppo/symbolic/visible", "ppo/symbolic/event", "ppo/image-table")
+            if shows_chance("ppo_rewards", c)] == ["ppo/symbolic", "ppo/symbolic/visible"]  # fmt: skip
 
 
 def test_an_unknown_ppo_reward_is_refused(monkeypatch, capsys):
