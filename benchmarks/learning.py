@@ -457,7 +457,7 @@ FIGURES = {
                         "environment steps (turns)", ("success", "return", "turns")),
 }  # fmt: skip
 """Each figure: title, x axis (key, label) and the three held-out metrics drawn."""
-TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out Basic ObjAcc", "star": "held-out STAR reward",
+TITLES = {"acc": "held-out TVR Acc", "obj_acc": "held-out ObjAcc", "star": "held-out STAR reward",
           "format": "held-out well-formed share", "success": "held-out Success", "return": "held-out return",
           "turns": "turns used"}  # fmt: skip
 CHANCE = {"ppo": "ppo/", "sft": "grpo/text", "format": "grpo/text", "image": "grpo/image", "adam": "adam/",
