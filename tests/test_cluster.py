@@ -214,7 +214,6 @@ def test_sigterm_stops_a_ray_job_cleanly_and_keeps_the_finished_ranges(tmp_path)
     assert not [p.name for p in out.rglob("*.tmp")]
 
 
-
 STOPPING_JOB = """
 import json, sys, time
 from tvr_gym.data import cluster
@@ -265,6 +264,7 @@ def test_a_stopping_job_cancels_what_is_still_running_after_the_drain():
     result = stop_a_job(fast=0.5, slow=120.0, drain_s=1.0)
     assert result["got"] == [["0"]]
     assert result["stop_s"] < 60.0  # the 120 s tasks were cancelled, not waited for
+
 
 @pytest.mark.parametrize(
     "args, message",

@@ -88,10 +88,11 @@ PNG_COMPRESS_LEVEL = 1
 larger (``benchmarks/bench_png.py``). The pixels are the same at every level."""
 
 
-def encode_png(image: Any) -> bytes:
-    """An RGB uint8 image as PNG bytes, at :data:`PNG_COMPRESS_LEVEL`."""
+def encode_png(image: Any, level: int | None = None) -> bytes:
+    """An RGB uint8 image as PNG bytes, at zlib ``level`` (default :data:`PNG_COMPRESS_LEVEL`)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    level = PNG_COMPRESS_LEVEL if level is None else level
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
 
 

@@ -156,13 +156,11 @@ def run_ranges(
     """Run ``fn(payload(range))`` as one Ray task per range of ``indices`` (ascending); returns the ranges run.
 
     ``fn`` (a module-level function, run in a Ray worker) makes one range's samples and returns their lines;
-    ``on_range`` gets them, in this process, in the order the ranges finish. When a range fails on every
-    attempt, the tasks in flight are cancelled and waited for, ``on_failure`` runs (to remove what they
-    left), and :class:`RangeFailedError` is raised, naming the range by ``name``. Call inside :func:`ray_session`.
-
-    A job that stops (an interrupt, a failed range) first lets its tasks in flight finish for up to
-    :data:`DRAIN_S` seconds and hands their samples to ``on_range``; only the tasks still running then are
-    cancelled (at once on a second interrupt).
+    ``on_range`` gets them, in this process, in the order the ranges finish. A job that stops (an interrupt,
+    or a range that fails on every attempt) first lets its tasks in flight finish for up to :data:`DRAIN_S`
+    seconds and hands their lines to ``on_range``; the tasks still running then are cancelled (at once on a
+    second interrupt) and waited for, ``on_failure`` runs (to remove what they left), and the interrupt, or a
+    :class:`RangeFailedError` naming the range by ``name``, is raised. Call inside :func:`ray_session`.
     """
     import ray
 

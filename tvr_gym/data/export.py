@@ -196,7 +196,7 @@ def export_rows(env_id: str, indices: Iterable[int], seed: int = 0, **env_kwargs
         env.close()
 
 
-def _pil(images: list[np.ndarray]) -> list[dict[str, Any]]:
+def _png_images(images: list[np.ndarray]) -> list[dict[str, Any]]:
     """Images as the ``datasets`` Image feature stores them, encoded here at our PNG level (its own is PIL's 6)."""
     return [{"bytes": encode_png(im), "path": None} for im in images]
 
@@ -213,7 +213,7 @@ def _hf_row(row: ExportRow) -> dict[str, Any]:
         "seed": row.seed,
     }
     if row.images:
-        out["images"] = _pil(row.images)
+        out["images"] = _png_images(row.images)
     return out
 
 
@@ -233,14 +233,14 @@ def _verl_row(row: ExportRow, split: str) -> dict[str, Any]:
             "index": row.index, "env_kwargs": json.dumps(row.env_kwargs, sort_keys=True),
         }  # fmt: skip
     if row.images:
-        out["images"] = _pil(row.images)
+        out["images"] = _png_images(row.images)
     return out
 
 
 def _easyr1_row(row: ExportRow) -> dict[str, Any]:
     out = {"problem": chat.placeholder_text(row.prompt, len(row.images)), "answer": row.problem_json}
     if row.images:
-        out["images"] = _pil(row.images)
+        out["images"] = _png_images(row.images)
     return out
 
 
@@ -262,7 +262,7 @@ def _hf_demonstration_row(demo: Demonstration) -> dict[str, Any]:
         "seed": demo.seed, "solver": demo.solver, "success": demo.success, "return": demo.episode_return,
     }  # fmt: skip
     if demo.images:
-        out["images"] = _pil(demo.images)
+        out["images"] = _png_images(demo.images)
     return out
 
 
@@ -281,7 +281,7 @@ def _verl_demonstration_row(demo: Demonstration, split: str) -> dict[str, Any]:
         },
     }  # fmt: skip
     if demo.images:
-        out["images"] = _pil(demo.images)
+        out["images"] = _png_images(demo.images)
     return out
 
 
