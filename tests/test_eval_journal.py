@@ -140,7 +140,10 @@ def test_an_interrupted_eval_keeps_its_episodes_and_says_how_to_continue(tmp_pat
     out = tmp_path / "e"
     proc = _start(out)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:  # a child that ignored the signal must not outlive the test (it would run 10^6 episodes)
+        proc.kill()
     assert proc.returncode == 128 + signum
     assert err.strip().splitlines() == [
         f"tvr-gym eval: interrupted ({signal.Signals(signum).name}); the finished episodes are kept in "
